@@ -1,0 +1,492 @@
+"""The validated data model.
+
+Every object normalises its fields on construction and raises ``ValidationError``
+(one line: the field and what is allowed) on bad input. Objects serialise to plain
+JSON-able dicts with ``to_dict`` and back with ``from_dict``, which refuses unknown fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+import netaddr
+
+from .errors import ValidationError
+
+DEFAULT_AS = 64512
+DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
+BLOCK_SIZE_RANGE = {4: (20, 32), 6: (116, 128)}
+HOST_PREFIX = {4: 32, 6: 128}
+
+# Ranges a pool must not touch: the workload gateway lives in link-local space.
+RESERVED_NETS = [
+    netaddr.IPNetwork(n)
+    for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+              "::/128", "::1/128", "fe80::/10", "ff00::/8")
+]
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,251}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
+
+PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "sctp")
+PORT_PROTOCOLS = {"tcp", "udp", "sctp", 6, 17, 132}
+ICMP_PROTOCOLS = {"icmp": 4, "icmpv6": 6, 1: 4, 58: 6}
+ACTIONS = ("allow", "deny")
+ENDPOINT_STATES = ("active", "inactive")
+
+
+# --------------------------------------------------------------------------- validators
+
+def _fail(field_name: str, problem: str) -> ValidationError:
+    return ValidationError(field_name, problem)
+
+
+def parse_network(field_name: str, value: Any, version: int | None = None) -> netaddr.IPNetwork:
+    """A CIDR (host bits cleared) or a bare address (as /32 or /128)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(field_name, f"{value!r} is not a CIDR; use e.g. 10.0.0.0/16 or fd00::/64")
+    try:
+        net = netaddr.IPNetwork(value.strip())
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise _fail(
+            field_name, f"{value!r} is not a CIDR; use e.g. 10.0.0.0/16 or fd00::/64"
+        ) from None
+    if version is not None and net.version != version:
+        raise _fail(field_name, f"{value} is IPv{net.version}; IPv{version} is required here")
+    return net.cidr
+
+
+def parse_address(field_name: str, value: Any, version: int | None = None) -> netaddr.IPAddress:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(field_name, f"{value!r} is not an IP address; use e.g. 10.0.0.1 or fd00::1")
+    text = value.strip()
+    if "/" in text:  # accept ADDR/PREFIX, as operators often paste it that way
+        text = text.split("/", 1)[0]
+    try:
+        addr = netaddr.IPAddress(text)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise _fail(
+            field_name, f"{value!r} is not an IP address; use e.g. 10.0.0.1 or fd00::1"
+        ) from None
+    if version is not None and addr.version != version:
+        raise _fail(field_name, f"{value} is IPv{addr.version}; IPv{version} is required here")
+    return addr
+
+
+def _name(field_name: str, value: Any, pattern: re.Pattern[str] = NAME_RE,
+          what: str = "letters, digits, '_', '.', '-', starting with a letter or digit, "
+                      "at most 128 characters") -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise _fail(field_name, f"{value!r} is not allowed; use {what}")
+    return value
+
+
+def _hostname(field_name: str, value: Any) -> str:
+    return _name(field_name, value, HOSTNAME_RE,
+                 "a host name: letters, digits, '.', '-', '_', at most 253 characters")
+
+
+def _bool(field_name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+        return False
+    raise _fail(field_name, f"{value!r} is not allowed; use true or false")
+
+
+def _int(field_name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool):
+        raise _fail(field_name, f"{value!r} is not allowed; use a number {low}-{high}")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or not low <= value <= high:
+        raise _fail(field_name, f"{value!r} is not allowed; use a number {low}-{high}")
+    return value
+
+
+def parse_as_number(field_name: str, value: Any) -> int:
+    return _int(field_name, value, 1, 4294967295)
+
+
+def _labels(field_name: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(field_name, "use a mapping of label names to values")
+    out = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+            raise _fail(field_name, f"label name {key!r} is not allowed; use letters, digits, "
+                                    "'_', '.', '/', '-'")
+        if not isinstance(val, str) or not LABEL_VALUE_RE.match(val):
+            raise _fail(field_name, f"label {key}={val!r} is not allowed; use at most 63 "
+                                    "letters, digits, '_', '.', '-'")
+        out[key] = val
+    return dict(sorted(out.items()))
+
+
+def _str_list(field_name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise _fail(field_name, f"{value!r} is not allowed; use a list")
+    return list(value)
+
+
+def _ports(field_name: str, value: Any) -> list[int | str] | None:
+    """Ports: numbers 0-65535 and ranges "a:b" (a <= b); a list or a comma-separated string."""
+    if value is None:
+        return None
+    items = _str_list(field_name, value) if not isinstance(value, int) else [value]
+    if not items:
+        raise _fail(field_name, "empty port list; use numbers 0-65535 and ranges a:b")
+    allowed = "use numbers 0-65535 and ranges a:b with a <= b"
+    out: list[int | str] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+        if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            port = int(item)
+            if not 0 <= port <= 65535:
+                raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+            out.append(port)
+            continue
+        if isinstance(item, str) and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", item):
+            low, high = (int(p) for p in item.split(":"))
+            if not (0 <= low <= high <= 65535):
+                raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+            out.append(f"{low}:{high}")
+            continue
+        raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+    return out
+
+
+def _protocol(field_name: str, value: Any) -> str | int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= 255:
+            return value
+    elif isinstance(value, str) and value.lower() in PROTOCOLS:
+        return value.lower()
+    raise _fail(field_name, f"{value!r} is not allowed; use tcp, udp, icmp, icmpv6, sctp "
+                            "or a protocol number 1-255")
+
+
+# --------------------------------------------------------------------------- serialisation
+
+T = TypeVar("T", bound="Model")
+
+
+class Model:
+    """Shared JSON round trip: ``to_dict`` gives plain data, ``from_dict`` validates it."""
+
+    #: fields left out of ``to_dict`` when they hold their default (keeps rules short)
+    compact: ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if self.compact and _is_default(f, value):
+                continue
+            out[f.name] = value.to_dict() if isinstance(value, Model) else _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], data: Any) -> T:
+        kind = cls.__name__.lower()
+        if not isinstance(data, dict):
+            raise _fail(kind, f"{data!r} is not allowed; use a mapping")
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise _fail(kind, f"unknown field {unknown[0]!r}; allowed: {', '.join(names)}")
+        return cls(**data)
+
+
+def _is_default(f: Any, value: Any) -> bool:
+    if f.default is not MISSING:
+        return value == f.default
+    if f.default_factory is not MISSING:
+        return value == f.default_factory()
+    return False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Model):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------- objects
+
+@dataclass
+class IPPool(Model):
+    """A range that container addresses are drawn from, carved into blocks."""
+
+    cidr: str
+    block_size: int | None = None
+    nat_outgoing: bool = False
+    disabled: bool = False
+
+    def __post_init__(self) -> None:
+        net = parse_network("cidr", self.cidr)
+        for reserved in RESERVED_NETS:
+            if reserved.version == net.version and (net in reserved or reserved in net):
+                raise _fail("cidr", f"{net} overlaps reserved range {reserved}; use a unicast "
+                                    "range outside loopback, link-local and multicast")
+        self.cidr = str(net)
+        low, high = BLOCK_SIZE_RANGE[net.version]
+        if self.block_size is None:
+            self.block_size = DEFAULT_BLOCK_SIZE[net.version]
+        self.block_size = _int("block_size", self.block_size, low, high)
+        if net.prefixlen > self.block_size:
+            raise _fail("block_size", f"/{self.block_size} blocks do not fit in {net}; use a "
+                                      f"block size of {net.prefixlen}-{high}")
+        self.nat_outgoing = _bool("nat_outgoing", self.nat_outgoing)
+        self.disabled = _bool("disabled", self.disabled)
+
+    @property
+    def network(self) -> netaddr.IPNetwork:
+        return netaddr.IPNetwork(self.cidr)
+
+    @property
+    def version(self) -> int:
+        return self.network.version
+
+
+@dataclass
+class Rule(Model):
+    """One firewall rule; every match may be negated with its ``not_`` twin."""
+
+    compact: ClassVar[bool] = True
+
+    action: str = "allow"
+    protocol: str | int | None = None
+    not_protocol: str | int | None = None
+    src_net: list[str] = field(default_factory=list)
+    not_src_net: list[str] = field(default_factory=list)
+    src_tag: str | None = None
+    not_src_tag: str | None = None
+    src_ports: list[int | str] | None = None
+    not_src_ports: list[int | str] | None = None
+    dst_net: list[str] = field(default_factory=list)
+    not_dst_net: list[str] = field(default_factory=list)
+    dst_tag: str | None = None
+    not_dst_tag: str | None = None
+    dst_ports: list[int | str] | None = None
+    not_dst_ports: list[int | str] | None = None
+    icmp_type: int | None = None
+    not_icmp_type: int | None = None
+    icmp_code: int | None = None
+    not_icmp_code: int | None = None
+    ip_version: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise _fail("action", f"{self.action!r} is not allowed; use allow or deny")
+        self.protocol = _protocol("protocol", self.protocol)
+        self.not_protocol = _protocol("not_protocol", self.not_protocol)
+        if self.ip_version is not None:
+            self.ip_version = _int("ip_version", self.ip_version, 4, 6)
+            if self.ip_version not in (4, 6):
+                raise _fail("ip_version", f"{self.ip_version!r} is not allowed; use 4 or 6")
+        implied = ICMP_PROTOCOLS.get(self.protocol)  # type: ignore[arg-type]
+        if implied is not None:
+            if self.ip_version not in (None, implied):
+                raise _fail("ip_version", f"protocol {self.protocol} is IPv{implied} only; "
+                                          f"use ip_version {implied} or leave it out")
+            self.ip_version = implied
+        for name in ("src_net", "not_src_net", "dst_net", "not_dst_net"):
+            nets = [str(parse_network(name, n, self.ip_version))
+                    for n in _str_list(name, getattr(self, name))]
+            setattr(self, name, nets)
+        for name in ("src_tag", "not_src_tag", "dst_tag", "not_dst_tag"):
+            if getattr(self, name) is not None:
+                _name(name, getattr(self, name))
+        for name in ("src_ports", "not_src_ports", "dst_ports", "not_dst_ports"):
+            ports = _ports(name, getattr(self, name))
+            setattr(self, name, ports)
+            if ports is not None and self.protocol not in PORT_PROTOCOLS:
+                raise _fail(name, "ports need protocol tcp, udp or sctp")
+        for name in ("icmp_type", "not_icmp_type", "icmp_code", "not_icmp_code"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            high = 254 if name.endswith("type") else 255
+            setattr(self, name, _int(name, value, 0, high))
+            if implied is None:
+                raise _fail(name, "ICMP matches need protocol icmp or icmpv6")
+        if self.icmp_code is not None and self.icmp_type is None:
+            raise _fail("icmp_code", "an ICMP code needs icmp_type as well")
+        if self.not_icmp_code is not None and self.not_icmp_type is None:
+            raise _fail("not_icmp_code", "an ICMP code needs not_icmp_type as well")
+
+    def versions(self) -> tuple[int, ...]:
+        """The IP versions this rule applies to."""
+        return (self.ip_version,) if self.ip_version else (4, 6)
+
+    def tags(self) -> set[str]:
+        return {t for t in (self.src_tag, self.not_src_tag, self.dst_tag, self.not_dst_tag) if t}
+
+
+def _rules(field_name: str, value: Any) -> list[Rule]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise _fail(field_name, "use a list of rules")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, Rule):
+            out.append(item)
+            continue
+        try:
+            out.append(Rule.from_dict(item))
+        except ValidationError as exc:
+            raise _fail(f"{field_name}[{i}].{exc.field}", exc.problem) from None
+    return out
+
+
+@dataclass
+class Profile(Model):
+    """A group of endpoints (one per Docker network) and the rules in front of them."""
+
+    name: str
+    tags: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    inbound_rules: list[Rule] = field(default_factory=list)
+    outbound_rules: list[Rule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _name("name", self.name)
+        self.tags = sorted({_name("tags", t) for t in _str_list("tags", self.tags)})
+        self.labels = _labels("labels", self.labels)
+        self.inbound_rules = _rules("inbound_rules", self.inbound_rules)
+        self.outbound_rules = _rules("outbound_rules", self.outbound_rules)
+
+    @classmethod
+    def with_default_rules(cls, name: str) -> Profile:
+        """Members reach each other; outbound is open; everything else inbound is dropped."""
+        return cls(name=name, tags=[name],
+                   inbound_rules=[Rule(action="allow", src_tag=name)],
+                   outbound_rules=[Rule(action="allow")])
+
+
+@dataclass
+class Endpoint(Model):
+    """One container interface: its host-side veth, addresses and profiles."""
+
+    id: str
+    host: str
+    interface: str
+    mac: str | None = None
+    ipv4_nets: list[str] = field(default_factory=list)
+    ipv6_nets: list[str] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    state: str = "active"
+
+    def __post_init__(self) -> None:
+        _name("id", self.id, what="letters, digits, '_', '.', '-', at most 128 characters")
+        _hostname("host", self.host)
+        _name("interface", self.interface, IFNAME_RE,
+              "an interface name of 1-15 letters, digits, '_', '.', '-'")
+        if self.mac is not None:
+            try:
+                self.mac = str(netaddr.EUI(self.mac, dialect=netaddr.mac_unix_expanded))
+            except (netaddr.AddrFormatError, TypeError, ValueError):
+                raise _fail("mac", f"{self.mac!r} is not a MAC address; use "
+                                   "e.g. ee:ee:ee:ee:ee:ee") from None
+        for name, version in (("ipv4_nets", 4), ("ipv6_nets", 6)):
+            nets = []
+            for item in _str_list(name, getattr(self, name)):
+                net = netaddr.IPNetwork(f"{parse_address(name, item, version)}/"
+                                        f"{HOST_PREFIX[version]}")
+                nets.append(str(net))
+            setattr(self, name, sorted(set(nets), key=lambda n: netaddr.IPNetwork(n)))
+        self.profiles = [_name("profiles", p) for p in _str_list("profiles", self.profiles)]
+        self.labels = _labels("labels", self.labels)
+        if self.state not in ENDPOINT_STATES:
+            raise _fail("state", f"{self.state!r} is not allowed; use active or inactive")
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.split("/")[0] for n in self.ipv4_nets + self.ipv6_nets]
+
+
+@dataclass
+class Node(Model):
+    """A host that runs containers and BIRD."""
+
+    name: str
+    ipv4: str | None = None
+    ipv6: str | None = None
+    as_number: int | None = None
+    rr_cluster_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _hostname("name", self.name)
+        if self.ipv4 is not None:
+            self.ipv4 = str(parse_address("ipv4", self.ipv4, 4))
+        if self.ipv6 is not None:
+            self.ipv6 = str(parse_address("ipv6", self.ipv6, 6))
+        if self.as_number is not None:
+            self.as_number = parse_as_number("as_number", self.as_number)
+        if self.rr_cluster_id is not None:
+            cluster = self.rr_cluster_id
+            try:
+                self.rr_cluster_id = str(netaddr.IPAddress(
+                    int(cluster) if str(cluster).isdigit() else str(cluster), 4))
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                raise _fail("rr_cluster_id", f"{cluster!r} is not allowed; use a dotted "
+                                             "quad such as 224.0.0.1 or a number") from None
+
+
+@dataclass
+class BGPPeer(Model):
+    """A BGP peer of every node (node is None) or of one node."""
+
+    address: str
+    as_number: int
+    node: str | None = None
+
+    def __post_init__(self) -> None:
+        self.address = str(parse_address("address", self.address))
+        self.as_number = parse_as_number("as_number", self.as_number)
+        if self.node is not None:
+            _hostname("node", self.node)
+
+
+@dataclass
+class BGPConfig(Model):
+    as_number: int = DEFAULT_AS
+    node_to_node_mesh: bool = True
+
+    def __post_init__(self) -> None:
+        self.as_number = parse_as_number("as_number", self.as_number)
+        self.node_to_node_mesh = _bool("node_to_node_mesh", self.node_to_node_mesh)
+
+
+@dataclass
+class IPAMConfig(Model):
+    #: never borrow addresses from blocks affine to other hosts
+    strict_affinity: bool = False
+
+    def __post_init__(self) -> None:
+        self.strict_affinity = _bool("strict_affinity", self.strict_affinity)

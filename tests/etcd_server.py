@@ -1,0 +1,170 @@
+"""A throwaway etcd server for tests.
+
+Usage::
+
+    with EtcdServer() as etcd:
+        client = make_client(etcd.url)   # etcd://127.0.0.1:PORT
+        etcd.pause()                     # etcd becomes unreachable (SIGSTOP)
+        etcd.resume()                    # ... and comes back (SIGCONT)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 20.0
+
+
+def _free_port() -> int:
+    """Return a TCP port on the loopback that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _temp_parent() -> str | None:
+    """Prefer tmpfs (/dev/shm): etcd fsyncs a lot and tmpfs keeps it fast."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None  # the default temp dir
+
+
+class EtcdServer:
+    """An etcd process on free loopback ports, with its data in a temp dir.
+
+    A context manager: ``__enter__`` starts etcd and waits until it is healthy,
+    ``__exit__`` always stops it and removes its data.
+    """
+
+    def __init__(self) -> None:
+        self.host: str = HOST
+        self.port: int = 0
+        self.peer_port: int = 0
+        self.url: str = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmpdir: str | None = None
+        self._log: Path | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> EtcdServer:
+        """Start etcd and wait until it reports healthy; return self."""
+        binary = shutil.which("etcd")
+        if binary is None:
+            raise RuntimeError("etcd not found: run `make deps`")
+
+        # Both sockets are closed again, so retry on the (unlikely) collision.
+        self.port = _free_port()
+        self.peer_port = _free_port()
+        while self.peer_port == self.port:
+            self.peer_port = _free_port()
+        self.url = f"etcd://{self.host}:{self.port}"
+
+        self._tmpdir = tempfile.mkdtemp(prefix="etcd-test-", dir=_temp_parent())
+        self._log = Path(self._tmpdir) / "etcd.log"
+        client = f"http://{self.host}:{self.port}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        cmd = [
+            binary,
+            "--name", "test",
+            "--data-dir", str(Path(self._tmpdir) / "data"),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"test={peer}",
+            "--log-level", "error",
+        ]  # fmt: skip
+        with open(self._log, "wb") as log:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        """Poll /health until etcd answers healthy, dies, or time runs out."""
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        health = f"http://{self.host}:{self.port}/health"
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"etcd exited with code {self._proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(health, timeout=1) as resp:
+                    if json.loads(resp.read()).get("health") == "true":
+                        return
+            except (OSError, ValueError):
+                pass  # not listening yet, or not ready
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"etcd not healthy after {START_TIMEOUT:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop etcd and remove its data directory. Safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGCONT)  # a paused etcd can't exit
+                proc.terminate()
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def pause(self) -> None:
+        """Freeze etcd (SIGSTOP): connections hang as if it were unreachable."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze etcd after :meth:`pause` (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("etcd is not running")
+        self._proc.send_signal(sig)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Return the last lines of etcd's log (for error messages)."""
+        if self._log is None or not self._log.exists():
+            return "(no log)"
+        text = self._log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(empty log)"
+
+    # -- context manager -----------------------------------------------------
+
+    def __enter__(self) -> EtcdServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
