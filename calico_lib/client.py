@@ -1,0 +1,329 @@
+"""The public Python API: one ``Client`` over a datastore, the layer calicoctl is built on.
+
+    import calico_lib
+    with calico_lib.connect("sqlite:////var/lib/calico/calico.db") as client:
+        client.add_pool(calico_lib.IPPool("10.65.0.0/16", nat_outgoing=True))
+        client.add_profile("frontend")
+        addrs = client.ipam.auto_assign("host-1", "endpoint-1", num_ipv4=1)
+
+Every write is one datastore transaction; bad input raises ``ValidationError`` before
+anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import keys
+from .datastore import Datastore, open_datastore
+from .errors import AlreadyExistsError, InUseError, NotFoundError, ValidationError
+from .ipam import IPAM, Block
+from .model import (
+    BGPConfig,
+    BGPPeer,
+    Endpoint,
+    IPPool,
+    Node,
+    Profile,
+    Rule,
+    _hostname,
+    _name,
+    parse_address,
+    parse_network,
+)
+from .txn import Tx, transact
+
+DIRECTIONS = ("inbound", "outbound")
+
+
+def connect(url: str | None = None) -> Client:
+    """Open a client on the datastore ``url`` (else $CALICO_DATASTORE, calico.conf, default)."""
+    return Client(open_datastore(url))
+
+
+class Client:
+    def __init__(self, store: Datastore) -> None:
+        self.store = store
+        self.ipam = IPAM(store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- generic helpers
+
+    def _get(self, key: str, cls: type, what: str) -> Any:
+        kv = self.store.get(key)
+        if kv is None:
+            raise NotFoundError(f"{what}: not found")
+        return cls.from_dict(_loads(kv.value))
+
+    def _list(self, prefix: str, cls: type) -> list[Any]:
+        return [cls.from_dict(_loads(kv.value)) for kv in self.store.list(prefix)]
+
+    def _create(self, key: str, obj: Any, what: str) -> None:
+        def write(tx: Tx) -> None:
+            if tx.get(key) is not None:
+                raise AlreadyExistsError(f"{what}: already exists")
+            tx.put(key, obj.to_dict())
+        transact(self.store, write)
+
+    def _replace(self, key: str, obj: Any) -> bool:
+        """Create or replace; True when something changed."""
+        def write(tx: Tx) -> bool:
+            if tx.get(key) == obj.to_dict():
+                return False
+            tx.put(key, obj.to_dict())
+            return True
+        return transact(self.store, write)
+
+    def _remove(self, key: str, what: str) -> None:
+        if not self.store.delete(key):
+            raise NotFoundError(f"{what}: not found")
+
+    # ---------------------------------------------------------------- pools
+
+    def add_pool(self, pool: IPPool) -> IPPool:
+        """Add a pool; overlapping an existing pool is refused."""
+        def write(tx: Tx) -> IPPool:
+            tx.guard(keys.POOLS_GUARD)
+            for _, data in tx.list(keys.POOLS):
+                other = IPPool.from_dict(data)
+                if other.cidr == pool.cidr:
+                    raise AlreadyExistsError(f"cidr: pool {pool.cidr} already exists")
+                if other.version == pool.version and (
+                        pool.network in other.network or other.network in pool.network):
+                    raise ValidationError("cidr", f"{pool.cidr} overlaps pool {other.cidr}; "
+                                                  "pools must not overlap")
+            tx.put(keys.pool(pool.cidr), pool.to_dict())
+            tx.put(keys.POOLS_GUARD, {"changed": pool.cidr})
+            return pool
+        return transact(self.store, write)
+
+    def get_pool(self, cidr: str) -> IPPool:
+        net = parse_network("cidr", cidr)
+        return self._get(keys.pool(str(net)), IPPool, f"pool {net}")
+
+    def list_pools(self) -> list[IPPool]:
+        pools = self._list(keys.POOLS, IPPool)
+        return sorted(pools, key=lambda p: (p.version, p.network))
+
+    def update_pool(self, cidr: str, nat_outgoing: bool | None = None,
+                    disabled: bool | None = None) -> IPPool:
+        """Change a pool's flags (its CIDR and block size are fixed once blocks exist)."""
+        net = str(parse_network("cidr", cidr))
+
+        def write(tx: Tx) -> IPPool:
+            data = tx.get(keys.pool(net))
+            if data is None:
+                raise NotFoundError(f"cidr: pool {net} not found")
+            if nat_outgoing is not None:
+                data["nat_outgoing"] = nat_outgoing
+            if disabled is not None:
+                data["disabled"] = disabled
+            pool = IPPool.from_dict(data)
+            tx.put(keys.pool(net), pool.to_dict())
+            tx.put(keys.POOLS_GUARD, {"changed": net})
+            return pool
+        return transact(self.store, write)
+
+    def remove_pool(self, cidr: str) -> None:
+        """Remove a pool and its empty blocks; refused while addresses are assigned in it."""
+        net = parse_network("cidr", cidr)
+
+        def write(tx: Tx) -> None:
+            if tx.get(keys.pool(str(net))) is None:
+                raise NotFoundError(f"cidr: pool {net} not found")
+            for key, data in tx.list(keys.BLOCKS):
+                block = Block.load(data)
+                if block.network not in net:
+                    continue
+                if block.allocations:
+                    raise InUseError(f"cidr: pool {net} still has addresses assigned (block "
+                                     f"{block.cidr}); release them first")
+                tx.guard(key)
+                tx.delete(key)
+                if block.affinity:
+                    tx.delete(keys.affinity(block.affinity, block.cidr))
+            tx.delete(keys.pool(str(net)))
+            tx.put(keys.POOLS_GUARD, {"changed": str(net)})
+        transact(self.store, write)
+
+    # ---------------------------------------------------------------- profiles and rules
+
+    def add_profile(self, profile: Profile | str) -> Profile:
+        """Add a profile; a bare name gets the default rules (members talk, outbound open)."""
+        if isinstance(profile, str):
+            profile = Profile.with_default_rules(profile)
+        self._create(keys.profile(profile.name), profile, f"profile {profile.name}")
+        return profile
+
+    def put_profile(self, profile: Profile) -> bool:
+        """Create or replace a profile; True when it changed."""
+        return self._replace(keys.profile(profile.name), profile)
+
+    def get_profile(self, name: str) -> Profile:
+        _name("name", name)
+        return self._get(keys.profile(name), Profile, f"profile {name}")
+
+    def list_profiles(self) -> list[Profile]:
+        return self._list(keys.PROFILES, Profile)
+
+    def remove_profile(self, name: str) -> None:
+        _name("name", name)
+        self._remove(keys.profile(name), f"profile {name}")
+
+    def add_rule(self, profile: str, direction: str, rule: Rule,
+                 position: int | None = None) -> Profile:
+        """Insert ``rule`` at 0-based ``position`` (default: append) of a rule list."""
+        attr = _direction(direction)
+
+        def write(tx: Tx) -> Profile:
+            current = self._tx_profile(tx, profile)
+            rules = getattr(current, attr)
+            if position is not None and not 0 <= position <= len(rules):
+                raise ValidationError("position", f"{position} is out of range; use 0-"
+                                                  f"{len(rules)}")
+            rules.insert(len(rules) if position is None else position, rule)
+            tx.put(keys.profile(profile), current.to_dict())
+            return current
+        return transact(self.store, write)
+
+    def remove_rule(self, profile: str, direction: str, index: int) -> Profile:
+        """Remove the rule at 0-based ``index`` of a rule list."""
+        attr = _direction(direction)
+
+        def write(tx: Tx) -> Profile:
+            current = self._tx_profile(tx, profile)
+            rules = getattr(current, attr)
+            if not 0 <= index < len(rules):
+                raise ValidationError("index", f"{index} is out of range; the profile has "
+                                               f"{len(rules)} {direction} rule(s)")
+            del rules[index]
+            tx.put(keys.profile(profile), current.to_dict())
+            return current
+        return transact(self.store, write)
+
+    def _tx_profile(self, tx: Tx, name: str) -> Profile:
+        _name("profile", name)
+        data = tx.get(keys.profile(name))
+        if data is None:
+            raise NotFoundError(f"profile {name}: not found")
+        return Profile.from_dict(data)
+
+    # ---------------------------------------------------------------- nodes and BGP
+
+    def add_node(self, node: Node) -> Node:
+        self._create(keys.node(node.name), node, f"node {node.name}")
+        return node
+
+    def put_node(self, node: Node) -> bool:
+        return self._replace(keys.node(node.name), node)
+
+    def get_node(self, name: str) -> Node:
+        _hostname("name", name)
+        return self._get(keys.node(name), Node, f"node {name}")
+
+    def list_nodes(self) -> list[Node]:
+        return self._list(keys.NODES, Node)
+
+    def remove_node(self, name: str) -> None:
+        """Remove a node and its own BGP peers."""
+        _hostname("name", name)
+
+        def write(tx: Tx) -> None:
+            if tx.get(keys.node(name)) is None:
+                raise NotFoundError(f"node {name}: not found")
+            tx.delete(keys.node(name))
+            for key, _ in tx.list(f"{keys.NODE_PEERS}{name}/"):
+                tx.delete(key)
+        transact(self.store, write)
+
+    def get_bgp_config(self) -> BGPConfig:
+        kv = self.store.get(keys.BGP_CONFIG)
+        return BGPConfig.from_dict(_loads(kv.value)) if kv else BGPConfig()
+
+    def set_bgp_config(self, as_number: int | None = None,
+                       node_to_node_mesh: bool | None = None) -> BGPConfig:
+        def write(tx: Tx) -> BGPConfig:
+            data = tx.get(keys.BGP_CONFIG) or BGPConfig().to_dict()
+            if as_number is not None:
+                data["as_number"] = as_number
+            if node_to_node_mesh is not None:
+                data["node_to_node_mesh"] = node_to_node_mesh
+            config = BGPConfig.from_dict(data)
+            tx.put(keys.BGP_CONFIG, config.to_dict())
+            return config
+        return transact(self.store, write)
+
+    def add_bgp_peer(self, peer: BGPPeer) -> BGPPeer:
+        """Add a peer of every node, or (``peer.node``) of one existing node."""
+        def write(tx: Tx) -> BGPPeer:
+            if peer.node is not None and tx.get(keys.node(peer.node)) is None:
+                raise NotFoundError(f"node {peer.node}: not found; add the node first")
+            if tx.get(keys.peer(peer.address, peer.node)) is not None:
+                scope = f"node {peer.node}" if peer.node else "global"
+                raise AlreadyExistsError(f"address: {scope} BGP peer {peer.address} "
+                                         "already exists")
+            tx.put(keys.peer(peer.address, peer.node), peer.to_dict())
+            return peer
+        return transact(self.store, write)
+
+    def remove_bgp_peer(self, address: str, node: str | None = None) -> None:
+        addr = str(parse_address("address", address))
+        if node is not None:
+            _hostname("node", node)
+        scope = f"node {node}" if node else "global"
+        self._remove(keys.peer(addr, node), f"{scope} BGP peer {addr}")
+
+    def list_bgp_peers(self, node: str | None = None) -> list[BGPPeer]:
+        """Global peers, plus every node's own peers (or just ``node``'s)."""
+        peers = self._list(keys.GLOBAL_PEERS, BGPPeer)
+        if node is None:
+            return peers + self._list(keys.NODE_PEERS, BGPPeer)
+        _hostname("node", node)
+        return peers + self._list(f"{keys.NODE_PEERS}{node}/", BGPPeer)
+
+    # ---------------------------------------------------------------- endpoints
+
+    def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
+                     f"endpoint {endpoint.id} on {endpoint.host}")
+        return endpoint
+
+    def put_endpoint(self, endpoint: Endpoint) -> bool:
+        return self._replace(keys.endpoint(endpoint.host, endpoint.id), endpoint)
+
+    def get_endpoint(self, host: str, endpoint_id: str) -> Endpoint:
+        _hostname("host", host)
+        _name("id", endpoint_id)
+        return self._get(keys.endpoint(host, endpoint_id), Endpoint,
+                         f"endpoint {endpoint_id} on {host}")
+
+    def list_endpoints(self, host: str | None = None) -> list[Endpoint]:
+        if host is None:
+            return self._list(keys.ENDPOINTS, Endpoint)
+        _hostname("host", host)
+        return self._list(keys.endpoints(host), Endpoint)
+
+    def remove_endpoint(self, host: str, endpoint_id: str) -> None:
+        _hostname("host", host)
+        _name("id", endpoint_id)
+        self._remove(keys.endpoint(host, endpoint_id), f"endpoint {endpoint_id} on {host}")
+
+
+def _direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ValidationError("direction", f"{direction!r} is not allowed; use inbound or "
+                                           "outbound")
+    return f"{direction}_rules"
+
+
+def _loads(text: str) -> Any:
+    import json
+    return json.loads(text)
