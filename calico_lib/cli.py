@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .client import Client, connect
 from .errors import CalicoError, ValidationError
@@ -80,7 +80,10 @@ def pool_list(c: Client, a: argparse.Namespace) -> None:
 def profile_add(c: Client, a: argparse.Namespace) -> None:
     if a.rules:
         with open(a.rules, encoding="utf-8") as handle:
-            rules = json.load(handle)
+            try:
+                rules = json.load(handle)
+            except ValueError as exc:
+                raise ValidationError("rules", f"{a.rules} is not JSON ({exc})") from None
         if not isinstance(rules, dict):
             raise ValidationError("rules", "use a JSON object with inbound_rules and "
                                            "outbound_rules lists")
@@ -291,8 +294,15 @@ def _bool_arg(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use true or false")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with calicoctl's error shape: one line on stderr, exit 2 (bad input)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"calicoctl: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--datastore", metavar="URL", default=argparse.SUPPRESS,
                         help="sqlite:////path.db or etcd://host:port[,host:port]; default: "
                              "$CALICO_DATASTORE, /etc/calico/calico.conf, "
@@ -300,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="output format (default: table)")
 
-    parser = argparse.ArgumentParser(prog="calicoctl", parents=[common],
-                                     description="Manage Calico networking for Docker.")
+    parser = _Parser(prog="calicoctl", parents=[common],
+                     description="Manage Calico networking for Docker.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def command(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:

@@ -34,6 +34,8 @@ from .model import (
 from .txn import Tx, transact
 
 DIRECTIONS = ("inbound", "outbound")
+#: empty blocks deleted per transaction (etcd caps operations per transaction)
+BLOCK_BATCH = 40
 
 
 def connect(url: str | None = None) -> Client:
@@ -133,26 +135,46 @@ class Client:
         return transact(self.store, write)
 
     def remove_pool(self, cidr: str) -> None:
-        """Remove a pool and its empty blocks; refused while addresses are assigned in it."""
-        net = parse_network("cidr", cidr)
+        """Remove a pool and its empty blocks; refused while addresses are assigned in it.
 
-        def write(tx: Tx) -> None:
+        The pool is disabled first (assignments guard on their pool, so none can race the
+        removal), its empty blocks are deleted in batches, then the pool itself.
+        """
+        net = parse_network("cidr", cidr)
+        pool = self.get_pool(str(net))
+        if not pool.disabled:
+            self.update_pool(pool.cidr, disabled=True)
+        try:
+            while True:
+                def clean(tx: Tx) -> int:
+                    empty = []
+                    for key, data in tx.list(keys.BLOCKS):
+                        block = Block.load(data)
+                        if block.network not in net:
+                            continue
+                        if block.allocations:
+                            raise InUseError(f"cidr: pool {net} still has addresses assigned "
+                                             f"(block {block.cidr}); release them first")
+                        empty.append((key, block))
+                    for key, block in empty[:BLOCK_BATCH]:
+                        tx.guard(key)
+                        tx.delete(key)
+                        if block.affinity:
+                            tx.delete(keys.affinity(block.affinity, block.cidr))
+                    return len(empty)
+                if not transact(self.store, clean):
+                    break
+        except InUseError:
+            if not pool.disabled:
+                self.update_pool(pool.cidr, disabled=False)
+            raise
+
+        def drop(tx: Tx) -> None:
             if tx.get(keys.pool(str(net))) is None:
                 raise NotFoundError(f"cidr: pool {net} not found")
-            for key, data in tx.list(keys.BLOCKS):
-                block = Block.load(data)
-                if block.network not in net:
-                    continue
-                if block.allocations:
-                    raise InUseError(f"cidr: pool {net} still has addresses assigned (block "
-                                     f"{block.cidr}); release them first")
-                tx.guard(key)
-                tx.delete(key)
-                if block.affinity:
-                    tx.delete(keys.affinity(block.affinity, block.cidr))
             tx.delete(keys.pool(str(net)))
             tx.put(keys.POOLS_GUARD, {"changed": str(net)})
-        transact(self.store, write)
+        transact(self.store, drop)
 
     # ---------------------------------------------------------------- profiles and rules
 

@@ -11,7 +11,7 @@ Freed addresses go to the back of the block's free list, so they are not reused 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from .model import IPAMConfig, IPPool, _hostname, _int, _name, parse_address
 from .txn import Tx, transact
 
 MAX_PER_REQUEST = 1024
+RELEASE_BATCH = 32
 
 
 # --------------------------------------------------------------------------- blocks
@@ -165,6 +166,9 @@ class IPAM:
                         f"ipv{version}: only {len(got)} of {count} IPv{version} addresses "
                         "are free in the enabled pools; nothing was assigned")
                 (result.ipv4 if version == 4 else result.ipv6).extend(got)
+            for pool in usable:  # a pool disabled or removed meanwhile fails the commit
+                if any(b.network in pool.network for b in touched.values()):
+                    tx.guard(keys.pool(pool.cidr))
             _save(tx, touched, handle, {cidr: _count(b, handle) for cidr, b in touched.items()})
             return result
 
@@ -184,6 +188,7 @@ class IPAM:
             if pool.disabled:
                 raise ValidationError("ip", f"{addr} is in disabled pool {pool.cidr}; "
                                             "enable the pool or pick another address")
+            tx.guard(keys.pool(pool.cidr))
             cidr = str(netaddr.IPNetwork(f"{addr}/{pool.block_size}").cidr)
             data = tx.get(keys.block(cidr))
             if data is None:
@@ -204,13 +209,22 @@ class IPAM:
     # -- release
 
     def release_ips(self, addresses: Iterable[str]) -> list[str]:
-        """Release addresses; returns those that were assigned (others are quietly ignored)."""
-        addrs = [parse_address("ip", a) for a in addresses]
+        """Release addresses; returns those that were assigned (others are quietly ignored).
 
+        Each run of ``RELEASE_BATCH`` addresses is one transaction (etcd caps the
+        operations in one transaction).
+        """
+        addrs = [parse_address("ip", a) for a in addresses]
+        released = []
+        for start in range(0, len(addrs), RELEASE_BATCH):
+            released += self._release_batch(addrs[start:start + RELEASE_BATCH])
+        return released
+
+    def _release_batch(self, addrs: list[netaddr.IPAddress]) -> list[str]:
         def attempt(tx: Tx) -> list[str]:
             tx.prefetch([], [keys.POOLS])
             blocks = _blocks_for(tx, addrs)
-            released, counts = [], {}
+            released, counts, touched = [], {}, {}
             for addr in addrs:
                 block = blocks.get(addr)
                 if block is None:
@@ -219,11 +233,12 @@ class IPAM:
                 if handle is None:
                     continue
                 released.append(str(addr))
+                touched[block.cidr] = block
                 counts.setdefault(handle, {})
                 counts[handle][block.cidr] = counts[handle].get(block.cidr, 0) - 1
             for handle, deltas in counts.items():
                 _adjust_handle(tx, handle, deltas)
-            _save_blocks(tx, {b.cidr: b for b in blocks.values()})
+            _save_blocks(tx, touched)
             return released
 
         return transact(self.store, attempt)
@@ -256,22 +271,22 @@ class IPAM:
         """Drop ``host``'s claims: empty blocks are freed, used ones stay (unaffine)."""
         _hostname("host", host)
 
-        def attempt(tx: Tx) -> list[str]:
-            released = []
-            for key, _ in tx.list(keys.affinities(host)):
+        def release(key: str) -> Callable[[Tx], str]:
+            def attempt(tx: Tx) -> str:
                 cidr = keys.cidr_from_part(keys.last(key))
                 tx.delete(key)
                 data = tx.get(keys.block(cidr))
-                if data is None:
-                    continue
-                block = Block.load(data)
-                if block.affinity == host:
-                    block.affinity = None
-                _save_blocks(tx, {cidr: block})
-                released.append(cidr)
-            return released
+                if data is not None:
+                    block = Block.load(data)
+                    if block.affinity == host:
+                        block.affinity = None
+                    _save_blocks(tx, {cidr: block})
+                return cidr
+            return attempt
 
-        return transact(self.store, attempt)
+        # One transaction per block: each claim is independent of the others.
+        return [transact(self.store, release(kv.key))
+                for kv in self.store.list(keys.affinities(host))]
 
     # -- reading
 
@@ -453,7 +468,7 @@ def _assign_family(tx: Tx, touched: dict[str, Block], host: str, handle: str, co
         for cidr in _free_blocks(pool, existing | set(touched)):
             if len(got) == count:
                 return got
-            tx.guard(keys.block(cidr))
+            tx.require_absent(keys.block(cidr))
             tx.put(keys.affinity(host, cidr), {"state": "confirmed"})
             take_from(cidr, Block.new(cidr, host))
     # 3. Borrow from other hosts' blocks.

@@ -81,6 +81,10 @@ class Tx:
         """Commit only if ``key`` is unchanged since it was read (absent stays absent)."""
         self.get(key, guard=True)
 
+    def require_absent(self, key: str) -> None:
+        """Commit only if ``key`` does not exist then (whatever was read before)."""
+        self._guards[key] = 0
+
     def put(self, key: str, value: Any) -> None:
         self._writes[key] = dumps(value)
 
