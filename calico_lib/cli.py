@@ -136,11 +136,29 @@ def rule_add(c: Client, a: argparse.Namespace) -> None:
                 fields[key] = value
     rule = Rule(**fields)
     position = None if a.position is None else a.position - 1
-    c.add_rule(a.profile, a.direction, rule, position)
+    try:
+        c.add_rule(a.profile, a.direction, rule, position)
+    except ValidationError as exc:  # the Client counts from 0, the command line from 1
+        if exc.field != "position":
+            raise
+        count = _rule_count(c, a.profile, a.direction)
+        raise ValidationError("position", f"{a.position} is out of range; use 1-"
+                                          f"{count + 1}") from None
 
 
 def rule_remove(c: Client, a: argparse.Namespace) -> None:
-    c.remove_rule(a.profile, a.direction, a.number - 1)
+    try:
+        c.remove_rule(a.profile, a.direction, a.number - 1)
+    except ValidationError as exc:
+        if exc.field != "index":
+            raise
+        count = _rule_count(c, a.profile, a.direction)
+        raise ValidationError("number", f"{a.number} is out of range; the profile has "
+                                        f"{count} {a.direction} rule(s)") from None
+
+
+def _rule_count(c: Client, profile: str, direction: str) -> int:
+    return len(getattr(c.get_profile(profile), f"{direction}_rules"))
 
 
 def node_add(c: Client, a: argparse.Namespace) -> None:

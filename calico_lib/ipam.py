@@ -21,7 +21,7 @@ from . import keys
 from .datastore import Datastore
 from .errors import InUseError, PoolExhaustedError, ValidationError
 from .model import IPAMConfig, IPPool, _hostname, _int, _name, parse_address
-from .txn import Tx, transact
+from .txn import Tx, View, transact
 
 MAX_PER_REQUEST = 1024
 RELEASE_BATCH = 32
@@ -115,6 +115,9 @@ class IPAM:
 
     def __init__(self, store: Datastore) -> None:
         self.store = store
+        # Per host, what the last assignment saw: the next one starts from it without
+        # reading (every decision is guarded, so a stale view only costs a retry).
+        self._views: dict[str, View] = {}
 
     # -- configuration
 
@@ -145,6 +148,8 @@ class IPAM:
         only = {str(_pool_cidr("pools", p)) for p in pools} if pools is not None else None
 
         def attempt(tx: Tx) -> AssignResult:
+            if tx.seeded:  # a new handle is the common case; the guard checks it
+                tx.assume_absent(keys.handle(handle))
             tx.prefetch([keys.IPAM_CONFIG, keys.handle(handle)],
                         [keys.POOLS, keys.affinities(host)])
             config = IPAMConfig.from_dict(tx.get(keys.IPAM_CONFIG, guard=False) or {})
@@ -172,7 +177,19 @@ class IPAM:
             _save(tx, touched, handle, {cidr: _count(b, handle) for cidr, b in touched.items()})
             return result
 
-        return transact(self.store, attempt)
+        mine = keys.affinities(host)
+
+        def remember(tx: Tx, revision: int) -> None:
+            view = tx.view_after(revision, lambda key: key != keys.BLOCKS and (
+                key.startswith(mine) or not key.startswith((keys.HANDLES, keys.AFFINITIES))))
+            owned = {keys.block(keys.cidr_from_part(keys.last(k)))
+                     for k in view.lists.get(mine, [])}
+            view.seen = {k: v for k, v in view.seen.items()
+                         if not k.startswith(keys.BLOCKS) or k in owned}
+            self._views[host] = view
+
+        return transact(self.store, attempt, seed=self._views.pop(host, None),
+                        on_commit=remember)
 
     def assign_ip(self, address: str, handle: str, host: str) -> str:
         """Assign one specific address; ``InUseError`` if it is taken."""

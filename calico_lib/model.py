@@ -194,12 +194,14 @@ class Model:
 
     #: fields left out of ``to_dict`` when they hold their default (keeps rules short)
     compact: ClassVar[bool] = False
+    #: fields ``to_dict`` keeps even when compact
+    always: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if self.compact and _is_default(f, value):
+            if self.compact and f.name not in self.always and _is_default(f, value):
                 continue
             out[f.name] = value.to_dict() if isinstance(value, Model) else _plain(value)
         return out
@@ -213,6 +215,10 @@ class Model:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise _fail(kind, f"unknown field {unknown[0]!r}; allowed: {', '.join(names)}")
+        for f in fields(cls):  # type: ignore[arg-type]
+            if (f.default is MISSING and f.default_factory is MISSING
+                    and f.name not in data):
+                raise _fail(f.name, f"missing; a {kind} needs it")
         return cls(**data)
 
 
@@ -276,6 +282,7 @@ class Rule(Model):
     """One firewall rule; every match may be negated with its ``not_`` twin."""
 
     compact: ClassVar[bool] = True
+    always: ClassVar[tuple[str, ...]] = ("action",)
 
     action: str = "allow"
     protocol: str | int | None = None
@@ -383,6 +390,7 @@ class Profile(Model):
     @classmethod
     def with_default_rules(cls, name: str) -> Profile:
         """Members reach each other; outbound is open; everything else inbound is dropped."""
+        _name("name", name)
         return cls(name=name, tags=[name],
                    inbound_rules=[Rule(action="allow", src_tag=name)],
                    outbound_rules=[Rule(action="allow")])

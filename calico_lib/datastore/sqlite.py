@@ -168,7 +168,8 @@ class SqliteDatastore(Datastore):
         with self._lock:
             self._db.close()
 
-    def _events_from(self, prefix: str, start: int) -> list[Event]:
+    def _events_from(self, prefix: str, start: int) -> tuple[list[Event], int]:
+        """Events under ``prefix`` from revision ``start``, and the revision read at."""
         with self._read() as db:
             if start <= self._revision(db, "compacted"):
                 raise CompactedError(
@@ -177,7 +178,8 @@ class SqliteDatastore(Datastore):
                 "SELECT key, value, revision FROM events WHERE revision >= ? "
                 "AND key >= ? AND key < ? ORDER BY revision, rowid",
                 (start, prefix, prefix_end(prefix))).fetchall()
-        return [Event(*row) for row in rows]
+            revision = self._revision(db)
+        return [Event(*row) for row in rows], revision
 
 
 class _SqliteWatch(Watch):
@@ -190,9 +192,10 @@ class _SqliteWatch(Watch):
     def next(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
         while not self._closed:
-            events = self._store._events_from(self._prefix, self._next)
+            events, revision = self._store._events_from(self._prefix, self._next)
+            # Nothing under the prefix up to ``revision``: later trims cannot lose it.
+            self._next = max(self._next, revision + 1)
             if events:
-                self._next = events[-1].revision + 1
                 return events
             remaining = deadline - time.monotonic()
             if remaining <= 0:
