@@ -79,11 +79,10 @@ def pool_list(c: Client, a: argparse.Namespace) -> None:
 
 def profile_add(c: Client, a: argparse.Namespace) -> None:
     if a.rules:
-        with open(a.rules, encoding="utf-8") as handle:
-            try:
-                rules = json.load(handle)
-            except ValueError as exc:
-                raise ValidationError("rules", f"{a.rules} is not JSON ({exc})") from None
+        try:
+            rules = json.loads(_read_file("rules", a.rules))
+        except ValueError as exc:
+            raise ValidationError("rules", f"{a.rules} is not JSON ({exc})") from None
         if not isinstance(rules, dict):
             raise ValidationError("rules", "use a JSON object with inbound_rules and "
                                            "outbound_rules lists")
@@ -272,8 +271,8 @@ def ipam_check(c: Client, a: argparse.Namespace) -> int:
 def ipam_gc(c: Client, a: argparse.Namespace) -> None:
     live = list(a.live or [])
     if a.live_file:
-        with open(a.live_file, encoding="utf-8") as handle:
-            live += [line.strip() for line in handle if line.strip()]
+        text = _read_file("live_file", a.live_file)
+        live += [line.strip() for line in text.splitlines() if line.strip()]
     freed = c.ipam.gc(live)
     if a.output == "json":
         emit(a, {"released_handles": freed})
@@ -288,6 +287,14 @@ def ipam_config_set(c: Client, a: argparse.Namespace) -> None:
 
 def ipam_config_show(c: Client, a: argparse.Namespace) -> None:
     emit(a, c.ipam.get_config().to_dict(), ["strict_affinity"])
+
+
+def _read_file(field_name: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValidationError(field_name, f"cannot read {path}: {exc.strerror}") from None
 
 
 def _labels(items: list[str] | None) -> dict[str, str]:
@@ -483,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:
         print(f"calicoctl: {exc}", file=sys.stderr)
-        return 2
+        return 1
     return code or 0
 
 

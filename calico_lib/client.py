@@ -109,7 +109,10 @@ class Client:
 
     def get_pool(self, cidr: str) -> IPPool:
         net = parse_network("cidr", cidr)
-        return self._get(keys.pool(str(net)), IPPool, f"pool {net}")
+        kv = self.store.get(keys.pool(str(net)))
+        if kv is None:
+            raise NotFoundError(f"cidr: pool {net} not found")
+        return IPPool.from_dict(_loads(kv.value))
 
     def list_pools(self) -> list[IPPool]:
         pools = self._list(keys.POOLS, IPPool)
@@ -142,6 +145,7 @@ class Client:
         """
         net = parse_network("cidr", cidr)
         pool = self.get_pool(str(net))
+        self._refuse_if_used(net)  # read-only first: a refused removal writes nothing
         if not pool.disabled:
             self.update_pool(pool.cidr, disabled=True)
         try:
@@ -175,6 +179,12 @@ class Client:
             tx.delete(keys.pool(str(net)))
             tx.put(keys.POOLS_GUARD, {"changed": str(net)})
         transact(self.store, drop)
+
+    def _refuse_if_used(self, net: Any) -> None:
+        for block in self.ipam.blocks():
+            if block.network in net and block.allocations:
+                raise InUseError(f"cidr: pool {net} still has addresses assigned (block "
+                                 f"{block.cidr}); release them first")
 
     # ---------------------------------------------------------------- profiles and rules
 

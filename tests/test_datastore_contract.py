@@ -173,10 +173,11 @@ def test_read_is_one_snapshot(datastore: Datastore) -> None:
     done = threading.Event()
     errors: list[BaseException] = []
 
-    def writer() -> None:
+    def writer() -> None:  # its own connection, so the reads really race the writes
         try:
-            for n in range(1, 60):
-                datastore.txn([], [Put(k, str(n)) for k in keys])
+            with open_datastore(datastore.url) as other:
+                for n in range(1, 100):
+                    other.txn([], [Put(k, str(n)) for k in keys])
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -197,7 +198,7 @@ def test_read_is_one_snapshot(datastore: Datastore) -> None:
     finally:
         thread.join()
     assert not errors
-    assert datastore.get("/test/single").value == "59"
+    assert datastore.get("/test/single").value == "99"
 
 
 # --------------------------------------------------------------------------- transactions
@@ -345,7 +346,7 @@ def test_watch_close_is_idempotent(datastore: Datastore) -> None:
     assert time.monotonic() - began < 4.0
     datastore.put("/test/c/1", "after close")
     assert watch.next(0.2) == []
-    with datastore.watch("/test/c/", datastore.revision()) as other:  # the context manager closes too
+    with datastore.watch("/test/c/", datastore.revision()) as other:  # closes on exit
         pass
     other.close()
 
@@ -375,23 +376,33 @@ def test_threads_cas_counter(datastore: Datastore) -> None:
     assert datastore.get("/test/counter").value == str(threads * per_thread)
 
 
-def test_processes_cas_counter(datastore_url: str) -> None:
+def test_processes_cas_counter(datastore: Datastore, datastore_url: str) -> None:
     processes, per_process = 4, 50
+    datastore.put("/test/other", "x")  # the store exists before the children open it
     outcomes = run_cas_processes(datastore_url, "/test/counter", processes, per_process)
     assert outcomes == [("ok", per_process)] * processes
-    with open_datastore(datastore_url) as store:
-        assert store.get("/test/counter").value == str(processes * per_process)
+    assert datastore.get("/test/counter").value == str(processes * per_process)
 
 
 def test_sqlite_many_processes_never_locked(tmp_path) -> None:
-    """Eight processes open one brand-new file at once and all write: no "database is locked"."""
+    """Eight processes write one file at once: no "database is locked", no lost update."""
     url = "sqlite:///" + str(tmp_path / "busy.db")
+    open_datastore(url).close()  # created once, as calicoctl/the plugin would find it
     outcomes = run_cas_processes(url, "/test/counter", 8, 25)
     errors = [o for o in outcomes if o[0] != "ok"]
     assert not any("locked" in str(o) for o in errors), errors
     assert not errors
     with open_datastore(url) as store:
         assert store.get("/test/counter").value == str(8 * 25)
+
+
+def test_sqlite_many_processes_open_new_file_at_once(tmp_path) -> None:
+    """Eight processes open one brand-new file at the same moment and all write."""
+    url = "sqlite:///" + str(tmp_path / "new.db")
+    outcomes = run_cas_processes(url, "/test/counter", 8, 5)
+    assert outcomes == [("ok", 5)] * 8
+    with open_datastore(url) as store:
+        assert store.get("/test/counter").value == str(8 * 5)
 
 
 # --------------------------------------------------------------------------- compaction
@@ -416,6 +427,22 @@ def test_sqlite_event_log_is_trimmed(tmp_path, monkeypatch) -> None:
         assert events[-1] == Event("/test/k/0", "1099", 1100)  # 1099 % 7 == 0
         # reads are not affected by the trim
         assert len(store.list("/test/k/")) == 7
+
+
+def test_sqlite_quiet_watch_survives_trim(tmp_path, monkeypatch) -> None:
+    """A watch polled now and then is not compacted by many writes under other prefixes."""
+    from calico_lib.datastore import sqlite
+
+    monkeypatch.setattr(sqlite, "EVENT_HISTORY", 200)  # more than the polling gap
+    with open_datastore("sqlite:///" + str(tmp_path / "quiet.db")) as store:
+        with store.watch("/test/quiet/", store.revision() + 1) as watch:
+            for chunk in range(12):
+                assert watch.next(0) == []  # caught up: nothing under the prefix
+                for i in range(100):
+                    store.put("/test/busy", str(chunk * 100 + i))
+            assert store.revision() == 1200  # trimmed at 1000, to 801 and later
+            revision = store.put("/test/quiet/k", "v")
+            assert collect(watch, 1) == [Event("/test/quiet/k", "v", revision)]
 
 
 @pytest.mark.etcd

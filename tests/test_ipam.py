@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import calico_lib
-from calico_lib import IPPool, InUseError, PoolExhaustedError, ValidationError
+from calico_lib import InUseError, IPPool, PoolExhaustedError, ValidationError
 from calico_lib.datastore import open_datastore
 from calico_lib.ipam import Block
 

@@ -35,6 +35,8 @@ def _unb64(text: str) -> str:
 
 
 def _range_end(prefix: str) -> str:
+    if not prefix:  # "\0" as range end: every key
+        return _b64("\0")
     raw = prefix.encode()
     return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode()
 
@@ -79,9 +81,17 @@ class EtcdDatastore(Datastore):
             client = self._clients[index]
             try:
                 result = fn(client)
-            except (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError) as exc:
+            except etcd_exc.ConnectionFailedError as exc:
                 failures.append(f"{client.host}:{client.port}: {_reason(exc)}")
                 continue
+            except etcd_exc.ConnectionTimeoutError as exc:
+                if "connect timeout" in str(exc.detail_text or exc).lower():
+                    failures.append(f"{client.host}:{client.port}: {_reason(exc)}")
+                    continue
+                # The request was sent: it must not be sent again elsewhere.
+                raise DatastoreUnavailable(
+                    f"etcd {client.host}:{client.port} did not answer within "
+                    f"{READ_TIMEOUT:.0f}s; a write may or may not have been applied") from None
             except etcd_exc.Etcd3Exception as exc:
                 raise DatastoreError(f"etcd {client.host}:{client.port}: "
                                      f"{_detail(exc)}") from None
@@ -154,15 +164,24 @@ class _EtcdWatch(Watch):
         self._queue: queue.Queue[Event | Exception] = queue.Queue()
         self._closed = threading.Event()
         self._response: requests.Response | None = None
-        request = {"create_request": {"key": _b64(prefix), "range_end": _range_end(prefix),
+        request = {"create_request": {"key": _b64(prefix or "\0"),
+                                      "range_end": _range_end(prefix),
                                       "start_revision": str(max(start_revision, 1))}}
 
         def open_stream(client: etcd3gw.client.Etcd3Client) -> requests.Response:
             try:
-                return client.session.post(client.get_url("/watch"), data=json.dumps(request),
-                                           stream=True, timeout=(CONNECT_TIMEOUT, None))
+                response = client.session.post(
+                    client.get_url("/watch"), data=json.dumps(request), stream=True,
+                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            except requests.exceptions.Timeout as exc:
+                raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
             except requests.exceptions.ConnectionError as exc:
                 raise etcd_exc.ConnectionFailedError(str(exc)) from None
+            try:  # the stream is quiet until something changes: no read time-out on it
+                response.raw.connection.sock.settimeout(None)
+            except AttributeError:
+                pass
+            return response
 
         self._response = store._call(open_stream)
         self._thread = threading.Thread(target=self._read, daemon=True,

@@ -49,7 +49,7 @@ class SqliteDatastore(Datastore):
             self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(timeout)
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._write():
                 for statement in SCHEMA.strip().split(";"):
@@ -59,6 +59,19 @@ class SqliteDatastore(Datastore):
             raise DatastoreUnavailable(f"sqlite datastore {path}: {exc}") from None
 
     # -- plumbing
+
+    def _enable_wal(self, timeout: float) -> None:
+        """Switch to WAL; that pragma ignores busy_timeout when processes open a new file
+        at once, so retry it until the time-out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -144,16 +157,21 @@ class SqliteDatastore(Datastore):
             if not ops:
                 return revision
             revision += 1
+            changed = False
             for op in ops:
                 if isinstance(op, Put):
                     db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
                                (op.key, op.value, revision))
                     db.execute("INSERT INTO events VALUES (?, ?, ?)",
                                (revision, op.key, op.value))
+                    changed = True
                 elif isinstance(op, Delete):
                     if db.execute("DELETE FROM kv WHERE key = ?", (op.key,)).rowcount:
                         db.execute("INSERT INTO events VALUES (?, ?, NULL)",
                                    (revision, op.key))
+                        changed = True
+            if not changed:  # as etcd: deleting nothing makes no new revision
+                return revision - 1
             db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
             if revision % 1000 == 0 and revision > EVENT_HISTORY:
                 floor = revision - EVENT_HISTORY

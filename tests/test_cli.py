@@ -1,0 +1,603 @@
+"""End-to-end tests of calicoctl, run as a subprocess against real datastores.
+
+``test_main_flow`` drives every command shape of ARCHITECTURE.md once on SQLite and once on
+etcd (``datastore_url``). The detailed tests of each command group, and the bad-input table
+(input refused before the datastore is consulted does not depend on the backend), run on
+SQLite only, which keeps the file fast.
+
+``Ctl`` alternates where ``--datastore URL`` goes (after the command, before it), so both
+positions are exercised throughout. Checked everywhere: exit codes (0 ok, 1 a failed check or
+operation, 2 bad input), errors as exactly one ``calicoctl: ...`` line on stderr naming the
+field, the ``-o json`` shapes, and that a refused command leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import netaddr
+import pytest
+
+from calico_lib import open_datastore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: calicoctl runs ~200 times here: let its bytecode be cached (outside the repo) even when
+#: PYTHONDONTWRITEBYTECODE is set, instead of compiling calico_lib on every run
+PYCACHE = Path(tempfile.gettempdir()) / f"calico-test-pycache-{os.getuid()}"
+
+POOL4 = "10.65.0.0/16"
+POOL6 = "fd00:65::/64"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    drop = {"CALICO_DATASTORE", "PYTHONDONTWRITEBYTECODE"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env.update(extra)
+    return env
+
+
+def run_calicoctl(*args: str, env: dict[str, str] | None = None) -> Result:
+    proc = subprocess.run([sys.executable, "-m", "calico_lib.cli", *args], cwd=ROOT,
+                          env=env or _env(), capture_output=True, text=True, timeout=60)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_error(result: Result, code: int, *words: str) -> str:
+    """``result`` failed with ``code`` and one ``calicoctl:`` line mentioning ``words``."""
+    assert result.code == code, result
+    assert result.out == "", result
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and result.err.endswith("\n"), result.err
+    assert lines[0].startswith("calicoctl: "), result.err
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def store_state(url: str) -> tuple[dict[str, str], int]:
+    """Every key under /calico/ with its value, and the store's revision."""
+    with open_datastore(url) as store:
+        return {kv.key: kv.value for kv in store.list("/calico/")}, store.revision()
+
+
+class Ctl:
+    """calicoctl bound to one datastore URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.calls = 0
+
+    def run(self, *args: str) -> Result:
+        self.calls += 1
+        if self.calls % 2:  # --datastore after the command ...
+            return run_calicoctl(*args, "--datastore", self.url)
+        return run_calicoctl("--datastore", self.url, *args)  # ... and before it
+
+    def ok(self, *args: str) -> Result:
+        result = self.run(*args)
+        assert result.code == 0, result
+        assert result.err == "", result
+        return result
+
+    def json(self, *args: str) -> Any:
+        return self.ok(*args, "-o", "json").json()
+
+    def fails(self, code: int, args: tuple[str, ...], *words: str,
+              same_revision: bool = True) -> str:
+        """The command is refused with one error line, and the store is left as it was."""
+        keys, revision = store_state(self.url)
+        line = assert_error(self.run(*args), code, *words)
+        after_keys, after_revision = store_state(self.url)
+        assert after_keys == keys
+        if same_revision:
+            assert after_revision == revision
+        return line
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Ctl:
+    """calicoctl on a fresh SQLite store (the detailed tests)."""
+    return Ctl(f"sqlite:///{tmp_path}/calico.db")
+
+
+def inside(address: str, cidr: str) -> bool:
+    return netaddr.IPAddress(address) in netaddr.IPNetwork(cidr)
+
+
+# --------------------------------------------------------------------------- main flow
+
+
+def test_main_flow(datastore_url: str) -> None:
+    """Every command shape scripts rely on, on both backends."""
+    ctl = Ctl(datastore_url)
+    ctl.ok("pool", "add", POOL4, "--nat-outgoing")
+    ctl.ok("pool", "add", POOL6, "--block-size", "120")
+    ctl.fails(2, ("pool", "add", "10.65.8.0/24"), "cidr", "overlaps", POOL4)
+    assert ctl.json("pool", "list") == [
+        {"cidr": POOL4, "block_size": 26, "nat_outgoing": True, "disabled": False},
+        {"cidr": POOL6, "block_size": 120, "nat_outgoing": False, "disabled": False},
+    ]
+
+    ctl.ok("profile", "add", "web")
+    ctl.ok("profile", "rule", "add", "web", "inbound", "allow", "--protocol", "tcp",
+           "--dst-ports", "80", "--src-net", "192.0.2.0/24", "--position", "1")
+    ctl.fails(2, ("profile", "rule", "add", "nope", "inbound", "allow"), "profile nope")
+    assert ctl.json("profile", "show", "web") == {
+        "name": "web", "tags": ["web"], "labels": {},
+        "inbound_rules": [{"action": "allow", "protocol": "tcp", "src_net": ["192.0.2.0/24"],
+                           "dst_ports": [80]},
+                          {"action": "allow", "src_tag": "web"}],
+        "outbound_rules": [{"action": "allow"}]}
+
+    ctl.ok("node", "add", "node-1", "--ip", "192.0.2.11", "--ip6", "2001:db8::11",
+           "--as", "65001")
+    ctl.fails(2, ("node", "add", "node-1", "--ip", "192.0.2.12"), "node node-1",
+              "already exists")
+    ctl.ok("bgp", "peer", "add", "192.0.2.1", "--as", "65000")
+    ctl.ok("bgp", "peer", "add", "192.0.2.2", "--as", "65002", "--node", "node-1")
+    assert sorted(ctl.json("bgp", "peer", "list"), key=lambda p: p["address"]) == [
+        {"address": "192.0.2.1", "as_number": 65000, "node": None},
+        {"address": "192.0.2.2", "as_number": 65002, "node": "node-1"}]
+    ctl.ok("bgp", "config", "set", "--as", "65100", "--mesh", "off")
+    assert ctl.json("bgp", "config", "show") == {"as_number": 65100, "node_to_node_mesh": False}
+
+    lines = ctl.ok("ipam", "assign", "--host", "h1", "--handle", "e1", "--ipv4", "2",
+                   "--ipv6", "1").lines
+    assert len(lines) == 3 and len(set(lines)) == 3
+    assert all(inside(a, POOL4) for a in lines[:2]) and inside(lines[2], POOL6)
+    got = ctl.json("ipam", "assign", "--host", "h1", "--handle", "e2", "--ipv4", "1",
+                   "--ipv6", "1")
+    assert set(got) == {"ipv4", "ipv6"} and len(got["ipv4"]) == len(got["ipv6"]) == 1
+    assert inside(got["ipv4"][0], POOL4) and inside(got["ipv6"][0], POOL6)
+    assert got["ipv4"][0] not in lines and got["ipv6"][0] not in lines
+    assert ctl.json("ipam", "assign", "--host", "h2", "--handle", "e3", "--ip",
+                    "10.65.200.7") == {"ipv4": ["10.65.200.7"], "ipv6": []}
+    ctl.fails(2, ("ipam", "assign", "--host", "h1", "--handle", "e9", "--ip", "10.65.200.7"),
+              "ip", "already assigned")
+
+    v4, v6 = got["ipv4"][0], got["ipv6"][0]
+    endpoint = ctl.json("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
+                        "--ip", v6, "--mac", "ee:ee:ee:00:00:01", "--profile", "web",
+                        "--id", "e2")
+    assert endpoint == {"id": "e2", "host": "h1", "interface": "eth0",
+                        "mac": "ee:ee:ee:00:00:01", "ipv4_nets": [f"{v4}/32"],
+                        "ipv6_nets": [f"{v6}/128"], "profiles": ["web"], "labels": {},
+                        "state": "active"}
+    assert ctl.json("endpoint", "list") == [endpoint]
+
+    usage = ctl.json("ipam", "show")
+    assert {u["pool"]: u["allocated"] for u in usage} == {POOL4: 4, POOL6: 2}
+    assert ctl.ok("ipam", "release", "--ip", lines[0]).lines == [lines[0]]
+    assert sorted(ctl.json("ipam", "release", "--handle", "e1")["released"]) == sorted(
+        lines[1:])
+    assert ctl.ok("ipam", "check").out == "IPAM is consistent\n"
+
+    # Lose a handle record behind the library's back: check fails, gc repairs.
+    with open_datastore(datastore_url) as store:
+        assert store.delete("/calico/v1/ipam/handles/e3")
+    check = ctl.run("ipam", "check")
+    assert check.code == 1 and check.err == "", check
+    assert "address-without-handle: e3: 1 address(es) allocated but no handle record" in (
+        check.lines)
+    assert ctl.ok("ipam", "gc", "--live", "e2").lines == ["e3"]
+    assert ctl.json("ipam", "check") == {"ok": True, "problems": []}
+
+    ctl.ok("ipam", "config", "set", "--strict-affinity", "true")
+    assert ctl.json("ipam", "config", "show") == {"strict_affinity": True}
+
+    ctl.ok("endpoint", "remove", "e2", "--host", "h1")
+    assert ctl.json("endpoint", "list", "--host", "h1") == []
+    assert sorted(ctl.json("ipam", "release", "--handle", "e2")["released"]) == [v4, v6]
+    ctl.ok("pool", "remove", POOL4)
+    assert [p["cidr"] for p in ctl.json("pool", "list")] == [POOL6]
+
+
+# --------------------------------------------------------------------------- pools
+
+
+def test_pools(ctl: Ctl) -> None:
+    assert ctl.json("pool", "list") == []
+    assert ctl.ok("pool", "add", POOL4, "--nat-outgoing").out == ""
+    ctl.ok("pool", "add", POOL6, "--disabled", "--block-size", "120")
+    pools = ctl.json("pool", "list")
+    assert pools == [
+        {"cidr": POOL4, "block_size": 26, "nat_outgoing": True, "disabled": False},
+        {"cidr": POOL6, "block_size": 120, "nat_outgoing": False, "disabled": True},
+    ]
+    table = ctl.ok("pool", "list").lines
+    assert table[0].split() == ["CIDR", "BLOCK_SIZE", "NAT_OUTGOING", "DISABLED"]
+    assert table[1].split() == [POOL4, "26", "yes", "no"]
+
+    ctl.fails(2, ("pool", "add", "10.65.8.0/24"), "cidr", "overlaps", POOL4)
+    ctl.fails(2, ("pool", "add", "10.0.0.0/8", "--nat-outgoing"), "cidr", "overlaps")
+    ctl.fails(2, ("pool", "add", POOL4), "cidr", "already exists")
+    ctl.fails(2, ("pool", "set", "10.99.0.0/16", "--disabled", "true"), "cidr", "not found")
+    ctl.fails(2, ("pool", "remove", "10.99.0.0/16"), "cidr", "not found")
+    assert ctl.json("pool", "list") == pools
+
+    ctl.ok("pool", "set", POOL6, "--disabled", "false", "--nat-outgoing", "true")
+    ctl.ok("pool", "set", POOL4, "--nat-outgoing", "false")
+    assert [(p["nat_outgoing"], p["disabled"]) for p in ctl.json("pool", "list")] == [
+        (False, False), (True, False)]
+
+    # A pool with addresses assigned cannot be removed; an empty one can.
+    [addr] = ctl.ok("ipam", "assign", "--host", "h1", "--handle", "e1").lines
+    assert inside(addr, POOL4)
+    ctl.fails(2, ("pool", "remove", POOL4), "cidr", "still has addresses")
+    ctl.ok("ipam", "release", "--ip", addr)
+    ctl.ok("pool", "remove", POOL4)
+    ctl.ok("pool", "remove", POOL6)
+    assert ctl.json("pool", "list") == []
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profiles_and_rules(ctl: Ctl) -> None:
+    ctl.ok("profile", "add", "web")
+    web = ctl.json("profile", "show", "web")
+    # Default rules: inbound allowed from members (tag web), outbound allowed.
+    assert web == {"name": "web", "tags": ["web"], "labels": {},
+                   "inbound_rules": [{"action": "allow", "src_tag": "web"}],
+                   "outbound_rules": [{"action": "allow"}]}
+    ctl.ok("profile", "add", "db", "--label", "tier=data")
+    assert [(p["name"], p["labels"]) for p in ctl.json("profile", "list")] == [
+        ("db", {"tier": "data"}), ("web", {})]
+    table = ctl.ok("profile", "list").lines
+    assert table[0].split() == ["NAME", "TAGS", "LABELS", "INBOUND", "OUTBOUND"]
+
+    ctl.fails(2, ("profile", "add", "web"), "profile web", "already exists")
+    ctl.fails(2, ("profile", "show", "nope"), "profile nope", "not found")
+
+    # Rules land where asked: --position is 1-based, the default is last.
+    ctl.ok("profile", "rule", "add", "web", "inbound", "allow", "--protocol", "tcp",
+           "--dst-ports", "80,443", "--src-net", "192.0.2.0/24", "--position", "1")
+    ctl.ok("profile", "rule", "add", "web", "inbound", "deny", "--protocol", "icmp",
+           "--icmp-type", "8")
+    ctl.ok("profile", "rule", "add", "web", "outbound", "deny", "--not-dst-net",
+           "10.0.0.0/8", "--ip-version", "4", "--position", "1")
+    web = ctl.json("profile", "show", "web")
+    assert web["inbound_rules"] == [
+        {"action": "allow", "protocol": "tcp", "src_net": ["192.0.2.0/24"],
+         "dst_ports": [80, 443]},
+        {"action": "allow", "src_tag": "web"},
+        {"action": "deny", "protocol": "icmp", "icmp_type": 8, "ip_version": 4},
+    ]
+    assert web["outbound_rules"] == [
+        {"action": "deny", "not_dst_net": ["10.0.0.0/8"], "ip_version": 4},
+        {"action": "allow"}]
+    shown = ctl.ok("profile", "show", "web").out
+    assert "1  allow protocol tcp src net 192.0.2.0/24 dst ports 80,443\n" in shown
+    assert "2  allow src tag web\n" in shown
+
+    # Refused rule edits change nothing.
+    ctl.fails(2, ("profile", "rule", "add", "web", "inbound", "allow", "--dst-ports", "80"),
+              "dst_ports", "tcp")
+    ctl.fails(2, ("profile", "rule", "add", "nope", "inbound", "allow"), "profile nope")
+    ctl.fails(2, ("profile", "rule", "add", "web", "inbound", "allow", "--position", "9"),
+              "position: 9 is out of range; use 1-4")
+    ctl.fails(2, ("profile", "rule", "add", "web", "inbound", "allow", "--position", "0"),
+              "position: 0 is out of range; use 1-4")
+    ctl.fails(2, ("profile", "rule", "remove", "web", "outbound", "3"),
+              "number: 3 is out of range; the profile has 2 outbound rule(s)")
+    ctl.fails(2, ("profile", "rule", "remove", "nope", "outbound", "1"), "profile nope")
+    assert ctl.json("profile", "show", "web") == web
+
+    ctl.ok("profile", "rule", "remove", "web", "inbound", "1")
+    ctl.ok("profile", "rule", "remove", "web", "outbound", "1")
+    web = ctl.json("profile", "show", "web")
+    assert web["inbound_rules"] == [
+        {"action": "allow", "src_tag": "web"},
+        {"action": "deny", "protocol": "icmp", "icmp_type": 8, "ip_version": 4},
+    ]
+    assert web["outbound_rules"] == [{"action": "allow"}]
+
+    ctl.ok("profile", "remove", "web")
+    ctl.fails(2, ("profile", "remove", "web"), "profile web", "not found")
+    assert [p["name"] for p in ctl.json("profile", "list")] == ["db"]
+
+
+# --------------------------------------------------------------------------- nodes, BGP
+
+
+def test_nodes_and_bgp(ctl: Ctl) -> None:
+    ctl.ok("node", "add", "node-1", "--ip", "192.0.2.11", "--ip6", "2001:db8::11",
+           "--as", "65001")
+    ctl.ok("node", "add", "node-2", "--ip", "192.0.2.12")
+    nodes = ctl.json("node", "list")
+    assert sorted(nodes, key=lambda n: n["name"]) == [
+        {"name": "node-1", "ipv4": "192.0.2.11", "ipv6": "2001:db8::11", "as_number": 65001,
+         "rr_cluster_id": None},
+        {"name": "node-2", "ipv4": "192.0.2.12", "ipv6": None, "as_number": None,
+         "rr_cluster_id": None},
+    ]
+    ctl.fails(2, ("node", "add", "node-1", "--ip", "192.0.2.99"), "node node-1",
+              "already exists")
+
+    ctl.ok("bgp", "peer", "add", "192.0.2.1", "--as", "65000")
+    ctl.ok("bgp", "peer", "add", "192.0.2.2", "--as", "65002", "--node", "node-1")
+    ctl.ok("bgp", "peer", "add", "2001:db8::2", "--as", "65002", "--node", "node-1")
+    ctl.fails(2, ("bgp", "peer", "add", "192.0.2.1", "--as", "65000"), "address",
+              "already exists")
+    ctl.fails(2, ("bgp", "peer", "add", "192.0.2.5", "--as", "1", "--node", "ghost"),
+              "node ghost", "not found")
+    peers = ctl.json("bgp", "peer", "list")
+    assert {(p["address"], p["as_number"], p["node"]) for p in peers} == {
+        ("192.0.2.1", 65000, None), ("192.0.2.2", 65002, "node-1"),
+        ("2001:db8::2", 65002, "node-1")}
+    assert ctl.json("bgp", "peer", "list", "--node", "node-2") == [
+        {"address": "192.0.2.1", "as_number": 65000, "node": None}]
+
+    ctl.ok("bgp", "peer", "remove", "192.0.2.2", "--node", "node-1")
+    ctl.fails(2, ("bgp", "peer", "remove", "192.0.2.2", "--node", "node-1"), "192.0.2.2",
+              "not found")
+    # Removing a node removes its own peers, not the global ones.
+    ctl.ok("node", "remove", "node-1")
+    ctl.fails(2, ("node", "remove", "node-1"), "node node-1", "not found")
+    assert [n["name"] for n in ctl.json("node", "list")] == ["node-2"]
+    assert ctl.ok("bgp", "peer", "list").lines[1].split() == ["192.0.2.1", "65000", "-"]
+    ctl.ok("bgp", "peer", "remove", "192.0.2.1")
+    assert ctl.json("bgp", "peer", "list") == []
+
+    assert ctl.json("bgp", "config", "show") == {"as_number": 64512, "node_to_node_mesh": True}
+    ctl.ok("bgp", "config", "set", "--as", "65100", "--mesh", "off")
+    assert ctl.json("bgp", "config", "show") == {"as_number": 65100, "node_to_node_mesh": False}
+    ctl.fails(2, ("bgp", "config", "set", "--as", "99999999999", "--mesh", "on"), "as_number")
+    ctl.ok("bgp", "config", "set", "--mesh", "on")
+    assert ctl.ok("bgp", "config", "show").lines[1].split() == ["65100", "yes"]
+
+
+# --------------------------------------------------------------------------- IPAM, endpoints
+
+
+def test_ipam_and_endpoints(ctl: Ctl) -> None:
+    ctl.ok("pool", "add", POOL4)
+    ctl.ok("pool", "add", POOL6)
+    ctl.ok("profile", "add", "web")
+
+    # Human output: one address per line, IPv4 first.
+    lines = ctl.ok("ipam", "assign", "--host", "h1", "--handle", "e1", "--ipv4", "2",
+                   "--ipv6", "1").lines
+    assert len(lines) == 3 and len(set(lines)) == 3
+    assert all(inside(a, POOL4) for a in lines[:2]) and inside(lines[2], POOL6)
+    got = ctl.json("ipam", "assign", "--host", "h1", "--handle", "e2", "--ipv4", "1",
+                   "--ipv6", "1")
+    assert set(got) == {"ipv4", "ipv6"} and len(got["ipv4"]) == len(got["ipv6"]) == 1
+    assert inside(got["ipv4"][0], POOL4) and inside(got["ipv6"][0], POOL6)
+    # With neither --ipv4 nor --ipv6: one IPv4 address.
+    default = ctl.json("ipam", "assign", "--host", "h2", "--handle", "e3")
+    assert len(default["ipv4"]) == 1 and default["ipv6"] == []
+    assert ctl.json("ipam", "assign", "--host", "h2", "--handle", "e4", "--ip",
+                    "10.65.200.7") == {"ipv4": ["10.65.200.7"], "ipv6": []}
+    assert ctl.ok("ipam", "assign", "--host", "h2", "--handle", "e4", "--ip",
+                  "fd00:65::abcd").lines == ["fd00:65::abcd"]
+    assert len({*lines, *got["ipv4"], *got["ipv6"], *default["ipv4"]}) == 6
+
+    def allocated() -> dict[str, int]:
+        return {u["pool"]: u["allocated"] for u in ctl.json("ipam", "show")}
+
+    usage = ctl.json("ipam", "show")
+    assert {u["pool"]: u["allocated"] for u in usage} == {POOL4: 5, POOL6: 3}
+    blocks = [(b, u["pool"]) for u in usage for b in u["blocks"]]
+    assert {b["affinity"] for b, _ in blocks} == {"h1", "h2"}
+    assert all(netaddr.IPNetwork(b["cidr"]) in netaddr.IPNetwork(p) for b, p in blocks)
+    assert sum(b["allocated"] for b, _ in blocks) == 8
+    assert "ALLOCATED" in ctl.ok("ipam", "show").out
+
+    # Refused assignments change nothing.
+    ctl.fails(2, ("ipam", "assign", "--host", "h1", "--handle", "x", "--ip", "10.65.200.7"),
+              "ip", "already assigned", "e4")
+    ctl.fails(2, ("ipam", "assign", "--host", "h1", "--handle", "x", "--ip", "10.1.1.1"),
+              "ip", "not in any pool")
+    ctl.fails(2, ("ipam", "assign", "--host", "h1", "--handle", "x", "--pool", "10.9.0.0/16"),
+              "pools", "10.9.0.0/16")
+    # Exhaustion is an operational failure (1), all or nothing.
+    ctl.ok("pool", "add", "10.70.0.0/30", "--block-size", "30")
+    ctl.fails(1, ("ipam", "assign", "--host", "h1", "--handle", "x", "--ipv4", "5",
+                  "--pool", "10.70.0.0/30"), "ipv4", "nothing was assigned")
+    ctl.ok("pool", "remove", "10.70.0.0/30")
+
+    # Endpoints.
+    v4, v6 = got["ipv4"][0], got["ipv6"][0]
+    endpoint = ctl.json("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
+                        "--ip", v6, "--mac", "EE-EE-EE-00-00-01", "--profile", "web",
+                        "--id", "e2")
+    assert endpoint == {"id": "e2", "host": "h1", "interface": "eth0",
+                        "mac": "ee:ee:ee:00:00:01", "ipv4_nets": [f"{v4}/32"],
+                        "ipv6_nets": [f"{v6}/128"], "profiles": ["web"], "labels": {},
+                        "state": "active"}
+    table = ctl.ok("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
+                   default["ipv4"][0], "--profile", "web").lines
+    assert table[0].split()[:3] == ["ID", "HOST", "INTERFACE"]
+    ctl.fails(2, ("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
+                  "--profile", "web", "--id", "e2"), "endpoint e2", "already exists")
+    assert ctl.json("endpoint", "list", "--host", "h1") == [endpoint]
+    everything = ctl.json("endpoint", "list")
+    assert len(everything) == 2 and {e["host"] for e in everything} == {"h1", "h2"}
+    ctl.ok("endpoint", "remove", "e2", "--host", "h1")
+    ctl.fails(2, ("endpoint", "remove", "e2", "--host", "h1"), "endpoint e2", "not found")
+    assert ctl.ok("endpoint", "list", "--host", "h1").lines[1:] == []
+
+    # Release by address and by handle.
+    assert ctl.ok("ipam", "release", "--ip", lines[0]).lines == [lines[0]]
+    assert ctl.json("ipam", "release", "--ip", lines[0]) == {"released": []}
+    released = ctl.json("ipam", "release", "--handle", "e1")["released"]
+    assert sorted(released) == sorted(lines[1:])
+    assert ctl.ok("ipam", "release", "--handle", "e1").out == ""
+    assert allocated() == {POOL4: 3, POOL6: 2}
+
+    assert ctl.ok("ipam", "check").out == "IPAM is consistent\n"
+    assert ctl.json("ipam", "check") == {"ok": True, "problems": []}
+
+
+def test_ipam_check_gc_and_config(ctl: Ctl, tmp_path: Path) -> None:
+    ctl.ok("pool", "add", POOL4)
+    ctl.ok("pool", "add", POOL6)
+    assert ctl.json("ipam", "config", "show") == {"strict_affinity": False}
+    ctl.ok("ipam", "config", "set", "--strict-affinity", "true")
+    assert ctl.ok("ipam", "config", "show").lines[1].split() == ["yes"]
+
+    live = ctl.json("ipam", "assign", "--host", "h1", "--handle", "live", "--ipv6", "1")
+    dead = ctl.json("ipam", "assign", "--host", "h2", "--handle", "dead", "--ipv4", "2")
+
+    # Lose the handle record of "dead" behind the library's back.
+    with open_datastore(ctl.url) as store:
+        assert store.delete("/calico/v1/ipam/handles/dead")
+    check = ctl.run("ipam", "check")
+    assert check.code == 1 and check.err == "", check
+    assert [line for line in check.lines if line.startswith("address-without-handle: ")] == [
+        "address-without-handle: dead: 2 address(es) allocated but no handle record"], check
+    report = ctl.run("ipam", "check", "-o", "json")
+    assert report.code == 1, report
+    assert report.json() == {"ok": False, "problems": [
+        {"kind": "address-without-handle", "subject": "dead",
+         "detail": "2 address(es) allocated but no handle record"}]}
+
+    # gc releases every handle that is not live, even addresses whose record is lost.
+    assert ctl.ok("ipam", "gc", "--live", "live").lines == ["dead"]
+    assert ctl.ok("ipam", "check").code == 0
+    assert ctl.json("ipam", "gc", "--live", "live") == {"released_handles": []}
+    assert {u["pool"]: u["allocated"] for u in ctl.json("ipam", "show")} == {POOL4: 0,
+                                                                             POOL6: 1}
+    # The freed addresses can be assigned again; the live one is still taken.
+    ctl.ok("ipam", "assign", "--host", "h2", "--handle", "again", "--ip", dead["ipv4"][0])
+    ctl.fails(2, ("ipam", "assign", "--host", "h2", "--handle", "x", "--ip",
+                  live["ipv6"][0]), "ip", "already assigned")
+
+    # Strict affinity: h3 may not borrow from h4's block, the only one of its pool.
+    ctl.ok("pool", "add", "10.80.0.0/26")
+    ctl.ok("ipam", "assign", "--host", "h4", "--handle", "h4-1", "--pool", "10.80.0.0/26")
+    ctl.fails(1, ("ipam", "assign", "--host", "h3", "--handle", "h3-1", "--pool",
+                  "10.80.0.0/26"), "ipv4", "nothing was assigned")
+    ctl.ok("ipam", "config", "set", "--strict-affinity", "false")
+    assert ctl.json("ipam", "config", "show") == {"strict_affinity": False}
+    ctl.ok("ipam", "assign", "--host", "h3", "--handle", "h3-1", "--pool", "10.80.0.0/26")
+
+    # Live handles from a file and flags together; everything else goes.
+    live_file = tmp_path / "live-handles"
+    live_file.write_text("live\n\n")
+    freed = ctl.ok("ipam", "gc", "--live-file", str(live_file), "--live", "h3-1").lines
+    assert freed == ["again", "h4-1"]
+    assert ctl.ok("ipam", "release-affinity", "--host", "h2").lines != []
+    assert ctl.ok("ipam", "check").code == 0
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+BAD_INPUT: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    # (arguments, words the one error line must hold)
+    (("pool", "add", "10.999.0.0/16"), ("cidr", "10.999.0.0/16", "not a CIDR")),
+    (("pool", "add", "127.0.0.0/16"), ("cidr", "reserved")),
+    (("pool", "add", "10.66.0.0/16", "--block-size", "8"), ("block_size", "20-32")),
+    (("pool", "add", "10.66.0.0/16", "--block-size", "big"), ("--block-size", "'big'")),
+    (("pool", "set", POOL4, "--disabled", "maybe"), ("--disabled", "true or false")),
+    (("profile", "add", "no spaces"), ("name:", "'no spaces'")),
+    (("profile", "add", "x", "--label", "novalue"), ("label", "KEY=VALUE")),
+    (("profile", "rule", "add", "web", "inbound", "allow", "--src-net", "bad"), ("src_net",)),
+    (("profile", "rule", "add", "web", "inbound", "allow", "--icmp-type", "8"),
+     ("icmp_type", "icmp")),
+    (("profile", "rule", "add", "web", "sideways", "allow"), ("direction", "inbound")),
+    (("profile", "rule", "add", "web", "inbound", "maybe"), ("action", "allow")),
+    (("node", "add", "node-3", "--ip", "192.0.2.300"), ("ipv4", "192.0.2.300")),
+    (("node", "add", "node-3", "--ip", "2001:db8::3"), ("ipv4", "IPv4")),
+    (("node", "add", "node-3", "--ip6", "192.0.2.3"), ("ipv6", "IPv6")),
+    (("node", "add", "node-3", "--as", "0"), ("as_number", "1-4294967295")),
+    (("bgp", "peer", "add", "192.0.2.5", "--as", "x"), ("as_number",)),
+    (("bgp", "peer", "add", "192.0.2.5"), ("--as",)),
+    (("bgp", "peer", "add", "nonsense", "--as", "1"), ("address", "nonsense")),
+    (("bgp", "config", "set", "--mesh", "maybe"), ("--mesh", "on")),
+    (("ipam", "assign", "--host", "h1", "--handle", "x", "--ip", "10.65.9.9", "--ipv4", "1"),
+     ("ip",)),
+    (("ipam", "assign", "--host", "h1", "--handle", "x", "--ipv4", "0"), ("ipv4",)),
+    (("ipam", "assign", "--host", "h 1", "--handle", "x"), ("host", "'h 1'")),
+    (("ipam", "assign", "--host", "h1", "--handle", "x/y"), ("handle",)),
+    (("ipam", "assign", "--handle", "x"), ("--host",)),
+    (("ipam", "release"), ("ip", "--handle")),
+    (("ipam", "release", "--ip", "nonsense"), ("ip", "nonsense")),
+    (("ipam", "config", "set", "--strict-affinity", "sometimes"),
+     ("--strict-affinity", "true or false")),
+    (("ipam", "config", "set"), ("--strict-affinity",)),
+    (("endpoint", "add", "--host", "h1", "--interface", "eth1", "--mac", "zz",
+      "--profile", "web"), ("mac", "'zz'")),
+    (("endpoint", "add", "--host", "h1", "--interface", "eth1", "--ip", "10.65.1.999",
+      "--profile", "web"), ("ipv4_nets", "10.65.1.999")),
+    (("endpoint", "add", "--host", "h1", "--interface", "a-much-too-long-name",
+      "--profile", "web"), ("interface",)),
+    (("endpoint", "add", "--host", "h1", "--interface", "eth1"), ("--profile",)),
+    (("pool", "list", "-o", "yaml"), ("--output", "yaml")),
+    (("pool", "frobnicate"), ("frobnicate",)),
+    (("frobnicate",), ("frobnicate",)),
+    ((), ("COMMAND",)),
+]
+
+
+def test_bad_input(ctl: Ctl) -> None:
+    """Each bad input: exit 2, one line naming the field, and the store untouched."""
+    ctl.ok("pool", "add", POOL4)
+    ctl.ok("profile", "add", "web")
+    ctl.ok("ipam", "assign", "--host", "h1", "--handle", "e1")
+    before = store_state(ctl.url)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda case: run_calicoctl("--datastore", ctl.url, *case[0]),
+                                BAD_INPUT))
+    for (args, words), result in zip(BAD_INPUT, results, strict=True):
+        try:
+            assert_error(result, 2, *words)
+        except AssertionError as exc:
+            raise AssertionError(f"calicoctl {' '.join(args)}: {exc}") from None
+    assert store_state(ctl.url) == before
+
+
+# --------------------------------------------------------------------------- datastore choice
+
+
+def test_datastore_from_environment(datastore_url: str) -> None:
+    env = _env(CALICO_DATASTORE=datastore_url)
+    assert run_calicoctl("pool", "add", POOL4, env=env).code == 0
+    listed = run_calicoctl("pool", "list", "-o", "json", env=env)
+    assert listed.code == 0 and [p["cidr"] for p in listed.json()] == [POOL4]
+    # --datastore wins over the environment.
+    broken = _env(CALICO_DATASTORE="etcd://127.0.0.1:1")
+    listed = run_calicoctl("-o", "json", "pool", "list", "--datastore", datastore_url,
+                           env=broken)
+    assert listed.code == 0 and [p["cidr"] for p in listed.json()] == [POOL4]
+
+
+def test_bad_datastore() -> None:
+    # An unreachable datastore is an operational failure (1), not bad input.
+    line = assert_error(run_calicoctl("pool", "list", "--datastore", "etcd://127.0.0.1:1"),
+                        1, "etcd", "127.0.0.1:1")
+    assert "unreachable" in line
+    assert_error(run_calicoctl("--datastore", "etcd://127.0.0.1:1", "pool", "add", POOL4), 1)
+    # An unusable URL is bad input.
+    assert_error(run_calicoctl("pool", "list", "--datastore", "mysql://x"), 2, "datastore")
+    assert_error(run_calicoctl("pool", "list", "--datastore", "etcd://host:99999"), 2,
+                 "datastore", "host:99999")
+    help_text = run_calicoctl("--help")
+    assert help_text.code == 0 and "pool" in help_text.out
