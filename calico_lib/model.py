@@ -214,7 +214,8 @@ class Model:
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise _fail(kind, f"unknown field {unknown[0]!r}; allowed: {', '.join(names)}")
+            raise _fail(unknown[0], f"unknown field {unknown[0]!r} of a {kind}; allowed: "
+                                    f"{', '.join(names)}")
         for f in fields(cls):  # type: ignore[arg-type]
             if (f.default is MISSING and f.default_factory is MISSING
                     and f.name not in data):
@@ -416,6 +417,9 @@ class Endpoint(Model):
         _name("interface", self.interface, IFNAME_RE,
               "an interface name of 1-15 letters, digits, '_', '.', '-'")
         if self.mac is not None:
+            if not isinstance(self.mac, str):
+                raise _fail("mac", f"{self.mac!r} is not a MAC address; use "
+                                   "e.g. ee:ee:ee:ee:ee:ee")
             try:
                 self.mac = str(netaddr.EUI(self.mac, dialect=netaddr.mac_unix_expanded))
             except (netaddr.AddrFormatError, TypeError, ValueError):

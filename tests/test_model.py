@@ -264,14 +264,14 @@ BAD_CASES: list[tuple[str, Callable[[], object], str, str]] = [
      "true or false"),
     ("ipam-strict", lambda: IPAMConfig(strict_affinity=2), "strict_affinity", "true or false"),
     ("unknown-pool-field",
-     lambda: IPPool.from_dict({"cidr": "10.0.0.0/16", "nat": True}), "ippool",
+     lambda: IPPool.from_dict({"cidr": "10.0.0.0/16", "nat": True}), "nat",
      "allowed: cidr, block_size"),
-    ("unknown-rule-field", lambda: Rule.from_dict({"acton": "allow"}), "rule",
+    ("unknown-rule-field", lambda: Rule.from_dict({"acton": "allow"}), "acton",
      "allowed: action"),
     ("unknown-endpoint-field",
      lambda: Endpoint.from_dict({"id": "e", "host": "h", "interface": "i", "ip": "x"}),
-     "endpoint", "allowed: id, host, interface"),
-    ("unknown-bgpconfig-field", lambda: BGPConfig.from_dict({"asn": 1}), "bgpconfig",
+     "ip", "allowed: id, host, interface"),
+    ("unknown-bgpconfig-field", lambda: BGPConfig.from_dict({"asn": 1}), "asn",
      "allowed: as_number"),
     ("from-dict-not-mapping", lambda: Node.from_dict(["n"]), "node", "mapping"),
     ("nested-action",
@@ -283,7 +283,7 @@ BAD_CASES: list[tuple[str, Callable[[], object], str, str]] = [
      "outbound_rules[1].dst_ports", RULE_ALLOWED_PORTS),
     ("nested-unknown",
      lambda: Profile.from_dict({"name": "p", "inbound_rules": [{"bogus": 1}]}),
-     "inbound_rules[0].rule", "allowed: action"),
+     "inbound_rules[0].bogus", "allowed: action"),
     ("rules-not-list", lambda: Profile("p", inbound_rules={"action": "allow"}),
      "inbound_rules", "list of rules"),
 ]
@@ -306,8 +306,12 @@ def test_bad_input(make: Callable[[], object], field: str, allowed: str) -> None
 
 
 def test_unknown_field_is_named() -> None:
-    with pytest.raises(ValidationError, match="unknown field 'nat'"):
+    with pytest.raises(ValidationError, match="^nat: unknown field 'nat' of a ippool"):
         IPPool.from_dict({"cidr": "10.0.0.0/16", "nat": True})
+    with pytest.raises(ValidationError, match=r"^inbound_rules\[0\]\.port: unknown field"):
+        Profile.from_dict({"name": "p", "inbound_rules": [{"port": 80}]})
+    with pytest.raises(ValidationError, match="^mac: "):
+        Endpoint("e1", "h1", "cali1", mac=123)
 
 
 @pytest.mark.parametrize("cls, data, field", [
