@@ -195,7 +195,7 @@ def endpoint_add(c: Client, a: argparse.Namespace) -> None:
         id=a.id or uuid.uuid4().hex, host=a.host, interface=a.interface, mac=a.mac,
         ipv4_nets=[i for i in ips if ":" not in i], ipv6_nets=[i for i in ips if ":" in i],
         profiles=a.profile, labels=_labels(a.label))
-    c.add_endpoint(endpoint)
+    c.add_endpoint(endpoint, assign_addresses=True)
     emit(a, endpoint.to_dict(), ["id", "host", "interface", "ipv4_nets", "ipv6_nets",
                                  "profiles"])
 
@@ -443,12 +443,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", required=True, metavar="P")
     p.add_argument("--id", help="endpoint id (default: a new random id)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE")
-    p = command(endpoint, "remove", lambda c, a: c.remove_endpoint(a.host, a.id),
-                "remove an endpoint")
+    p = command(endpoint, "remove",
+                lambda c, a: c.remove_endpoint(a.host, a.id, release_addresses=True),
+                "remove an endpoint and release its addresses")
     p.add_argument("id")
     p.add_argument("--host", required=True)
     p = command(endpoint, "list", endpoint_list, "list endpoints")
     p.add_argument("--host")
+
+    # agent settings
+    settings = group(groups, "config", "settings of every host's agent")
+    p = command(settings, "set", lambda c, a: c.set_agent_config(
+        default_endpoint_to_host_action=a.default_endpoint_to_host_action),
+        "change agent settings")
+    p.add_argument("--default-endpoint-to-host-action", choices=("accept", "drop"),
+                   required=True,
+                   help="container-to-host traffic its outbound rules allowed (DHCP, DNS and "
+                        "IPv6 neighbour discovery always pass)")
+    command(settings, "show", lambda c, a: emit(a, c.get_agent_config().to_dict(),
+                                                ["default_endpoint_to_host_action"]),
+            "show agent settings")
 
     # ipam
     ipam = group(groups, "ipam", "IP address management")

@@ -19,6 +19,7 @@ from .datastore import Datastore, open_datastore
 from .errors import AlreadyExistsError, InUseError, NotFoundError, ValidationError
 from .ipam import IPAM, Block
 from .model import (
+    AgentConfig,
     BGPConfig,
     BGPPeer,
     Endpoint,
@@ -323,9 +324,27 @@ class Client:
 
     # ---------------------------------------------------------------- endpoints
 
-    def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
-                     f"endpoint {endpoint.id} on {endpoint.host}")
+    def add_endpoint(self, endpoint: Endpoint, assign_addresses: bool = False) -> Endpoint:
+        """Record an endpoint; with ``assign_addresses`` its addresses are first assigned
+        in IPAM under the endpoint id (they must lie in a pool and be free)."""
+        if not assign_addresses:
+            self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
+                         f"endpoint {endpoint.id} on {endpoint.host}")
+            return endpoint
+        if self.store.get(keys.endpoint(endpoint.host, endpoint.id)) is not None:
+            raise AlreadyExistsError(f"endpoint {endpoint.id} on {endpoint.host}: "
+                                     "already exists")
+        held = set(self.ipam.handle_addresses(endpoint.id))  # assigned for it beforehand
+        assigned: list[str] = []
+        try:
+            for address in endpoint.addresses:
+                if address not in held:
+                    assigned.append(self.ipam.assign_ip(address, endpoint.id, endpoint.host))
+            self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
+                         f"endpoint {endpoint.id} on {endpoint.host}")
+        except BaseException:
+            self.ipam.release_ips(assigned)  # undo: nothing is left half-applied
+            raise
         return endpoint
 
     def put_endpoint(self, endpoint: Endpoint) -> bool:
@@ -343,10 +362,31 @@ class Client:
         _hostname("host", host)
         return self._list(keys.endpoints(host), Endpoint)
 
-    def remove_endpoint(self, host: str, endpoint_id: str) -> None:
+    def remove_endpoint(self, host: str, endpoint_id: str,
+                        release_addresses: bool = False) -> None:
+        """Remove an endpoint; with ``release_addresses`` also free its IPAM handle."""
         _hostname("host", host)
         _name("id", endpoint_id)
         self._remove(keys.endpoint(host, endpoint_id), f"endpoint {endpoint_id} on {host}")
+        if release_addresses:
+            self.ipam.release_handle(endpoint_id)
+
+    # ---------------------------------------------------------------- agent settings
+
+    def get_agent_config(self) -> AgentConfig:
+        kv = self.store.get(keys.AGENT_CONFIG)
+        return AgentConfig.from_dict(_loads(kv.value)) if kv else AgentConfig()
+
+    def set_agent_config(self, default_endpoint_to_host_action: str | None = None
+                         ) -> AgentConfig:
+        def write(tx: Tx) -> AgentConfig:
+            data = tx.get(keys.AGENT_CONFIG) or AgentConfig().to_dict()
+            if default_endpoint_to_host_action is not None:
+                data["default_endpoint_to_host_action"] = default_endpoint_to_host_action
+            config = AgentConfig.from_dict(data)
+            tx.put(keys.AGENT_CONFIG, config.to_dict())
+            return config
+        return transact(self.store, write)
 
 
 def _direction(direction: str) -> str:

@@ -6,6 +6,7 @@ ROOT = "/calico/v1/"
 
 BGP_CONFIG = ROOT + "config/bgp"
 IPAM_CONFIG = ROOT + "config/ipam"
+AGENT_CONFIG = ROOT + "config/agent"
 
 POOLS = ROOT + "pools/"
 #: rewritten with every pool change, so a pool write can compare on "no pool changed"

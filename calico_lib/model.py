@@ -502,3 +502,21 @@ class IPAMConfig(Model):
 
     def __post_init__(self) -> None:
         self.strict_affinity = _bool("strict_affinity", self.strict_affinity)
+
+
+ENDPOINT_TO_HOST_ACTIONS = ("accept", "drop")
+
+
+@dataclass
+class AgentConfig(Model):
+    """Settings of every host's agent."""
+
+    #: what happens to traffic from a container to its own host once the container's
+    #: outbound rules allowed it (DHCP, DNS and IPv6 neighbour discovery always pass)
+    default_endpoint_to_host_action: str = "accept"
+
+    def __post_init__(self) -> None:
+        if self.default_endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
+            raise _fail("default_endpoint_to_host_action",
+                        f"{self.default_endpoint_to_host_action!r} is not allowed; use accept "
+                        "or drop")

@@ -210,9 +210,9 @@ def test_main_flow(datastore_url: str) -> None:
     ctl.ok("ipam", "config", "set", "--strict-affinity", "true")
     assert ctl.json("ipam", "config", "show") == {"strict_affinity": True}
 
-    ctl.ok("endpoint", "remove", "e2", "--host", "h1")
+    ctl.ok("endpoint", "remove", "e2", "--host", "h1")  # releases its addresses too
     assert ctl.json("endpoint", "list", "--host", "h1") == []
-    assert sorted(ctl.json("ipam", "release", "--handle", "e2")["released"]) == [v4, v6]
+    assert ctl.json("ipam", "release", "--handle", "e2")["released"] == []
     ctl.ok("pool", "remove", POOL4)
     assert [p["cidr"] for p in ctl.json("pool", "list")] == [POOL6]
 
@@ -431,8 +431,16 @@ def test_ipam_and_endpoints(ctl: Ctl) -> None:
                         "mac": "ee:ee:ee:00:00:01", "ipv4_nets": [f"{v4}/32"],
                         "ipv6_nets": [f"{v6}/128"], "profiles": ["web"], "labels": {},
                         "state": "active"}
+    # Addresses of another handle are refused; a free one in a pool is assigned for it.
+    ctl.fails(2, ("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
+                  default["ipv4"][0], "--profile", "web"), "ip", "already assigned")
+    ctl.fails(2, ("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
+                  "10.1.1.1", "--profile", "web"), "ip", "not in any pool")
     table = ctl.ok("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
-                   default["ipv4"][0], "--profile", "web").lines
+                   "10.65.99.9", "--profile", "web", "--id", "e7").lines
+    assert ctl.json("ipam", "release", "--ip", "10.65.99.9", "--ip", "10.65.99.9") == {
+        "released": ["10.65.99.9"]}
+    ctl.ok("ipam", "assign", "--host", "h2", "--handle", "e7", "--ip", "10.65.99.9")
     assert table[0].split()[:3] == ["ID", "HOST", "INTERFACE"]
     ctl.fails(2, ("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
                   "--profile", "web", "--id", "e2"), "endpoint e2", "already exists")
@@ -449,7 +457,7 @@ def test_ipam_and_endpoints(ctl: Ctl) -> None:
     released = ctl.json("ipam", "release", "--handle", "e1")["released"]
     assert sorted(released) == sorted(lines[1:])
     assert ctl.ok("ipam", "release", "--handle", "e1").out == ""
-    assert allocated() == {POOL4: 3, POOL6: 2}
+    assert allocated() == {POOL4: 3, POOL6: 1}  # endpoint remove released e2
 
     assert ctl.ok("ipam", "check").out == "IPAM is consistent\n"
     assert ctl.json("ipam", "check") == {"ok": True, "problems": []}
