@@ -1,0 +1,130 @@
+"""calico-agent: keeps this host's dataplane in line with the datastore.
+
+It reconciles at start, then whenever the datastore changes (etcd watch; SQLite event log
+polling), collecting a burst of changes into one reconcile, and at least every
+``--resync-interval`` seconds, which also repairs tampering (a deleted cali rule or route
+comes back). One log line per reconcile says what changed and how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from . import keys
+from .datastore import open_datastore
+from .errors import CalicoError, CompactedError, DatastoreError
+from .reconcile import DEFAULT_LOCK_FILE, reconcile
+
+log = logging.getLogger("calico-agent")
+
+
+def resolve_hostname(hostname: str | None) -> str:
+    return hostname or os.environ.get("CALICO_HOSTNAME") or socket.gethostname()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calico-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--datastore", metavar="URL", help="default: $CALICO_DATASTORE, "
+                        "/etc/calico/calico.conf, sqlite:////var/lib/calico/calico.db")
+    parser.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, "
+                        "else the system host name)")
+    parser.add_argument("--once", action="store_true", help="reconcile once and exit")
+    parser.add_argument("--lock-file", default=DEFAULT_LOCK_FILE,
+                        help=f"host-wide dataplane lock (default {DEFAULT_LOCK_FILE})")
+    parser.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
+                        help="full reconcile at least this often (default 60)")
+    parser.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
+                        help="wait this long for more changes before reconciling")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+class Agent:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.hostname = resolve_hostname(args.hostname)
+        self.store = open_datastore(args.datastore)
+        self.stopping = False
+
+    def reconcile_once(self) -> int:
+        report = reconcile(self.store, self.hostname, self.args.lock_file)
+        log.info("%s", report.summary())
+        return report.revision
+
+    def run(self) -> None:
+        """Reconcile, then wait for changes or the resync deadline; repeat until stopped."""
+        backoff = 1.0
+        while not self.stopping:
+            try:
+                revision = self.reconcile_once()
+                backoff = 1.0
+            except CalicoError as exc:
+                log.error("reconcile failed: %s (retrying in %.0fs)", exc, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._wait_for_change(revision)
+
+    def _wait_for_change(self, revision: int) -> None:
+        deadline = time.monotonic() + self.args.resync_interval
+        try:
+            with self.store.watch(keys.ROOT, revision + 1) as watch:
+                while not self.stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        log.debug("periodic resync")
+                        return
+                    events = watch.next(min(remaining, 1.0))
+                    if events:
+                        time.sleep(self.args.debounce)  # let the rest of a burst land
+                        watch.next(0)
+                        log.debug("%d change(s) from revision %d", len(events),
+                                  events[0].revision)
+                        return
+        except CompactedError:
+            return  # a full reconcile catches up
+        except DatastoreError as exc:
+            log.error("watching the datastore failed: %s", exc)
+            self._sleep(2.0)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.2, end - time.monotonic()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s calico-agent %(levelname)s %(message)s")
+    try:
+        agent = Agent(args)
+        if args.once:
+            agent.reconcile_once()
+            return 0
+
+        def stop(*_: object) -> None:
+            agent.stopping = True
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("started for host %s on %s", agent.hostname, agent.store.url)
+        agent.run()
+        return 0
+    except CalicoError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except ValueError as exc:  # an ipset of an unexpected type, and the like
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Apply rendered tables with one `iptables-restore --noflush` per table, touching only
+`cali` chains and the hook rules that jump to them.
+
+Every rule we write carries a comment `cali:<hash of its spec>`. Reading `iptables-save`
+back gives each of our chains as a list of hashes, so comparing desired and actual state
+needs no parsing of iptables' own formatting; a chain whose hashes differ (a rule deleted
+or edited by hand) is rewritten whole. A no-op reconcile writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from ..render.policy import Table
+from .runner import CommandError, run
+
+COMMENT_RE = re.compile(r'--comment "?cali:([A-Za-z0-9_-]+)"?')
+JUMP_RE = re.compile(r"-[jg] (cali-\S+)")
+SAVE = {4: "iptables-save", 6: "ip6tables-save"}
+RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
+
+
+def rule_hash(spec: str) -> str:
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def hook_spec(target: str) -> str:
+    return f"-j {target}"
+
+
+@dataclass
+class KernelTable:
+    """Our part of one table as the kernel has it."""
+
+    #: every cali chain: the hash of each rule (None for a rule we did not write)
+    chains: dict[str, list[str | None]] = field(default_factory=dict)
+    #: builtin chain -> [(1-based position, jump target, hash)] of rules jumping to cali
+    hooks: dict[str, list[tuple[int, str, str | None]]] = field(default_factory=dict)
+
+
+def parse_save(text: str) -> KernelTable:
+    kernel = KernelTable()
+    positions: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith(":"):
+            name = line[1:].split()[0]
+            if name.startswith("cali"):
+                kernel.chains[name] = []
+        elif line.startswith("-A "):
+            chain = line.split()[1]
+            positions[chain] = positions.get(chain, 0) + 1
+            match = COMMENT_RE.search(line)
+            digest = match.group(1) if match else None
+            if chain in kernel.chains:
+                kernel.chains[chain].append(digest)
+            elif not chain.startswith("cali"):
+                jump = JUMP_RE.search(line)
+                if jump:
+                    kernel.hooks.setdefault(chain, []).append(
+                        (positions[chain], jump.group(1), digest))
+    return kernel
+
+
+def read_table(version: int, table: str) -> KernelTable:
+    return parse_save(run([SAVE[version], "-t", table]))
+
+
+@dataclass
+class TablePlan:
+    version: int
+    table: str
+    written: list[str]
+    removed: list[str]
+    hooks_fixed: int
+    text: str | None  # the restore input, None when nothing is to be done
+
+
+def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
+    """What must change so the kernel's cali chains and hooks match ``desired``."""
+    wanted = {chain: [rule_hash(s) for s in specs] for chain, specs in desired.chains.items()}
+    written = [c for c in desired.chains if kernel.chains.get(c) != wanted[c]]
+    removed = sorted(c for c in kernel.chains if c not in desired.chains)
+    hook_lines = []
+    fixed = 0
+    for builtin, target in desired.hooks:
+        ours = kernel.hooks.get(builtin, [])
+        ok = [(1, target, rule_hash(hook_spec(target)))]
+        if [h for h in ours if h[1] == target] == ok and ours[0][1] == target:
+            continue
+        fixed += 1
+        # Drop every earlier jump of ours to this target, then put one first.
+        for position, jump, _ in sorted(ours, reverse=True):
+            if jump == target:
+                hook_lines.append(f"-D {builtin} {position}")
+        hook_lines.append(f"-I {builtin} 1 {_with_comment(hook_spec(target))}")
+    if not written and not removed and not hook_lines:
+        return TablePlan(desired.version, desired.name, [], [], 0, None)
+    lines = [f"*{desired.name}"]
+    lines += [f":{c} - [0:0]" for c in written + removed]  # declaring flushes or creates
+    for chain in written:
+        lines += [f"-A {chain} {_with_comment(spec)}" for spec in desired.chains[chain]]
+    lines += hook_lines
+    lines += [f"-X {c}" for c in removed]
+    lines.append("COMMIT")
+    return TablePlan(desired.version, desired.name, written, removed, fixed,
+                     "\n".join(lines) + "\n")
+
+
+def _with_comment(spec: str) -> str:
+    return f'-m comment --comment "cali:{rule_hash(spec)}" {spec}'
+
+
+def apply_plan(plan: TablePlan) -> None:
+    """One atomic restore; on failure the kernel keeps its previous rules."""
+    if plan.text is None:
+        return
+    try:
+        run([RESTORE[plan.version], "--noflush", "--wait"], stdin=plan.text)
+    except CommandError as exc:
+        raise CommandError(exc.argv, exc.returncode,
+                           _explain(exc.output, plan.text)) from None
+
+
+def _explain(output: str, text: str) -> str:
+    """Add the offending input line to iptables-restore's "line N" error."""
+    first = next((line.strip() for line in output.splitlines() if line.strip()), "")
+    match = re.search(r"line (\d+)", output)
+    if match:
+        lines = text.splitlines()
+        number = int(match.group(1))
+        if 0 < number <= len(lines):
+            return f"{first} [line {number}: {lines[number - 1]}]"
+    return first

@@ -1,0 +1,111 @@
+"""The one reconcile function: datastore snapshot -> render -> apply -> report.
+
+The agent, the Docker plugin (at Join) and the Ansible dataplane module all call
+``reconcile``; a host-wide lock lets only one of them write at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .dataplane import ipsets, iptables
+from .dataplane.routes import RouteReport, apply_routes
+from .datastore import Datastore
+from .errors import CalicoError
+from .render.policy import render_policy
+from .render.routes import desired_routes
+from .snapshot import Snapshot, load_snapshot
+
+DEFAULT_LOCK_FILE = "/run/calico/dataplane.lock"
+LOCK_TIMEOUT = 60.0
+
+
+class LockTimeout(CalicoError):
+    pass
+
+
+@contextmanager
+def host_lock(path: str = DEFAULT_LOCK_FILE, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Serialise dataplane writers on this host (an flock, released if the holder dies)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(f"another writer held {path} for {timeout:.0f}s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class Report:
+    revision: int
+    sets: ipsets.SetPlan
+    tables: list[iptables.TablePlan] = field(default_factory=list)
+    routes: RouteReport | None = None
+    seconds: float = 0.0
+    check_mode: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.sets.before or self.sets.after
+                    or any(t.text for t in self.tables)
+                    or (self.routes is not None and self.routes.changed))
+
+    def summary(self) -> str:
+        """One line: what changed and how long it took."""
+        took = f"{self.seconds * 1000:.1f} ms"
+        if not self.changed:
+            return f"revision {self.revision}: no change ({took})"
+        parts = []
+        s = self.sets
+        if s.created or s.updated or s.destroyed:
+            parts.append(f"ipsets +{len(s.created)} ~{len(s.updated)} -{len(s.destroyed)}")
+        for t in self.tables:
+            if t.text:
+                parts.append(f"ip{'6' if t.version == 6 else ''}tables {t.table}: "
+                             f"{len(t.written)} chains written, {len(t.removed)} removed"
+                             + (f", {t.hooks_fixed} hooks fixed" if t.hooks_fixed else ""))
+        if self.routes is not None and self.routes.changed:
+            parts.append(self.routes.summary())
+        verb = "would change" if self.check_mode else "changed"
+        return f"revision {self.revision}: {verb} " + "; ".join(parts) + f" ({took})"
+
+
+def apply_snapshot(snapshot: Snapshot, check_mode: bool = False) -> Report:
+    """Make the kernel match ``snapshot`` (or, in check mode, only say what would change)."""
+    start = time.perf_counter()
+    policy = render_policy(snapshot)
+    set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
+    report = Report(snapshot.revision, set_plan, check_mode=check_mode)
+    if not check_mode:
+        ipsets.apply_before(set_plan)
+    for table in policy.tables:
+        plan = iptables.plan_table(table, iptables.read_table(table.version, table.name))
+        if not check_mode:
+            iptables.apply_plan(plan)
+        report.tables.append(plan)
+    if not check_mode:
+        ipsets.apply_after(set_plan)
+        report.routes = apply_routes(desired_routes(snapshot))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FILE,
+              check_mode: bool = False) -> Report:
+    """Read the datastore once and bring this host's dataplane in line with it."""
+    with host_lock(lock_file):
+        return apply_snapshot(load_snapshot(store, hostname), check_mode=check_mode)

@@ -1,0 +1,313 @@
+"""The distributed firewall as data: ipsets and iptables/ip6tables chains for one host.
+
+``render_policy(snapshot)`` is a pure function. Packets from or to a local container take
+this path (Felix-style):
+
+    FORWARD -> cali-FORWARD: INVALID dropped, RELATED/ESTABLISHED accepted,
+        -i cali+ -> cali-from-wl-dispatch -> (goto) cali-from-<if>: anti-spoofing, then the
+                    profiles' outbound chains cali-po-<profile>; drop unless one allowed
+        -o cali+ -> cali-to-wl-dispatch   -> (goto) cali-to-<if>: profiles' inbound chains
+                    cali-pi-<profile>; drop unless one allowed
+        then ACCEPT
+    INPUT   -> cali-INPUT: -i cali+ -> cali-wl-to-host: DHCP, DNS, ND pass; the container's
+               outbound policy; then default_endpoint_to_host_action
+    nat POSTROUTING -> cali-POSTROUTING: MASQUERADE from nat-outgoing pools to outside all pools
+
+An allow rule sets the accept mark and returns; the endpoint chain returns as soon as a
+profile set the mark, so profiles are tried in order and a deny rule drops at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import netaddr
+
+from ..model import Endpoint, Profile, Rule
+from ..snapshot import Snapshot
+from . import names
+
+ACCEPT_MARK = "0x10000/0x10000"
+CLEAR_MARK = "-j MARK --set-xmark 0x0/0x10000"
+SET_MARK = f"-j MARK --set-xmark {ACCEPT_MARK}"
+RETURN_IF_MARKED = f"-m mark --mark {ACCEPT_MARK} -j RETURN"
+MULTIPORT_MAX = 15  # port slots in one multiport match; a range takes two
+
+HOOKS = {
+    "filter": [("FORWARD", names.FORWARD), ("INPUT", names.INPUT)],
+    "nat": [("POSTROUTING", names.POSTROUTING)],
+}
+
+
+@dataclass(frozen=True)
+class IpSet:
+    name: str
+    kind: str  # hash:ip or hash:net
+    version: int
+    members: frozenset[str]
+
+    @property
+    def family(self) -> str:
+        return "inet" if self.version == 4 else "inet6"
+
+
+@dataclass
+class Table:
+    """One iptables table of one IP version: our chains, and the hooks that jump to them."""
+
+    version: int
+    name: str
+    chains: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def hooks(self) -> list[tuple[str, str]]:
+        return HOOKS[self.name]
+
+
+@dataclass
+class Policy:
+    ipsets: dict[str, IpSet]
+    tables: list[Table]
+
+    def table(self, version: int, name: str) -> Table:
+        return next(t for t in self.tables if t.version == version and t.name == name)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _version_nets(nets: list[str], version: int) -> list[str]:
+    return [n for n in nets if netaddr.IPNetwork(n).version == version]
+
+
+def _ports_chunks(ports: list[int | str]) -> list[list[str]]:
+    """Split a port list into multiport-sized pieces (a range counts twice)."""
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for port in ports:
+        cost = 2 if isinstance(port, str) else 1
+        if used + cost > MULTIPORT_MAX:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(str(port))
+        used += cost
+    return chunks
+
+
+class RuleRenderer:
+    """Turns model rules into iptables rule specs, collecting the ipsets they use."""
+
+    def __init__(self, version: int, sets: dict[str, IpSet], tag_members: dict[str, set[str]]):
+        self.version = version
+        self.sets = sets
+        self.tag_members = tag_members
+
+    def tag(self, tag: str) -> str:
+        name = names.tag_set(tag, self.version)
+        members = frozenset(a for a in self.tag_members.get(tag, set())
+                            if netaddr.IPAddress(a).version == self.version)
+        self.sets[name] = IpSet(name, "hash:ip", self.version, members)
+        return name
+
+    def nets(self, nets: list[str], direction: str, negate: bool) -> str:
+        bang = "! " if negate else ""
+        if len(nets) == 1:
+            return f"{bang}{'-s' if direction == 'src' else '-d'} {nets[0]}"
+        name = names.net_set(tuple(nets), self.version)
+        self.sets[name] = IpSet(name, "hash:net", self.version, frozenset(nets))
+        return f"-m set {bang}--match-set {name} {direction}"
+
+    def render(self, rule: Rule) -> list[str]:
+        """The specs for one rule (several when a port list needs several multiports)."""
+        v = self.version
+        if v not in rule.versions():
+            return []
+        matches: list[str] = []
+        protocol = rule.protocol
+        if protocol is not None:
+            matches.append(f"-p {_protocol(protocol, v)}")
+        elif rule.not_protocol is not None:
+            matches.append(f"! -p {_protocol(rule.not_protocol, v)}")
+        for direction in ("src", "dst"):
+            wanted = getattr(rule, f"{direction}_net")
+            nets = _version_nets(wanted, v)
+            if wanted and not nets:
+                return []  # only nets of the other IP version: never matches here
+            if nets:
+                matches.append(self.nets(nets, direction, False))
+            excluded = _version_nets(getattr(rule, f"not_{direction}_net"), v)
+            if excluded:
+                matches.append(self.nets(excluded, direction, True))
+            tag = getattr(rule, f"{direction}_tag")
+            if tag:
+                matches.append(f"-m set --match-set {self.tag(tag)} {direction}")
+            not_tag = getattr(rule, f"not_{direction}_tag")
+            if not_tag:
+                matches.append(f"-m set ! --match-set {self.tag(not_tag)} {direction}")
+        module, option = ("icmp", "--icmp-type") if v == 4 else ("icmp6", "--icmpv6-type")
+        if rule.icmp_type is not None:
+            code = f"/{rule.icmp_code}" if rule.icmp_code is not None else ""
+            matches.append(f"-m {module} {option} {rule.icmp_type}{code}")
+        if rule.not_icmp_type is not None:
+            code = f"/{rule.not_icmp_code}" if rule.not_icmp_code is not None else ""
+            matches.append(f"-m {module} ! {option} {rule.not_icmp_type}{code}")
+        for direction, flag in (("src", "--sports"), ("dst", "--dports")):
+            excluded_ports = getattr(rule, f"not_{direction}_ports")
+            if excluded_ports:  # several negated multiports in one rule: all must hold
+                for chunk in _ports_chunks(excluded_ports):
+                    matches.append(f"-m multiport ! {flag} {','.join(chunk)}")
+        variants = [matches]
+        for direction, flag in (("src", "--sports"), ("dst", "--dports")):
+            ports = getattr(rule, f"{direction}_ports")
+            if ports:  # several positive chunks: one rule each (any may match)
+                variants = [m + [f"-m multiport {flag} {','.join(chunk)}"]
+                            for m in variants for chunk in _ports_chunks(ports)]
+        target = SET_MARK if rule.action == "allow" else "-j DROP"
+        specs = [f"{' '.join(variant)} {target}".strip() for variant in variants]
+        if rule.action == "allow":
+            specs.append(RETURN_IF_MARKED)  # the first allowing rule ends the profile
+        return specs
+
+
+def _protocol(protocol: str | int, version: int) -> str:
+    if protocol == "icmpv6" or (version == 6 and protocol in ("icmp", 58)):
+        return "ipv6-icmp"
+    return str(protocol)
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def _profile_chains(profile: Profile, rr: RuleRenderer) -> dict[str, list[str]]:
+    chains = {}
+    for chain_name, rules in ((names.profile_inbound(profile.name), profile.inbound_rules),
+                              (names.profile_outbound(profile.name), profile.outbound_rules)):
+        specs: list[str] = []
+        for rule in rules:
+            specs += rr.render(rule)
+        chains[chain_name] = specs
+    return chains
+
+
+def _endpoint_chains(ep: Endpoint, version: int,
+                     profiles: dict[str, Profile]) -> dict[str, list[str]]:
+    addresses = ep.ipv4_nets if version == 4 else ep.ipv6_nets
+    known = [p for p in ep.profiles if p in profiles]
+    out_chain, in_chain = names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)
+    chains: dict[str, list[str]] = {}
+
+    from_rules = [CLEAR_MARK]
+    if ep.mac:
+        from_rules.append(f"-m mac ! --mac-source {ep.mac} -j DROP")
+    if not addresses:
+        from_rules.append("-j DROP")
+    elif len(addresses) == 1:
+        from_rules.append(f"! -s {addresses[0]} -j DROP")
+    else:
+        check = names.source_check(ep.interface, version)
+        chains[check] = [f"-s {a} -j RETURN" for a in addresses] + ["-j DROP"]
+        from_rules.append(f"-j {check}")
+    for profile in known:
+        from_rules += [f"-j {names.profile_outbound(profile)}", RETURN_IF_MARKED]
+    from_rules.append("-j DROP")
+    chains[out_chain] = from_rules
+
+    to_rules = [CLEAR_MARK]
+    for profile in known:
+        to_rules += [f"-j {names.profile_inbound(profile)}", RETURN_IF_MARKED]
+    to_rules.append("-j DROP")
+    chains[in_chain] = to_rules
+    return chains
+
+
+def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
+    table = Table(version, "filter")
+    chains = table.chains
+    chains[names.FORWARD] = [
+        "-m conntrack --ctstate INVALID -j DROP",
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-i cali+ -j {names.FROM_DISPATCH}",
+        f"-o cali+ -j {names.TO_DISPATCH}",
+        "-i cali+ -j ACCEPT",
+        "-o cali+ -j ACCEPT",
+    ]
+    chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
+    to_host = ["-m conntrack --ctstate INVALID -j DROP",
+               "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+    if version == 4:
+        to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT",
+                    "-p udp -m udp --dport 53 -j ACCEPT"]
+    else:
+        to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"
+                    for t in (130, 131, 132, 133, 134, 135, 136)]
+        to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT",
+                    "-p udp -m udp --dport 53 -j ACCEPT"]
+    action = snapshot.config.default_endpoint_to_host_action.upper()
+    to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
+    chains[names.WL_TO_HOST] = to_host
+
+    local = [e for e in snapshot.local_endpoints if e.state == "active"]
+    chains[names.FROM_DISPATCH] = [f"-i {e.interface} -g {names.from_endpoint(e.interface)}"
+                                   for e in local] + ["-j DROP"]
+    chains[names.TO_DISPATCH] = [f"-o {e.interface} -g {names.to_endpoint(e.interface)}"
+                                 for e in local] + ["-j DROP"]
+    used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
+    for name in used:
+        chains.update(_profile_chains(snapshot.profiles[name], rr))
+    for ep in local:
+        chains.update(_endpoint_chains(ep, version, snapshot.profiles))
+    return table
+
+
+def _nat_table(snapshot: Snapshot, version: int, sets: dict[str, IpSet]) -> Table:
+    pools = [p for p in snapshot.pools if p.version == version]
+    every, masq = names.all_pools_set(version), names.masq_pools_set(version)
+    sets[every] = IpSet(every, "hash:net", version, frozenset(p.cidr for p in pools))
+    sets[masq] = IpSet(masq, "hash:net", version,
+                       frozenset(p.cidr for p in pools if p.nat_outgoing))
+    table = Table(version, "nat")
+    table.chains[names.POSTROUTING] = [
+        f"-m set --match-set {masq} src -m set ! --match-set {every} dst -j MASQUERADE"]
+    return table
+
+
+def render_policy(snapshot: Snapshot) -> Policy:
+    """Every ipset and every cali chain this host needs, for IPv4 and IPv6."""
+    tag_members: dict[str, set[str]] = {}
+    for ep in snapshot.endpoints:
+        if ep.state != "active":
+            continue
+        for profile_name in ep.profiles:
+            profile = snapshot.profiles.get(profile_name)
+            for tag in profile.tags if profile else ():
+                tag_members.setdefault(tag, set()).update(ep.addresses)
+    sets: dict[str, IpSet] = {}
+    tables = []
+    for version in (4, 6):
+        rr = RuleRenderer(version, sets, tag_members)
+        tables.append(_filter_table(snapshot, version, rr))
+        tables.append(_nat_table(snapshot, version, sets))
+    return Policy(dict(sorted(sets.items())), tables)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def ipset_restore_text(policy: Policy) -> str:
+    """Every set as `ipset restore` input (for golden files and first-time creation)."""
+    lines = []
+    for s in policy.ipsets.values():
+        lines.append(f"create {s.name} {s.kind} family {s.family}")
+        lines += [f"add {s.name} {m}" for m in sorted(s.members, key=netaddr.IPNetwork)]
+    return "\n".join(lines) + "\n"
+
+
+def iptables_restore_text(table: Table) -> str:
+    """A table as full `iptables-restore` input (for golden files and reading)."""
+    lines = [f"*{table.name}"]
+    lines += [f":{chain} - [0:0]" for chain in table.chains]
+    lines += [f"-A {builtin} -j {target}" for builtin, target in table.hooks]
+    for chain, specs in table.chains.items():
+        lines += [f"-A {chain} {spec}" for spec in specs]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"

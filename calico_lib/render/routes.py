@@ -1,0 +1,40 @@
+"""Desired per-host routes: one host route per address of every active local endpoint.
+
+Pure (no I/O): the applier in ``calico_lib.dataplane.routes`` makes the kernel match this list.
+Each container is reached through a /32 (or /128) route on its host-side veth; BIRD then
+advertises the routes we own, found by their protocol number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..snapshot import Snapshot
+
+#: The routing protocol number stamped on every route we install, so that stale ones (an
+#: endpoint that went away while the agent was down) can be found and removed later, and so
+#: that BIRD can pick exactly these routes to export.
+RTPROT_CALICO = 80
+
+
+@dataclass(frozen=True, order=True)
+class RouteSpec:
+    """One host route: ``dst`` ("a.b.c.d/32" or "x::y/128") via the host-side veth."""
+
+    dst: str
+    interface: str
+
+
+def desired_routes(snapshot: Snapshot) -> list[RouteSpec]:
+    """The routes this host should carry, sorted (stable output makes diffs and tests easy).
+
+    Inactive endpoints get no route: traffic to them is not delivered, and BIRD stops
+    advertising them.
+    """
+    routes = {
+        RouteSpec(dst=net, interface=endpoint.interface)
+        for endpoint in snapshot.local_endpoints
+        if endpoint.state == "active"
+        for net in (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
+    }
+    return sorted(routes)
