@@ -79,7 +79,7 @@ class Report:
                              f"{len(t.written)} chains written, {len(t.removed)} removed"
                              + (f", {t.hooks_fixed} hooks fixed" if t.hooks_fixed else ""))
         if self.routes is not None and self.routes.changed:
-            parts.append(self.routes.summary())
+            parts.append(self.routes.summary().removeprefix("changed: "))
         verb = "would change" if self.check_mode else "changed"
         return f"revision {self.revision}: {verb} " + "; ".join(parts) + f" ({took})"
 

@@ -27,10 +27,10 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
 
 
-def _free_port() -> int:
-    """Return a TCP port on the loopback that is free right now."""
+def _free_port(host: str = HOST) -> int:
+    """Return a TCP port on ``host`` that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -49,8 +49,10 @@ class EtcdServer:
     ``__exit__`` always stops it and removes its data.
     """
 
-    def __init__(self) -> None:
-        self.host: str = HOST
+    def __init__(self, host: str = HOST) -> None:
+        """``host``: the address to listen on (the loopback unless a test needs etcd
+        reachable from a network namespace)."""
+        self.host: str = host
         self.port: int = 0
         self.peer_port: int = 0
         self.url: str = ""
@@ -67,10 +69,10 @@ class EtcdServer:
             raise RuntimeError("etcd not found: run `make deps`")
 
         # Both sockets are closed again, so retry on the (unlikely) collision.
-        self.port = _free_port()
-        self.peer_port = _free_port()
+        self.port = _free_port(self.host)
+        self.peer_port = _free_port(self.host)
         while self.peer_port == self.port:
-            self.peer_port = _free_port()
+            self.peer_port = _free_port(self.host)
         self.url = f"etcd://{self.host}:{self.port}"
 
         self._tmpdir = tempfile.mkdtemp(prefix="etcd-test-", dir=_temp_parent())

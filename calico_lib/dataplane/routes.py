@@ -173,11 +173,14 @@ def _is_ours(msg: Any, oif: int) -> bool:
             and (family == socket.AF_INET6 or msg["scope"] == RT_SCOPE_LINK))
 
 
-def _delete_route(ipr: IPRoute, msg: Any) -> None:
-    """Delete exactly the dumped route ``msg``; one already gone is fine."""
+def _delete_route(ipr: IPRoute, msg: Any) -> bool:
+    """Delete exactly the dumped route ``msg``; False if it was gone already."""
     spec: dict[str, Any] = {
         "family": msg["family"], "dst": _route_dst(msg), "table": _route_table(msg),
         "proto": msg["proto"], "type": msg["type"], "tos": msg["tos"],
+        # IPv4 matches the scope too, and pyroute2 would send "universe" (0) otherwise,
+        # which a scope-link route does not match (ESRCH)
+        "scope": msg["scope"],
     }
     for attr in ("oif", "gateway", "priority"):
         if msg.get(attr) is not None:
@@ -185,8 +188,10 @@ def _delete_route(ipr: IPRoute, msg: Any) -> None:
     try:
         ipr.route("del", **spec)
     except NetlinkError as exc:
-        if exc.code != errno.ESRCH:
-            raise RouteError(f"deleting route {spec['dst']} failed: {exc}") from None
+        if exc.code == errno.ESRCH:  # removed under us (its link went away, say)
+            return False
+        raise RouteError(f"deleting route {spec['dst']} failed: {exc}") from None
+    return True
 
 
 def _flush_conntrack(address: str, family: int) -> bool:
@@ -215,13 +220,11 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
     Interfaces that do not exist are reported, not raised: the container may still be
     starting, and the next reconcile adds its routes.
     """
+    # bad input fails before anything is written
+    wanted: dict[str, RouteSpec] = {_normalise(spec.dst): spec for spec in desired}
     report = RouteReport()
     for name, value in GLOBAL_SYSCTLS:
         report.sysctl_writes += _set_sysctl(name, value)
-
-    wanted: dict[str, RouteSpec] = {}
-    for spec in desired:
-        wanted[_normalise(spec.dst)] = spec
 
     with IPRoute() as ipr:
         links = {link.get("ifname"): link for link in ipr.get_links()}
@@ -272,16 +275,14 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
                 others = [msg for msg in current
                           if (msg.get("priority") or 0) != DEFAULT_PRIORITY[family]]
             for msg in others:  # a second path to our container's address: not allowed
-                _delete_route(ipr, msg)
-                if dst not in report.added:
+                if _delete_route(ipr, msg) and dst not in report.added:
                     report.added.append(dst)
 
         stale = [msg for dst, msgs in sorted(existing.items()) if dst not in wanted
                  for msg in msgs if msg["proto"] == RTPROT_CALICO]
         for msg in stale:
-            _delete_route(ipr, msg)
             dst = _route_dst(msg)
-            if dst not in report.removed:
+            if _delete_route(ipr, msg) and dst not in report.removed:
                 report.removed.append(dst)
 
     report.missing_interfaces = sorted(missing)
