@@ -126,7 +126,7 @@ def apply_plan(plan: TablePlan) -> None:
 def _explain(output: str, text: str) -> str:
     """Add the offending input line to iptables-restore's "line N" error."""
     first = next((line.strip() for line in output.splitlines() if line.strip()), "")
-    match = re.search(r"line (\d+)", output)
+    match = re.search(r"line:? (\d+)", output)
     if match:
         lines = text.splitlines()
         number = int(match.group(1))

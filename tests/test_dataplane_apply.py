@@ -1,0 +1,160 @@
+"""The appliers against a real kernel, in a throwaway network namespace: atomic restores
+that leave the old rules in place on error, ipset swaps, zero writes when nothing changed."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from pyroute2 import netns
+
+from calico_lib.dataplane import ipsets, iptables
+from calico_lib.dataplane.runner import CommandError, run
+from calico_lib.model import Endpoint, IPPool, Profile
+from calico_lib.reconcile import apply_snapshot
+from calico_lib.render.policy import IpSet, Table, render_policy
+from calico_lib.snapshot import Snapshot
+
+
+@contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Run this process (and the commands it starts) in namespace ``name`` for a while."""
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    name = f"calt-ap-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def snapshot(count: int) -> Snapshot:
+    return Snapshot(
+        hostname="h", revision=1, pools=(IPPool("10.66.0.0/16"),),
+        profiles={"web": Profile.with_default_rules("web")},
+        endpoints=tuple(Endpoint(f"e{i}", "h", f"cali{i:011d}", ipv4_nets=[f"10.66.0.{i}"],
+                                 profiles=["web"]) for i in range(1, count + 1)))
+
+
+def counted_runs(monkeypatch) -> list[list[str]]:
+    """Record every command the appliers run (reads and writes)."""
+    calls: list[list[str]] = []
+
+    def spy(argv, *args, **kwargs):
+        calls.append(list(argv))
+        return run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(iptables, "run", spy)
+    monkeypatch.setattr(ipsets, "run", spy)
+    return calls
+
+
+def writes(calls: list[list[str]]) -> list[list[str]]:
+    return [c for c in calls if not c[0].endswith("-save") and c[:2] != ["ipset", "save"]]
+
+
+def test_failed_restore_keeps_old_rules_and_names_the_line(ns) -> None:
+    with inside(ns):
+        hooks = {"cali-FORWARD": [], "cali-INPUT": []}
+        table = Table(4, "filter", {**hooks, "cali-test": ["-s 10.0.0.1/32 -j ACCEPT"]})
+        iptables.apply_plan(iptables.plan_table(table, iptables.read_table(4, "filter")))
+        before = run(["iptables-save", "-t", "filter"])
+        bad = Table(4, "filter", {**hooks, "cali-test": ["-s 10.0.0.2/32 -j ACCEPT",
+                                                "-m nosuchmatch --foo -j ACCEPT"]})
+        with pytest.raises(CommandError) as info:
+            iptables.apply_plan(iptables.plan_table(bad, iptables.read_table(4, "filter")))
+        message = str(info.value)
+        assert "\n" not in message
+        assert "nosuchmatch" in message and "line" in message
+        after = run(["iptables-save", "-t", "filter"])
+    strip = [line for line in before.splitlines() if not line.startswith("#")]
+    assert strip == [line for line in after.splitlines() if not line.startswith("#")]
+
+
+def test_noop_reconcile_writes_nothing(ns, monkeypatch) -> None:
+    with inside(ns):
+        first = apply_snapshot(snapshot(3))
+        assert first.changed
+        calls = counted_runs(monkeypatch)
+        second = apply_snapshot(snapshot(3))
+        assert not second.changed and second.routes is not None
+        assert writes(calls) == []  # only reads: the -save commands
+        assert second.routes.sysctl_writes == 0 and not second.routes.added
+
+
+def test_endpoint_change_rewrites_only_its_chains(ns, monkeypatch) -> None:
+    with inside(ns):
+        apply_snapshot(snapshot(3))
+        calls = counted_runs(monkeypatch)
+        report = apply_snapshot(snapshot(4))
+        filter4 = next(t for t in report.tables if t.version == 4 and t.table == "filter")
+        assert sorted(filter4.written) == sorted([
+            "cali-from-wl-dispatch", "cali-to-wl-dispatch",
+            "cali-from-cali00000000004", "cali-to-cali00000000004"])
+        assert report.sets.updated == ["cali4-t-web"] and not report.sets.created
+        restore_calls = [c for c in writes(calls) if "restore" in c[0] or c[1] == "restore"]
+        # one ipset restore, one iptables-restore (v4 filter) and one ip6tables-restore
+        assert len(restore_calls) == 3
+
+
+def test_ipset_wholesale_change_is_swapped_in(ns) -> None:
+    with inside(ns):
+        old = {"cali4-t-x": IpSet("cali4-t-x", "hash:ip", 4,
+                                  frozenset(f"10.1.0.{i}" for i in range(30)))}
+        plan = ipsets.plan_sets(old, ipsets.read_sets())
+        ipsets.apply_before(plan)
+        new = {"cali4-t-x": IpSet("cali4-t-x", "hash:ip", 4,
+                                  frozenset(f"10.2.0.{i}" for i in range(30)))}
+        plan = ipsets.plan_sets(new, ipsets.read_sets())
+        assert "swap" in plan.before
+        ipsets.apply_before(plan)
+        kernel = ipsets.read_sets()
+        assert set(kernel) == {"cali4-t-x"}  # the temporary set is gone
+        assert kernel["cali4-t-x"].members == {f"10.2.0.{i}/32" for i in range(30)}
+
+
+def test_stale_sets_and_chains_are_removed_others_kept(ns) -> None:
+    with inside(ns):
+        run(["ipset", "create", "docker-owned", "hash:ip"])
+        run(["iptables", "-N", "DOCKER-TEST"])
+        run(["iptables", "-A", "FORWARD", "-j", "DOCKER-TEST"])
+        apply_snapshot(snapshot(2))
+        assert "cali4-t-web" in ipsets.read_sets()
+        empty = Snapshot(hostname="h", revision=2)
+        report = apply_snapshot(empty)
+        assert "cali4-t-web" in report.sets.destroyed
+        assert "cali-from-cali00000000001" in next(
+            t for t in report.tables if t.version == 4 and t.table == "filter").removed
+        sets = run(["ipset", "list", "-n"]).split()
+        assert "docker-owned" in sets and "cali4-t-web" not in sets
+        saved = run(["iptables-save", "-t", "filter"])
+        assert ":DOCKER-TEST" in saved and "-A FORWARD -j DOCKER-TEST" in saved
+        forward = [line for line in saved.splitlines() if line.startswith("-A FORWARD")]
+        assert "cali-FORWARD" in forward[0]  # our jump comes first, the other is kept
+
+
+def test_render_matches_what_the_kernel_accepts(ns) -> None:
+    """Every rendered rule of a rich policy is accepted by the real iptables."""
+    from tests.test_render_policy import rich_snapshot
+
+    with inside(ns):
+        report = apply_snapshot(rich_snapshot())
+        assert report.changed
+        again = apply_snapshot(rich_snapshot())
+        assert not again.changed
+        policy = render_policy(rich_snapshot())
+        for table in policy.tables:
+            kernel = iptables.read_table(table.version, table.name)
+            for chain, specs in table.chains.items():
+                assert kernel.chains[chain] == [iptables.rule_hash(s) for s in specs]
