@@ -477,12 +477,20 @@ class BGPPeer(Model):
     address: str
     as_number: int
     node: str | None = None
+    #: TCP MD5 password of the session (never printed by calicoctl or logged)
+    password: str | None = None
 
     def __post_init__(self) -> None:
         self.address = str(parse_address("address", self.address))
         self.as_number = parse_as_number("as_number", self.as_number)
         if self.node is not None:
             _hostname("node", self.node)
+        if self.password is not None and (
+                not isinstance(self.password, str)
+                or not re.fullmatch(r"[\x21-\x7e]{1,80}", self.password)
+                or '"' in self.password or "\\" in self.password):
+            raise _fail("password", "use 1-80 printable characters without spaces, quotes "
+                                    "or backslashes")
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_desired_routes_are_local_active_endpoint_addresses_sorted() -> None:
         _endpoint("b", "h1", "calibbbbbbbbbbb", ["10.65.0.9", "10.65.0.2"], ["fd00::9"]),
         _endpoint("a", "h1", "caliaaaaaaaaaaa", ["10.65.0.3"], []),
         _endpoint("c", "h1", "caliccccccccccc", ["10.65.0.4"], [], state="inactive"),
-        _endpoint("d", "h2", "calidddddddddddd"[:15], ["10.65.1.1"], ["fd00::1"]),
+        _endpoint("d", "h2", "caliddddddddddd", ["10.65.1.1"], ["fd00::1"]),
     ))
     assert desired_routes(snap) == [
         RouteSpec("10.65.0.2/32", "calibbbbbbbbbbb"),
@@ -126,9 +126,9 @@ class Bed:
         return json.loads(self.ip("-j", *family, "route", "show", "proto",
                                   str(RTPROT_CALICO)) or "[]")
 
-    def ping(self, address: str, count: int = 3) -> bool:
+    def ping(self, address: str, count: int = 3, wait: float = 2) -> bool:
         """From the container; a few tries as the first probe may wait for the neighbour."""
-        return self.lab.ping(self.container.ns, address, count=count, wait=2)
+        return self.lab.ping(self.container.ns, address, count=count, wait=wait)
 
     def apply(self, desired: list[RouteSpec], flush_conntrack: bool = True) -> dict:
         """Run ``apply_routes`` inside the host namespace; the report plus recorded writes."""
@@ -193,7 +193,7 @@ def test_apply_installs_routes_and_settings_then_changes_nothing(bed: Bed) -> No
 
 
 def test_container_reaches_host_through_proxy_arp_and_link_local(bed: Bed) -> None:
-    assert not bed.ping(bed.host.ipv4, count=1)  # nothing answers for the gateway yet
+    assert not bed.ping(bed.host.ipv4, count=1, wait=0.5)  # nothing answers for the gateway yet
     # that failed ARP leaves an INCOMPLETE entry that drops packets for ~3 s: start afresh
     bed.lab.ip(bed.container.ns, "neigh", "flush", "dev", "eth0")
     bed.apply(bed.desired)

@@ -1,0 +1,1 @@
+"""Appliers: the only code that touches the kernel (iptables, ipsets, routes, sysctls)."""
