@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from . import keys
+from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
 from .reconcile import DEFAULT_LOCK_FILE, reconcile
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, "
                         "else the system host name)")
     parser.add_argument("--once", action="store_true", help="reconcile once and exit")
+    parser.add_argument("--bird-config", default=DEFAULT_CONFIG, metavar="PATH",
+                        help=f"BIRD's config file (default {DEFAULT_CONFIG}); 'none': no BGP")
+    parser.add_argument("--bird-socket", default=DEFAULT_SOCKET, metavar="PATH",
+                        help=f"BIRD's control socket (default {DEFAULT_SOCKET})")
     parser.add_argument("--lock-file", default=DEFAULT_LOCK_FILE,
                         help=f"host-wide dataplane lock (default {DEFAULT_LOCK_FILE})")
     parser.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
@@ -55,7 +60,9 @@ class Agent:
         self.stopping = False
 
     def reconcile_once(self) -> int:
-        report = reconcile(self.store, self.hostname, self.args.lock_file)
+        bird = None if self.args.bird_config == "none" else self.args.bird_config
+        report = reconcile(self.store, self.hostname, self.args.lock_file,
+                           bird_config=bird, bird_socket=self.args.bird_socket)
         log.info("%s", report.summary())
         return report.revision
 

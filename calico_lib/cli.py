@@ -170,12 +170,34 @@ def node_list(c: Client, a: argparse.Namespace) -> None:
          ["name", "ipv4", "ipv6", "as_number", "rr_cluster_id"])
 
 
+def node_status(c: Client | None, a: argparse.Namespace) -> int:
+    """This host's BGP sessions from BIRD; exit 1 when one is not Established."""
+    from .dataplane.bird import bgp_sessions
+
+    sessions = bgp_sessions(a.bird_socket)
+    rows = [{"peer": s.peer, "type": s.kind, "state": s.state, "since": s.since,
+             "info": s.info, "name": s.name} for s in sessions]
+    if a.output == "json":
+        emit(a, rows)
+    elif rows:
+        emit(a, rows, ["peer", "type", "state", "since", "info"])
+    else:
+        print("no BGP sessions configured")
+    return 0 if all(s.established for s in sessions) else 1
+
+
 def peer_add(c: Client, a: argparse.Namespace) -> None:
-    c.add_bgp_peer(BGPPeer(a.address, a.as_number, a.node))
+    c.add_bgp_peer(BGPPeer(a.address, a.as_number, a.node, password=a.password))
 
 
 def peer_list(c: Client, a: argparse.Namespace) -> None:
-    emit(a, [p.to_dict() for p in c.list_bgp_peers(a.node)], ["address", "as_number", "node"])
+    rows = []
+    for peer in c.list_bgp_peers(a.node):
+        row = peer.to_dict()
+        if row.get("password"):
+            row["password"] = "********"  # never printed
+        rows.append(row)
+    emit(a, rows, ["address", "as_number", "node", "password"])
 
 
 def bgp_config_set(c: Client, a: argparse.Namespace) -> None:
@@ -411,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(node, "remove", lambda c, a: c.remove_node(a.name), "remove a node")
     p.add_argument("name")
     command(node, "list", node_list, "list nodes")
+    p = command(node, "status", node_status, "this host's BGP sessions (exit 1 when one is "
+                "not Established)")
+    p.add_argument("--bird-socket", default="/run/bird/bird.ctl", metavar="PATH")
 
     # bgp
     bgp = group(groups, "bgp", "BGP peers and settings")
@@ -420,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("--as", dest="as_number", required=True, metavar="ASN")
     p.add_argument("--node", metavar="NAME")
+    p.add_argument("--password", help="TCP MD5 password of the session (never printed)")
     p = command(peer, "remove", lambda c, a: c.remove_bgp_peer(a.address, a.node),
                 "remove a peer")
     p.add_argument("address")
@@ -497,8 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.output = getattr(args, "output", "table")
     try:
-        with connect(getattr(args, "datastore", None)) as client:
-            code = args.handler(client, args)
+        if args.handler is node_status:  # reads BIRD, not the datastore
+            code = node_status(None, args)
+        else:
+            with connect(getattr(args, "datastore", None)) as client:
+                code = args.handler(client, args)
     except CalicoError as exc:
         print(f"calicoctl: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .dataplane import ipsets, iptables
+from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
 from .dataplane.routes import RouteReport, apply_routes
 from .datastore import Datastore
 from .errors import CalicoError
+from .render.bird import render_bird
 from .render.policy import render_policy
 from .render.routes import desired_routes
 from .snapshot import Snapshot, load_snapshot
@@ -55,6 +57,7 @@ class Report:
     sets: ipsets.SetPlan
     tables: list[iptables.TablePlan] = field(default_factory=list)
     routes: RouteReport | None = None
+    bird: BirdReport | None = None
     seconds: float = 0.0
     check_mode: bool = False
 
@@ -62,7 +65,8 @@ class Report:
     def changed(self) -> bool:
         return bool(self.sets.before or self.sets.after
                     or any(t.text for t in self.tables)
-                    or (self.routes is not None and self.routes.changed))
+                    or (self.routes is not None and self.routes.changed)
+                    or (self.bird is not None and self.bird.changed))
 
     def summary(self) -> str:
         """One line: what changed and how long it took."""
@@ -80,12 +84,18 @@ class Report:
                              + (f", {t.hooks_fixed} hooks fixed" if t.hooks_fixed else ""))
         if self.routes is not None and self.routes.changed:
             parts.append(self.routes.summary().removeprefix("changed: "))
+        if self.bird is not None and self.bird.changed:
+            parts.append(self.bird.summary())
         verb = "would change" if self.check_mode else "changed"
         return f"revision {self.revision}: {verb} " + "; ".join(parts) + f" ({took})"
 
 
-def apply_snapshot(snapshot: Snapshot, check_mode: bool = False) -> Report:
-    """Make the kernel match ``snapshot`` (or, in check mode, only say what would change)."""
+def apply_snapshot(snapshot: Snapshot, check_mode: bool = False,
+                   bird_config: str | None = None, bird_socket: str = DEFAULT_SOCKET) -> Report:
+    """Make the kernel match ``snapshot`` (or, in check mode, only say what would change).
+
+    With ``bird_config``, BIRD's configuration is rendered and installed too.
+    """
     start = time.perf_counter()
     policy = render_policy(snapshot)
     set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
@@ -100,12 +110,16 @@ def apply_snapshot(snapshot: Snapshot, check_mode: bool = False) -> Report:
     if not check_mode:
         ipsets.apply_after(set_plan)
         report.routes = apply_routes(desired_routes(snapshot))
+    if bird_config is not None:
+        report.bird = apply_bird(render_bird(snapshot), bird_config, bird_socket, check_mode)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FILE,
-              check_mode: bool = False) -> Report:
+              check_mode: bool = False, bird_config: str | None = None,
+              bird_socket: str = DEFAULT_SOCKET) -> Report:
     """Read the datastore once and bring this host's dataplane in line with it."""
     with host_lock(lock_file):
-        return apply_snapshot(load_snapshot(store, hostname), check_mode=check_mode)
+        return apply_snapshot(load_snapshot(store, hostname), check_mode=check_mode,
+                              bird_config=bird_config, bird_socket=bird_socket)

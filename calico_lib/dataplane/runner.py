@@ -6,6 +6,7 @@ command, its exit code and the first line of what it printed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
@@ -21,7 +22,7 @@ class CommandError(CalicoError):
         self.output = output
         first = next((line.strip() for line in output.splitlines() if line.strip()), "")
         status = "timed out" if returncode is None else f"exit {returncode}"
-        super().__init__(f"{' '.join(self.argv[:2])} failed ({status})" +
+        super().__init__(f"{os.path.basename(self.argv[0])} failed ({status})" +
                          (f": {first}" if first else ""))
 
 

@@ -1,0 +1,108 @@
+"""One BIRD 2 configuration (IPv4 and IPv6) for this host: a pure function of a snapshot.
+
+Peerings: the node-to-node mesh (every other node; per-node AS honoured), global peers
+(every node peers with them, e.g. top-of-rack routers), this node's own peers, and route
+reflectors (with the mesh off, a node with a cluster id reflects for the nodes without one
+and peers with the other reflectors; the others peer with the reflectors only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+import netaddr
+
+from ..model import Node
+from ..snapshot import Snapshot
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("calico_lib", "templates"),
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                          undefined=jinja2.StrictUndefined, autoescape=False)
+
+KINDS = {"Mesh": "mesh", "Global": "global", "Node": "node"}
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str
+    kind: str
+    version: int
+    local: str
+    local_as: int
+    address: str
+    as_number: int
+    rr_client: bool = False
+    cluster_id: str | None = None
+    password: str | None = None
+    next_hop_self: bool = False
+
+
+def protocol_name(prefix: str, address: str) -> str:
+    """Mesh_10_0_0_2, Global_fd00__1: BIRD names allow no dots or colons."""
+    return f"{prefix}_{address.replace('.', '_').replace(':', '_')}"
+
+
+def _address(node: Node, version: int) -> str | None:
+    return node.ipv4 if version == 4 else node.ipv6
+
+
+def sessions(snapshot: Snapshot) -> list[Session]:
+    me = snapshot.nodes[snapshot.hostname]
+    default_as = snapshot.bgp.as_number
+    my_as = me.as_number or default_as
+    out: list[Session] = []
+    mesh = snapshot.bgp.node_to_node_mesh
+    for other in sorted(snapshot.nodes.values(), key=lambda n: n.name):
+        if other.name == me.name:
+            continue
+        reflector, other_reflector = bool(me.rr_cluster_id), bool(other.rr_cluster_id)
+        if not mesh and not (reflector or other_reflector):
+            continue  # two clients: they hear each other through the reflectors
+        client = not mesh and reflector and not other_reflector
+        for version in (4, 6):
+            local, remote = _address(me, version), _address(other, version)
+            if local and remote:
+                out.append(Session(protocol_name("Mesh", remote), "mesh", version, local,
+                                   my_as, remote, other.as_number or default_as,
+                                   rr_client=client,
+                                   cluster_id=me.rr_cluster_id if client else None))
+    for peer in sorted(snapshot.peers, key=lambda p: (p.node is not None,
+                                                      netaddr.IPAddress(p.address))):
+        version = netaddr.IPAddress(peer.address).version
+        local = _address(me, version)
+        if local is None or (peer.node is not None and peer.node != me.name):
+            continue
+        prefix = "Global" if peer.node is None else "Node"
+        out.append(Session(protocol_name(prefix, peer.address), KINDS[prefix], version, local,
+                           my_as, peer.address, peer.as_number, password=peer.password,
+                           next_hop_self=True))
+    return out
+
+
+def originated(snapshot: Snapshot) -> dict[int, list[str]]:
+    """The host's blocks, plus local addresses outside them (borrowed), per IP version."""
+    blocks = [netaddr.IPNetwork(b) for b in snapshot.blocks]
+    out: dict[int, list[str]] = {4: [], 6: []}
+    for block in sorted(blocks):
+        out[block.version].append(str(block))
+    for ep in snapshot.local_endpoints:
+        if ep.state != "active":
+            continue
+        for net in ep.ipv4_nets + ep.ipv6_nets:
+            addr = netaddr.IPNetwork(net)
+            if not any(addr in b for b in blocks):
+                out[addr.version].append(str(addr))
+    return {v: sorted(set(r), key=netaddr.IPNetwork) for v, r in out.items()}
+
+
+def render_bird(snapshot: Snapshot) -> str | None:
+    """The config text, or None when this host is not a node with an IPv4 router id."""
+    me = snapshot.nodes.get(snapshot.hostname)
+    if me is None or me.ipv4 is None:
+        return None
+    pools = {v: [f"{p.cidr}+" for p in sorted(snapshot.pools, key=lambda p: p.network)
+                 if p.version == v] for v in (4, 6)}
+    return _ENV.get_template("bird.conf.j2").render(
+        node=me, router_id=me.ipv4, originated=originated(snapshot), pools=pools,
+        sessions=sessions(snapshot))
