@@ -194,7 +194,7 @@ def peer_list(c: Client, a: argparse.Namespace) -> None:
     rows = []
     for peer in c.list_bgp_peers(a.node):
         row = peer.to_dict()
-        if row.get("password"):
+        if row.pop("password", None):
             row["password"] = "********"  # never printed
         rows.append(row)
     emit(a, rows, ["address", "as_number", "node", "password"])
