@@ -197,7 +197,8 @@ def peer_list(c: Client, a: argparse.Namespace) -> None:
         if row.pop("password", None):
             row["password"] = "********"  # never printed
         rows.append(row)
-    emit(a, rows, ["address", "as_number", "node", "password"])
+    extra = ["password"] if any("password" in r for r in rows) else []
+    emit(a, rows, ["address", "as_number", "node", *extra])
 
 
 def bgp_config_set(c: Client, a: argparse.Namespace) -> None:
