@@ -284,6 +284,30 @@ class IPAM:
 
         return transact(self.store, attempt)
 
+    def reassign(self, address: str, handle: str) -> str | None:
+        """Give an assigned address to ``handle`` (the Docker plugin learns the endpoint id
+        only after the address was assigned). Returns the previous handle, or None when the
+        address is not assigned (nothing changes)."""
+        addr = parse_address("ip", address)
+        _name("handle", handle)
+
+        def attempt(tx: Tx) -> str | None:
+            tx.prefetch([], [keys.POOLS])
+            block = _blocks_for(tx, [addr]).get(addr)
+            if block is None:
+                return None
+            ordinal = block.ordinal(addr)
+            previous = block.allocations.get(ordinal)
+            if previous is None or previous == handle:
+                return previous
+            block.allocations[ordinal] = handle
+            _adjust_handle(tx, previous, {block.cidr: -1})
+            _adjust_handle(tx, handle, {block.cidr: 1})
+            _save_blocks(tx, {block.cidr: block})
+            return previous
+
+        return transact(self.store, attempt)
+
     def release_host_affinities(self, host: str) -> list[str]:
         """Drop ``host``'s claims: empty blocks are freed, used ones stay (unaffine)."""
         _hostname("host", host)

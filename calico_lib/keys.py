@@ -17,6 +17,8 @@ ENDPOINTS = ROOT + "endpoints/"
 GLOBAL_PEERS = ROOT + "bgp/peers/global/"
 NODE_PEERS = ROOT + "bgp/peers/node/"
 
+DOCKER_NETWORKS = ROOT + "docker/networks/"
+
 BLOCKS = ROOT + "ipam/blocks/"
 AFFINITIES = ROOT + "ipam/affinity/"
 HANDLES = ROOT + "ipam/handles/"
@@ -55,6 +57,10 @@ def peer(address: str, node_name: str | None = None) -> str:
     if node_name is None:
         return GLOBAL_PEERS + address
     return f"{NODE_PEERS}{node_name}/{address}"
+
+
+def docker_network(network_id: str) -> str:
+    return DOCKER_NETWORKS + network_id
 
 
 def block(cidr: str) -> str:

@@ -1,0 +1,52 @@
+"""Veth pairs for containers (pyroute2): the host end stays, the peer moves into the
+container's namespace (Docker moves and renames it after Join)."""
+
+from __future__ import annotations
+
+import errno
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import CalicoError
+
+#: every host-side veth has this MAC: the container's gateway (169.254.1.1) answers with it
+HOST_MAC = "ee:ee:ee:ee:ee:ee"
+
+
+class VethError(CalicoError):
+    pass
+
+
+def create_veth(host: str, peer: str, peer_mac: str | None = None) -> bool:
+    """Create ``host``<->``peer`` unless ``host`` exists; host end up. True if created."""
+    with IPRoute() as ipr:
+        if ipr.link_lookup(ifname=host):
+            return False
+        if ipr.link_lookup(ifname=peer):  # a leftover of an interrupted Join
+            ipr.link("del", index=ipr.link_lookup(ifname=peer)[0])
+        try:
+            ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
+            index = ipr.link_lookup(ifname=host)[0]
+            ipr.link("set", index=index, address=HOST_MAC)
+            if peer_mac:
+                ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], address=peer_mac)
+            ipr.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            raise VethError(f"creating veth {host}/{peer} failed: {exc}") from None
+    return True
+
+
+def delete_veth(host: str) -> bool:
+    """Delete the pair through its host end; False when it was already gone."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=host)
+        if not found:
+            return False
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise VethError(f"deleting veth {host} failed: {exc}") from None
+    return True

@@ -1,0 +1,1 @@
+"""The Docker libnetwork remote network driver (calico) and IPAM driver (calico-ipam)."""

@@ -1,0 +1,261 @@
+"""What the calico network driver and the calico-ipam driver do for each Docker call.
+
+Each handler takes the decoded JSON body and returns the JSON answer, or raises
+``CalicoError`` (the server turns it into Docker's error form). Every handler is idempotent:
+Docker replays calls after restarts.
+
+Docker asks IPAM for an address before it tells the network driver the endpoint id, so an
+address is first held by this host's pending handle and handed to the endpoint's own
+handle (its id) at CreateEndpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import netaddr
+
+from .. import keys
+from ..client import Client
+from ..errors import AlreadyExistsError, CalicoError, NotFoundError, ValidationError
+from ..model import Endpoint, Profile
+from ..txn import dumps
+from .docker_api import DockerAPI
+
+ADDRESS_SPACE_LOCAL = "CalicoLocalAddressSpace"
+ADDRESS_SPACE_GLOBAL = "CalicoGlobalAddressSpace"
+GATEWAY_V4 = "169.254.1.1"
+#: the link-local address of a host-side veth (MAC ee:ee:ee:ee:ee:ee, EUI-64)
+GATEWAY_V6 = str(netaddr.EUI("ee:ee:ee:ee:ee:ee").ipv6_link_local())
+#: options Docker itself puts in CreateNetwork; anything else in the -o map is refused
+DOCKER_OPTIONS = {"com.docker.network.enable_ipv4", "com.docker.network.enable_ipv6",
+                  "com.docker.network.internal", "com.docker.network.generic"}
+GENERIC_OPTIONS: set[str] = set()  # calico networks take no -o options yet
+
+
+class DriverError(CalicoError):
+    """An error answer to Docker."""
+
+
+def pending_handle(hostname: str) -> str:
+    return f"docker-pending.{hostname}"
+
+
+def host_veth(endpoint_id: str) -> str:
+    return "cali" + endpoint_id[:11]
+
+
+def peer_veth(endpoint_id: str) -> str:
+    return "tmp" + endpoint_id[:11]
+
+
+def container_mac(endpoint_id: str) -> str:
+    """A stable, locally administered MAC for the container end (anti-spoofing checks it)."""
+    digest = hashlib.sha256(endpoint_id.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def _field(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise DriverError(f"{name}: missing; Docker always sends it")
+    return value
+
+
+def _strip(address: str | None) -> str | None:
+    return address.split("/", 1)[0] if address else None
+
+
+class Driver:
+    def __init__(self, client: Client, hostname: str, docker: DockerAPI,
+                 reconcile: Callable[[], Any] | None = None,
+                 create_veth: Callable[[str, str, str | None], bool] | None = None,
+                 delete_veth: Callable[[str], bool] | None = None) -> None:
+        self.client = client
+        self.hostname = hostname
+        self.docker = docker
+        # The dataplane hooks are injected so protocol tests can run without root.
+        self.reconcile = reconcile or (lambda: None)
+        self.create_veth = create_veth or (lambda host, peer, mac: True)
+        self.delete_veth = delete_veth or (lambda host: True)
+
+    # ------------------------------------------------------------------ IPAM driver
+
+    def ipam_capabilities(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"RequiresMACAddress": False}
+
+    def address_spaces(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"LocalDefaultAddressSpace": ADDRESS_SPACE_LOCAL,
+                "GlobalDefaultAddressSpace": ADDRESS_SPACE_GLOBAL}
+
+    def request_pool(self, body: dict[str, Any]) -> dict[str, Any]:
+        version = 6 if body.get("V6") else 4
+        if body.get("SubPool"):
+            raise DriverError("--ip-range is not supported: Calico assigns from whole pools")
+        pools = [p for p in self.client.list_pools() if p.version == version]
+        wanted = body.get("Pool") or ""
+        gateway = "0.0.0.0/0" if version == 4 else "::/0"
+        if not wanted:
+            if not any(not p.disabled for p in pools):
+                raise DriverError(f"no enabled IPv{version} pool: add one with "
+                                  f"`calicoctl pool add CIDR`")
+            return {"PoolID": f"calico-v{version}", "Pool": gateway,
+                    "Data": {"com.docker.network.gateway": gateway}}
+        try:
+            net = str(netaddr.IPNetwork(wanted).cidr)
+        except (netaddr.AddrFormatError, ValueError):
+            raise DriverError(f"--subnet {wanted!r} is not a CIDR") from None
+        if net not in {p.cidr for p in pools}:
+            known = ", ".join(p.cidr for p in pools) or "none"
+            raise DriverError(f"--subnet {wanted} is not a Calico IPv{version} pool; "
+                              f"pools: {known}")
+        return {"PoolID": f"calico-v{version}:{net}", "Pool": net,
+                "Data": {"com.docker.network.gateway": gateway}}
+
+    def release_pool(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def request_address(self, body: dict[str, Any]) -> dict[str, Any]:
+        pool_id = _field(body, "PoolID")
+        if not pool_id.startswith(("calico-v4", "calico-v6")):
+            raise DriverError(f"PoolID {pool_id!r} was not made by calico-ipam")
+        version = int(pool_id[len("calico-v")])
+        only = [pool_id.split(":", 1)[1]] if ":" in pool_id else None
+        options = body.get("Options") or {}
+        if options.get("RequestAddressType") == "com.docker.network.gateway":
+            # Docker asks for a gateway only when the pool named none; ours is link-local.
+            return {"Address": f"{GATEWAY_V4}/32" if version == 4 else f"{GATEWAY_V6}/128",
+                    "Data": {}}
+        handle = pending_handle(self.hostname)
+        prefix = 32 if version == 4 else 128
+        wanted = body.get("Address")
+        if wanted:
+            addr = self.client.ipam.assign_ip(str(wanted).split("/", 1)[0], handle,
+                                              self.hostname)
+            return {"Address": f"{addr}/{prefix}", "Data": {}}
+        result = self.client.ipam.auto_assign(self.hostname, handle,
+                                              num_ipv4=1 if version == 4 else 0,
+                                              num_ipv6=1 if version == 6 else 0, pools=only)
+        return {"Address": f"{result.addresses[0]}/{prefix}", "Data": {}}
+
+    def release_address(self, body: dict[str, Any]) -> dict[str, Any]:
+        address = _strip(_field(body, "Address"))
+        if address in ("0.0.0.0", "::", GATEWAY_V4, GATEWAY_V6):
+            return {}  # the gateway RequestPool named: never allocated
+        self.client.ipam.release_ips([address])
+        return {}
+
+    # ------------------------------------------------------------------ network driver
+
+    def capabilities(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"Scope": "local", "ConnectivityScope": "global"}
+
+    def create_network(self, body: dict[str, Any]) -> dict[str, Any]:
+        network_id = _field(body, "NetworkID")
+        options = body.get("Options") or {}
+        unknown = sorted(k for k in options if k not in DOCKER_OPTIONS)
+        generic = options.get("com.docker.network.generic") or {}
+        unknown += sorted(k for k in generic if k not in GENERIC_OPTIONS)
+        if unknown:
+            raise DriverError(f"unknown option(s) {', '.join(unknown)}: calico networks take "
+                              "no -o options")
+        data = (body.get("IPv4Data") or []) + (body.get("IPv6Data") or [])
+        spaces = {d.get("AddressSpace") for d in data}
+        if spaces - {ADDRESS_SPACE_LOCAL, ADDRESS_SPACE_GLOBAL}:
+            raise DriverError("calico networks need Calico's IPAM: create the network with "
+                              "--ipam-driver calico-ipam")
+        record = {"id": network_id,
+                  "ipv6": bool(options.get("com.docker.network.enable_ipv6")),
+                  "pools": [d.get("Pool") for d in data]}
+        self.client.store.put(keys.docker_network(network_id), dumps(record))
+        return {}
+
+    def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.client.store.delete(keys.docker_network(_field(body, "NetworkID")))
+        return {}
+
+    def _profile_for(self, network_id: str) -> str:
+        """The profile of a network: named after the network's name in Docker."""
+        kv = self.client.store.get(keys.docker_network(network_id))
+        record = json.loads(kv.value) if kv else {"id": network_id}
+        name = record.get("name")
+        if not name:
+            name = self.docker.network_name(network_id)
+            if not name:
+                raise DriverError(f"cannot learn the name of network {network_id[:12]} from "
+                                  f"Docker at {self.docker.socket_path}")
+            record["name"] = name
+            self.client.store.put(keys.docker_network(network_id), dumps(record))
+        try:
+            self.client.add_profile(Profile.with_default_rules(name))
+        except AlreadyExistsError:
+            pass
+        return name
+
+    def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        network_id, endpoint_id = _field(body, "NetworkID"), _field(body, "EndpointID")
+        interface = body.get("Interface") or {}
+        addresses = [a for a in (_strip(interface.get("Address")),
+                                 _strip(interface.get("AddressIPv6"))) if a]
+        if not addresses:
+            raise DriverError("Interface: no address; the network must use --ipam-driver "
+                              "calico-ipam")
+        for address in addresses:  # hand the addresses to the endpoint's own handle
+            if self.client.ipam.reassign(address, endpoint_id) is None:
+                self.client.ipam.assign_ip(address, endpoint_id, self.hostname)
+        profile = self._profile_for(network_id)
+        mac = interface.get("MacAddress") or container_mac(endpoint_id)
+        endpoint = Endpoint(
+            id=endpoint_id, host=self.hostname, interface=host_veth(endpoint_id), mac=mac,
+            ipv4_nets=[a for a in addresses if ":" not in a],
+            ipv6_nets=[a for a in addresses if ":" in a], profiles=[profile],
+            labels={"docker-network": network_id[:63]})
+        self.client.put_endpoint(endpoint)
+        # Docker gave the addresses; it expects an empty Interface back in that case.
+        return {"Interface": {}} if interface else {"Interface": {"MacAddress": mac}}
+
+    def endpoint_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"Value": {}}
+
+    def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint_id = _field(body, "EndpointID")
+        try:
+            self.client.remove_endpoint(self.hostname, endpoint_id)
+        except NotFoundError:
+            pass
+        self.client.ipam.release_handle(endpoint_id)
+        self.reconcile()
+        return {}
+
+    def join(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint_id = _field(body, "EndpointID")
+        try:
+            endpoint = self.client.get_endpoint(self.hostname, endpoint_id)
+        except (NotFoundError, ValidationError):
+            raise DriverError(f"endpoint {endpoint_id[:12]} is unknown: CreateEndpoint "
+                              "first") from None
+        self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac)
+        self.reconcile()  # routes and firewall exist before the container starts
+        answer: dict[str, Any] = {
+            "InterfaceName": {"SrcName": peer_veth(endpoint_id), "DstPrefix": "eth"},
+            "StaticRoutes": [],
+        }
+        if endpoint.ipv4_nets:
+            answer["Gateway"] = GATEWAY_V4
+            answer["StaticRoutes"].append(
+                {"Destination": f"{GATEWAY_V4}/32", "RouteType": 1, "NextHop": ""})
+        if endpoint.ipv6_nets:
+            answer["GatewayIPv6"] = GATEWAY_V6
+        return answer
+
+    def leave(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint_id = _field(body, "EndpointID")
+        self.delete_veth(host_veth(endpoint_id))
+        return {}
+
+    def nothing(self, body: dict[str, Any]) -> dict[str, Any]:
+        """DiscoverNew/Delete, Program/RevokeExternalConnectivity: nothing to do."""
+        return {}
