@@ -29,12 +29,24 @@ def create_veth(host: str, peer: str, peer_mac: str | None = None) -> bool:
             ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
             index = ipr.link_lookup(ifname=host)[0]
             ipr.link("set", index=index, address=HOST_MAC)
+            _no_dad(host)
             if peer_mac:
                 ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], address=peer_mac)
             ipr.link("set", index=index, state="up")
         except NetlinkError as exc:
             raise VethError(f"creating veth {host}/{peer} failed: {exc}") from None
     return True
+
+
+def _no_dad(interface: str) -> None:
+    """The host end's link-local address is the container's IPv6 gateway: without duplicate
+    address detection it is usable at once, not a second later (every host end has the
+    same link-local address, each on its own link)."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{interface}/accept_dad", "w") as handle:
+            handle.write("0")
+    except OSError:
+        pass  # IPv6 disabled on this host
 
 
 def delete_veth(host: str) -> bool:
