@@ -293,6 +293,27 @@ def ipam_check(c: Client, a: argparse.Namespace) -> int:
 
 def ipam_gc(c: Client, a: argparse.Namespace) -> None:
     live = list(a.live or [])
+    if a.docker:
+        # Docker's endpoints on this host are live; so are endpoints of other hosts and
+        # handles not made by the Docker plugin (only this host's Docker is asked).
+        from .agent import resolve_hostname
+        from .plugin.docker_api import DockerAPI
+        from .plugin.driver import pending_handle
+
+        api = DockerAPI(a.docker_socket)
+        known = api.endpoint_ids()
+        if known is None:
+            raise CalicoError(f"docker: cannot list endpoints through {a.docker_socket}; "
+                              "nothing was released")
+        host = resolve_hostname(a.hostname)
+        docker_made = {e.id for e in c.list_endpoints(host)
+                       if "docker-network" in e.labels}
+        live += [e.id for e in c.list_endpoints() if e.id not in docker_made or e.id in known]
+        live += [h for h in c.ipam.handles() if not _docker_handle(h, host, docker_made)]
+        live.append(pending_handle(host))  # an address Docker is being given right now
+        stale = docker_made - known
+        for endpoint_id in sorted(stale):  # the endpoint records go with their addresses
+            c.remove_endpoint(host, endpoint_id)
     if a.live_file:
         text = _read_file("live_file", a.live_file)
         live += [line.strip() for line in text.splitlines() if line.strip()]
@@ -302,6 +323,11 @@ def ipam_gc(c: Client, a: argparse.Namespace) -> None:
     else:
         for handle in freed:
             print(handle)
+
+
+def _docker_handle(handle: str, host: str, docker_made: set[str]) -> bool:
+    return handle in docker_made or (len(handle) == 64 and all(
+        ch in "0123456789abcdef" for ch in handle))
 
 
 def ipam_config_set(c: Client, a: argparse.Namespace) -> None:
@@ -511,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(ipam, "gc", ipam_gc, "release every handle not in the live set")
     p.add_argument("--live", action="append", metavar="HANDLE")
     p.add_argument("--live-file", metavar="FILE", help="one live handle per line")
+    p.add_argument("--docker", action="store_true",
+                   help="also free addresses of Docker endpoints this host's Docker no "
+                        "longer has (other handles are kept)")
+    p.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH")
+    p.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, else "
+                                      "the system host name)")
     config = ipam.add_parser("config", help="IPAM settings").add_subparsers(
         dest="config_command", required=True, metavar="COMMAND")
     p = command(config, "set", ipam_config_set, "change IPAM settings")

@@ -344,6 +344,13 @@ class IPAM:
                         if h == handle]
         return out
 
+    def handles(self) -> set[str]:
+        """Every handle that holds an address (from blocks and handle records)."""
+        found = {keys.last(kv.key) for kv in self.store.list(keys.HANDLES)}
+        for block in self.blocks():
+            found.update(block.allocations.values())
+        return found
+
     def blocks(self) -> list[Block]:
         return [Block.load(_json(kv.value)) for kv in self.store.list(keys.BLOCKS)]
 
