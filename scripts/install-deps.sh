@@ -7,7 +7,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-PACKAGES=(iptables ipset bird2 etcd-server iperf3 conntrack iputils-ping iproute2 python3-venv make)
+PACKAGES=(iptables ipset bird2 etcd-server iperf3 conntrack iputils-ping iproute2 python3-venv make
+          docker.io busybox-static)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
