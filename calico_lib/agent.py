@@ -21,7 +21,7 @@ from . import keys
 from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
-from .reconcile import DEFAULT_LOCK_FILE, reconcile
+from .reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 
 log = logging.getLogger("calico-agent")
 
@@ -57,30 +57,38 @@ class Agent:
         self.args = args
         self.hostname = resolve_hostname(args.hostname)
         self.store = open_datastore(args.datastore)
+        bird = None if args.bird_config == "none" else args.bird_config
+        self.dataplane = Dataplane(bird, args.bird_socket)
         self.stopping = False
 
-    def reconcile_once(self) -> int:
-        bird = None if self.args.bird_config == "none" else self.args.bird_config
+    def reconcile_once(self, verify: bool = True) -> int:
         report = reconcile(self.store, self.hostname, self.args.lock_file,
-                           bird_config=bird, bird_socket=self.args.bird_socket)
+                           dataplane=self.dataplane, verify=verify)
         log.info("%s", report.summary())
         return report.revision
 
     def run(self) -> None:
-        """Reconcile, then wait for changes or the resync deadline; repeat until stopped."""
-        backoff = 1.0
+        """Reconcile, then wait for changes or the resync deadline; repeat until stopped.
+
+        A datastore change reconciles against what this agent applied last (no kernel
+        reads when the render is unchanged); the periodic resync reads the kernel and
+        repairs whatever differs.
+        """
+        backoff, verify = 1.0, True
         while not self.stopping:
             try:
-                revision = self.reconcile_once()
+                revision = self.reconcile_once(verify)
                 backoff = 1.0
             except CalicoError as exc:
                 log.error("reconcile failed: %s (retrying in %.0fs)", exc, backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+                verify = True
                 continue
-            self._wait_for_change(revision)
+            verify = self._wait_for_change(revision) == "resync"
 
-    def _wait_for_change(self, revision: int) -> None:
+    def _wait_for_change(self, revision: int) -> str:
+        """Block until the datastore changes ("change") or a resync is due ("resync")."""
         deadline = time.monotonic() + self.args.resync_interval
         try:
             with self.store.watch(keys.ROOT, revision + 1) as watch:
@@ -88,19 +96,20 @@ class Agent:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         log.debug("periodic resync")
-                        return
+                        return "resync"
                     events = watch.next(min(remaining, 1.0))
                     if events:
                         time.sleep(self.args.debounce)  # let the rest of a burst land
                         watch.next(0)
                         log.debug("%d change(s) from revision %d", len(events),
                                   events[0].revision)
-                        return
+                        return "change"
         except CompactedError:
-            return  # a full reconcile catches up
+            return "resync"  # a full reconcile catches up
         except DatastoreError as exc:
             log.error("watching the datastore failed: %s", exc)
             self._sleep(2.0)
+        return "resync"
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -60,6 +60,8 @@ class Report:
     bird: BirdReport | None = None
     seconds: float = 0.0
     check_mode: bool = False
+    #: False when the kernel was not read because the render had not changed
+    verified: bool = True
 
     @property
     def changed(self) -> bool:
@@ -72,7 +74,8 @@ class Report:
         """One line: what changed and how long it took."""
         took = f"{self.seconds * 1000:.1f} ms"
         if not self.changed:
-            return f"revision {self.revision}: no change ({took})"
+            how = "" if self.verified else ", render unchanged"
+            return f"revision {self.revision}: no change{how} ({took})"
         parts = []
         s = self.sets
         if s.created or s.updated or s.destroyed:
@@ -90,36 +93,75 @@ class Report:
         return f"revision {self.revision}: {verb} " + "; ".join(parts) + f" ({took})"
 
 
+class Dataplane:
+    """Applies snapshots to this host's kernel and remembers what it last applied.
+
+    ``apply(snapshot, verify=False)`` skips reading iptables and ipsets when the rendered
+    state is exactly what this process applied last time (the common "something elsewhere
+    changed" event costs a render and a netlink route check, no iptables-save);
+    ``verify=True`` always reads the kernel and repairs any difference (the agent's first
+    reconcile and its periodic resync).
+    """
+
+    def __init__(self, bird_config: str | None = None,
+                 bird_socket: str = DEFAULT_SOCKET) -> None:
+        self.bird_config = bird_config
+        self.bird_socket = bird_socket
+        self._last: tuple[object, ...] | None = None
+
+    def apply(self, snapshot: Snapshot, check_mode: bool = False,
+              verify: bool = True) -> Report:
+        """Make the kernel match ``snapshot`` (in check mode, only say what would change)."""
+        start = time.perf_counter()
+        policy = render_policy(snapshot)
+        routes = desired_routes(snapshot)
+        bird_text = render_bird(snapshot) if self.bird_config is not None else None
+        rendered = (policy, routes, bird_text)
+        if not verify and not check_mode and rendered == self._last:
+            # Rules and sets are as this process left them; routes are cheap to check and
+            # go with their veth (a container that re-joined needs them back).
+            report = Report(snapshot.revision, ipsets.SetPlan(), verified=False)
+            report.routes = apply_routes(routes)
+            report.seconds = time.perf_counter() - start
+            return report
+        self._last = None  # until this apply has fully succeeded
+        set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
+        report = Report(snapshot.revision, set_plan, check_mode=check_mode)
+        if not check_mode:
+            ipsets.apply_before(set_plan)
+        for table in policy.tables:
+            plan = iptables.plan_table(table, iptables.read_table(table.version, table.name))
+            if not check_mode:
+                iptables.apply_plan(plan)
+            report.tables.append(plan)
+        if not check_mode:
+            ipsets.apply_after(set_plan)
+            report.routes = apply_routes(routes)
+        if self.bird_config is not None:
+            report.bird = apply_bird(bird_text, self.bird_config, self.bird_socket,
+                                     check_mode)
+        if not check_mode:
+            self._last = rendered
+        report.seconds = time.perf_counter() - start
+        return report
+
+
 def apply_snapshot(snapshot: Snapshot, check_mode: bool = False,
                    bird_config: str | None = None, bird_socket: str = DEFAULT_SOCKET) -> Report:
-    """Make the kernel match ``snapshot`` (or, in check mode, only say what would change).
-
-    With ``bird_config``, BIRD's configuration is rendered and installed too.
-    """
-    start = time.perf_counter()
-    policy = render_policy(snapshot)
-    set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
-    report = Report(snapshot.revision, set_plan, check_mode=check_mode)
-    if not check_mode:
-        ipsets.apply_before(set_plan)
-    for table in policy.tables:
-        plan = iptables.plan_table(table, iptables.read_table(table.version, table.name))
-        if not check_mode:
-            iptables.apply_plan(plan)
-        report.tables.append(plan)
-    if not check_mode:
-        ipsets.apply_after(set_plan)
-        report.routes = apply_routes(desired_routes(snapshot))
-    if bird_config is not None:
-        report.bird = apply_bird(render_bird(snapshot), bird_config, bird_socket, check_mode)
-    report.seconds = time.perf_counter() - start
-    return report
+    """Make the kernel match ``snapshot``, reading it first (no memory of earlier runs)."""
+    return Dataplane(bird_config, bird_socket).apply(snapshot, check_mode=check_mode)
 
 
 def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FILE,
               check_mode: bool = False, bird_config: str | None = None,
-              bird_socket: str = DEFAULT_SOCKET) -> Report:
-    """Read the datastore once and bring this host's dataplane in line with it."""
+              bird_socket: str = DEFAULT_SOCKET, dataplane: Dataplane | None = None,
+              verify: bool = True) -> Report:
+    """Read the datastore once and bring this host's dataplane in line with it.
+
+    Long-running callers pass their ``dataplane`` (and ``verify=False`` when a datastore
+    change, not a resync, triggered the call) so unchanged renders skip the kernel reads.
+    """
+    dataplane = dataplane or Dataplane(bird_config, bird_socket)
     with host_lock(lock_file):
-        return apply_snapshot(load_snapshot(store, hostname), check_mode=check_mode,
-                              bird_config=bird_config, bird_socket=bird_socket)
+        return dataplane.apply(load_snapshot(store, hostname), check_mode=check_mode,
+                               verify=verify)

@@ -158,3 +158,23 @@ def test_render_matches_what_the_kernel_accepts(ns) -> None:
             kernel = iptables.read_table(table.version, table.name)
             for chain, specs in table.chains.items():
                 assert kernel.chains[chain] == [iptables.rule_hash(s) for s in specs]
+
+
+def test_unchanged_render_skips_kernel_reads_until_a_verified_resync(ns, monkeypatch) -> None:
+    from calico_lib.reconcile import Dataplane
+
+    with inside(ns):
+        dataplane = Dataplane()
+        assert dataplane.apply(snapshot(2)).changed
+        calls = counted_runs(monkeypatch)
+        quick = dataplane.apply(snapshot(2), verify=False)
+        assert not quick.changed and not quick.verified
+        assert calls == []  # not even iptables-save or ipset save
+        run(["iptables", "-F", "cali-FORWARD"])  # tampering
+        assert not dataplane.apply(snapshot(2), verify=False).changed  # not looked at
+        repaired = dataplane.apply(snapshot(2), verify=True)
+        assert repaired.changed and repaired.verified
+        assert "cali-FORWARD" in next(t for t in repaired.tables
+                                      if t.version == 4 and t.table == "filter").written
+        # A changed render is applied in full even without verify.
+        assert dataplane.apply(snapshot(3), verify=False).changed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 
@@ -45,26 +46,25 @@ def apply_bird(text: str | None, config: str = DEFAULT_CONFIG, socket: str = DEF
     """Install ``text`` as BIRD's config if it differs, and make BIRD load it."""
     if text is None:
         return BirdReport(note="this host is not a node with an IPv4 address: no BGP")
+    previous: str | None = None
     try:
         with open(config, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return BirdReport()
+            previous = handle.read()
+        if previous == text:
+            return BirdReport()
     except FileNotFoundError:
         pass
     if check_mode:
         return BirdReport(written=True, note="check mode")
     directory = os.path.dirname(os.path.abspath(config))
     os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".bird.conf.", dir=directory)
+    temp = _write_temp(text, directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
         try:
             run(["bird", "-p", "-c", temp])
         except CommandError as exc:
             raise BirdConfigError(exc.argv, exc.returncode, exc.output) from None
-        os.chmod(temp, 0o640)
-        os.replace(temp, config)
+        _install(temp, config, directory)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
@@ -75,14 +75,56 @@ def apply_bird(text: str | None, config: str = DEFAULT_CONFIG, socket: str = DEF
     try:
         out = run(["birdc", "-s", socket, "configure"], timeout=30)
     except CommandError as exc:
-        report.note = f"BIRD did not take the config: {exc}"
-        return report
+        said = [line.strip() for line in exc.output.splitlines()
+                if line.strip() and not re.match(r"BIRD [\d.]+ ready\.$", line.strip())]
+        if exc.returncode is None or not any("ready." in line for line in
+                                             exc.output.splitlines()):
+            # no answer (stale socket, BIRD hung): the config waits for BIRD's next start
+            report.note = f"BIRD did not answer: {said[-1] if said else exc}"
+            return report
+        # BIRD answered and refused: put the config it runs back, so the next reconcile
+        # tries again, and report the reason BIRD gave
+        if previous is None:
+            os.unlink(config)
+        else:
+            apply_previous = _write_temp(previous, directory)
+            try:
+                _install(apply_previous, config, directory)
+            finally:
+                if os.path.exists(apply_previous):
+                    os.unlink(apply_previous)
+        raise BirdConfigError(["birdc", "-s", socket, "configure"], exc.returncode,
+                              said[-1] if said else exc.output) from None
     if "Reconfigured" in out or "Reconfiguration in progress" in out:
         report.reloaded = True
     else:
         lines = [line for line in out.splitlines() if line.strip()]
         report.note = f"birdc configure said: {lines[-1] if lines else 'nothing'}"
     return report
+
+
+def _write_temp(text: str, directory: str) -> str:
+    fd, temp = tempfile.mkstemp(prefix=".bird.conf.", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return temp
+
+
+def _install(temp: str, config: str, directory: str) -> None:
+    """Move ``temp`` over ``config``, keeping the owner, group and mode of the file it
+    replaces (Debian's BIRD runs as user bird and must still read it at `birdc configure`);
+    a new file gets the directory's group and mode 0640."""
+    try:
+        st = os.stat(config)
+        owner, group, mode = st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+    except FileNotFoundError:
+        owner, group, mode = -1, os.stat(directory).st_gid, 0o640
+    try:
+        os.chown(temp, owner, group)
+    except PermissionError:
+        pass  # not root: the file stays ours
+    os.chmod(temp, mode)
+    os.replace(temp, config)
 
 
 @dataclass

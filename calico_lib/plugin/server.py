@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -19,7 +20,7 @@ from ..agent import resolve_hostname
 from ..client import connect
 from ..dataplane.veth import create_veth, delete_veth
 from ..errors import CalicoError
-from ..reconcile import DEFAULT_LOCK_FILE, reconcile
+from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 from .docker_api import DEFAULT_DOCKER_SOCKET, DockerAPI
 from .driver import Driver
 
@@ -59,6 +60,10 @@ def routes(driver: Driver) -> dict[str, tuple[dict[str, Handler], str]]:
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of concurrent calls (20 `docker
+    # run`s at once) then fails to connect with EAGAIN, which Go (Docker) gets at once on a
+    # unix socket and answers with seconds of retry backoff.
+    request_queue_size = socket.SOMAXCONN
     handlers: dict[str, Handler]
     error_field: str
 
@@ -112,7 +117,7 @@ def serve(driver: Driver, socket_dir: str) -> list[_Server]:
     """Start one server thread per socket; returns the servers (call .shutdown())."""
     os.makedirs(socket_dir, exist_ok=True)
     servers = []
-    old_umask = os.umask(0o077)  # sockets are root-only
+    old_umask = os.umask(0o177)  # sockets are root-only: srw-------
     try:
         for name, (handlers, error_field) in routes(driver).items():
             path = os.path.join(socket_dir, name)
@@ -151,8 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     hostname = resolve_hostname(args.hostname)
 
+    dataplane = Dataplane()  # routes and firewall only: BIRD is the agent's
+
     def program() -> None:
-        report = reconcile(client.store, hostname, args.lock_file)
+        report = reconcile(client.store, hostname, args.lock_file, dataplane=dataplane,
+                           verify=False)
         log.info("%s", report.summary())
 
     driver = Driver(client, hostname, DockerAPI(args.docker_socket), reconcile=program,

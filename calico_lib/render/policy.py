@@ -97,16 +97,18 @@ def _ports_chunks(ports: list[int | str]) -> list[list[str]]:
 class RuleRenderer:
     """Turns model rules into iptables rule specs, collecting the ipsets they use."""
 
-    def __init__(self, version: int, sets: dict[str, IpSet], tag_members: dict[str, set[str]]):
+    def __init__(self, version: int, sets: dict[str, IpSet],
+                 tag_members: dict[str, frozenset[str]]):
+        """``tag_members``: tag -> the addresses of this IP version of its members."""
         self.version = version
         self.sets = sets
         self.tag_members = tag_members
 
     def tag(self, tag: str) -> str:
         name = names.tag_set(tag, self.version)
-        members = frozenset(a for a in self.tag_members.get(tag, set())
-                            if netaddr.IPAddress(a).version == self.version)
-        self.sets[name] = IpSet(name, "hash:ip", self.version, members)
+        if name not in self.sets:
+            self.sets[name] = IpSet(name, "hash:ip", self.version,
+                                    self.tag_members.get(tag, frozenset()))
         return name
 
     def nets(self, nets: list[str], direction: str, negate: bool) -> str:
@@ -195,13 +197,13 @@ def _endpoint_chains(ep: Endpoint, version: int,
     known = [p for p in ep.profiles if p in profiles]
     out_chain, in_chain = names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)
     chains: dict[str, list[str]] = {}
+    if not addresses:  # no address of this IP version: nothing may pass either way
+        return {out_chain: ["-j DROP"], in_chain: ["-j DROP"]}
 
     from_rules = [CLEAR_MARK]
     if ep.mac:
         from_rules.append(f"-m mac ! --mac-source {ep.mac} -j DROP")
-    if not addresses:
-        from_rules.append("-j DROP")
-    elif len(addresses) == 1:
+    if len(addresses) == 1:
         from_rules.append(f"! -s {addresses[0]} -j DROP")
     else:
         check = names.source_check(ep.interface, version)
@@ -251,7 +253,8 @@ def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
                                    for e in local] + ["-j DROP"]
     chains[names.TO_DISPATCH] = [f"-o {e.interface} -g {names.to_endpoint(e.interface)}"
                                  for e in local] + ["-j DROP"]
-    used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
+    addressed = [e for e in local if (e.ipv4_nets if version == 4 else e.ipv6_nets)]
+    used = sorted({p for e in addressed for p in e.profiles if p in snapshot.profiles})
     for name in used:
         chains.update(_profile_chains(snapshot.profiles[name], rr))
     for ep in local:
@@ -273,18 +276,20 @@ def _nat_table(snapshot: Snapshot, version: int, sets: dict[str, IpSet]) -> Tabl
 
 def render_policy(snapshot: Snapshot) -> Policy:
     """Every ipset and every cali chain this host needs, for IPv4 and IPv6."""
-    tag_members: dict[str, set[str]] = {}
+    members: dict[int, dict[str, set[str]]] = {4: {}, 6: {}}
     for ep in snapshot.endpoints:
         if ep.state != "active":
             continue
-        for profile_name in ep.profiles:
-            profile = snapshot.profiles.get(profile_name)
-            for tag in profile.tags if profile else ():
-                tag_members.setdefault(tag, set()).update(ep.addresses)
+        tags = {t for p in ep.profiles if p in snapshot.profiles
+                for t in snapshot.profiles[p].tags}
+        for version, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets)):
+            for tag in tags:
+                members[version].setdefault(tag, set()).update(n.split("/")[0] for n in nets)
     sets: dict[str, IpSet] = {}
     tables = []
     for version in (4, 6):
-        rr = RuleRenderer(version, sets, tag_members)
+        rr = RuleRenderer(version, sets,
+                          {t: frozenset(a) for t, a in members[version].items()})
         tables.append(_filter_table(snapshot, version, rr))
         tables.append(_nat_table(snapshot, version, sets))
     return Policy(dict(sorted(sets.items())), tables)
