@@ -307,6 +307,18 @@ class Client:
             return peer
         return transact(self.store, write)
 
+    def put_bgp_peer(self, peer: BGPPeer) -> bool:
+        """Create or replace a peer (its node must exist); True when it changed."""
+        def write(tx: Tx) -> bool:
+            if peer.node is not None and tx.get(keys.node(peer.node)) is None:
+                raise NotFoundError(f"node {peer.node}: not found; add the node first")
+            key = keys.peer(peer.address, peer.node)
+            if tx.get(key) == peer.to_dict():
+                return False
+            tx.put(key, peer.to_dict())
+            return True
+        return transact(self.store, write)
+
     def remove_bgp_peer(self, address: str, node: str | None = None) -> None:
         addr = str(parse_address("address", address))
         if node is not None:

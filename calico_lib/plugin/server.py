@@ -102,6 +102,10 @@ class _Request(BaseHTTPRequestHandler):
         self._answer(200, answer)
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
+        if status != 200 and "Err" not in body:
+            # Docker's plugin client takes the message of a failed call from "Err" and
+            # otherwise shows the raw JSON body: IPAM errors carry "Err" besides "Error".
+            body = {**body, "Err": body[self.server.error_field]}
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/vnd.docker.plugins.v1.2+json")

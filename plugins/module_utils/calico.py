@@ -1,0 +1,119 @@
+# Copyright: Calico for Docker contributors
+# Apache License 2.0 (see LICENSE)
+"""Glue between the calico.docker modules and ``calico_lib``, where all the logic lives.
+
+A module builds its ``AnsibleModule`` with ``calico_module`` (adds the ``datastore`` option,
+check mode, and fails with one clear message when ``calico_lib`` is missing), then calls
+``run(module, work)``: ``work(client)`` gets a ``calico_lib.Client`` on the datastore the
+``datastore`` option names (resolved like calicoctl) and returns the result dict; any error
+of the library ends the run with ``fail_json(msg=<its one-line message>)``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    import calico_lib
+    from calico_lib.errors import CalicoError, NotFoundError, ValidationError
+except ImportError:
+    calico_lib = None
+    CALICO_LIB_IMPORT_ERROR = traceback.format_exc()
+
+    class CalicoError(Exception):  # type: ignore[no-redef]
+        pass
+
+    class NotFoundError(CalicoError):  # type: ignore[no-redef]
+        pass
+
+    class ValidationError(CalicoError):  # type: ignore[no-redef]
+        def __init__(self, field, problem):
+            self.field = field
+            self.problem = problem
+            super().__init__(f"{field}: {problem}")
+else:
+    CALICO_LIB_IMPORT_ERROR = None
+
+MISSING_CALICO_LIB = (
+    "calico_lib is not installed on this host (the calico.docker.node role installs it into "
+    "/opt/calico/venv; set ansible_python_interpreter to /opt/calico/venv/bin/python)")
+
+#: what a password looks like in diffs and results
+MASK = "********"
+
+
+def datastore_argument_spec():
+    return {"datastore": {"type": "str"}}
+
+
+def require_calico_lib(module):
+    """Fail the run with one clear message when ``calico_lib`` cannot be imported."""
+    if CALICO_LIB_IMPORT_ERROR is not None:
+        module.fail_json(msg=MISSING_CALICO_LIB, exception=CALICO_LIB_IMPORT_ERROR)
+
+
+def calico_module(argument_spec, datastore=True, **kwargs):
+    """An ``AnsibleModule`` with check mode, plus the ``datastore`` option unless told not."""
+    spec = dict(argument_spec)
+    if datastore:
+        spec.update(datastore_argument_spec())
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
+    require_calico_lib(module)
+    return module
+
+
+def fail(module, exc):
+    """End the run with the library's one-line message."""
+    module.fail_json(msg=str(exc) or exc.__class__.__name__)
+
+
+def run(module, work):
+    """Run ``work(client)`` on the datastore the ``datastore`` option names (else
+    $CALICO_DATASTORE, else /etc/calico/calico.conf, else the default, like calicoctl) and
+    exit with the result dict it returns; any error ends the run with its one-line message."""
+    try:
+        with calico_lib.connect(module.params.get("datastore")) as client:
+            out = work(client)
+    except (CalicoError, ValueError, OSError) as exc:
+        fail(module, exc)
+    module.exit_json(**out)
+
+
+def lookup(getter, *args):
+    """``getter(*args)``, or None when the object does not exist."""
+    try:
+        return getter(*args)
+    except NotFoundError:
+        return None
+
+
+def result(changed, before, after, **extra):
+    """The common result: ``changed`` plus a before/after ``diff``."""
+    out = {"changed": bool(changed), "diff": {"before": before, "after": after}}
+    out.update(extra)
+    return out
+
+
+def given(module, *names):
+    """The options among ``names`` the task set (not left at None)."""
+    return {name: module.params[name] for name in names if module.params[name] is not None}
+
+
+def resolve_hostname(hostname):
+    """This host's name like the agent's: the option, else $CALICO_HOSTNAME, else the system
+    host name; a name that cannot be a node's fails naming the ``hostname`` option.
+
+    The same rule as ``calico_lib.agent.resolve_hostname`` (a unit test keeps them equal),
+    without importing the agent and the dataplane code behind it (a third of a second on
+    every module run).
+    """
+    name = hostname or os.environ.get("CALICO_HOSTNAME") or socket.gethostname()
+    try:
+        calico_lib.Node(name)
+    except ValidationError as exc:
+        raise ValidationError("hostname", exc.problem) from None
+    return name

@@ -1,0 +1,158 @@
+#!/usr/bin/python
+# Copyright: Calico for Docker contributors
+# Apache License 2.0 (see LICENSE)
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bgp_peer
+short_description: Manage Calico BGP peers (global, or of one node)
+version_added: 0.1.0
+description:
+  - Adds, changes or removes one BGP peer in the Calico datastore, like
+    C(calicoctl bgp peer add). A global peer (no O(node)), such as a top-of-rack router,
+    peers with every node; a node's own peer peers with that node only.
+  - A peer is identified by its O(address) and O(node); its AS number and password are
+    replaced as given, in one transaction.
+options:
+  address:
+    description: The peer's IPv4 or IPv6 address.
+    type: str
+    required: true
+  as_number:
+    description: The peer's AS number. Required with O(state=present).
+    type: int
+  node:
+    description: The node (host name) this peer belongs to; leave out for a global peer.
+      The node must be registered (M(calico.docker.node)).
+    type: str
+  password:
+    description:
+      - TCP MD5 password of the session, 1-80 printable characters without spaces, quotes
+        or backslashes. Never shown in results or diffs.
+      - Replaced exactly as given; leaving it out removes the password.
+    type: str
+  state:
+    description: Whether the peer exists.
+    type: str
+    choices: [present, absent]
+    default: present
+extends_documentation_fragment:
+  - calico.docker.datastore
+  - calico.docker.attributes
+seealso:
+  - module: calico.docker.bgp_config
+  - module: calico.docker.bird_config
+author:
+  - Calico for Docker contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Every node peers with the top-of-rack router
+  calico.docker.bgp_peer:
+    address: 10.0.0.254
+    as_number: 65000
+    password: "{{ vault_tor_bgp_password }}"
+
+- name: Only host-1 peers with this router
+  calico.docker.bgp_peer:
+    address: 10.0.1.254
+    as_number: 65001
+    node: host-1
+
+- name: Remove a global peer
+  calico.docker.bgp_peer:
+    address: 10.0.0.254
+    state: absent
+"""
+
+RETURN = r"""
+peer:
+  description: The peer as stored, password masked (null after removal).
+  returned: always
+  type: dict
+  sample: {"address": "10.0.0.254", "as_number": 65000, "node": null, "password": "********"}
+diff:
+  description: The peer before and after (an empty dict where there is none); a password
+    shows as C(********).
+  returned: always
+  type: dict
+  contains:
+    before:
+      description: The stored peer before the task.
+      type: dict
+      returned: always
+    after:
+      description: The stored peer after the task.
+      type: dict
+      returned: always
+"""
+
+from ansible_collections.calico.docker.plugins.module_utils.calico import (
+    MASK,
+    calico_lib,
+    calico_module,
+    result,
+    run,
+)
+
+
+def shown(peer, changed_password=False):
+    """A peer for results and diffs: the password masked."""
+    if peer is None:
+        return {}
+    data = peer.to_dict()
+    if data.get("password"):
+        data["password"] = MASK + (" (changed)" if changed_password else "")
+    return data
+
+
+def find(client, address, node):
+    for peer in client.list_bgp_peers(node):
+        if peer.address == address and peer.node == node:
+            return peer
+    return None
+
+
+def put_peer(client, current, wanted):
+    """Create the peer, or replace it in one transaction (BIRD never sees it missing)."""
+    return client.put_bgp_peer(wanted)
+
+
+def ensure(module, client):
+    p = module.params
+    if p["state"] == "absent":
+        address = str(calico_lib.model.parse_address("address", p["address"]))
+        if p["node"] is not None:
+            calico_lib.Node(p["node"])  # validates the name
+        current = find(client, address, p["node"])
+        if current is not None and not module.check_mode:
+            client.remove_bgp_peer(address, p["node"])
+        return result(current is not None, shown(current), {}, peer=None)
+    wanted = calico_lib.BGPPeer(p["address"], p["as_number"], p["node"], password=p["password"])
+    current = find(client, wanted.address, wanted.node)
+    changed = current is None or current.to_dict() != wanted.to_dict()
+    if changed and not module.check_mode:
+        changed = put_peer(client, current, wanted)
+    password_changed = current is not None and current.password != wanted.password
+    after = shown(wanted, password_changed and bool(current.password))
+    return result(changed, shown(current), after, peer=shown(wanted))
+
+
+def main():
+    module = calico_module(
+        {
+            "address": {"type": "str", "required": True},
+            "as_number": {"type": "int"},
+            "node": {"type": "str"},
+            "password": {"type": "str", "no_log": True},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        },
+        required_if=[("state", "present", ("as_number",))],
+    )
+    run(module, lambda client: ensure(module, client))
+
+
+if __name__ == "__main__":
+    main()

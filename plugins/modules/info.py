@@ -1,0 +1,206 @@
+#!/usr/bin/python
+# Copyright: Calico for Docker contributors
+# Apache License 2.0 (see LICENSE)
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: info
+short_description: Read Calico's state (pools, profiles, nodes, peers, BGP sessions, IPAM check)
+version_added: 0.1.0
+description:
+  - Returns what the Calico datastore holds (pools, profiles, nodes, BGP peers and settings,
+    this host's endpoints), the result of the IPAM consistency check
+    (C(calicoctl ipam check)), and this host's BGP sessions as BIRD reports them
+    (C(calicoctl node status)).
+  - Changes nothing, ever.
+options:
+  hostname:
+    description: This host's name in the datastore (for its endpoints). When not given,
+      E(CALICO_HOSTNAME), else the system host name (like the agent).
+    type: str
+  bird_socket:
+    description: BIRD's control socket. When it does not exist, RV(bgp_sessions) is empty
+      and RV(notes) says why.
+    type: path
+    default: /run/bird/bird.ctl
+extends_documentation_fragment:
+  - calico.docker.datastore
+  - calico.docker.attributes.info
+seealso:
+  - module: calico.docker.dataplane
+author:
+  - Calico for Docker contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Read Calico's state
+  calico.docker.info:
+  register: calico
+
+- name: Every BGP session of this host is up
+  ansible.builtin.assert:
+    that:
+      - calico.bgp_sessions | rejectattr('established') | list | length == 0
+      - calico.ipam_ok
+"""
+
+RETURN = r"""
+hostname:
+  description: The host name the endpoints and sessions are for.
+  returned: always
+  type: str
+  sample: host-1
+pools:
+  description: The IP pools.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"cidr": "10.65.0.0/16", "block_size": 26, "nat_outgoing": true,
+            "disabled": false}]
+profiles:
+  description: The profiles with their tags, labels and rules.
+  returned: always
+  type: list
+  elements: dict
+nodes:
+  description: The registered nodes.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "host-1", "ipv4": "10.0.0.1", "ipv6": null, "as_number": null,
+            "rr_cluster_id": null}]
+bgp_peers:
+  description: The global peers and every node's own peers, passwords masked.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"address": "10.0.0.254", "as_number": 65000, "node": null, "password": null}]
+bgp_config:
+  description: The global BGP settings.
+  returned: always
+  type: dict
+  sample: {"as_number": 64512, "node_to_node_mesh": true}
+endpoints:
+  description: This host's endpoints (container interfaces).
+  returned: always
+  type: list
+  elements: dict
+ipam_ok:
+  description: Whether the IPAM consistency check found nothing wrong.
+  returned: always
+  type: bool
+  sample: true
+ipam_problems:
+  description: The problems the IPAM check found (kind, subject, detail).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "leak", "subject": "10.65.0.7", "detail": "no endpoint holds it"}]
+bgp_sessions:
+  description: This host's Calico BGP sessions as BIRD reports them; empty when BIRD's
+    socket does not exist.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: BIRD's protocol name (C(Mesh_...), C(Global_...), C(Node_...)).
+      type: str
+      returned: always
+    type:
+      description: C(mesh), C(global) or C(node).
+      type: str
+      returned: always
+    peer:
+      description: The peer's address.
+      type: str
+      returned: always
+    state:
+      description: BIRD's protocol state.
+      type: str
+      returned: always
+    since:
+      description: Since when it is in that state.
+      type: str
+      returned: always
+    info:
+      description: BIRD's info column (C(Established) when the session is up).
+      type: str
+      returned: always
+    established:
+      description: Whether the session is up.
+      type: bool
+      returned: always
+notes:
+  description: What could not be read and why (for example that BIRD is not running).
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible_collections.calico.docker.plugins.module_utils.calico import (
+    MASK,
+    CalicoError,
+    calico_module,
+    resolve_hostname,
+    run,
+)
+
+
+def sessions(socket, notes):
+    from calico_lib.dataplane.bird import bgp_sessions
+
+    if not os.path.exists(socket):
+        notes.append(f"bgp_sessions: BIRD's socket {socket} does not exist (BIRD is not "
+                     "running here)")
+        return []
+    try:
+        found = bgp_sessions(socket)
+    except CalicoError as exc:
+        notes.append(f"bgp_sessions: {exc}")
+        return []
+    return [{"name": s.name, "type": s.kind, "peer": s.peer, "state": s.state,
+             "since": s.since, "info": s.info, "established": s.established} for s in found]
+
+
+def peer(data):
+    if data.get("password"):
+        data["password"] = MASK
+    return data
+
+
+def gather(module, client):
+    hostname = resolve_hostname(module.params["hostname"])
+    notes = []
+    problems = client.ipam.check()
+    return {
+        "changed": False,
+        "hostname": hostname,
+        "pools": [p.to_dict() for p in client.list_pools()],
+        "profiles": [p.to_dict() for p in client.list_profiles()],
+        "nodes": [n.to_dict() for n in client.list_nodes()],
+        "bgp_peers": [peer(p.to_dict()) for p in client.list_bgp_peers()],
+        "bgp_config": client.get_bgp_config().to_dict(),
+        "endpoints": [e.to_dict() for e in client.list_endpoints(hostname)],
+        "ipam_ok": not problems,
+        "ipam_problems": [{"kind": p.kind, "subject": p.subject, "detail": p.detail}
+                          for p in problems],
+        "bgp_sessions": sessions(module.params["bird_socket"], notes),
+        "notes": notes,
+    }
+
+
+def main():
+    module = calico_module({
+        "hostname": {"type": "str"},
+        "bird_socket": {"type": "path", "default": "/run/bird/bird.ctl"},
+    })
+    run(module, lambda client: gather(module, client))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+#!/usr/bin/python
+# Copyright: Calico for Docker contributors
+# Apache License 2.0 (see LICENSE)
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ip_pool
+short_description: Manage Calico IP pools (the ranges container addresses come from)
+version_added: 0.1.0
+description:
+  - Adds, changes or removes one IP pool in the Calico datastore, like
+    C(calicoctl pool add) and C(calicoctl pool set).
+  - A pool's CIDR and block size are fixed once it exists; its C(nat_outgoing) and
+    C(disabled) flags can change at any time.
+  - Removing a pool is refused while addresses are assigned from it.
+options:
+  cidr:
+    description:
+      - The pool's range, IPv4 or IPv6, for example C(10.65.0.0/16) or C(fd00:65::/48).
+      - Host bits are cleared, so C(10.65.1.0/16) names the pool C(10.65.0.0/16).
+    type: str
+    required: true
+  nat_outgoing:
+    description:
+      - Masquerade traffic from containers in this pool to destinations outside every pool.
+      - When not given, a new pool gets V(false) and an existing pool keeps its setting.
+    type: bool
+  disabled:
+    description:
+      - A disabled pool gives out no new addresses; assigned addresses stay.
+      - When not given, a new pool gets V(false) and an existing pool keeps its setting.
+    type: bool
+  block_size:
+    description:
+      - Prefix length of the blocks the pool is carved into (20-32 for IPv4, 116-128 for
+        IPv6). Defaults to 26 for IPv4 and 122 for IPv6 for a new pool.
+      - It cannot change once the pool exists; a different value fails.
+    type: int
+  state:
+    description: Whether the pool exists.
+    type: str
+    choices: [present, absent]
+    default: present
+extends_documentation_fragment:
+  - calico.docker.datastore
+  - calico.docker.attributes
+notes:
+  - In check mode an overlap with another pool is only found when the pool is really added.
+seealso:
+  - module: calico.docker.docker_network
+  - module: calico.docker.info
+author:
+  - Calico for Docker contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: An IPv4 pool with outgoing NAT
+  calico.docker.ip_pool:
+    cidr: 10.65.0.0/16
+    nat_outgoing: true
+
+- name: An IPv6 pool with /120 blocks on an etcd datastore
+  calico.docker.ip_pool:
+    cidr: fd00:65::/48
+    block_size: 120
+    datastore: etcd://10.0.0.10:2379
+
+- name: Stop giving out addresses from a pool
+  calico.docker.ip_pool:
+    cidr: 10.65.0.0/16
+    disabled: true
+
+- name: Remove a pool (refused while addresses are assigned from it)
+  calico.docker.ip_pool:
+    cidr: 10.65.0.0/16
+    state: absent
+"""
+
+RETURN = r"""
+pool:
+  description: The pool as stored (null after removal).
+  returned: always
+  type: dict
+  sample: {"cidr": "10.65.0.0/16", "block_size": 26, "nat_outgoing": true, "disabled": false}
+diff:
+  description: The pool before and after (an empty dict where there is none).
+  returned: always
+  type: dict
+  contains:
+    before:
+      description: The stored pool before the task.
+      type: dict
+      returned: always
+    after:
+      description: The stored pool after the task.
+      type: dict
+      returned: always
+"""
+
+from ansible_collections.calico.docker.plugins.module_utils.calico import (
+    ValidationError,
+    calico_lib,
+    calico_module,
+    given,
+    lookup,
+    result,
+    run,
+)
+
+
+def ensure(module, client):
+    p = module.params
+    if p["state"] == "absent":
+        cidr = calico_lib.IPPool(p["cidr"]).cidr
+        current = lookup(client.get_pool, cidr)
+        if current is not None and not module.check_mode:
+            client.remove_pool(cidr)
+        return result(current is not None, current.to_dict() if current else {}, {},
+                      pool=None)
+
+    flags = given(module, "nat_outgoing", "disabled")
+    wanted = calico_lib.IPPool(p["cidr"], block_size=p["block_size"], **flags)
+    current = lookup(client.get_pool, wanted.cidr)
+    if current is None:
+        if not module.check_mode:
+            client.add_pool(wanted)
+        return result(True, {}, wanted.to_dict(), pool=wanted.to_dict())
+
+    if p["block_size"] is not None and wanted.block_size != current.block_size:
+        raise ValidationError(
+            "block_size", f"pool {current.cidr} has /{current.block_size} blocks; a pool's "
+                          "block size cannot change (remove the pool and add it again)")
+    before = current.to_dict()
+    after = dict(before, **flags)
+    changed = after != before
+    if changed and not module.check_mode:
+        client.update_pool(current.cidr, **flags)
+    return result(changed, before, after, pool=after)
+
+
+def main():
+    module = calico_module({
+        "cidr": {"type": "str", "required": True},
+        "nat_outgoing": {"type": "bool"},
+        "disabled": {"type": "bool"},
+        "block_size": {"type": "int"},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    })
+    run(module, lambda client: ensure(module, client))
+
+
+if __name__ == "__main__":
+    main()

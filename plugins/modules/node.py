@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# Copyright: Calico for Docker contributors
+# Apache License 2.0 (see LICENSE)
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: node
+short_description: Register Calico nodes (hosts that run containers and BIRD)
+version_added: 0.1.0
+description:
+  - Creates, replaces or removes one node record in the Calico datastore, like
+    C(calicoctl node add). BIRD peers with the nodes (the node-to-node mesh or route
+    reflectors) at the addresses recorded here.
+  - The record is exactly what the task gives; an option left out is cleared.
+  - Removing a node also removes its own BGP peers.
+options:
+  name:
+    description: The node's host name, as the agent knows it (C(--hostname), else
+      E(CALICO_HOSTNAME), else the system host name).
+    type: str
+    required: true
+  ipv4:
+    description:
+      - The node's IPv4 address; BIRD's router id and the address other nodes peer with.
+        A node without one takes no part in BGP.
+      - C(ADDR/PREFIX) is accepted; the prefix is dropped.
+    type: str
+  ipv6:
+    description: The node's IPv6 address, for IPv6 BGP sessions.
+    type: str
+  as_number:
+    description: The node's own AS number; when not given, the global one of
+      M(calico.docker.bgp_config).
+    type: int
+  rr_cluster_id:
+    description:
+      - Makes this node a route reflector with this cluster id (a dotted quad such as
+        C(224.0.0.1)). With the node-to-node mesh off, nodes without a cluster id peer with
+        the route reflectors only.
+    type: str
+  state:
+    description: Whether the node is registered.
+    type: str
+    choices: [present, absent]
+    default: present
+extends_documentation_fragment:
+  - calico.docker.datastore
+  - calico.docker.attributes
+seealso:
+  - module: calico.docker.bgp_config
+  - module: calico.docker.bgp_peer
+author:
+  - Calico for Docker contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Register this host
+  calico.docker.node:
+    name: "{{ ansible_facts['hostname'] }}"
+    ipv4: "{{ ansible_facts['default_ipv4']['address'] }}"
+
+- name: A route reflector with its own AS
+  calico.docker.node:
+    name: rr-1
+    ipv4: 10.0.0.2
+    ipv6: fd00::2
+    as_number: 64513
+    rr_cluster_id: 224.0.0.1
+
+- name: Deregister a host (its own BGP peers go too)
+  calico.docker.node:
+    name: old-host
+    state: absent
+"""
+
+RETURN = r"""
+node:
+  description: The node record as stored (null after removal).
+  returned: always
+  type: dict
+  sample: {"name": "host-1", "ipv4": "10.0.0.1", "ipv6": null, "as_number": null,
+           "rr_cluster_id": null}
+diff:
+  description: The node record before and after (an empty dict where there is none).
+  returned: always
+  type: dict
+  contains:
+    before:
+      description: The stored record before the task.
+      type: dict
+      returned: always
+    after:
+      description: The stored record after the task.
+      type: dict
+      returned: always
+"""
+
+from ansible_collections.calico.docker.plugins.module_utils.calico import (
+    calico_lib,
+    calico_module,
+    lookup,
+    result,
+    run,
+)
+
+FIELDS = ("ipv4", "ipv6", "as_number", "rr_cluster_id")
+
+
+def ensure(module, client):
+    p = module.params
+    if p["state"] == "absent":
+        current = lookup(client.get_node, p["name"])
+        if current is not None and not module.check_mode:
+            client.remove_node(p["name"])
+        return result(current is not None, current.to_dict() if current else {}, {},
+                      node=None)
+    wanted = calico_lib.Node(p["name"], **{key: p[key] for key in FIELDS})
+    current = lookup(client.get_node, wanted.name)
+    before = current.to_dict() if current else {}
+    after = wanted.to_dict()
+    changed = after != before
+    if changed and not module.check_mode:
+        changed = client.put_node(wanted)
+    return result(changed, before, after, node=after)
+
+
+def main():
+    module = calico_module({
+        "name": {"type": "str", "required": True},
+        "ipv4": {"type": "str"},
+        "ipv6": {"type": "str"},
+        "as_number": {"type": "int"},
+        "rr_cluster_id": {"type": "str"},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    })
+    run(module, lambda client: ensure(module, client))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""calico-docker-plugin end to end, with a real dockerd started here (issue 5).
+
+One ``DockerLab`` (``tests.dockerlab``) serves the whole module: a network namespace as the
+host, dockerd 20.10 inside it, the busybox image imported locally, the plugin (running in the
+same namespace, serving /run/docker/plugins) and a SQLite datastore with the pools below.
+Users' commands are run as they would type them: ``docker network create -d calico
+--ipam-driver calico-ipam``, ``docker run --net``, ``docker rm``. After every test its
+containers are removed; a failure message carries the plugin's log and the host's iptables
+and routes.
+
+Needs root, docker.io (dockerd, containerd, runc, docker), busybox-static, iproute2,
+iptables and ipset.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import netaddr
+import pytest
+
+import calico_lib
+from calico_lib import Endpoint, Rule
+from calico_lib.plugin.driver import host_veth, pending_handle
+from tests import dockerlab
+from tests.dockerlab import DockerLab
+
+POOL4, POOL6, SUBNET = "10.65.0.0/16", "fd00:65::/64", "10.66.0.0/24"
+NET_A, NET_B = "calnet-a", "calnet-b"
+#: a container serving TCP on 80 and 8080 (busybox httpd daemonises), then idling
+SERVE = ("sh", "-c", "httpd -p 80 -h /www && httpd -p 8080 -h /www && exec sleep 3600")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[DockerLab]:
+    reason = dockerlab.missing_requirements()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    with DockerLab(pools=(POOL4, POOL6, SUBNET)) as the_lab:
+        the_lab.network(NET_A)
+        the_lab.network(NET_B)
+        yield the_lab
+
+
+@pytest.fixture(autouse=True)
+def clean(lab: DockerLab) -> Iterator[None]:
+    """Every test starts and ends with no container."""
+    lab.rm_all()
+    yield
+    lab.rm_all()
+
+
+@pytest.fixture
+def client(lab: DockerLab) -> Iterator[calico_lib.Client]:
+    with lab.client() as the_client:
+        yield the_client
+
+
+def allocated(client: calico_lib.Client) -> int:
+    return sum(u["allocated"] for u in client.ipam.usage())
+
+
+def in_net(address: str, cidr: str) -> bool:
+    return netaddr.IPAddress(address) in netaddr.IPNetwork(cidr)
+
+
+def host_links(lab: DockerLab) -> set[str]:
+    out = dockerlab.run(["ip", "-n", lab.ns, "-j", "link", "show"]).stdout
+    return {link["ifname"] for link in json.loads(out)}
+
+
+# ------------------------------------------------------------------------------ connectivity
+
+
+def test_same_network_pings_other_network_does_not(lab: DockerLab) -> None:
+    lab.run("a1", NET_A)
+    lab.run("a2", NET_A)
+    lab.run("b1", NET_B)
+    a1, a2, b1 = lab.address("a1", NET_A), lab.address("a2", NET_A), lab.address("b1", NET_B)
+    assert len({a1, a2, b1}) == 3 and all(in_net(a, POOL4) for a in (a1, a2, b1))
+
+    # What the container got: its /32, the gateway's connected route, the default route.
+    assert f"inet {a1}/32" in lab.exec("a1", "ip", "-4", "addr", "show", "eth0").stdout
+    routes = lab.exec("a1", "ip", "-4", "route").stdout
+    assert "default via 169.254.1.1 dev eth0" in routes
+    assert "169.254.1.1 dev eth0" in routes
+
+    assert lab.ping("a1", a2), lab.diagnostics()
+    assert lab.ping("a2", a1), lab.diagnostics()
+    assert not lab.ping("a1", b1, count=1, wait=1), lab.diagnostics()
+    assert not lab.ping("b1", a1, count=1, wait=1), lab.diagnostics()
+
+
+def test_profile_rule_opens_exactly_tcp_80(lab: DockerLab, client: calico_lib.Client) -> None:
+    web, cli = "calnet-web", "calnet-cli"
+    lab.network(web)
+    lab.network(cli)
+    try:
+        lab.run("web1", web, command=SERVE)
+        lab.run("web2", web)
+        lab.run("cli1", cli, command=SERVE)
+        web1, cli1 = lab.address("web1", web), lab.address("cli1", cli)
+        # both listeners are up (same-network traffic is open)
+        assert lab.tcp("web2", web1, 80) and lab.tcp("web2", web1, 8080), lab.diagnostics()
+        assert not lab.tcp("cli1", web1, 80), lab.diagnostics()
+
+        # The web network's profile lets the cli network in on tcp/80.
+        client.add_rule(web, "inbound", Rule(action="allow", protocol="tcp", dst_ports=[80],
+                                             src_tag=cli))
+        lab.agent_once()
+        assert lab.tcp("cli1", web1, 80), lab.diagnostics()
+        assert not lab.tcp("cli1", web1, 8080), lab.diagnostics()
+        assert not lab.ping("cli1", web1, count=1, wait=1), lab.diagnostics()
+        # only in that direction: web cannot reach cli's port 80
+        assert not lab.tcp("web1", cli1, 80), lab.diagnostics()
+        # a container started after the rule gets it at once (Join programs the firewall)
+        lab.run("cli2", cli)
+        assert lab.tcp("cli2", web1, 80), lab.diagnostics()
+        assert not lab.tcp("cli2", web1, 8080), lab.diagnostics()
+    finally:
+        lab.rm_all()
+        lab.docker("network", "rm", web, cli, check=False)
+
+
+def test_fixed_ip_and_subnet_errors(lab: DockerLab, client: calico_lib.Client) -> None:
+    net = "calnet-sub"
+    lab.network(net, "--subnet", SUBNET)
+    try:
+        lab.run("fixed", net, "--ip", "10.66.0.77")
+        assert lab.address("fixed", net) == "10.66.0.77"
+        lab.run("auto", net)
+        assert in_net(lab.address("auto", net), SUBNET)
+        assert lab.ping("auto", "10.66.0.77"), lab.diagnostics()
+        # the same address again is refused clearly, and nothing leaks
+        result = lab.run("again", net, "--ip", "10.66.0.77", check=False)
+        assert result.returncode != 0
+        # Docker shows the message itself, not a JSON body
+        assert "IpamDriver.RequestAddress: ip: 10.66.0.77 is already assigned" in \
+            result.stderr, result.stderr
+        lab.docker("rm", "-f", "again", check=False)
+        assert client.ipam.handle_addresses(pending_handle(lab.hostname)) == []
+        assert allocated(client) == 2 and client.ipam.check() == []
+    finally:
+        lab.rm_all()
+        lab.docker("network", "rm", net, check=False)
+
+    result = lab.network("calnet-bad", "--subnet", "10.99.0.0/24", check=False)
+    assert result.returncode != 0
+    assert "IpamDriver.RequestPool: --subnet 10.99.0.0/24 is not a Calico IPv4 pool" in \
+        result.stderr, result.stderr
+    assert f"pools: {POOL4}, {SUBNET}" in result.stderr, result.stderr
+
+    result = lab.docker("network", "create", "-d", "calico", "calnet-noipam", check=False)
+    assert result.returncode != 0 and "--ipam-driver calico-ipam" in result.stderr
+    result = lab.network("calnet-opt", "-o", "foo=bar", check=False)
+    assert result.returncode != 0 and "unknown option(s) foo" in result.stderr
+    names = lab.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert not {"calnet-bad", "calnet-noipam", "calnet-opt"} & set(names)
+    assert client.ipam.check() == []
+
+
+def test_ipv6_network_pings_over_ipv6(lab: DockerLab) -> None:
+    net = "calnet-v6"
+    lab.network(net, "--ipv6")
+    try:
+        lab.run("six1", net)
+        lab.run("six2", net)
+        one, two = lab.address("six1", net, v6=True), lab.address("six2", net, v6=True)
+        assert in_net(one, POOL6) and in_net(two, POOL6) and one != two
+        routes = lab.exec("six1", "ip", "-6", "route").stdout
+        assert "default via fe80::ecee:eeff:feee:eeee dev eth0" in routes, routes
+        assert lab.ping("six1", two), lab.diagnostics()
+        assert lab.ping("six2", one), lab.diagnostics()
+        assert lab.ping("six1", lab.address("six2", net)), lab.diagnostics()  # and IPv4
+    finally:
+        lab.rm_all()
+        lab.docker("network", "rm", net, check=False)
+
+
+# ------------------------------------------------------------------------------ addresses
+
+
+def test_concurrent_runs_get_unique_addresses(lab: DockerLab,
+                                              client: calico_lib.Client) -> None:
+    names = [f"many{i:02d}" for i in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda name: lab.run(name, NET_A, check=False), names))
+    failed = [(n, r.stderr) for n, r in zip(names, results, strict=True) if r.returncode]
+    assert not failed, f"{failed}\n{lab.diagnostics()}"
+    addresses = [lab.address(name, NET_A) for name in names]
+    assert len(set(addresses)) == 20 and all(in_net(a, POOL4) for a in addresses)
+    assert allocated(client) == 20 and client.ipam.check() == []
+    for name, address in zip(names, addresses, strict=True):  # each under its endpoint
+        assert client.ipam.handle_addresses(lab.endpoint_id(name, NET_A)) == [address]
+    assert lab.ping(names[0], addresses[-1]), lab.diagnostics()
+    assert lab.ping(names[-1], addresses[0]), lab.diagnostics()
+
+
+def test_docker_rm_frees_everything(lab: DockerLab, client: calico_lib.Client) -> None:
+    for name in ("rm1", "rm2", "rm3"):
+        lab.run(name, NET_B)
+    endpoints = {lab.endpoint_id(name, NET_B) for name in ("rm1", "rm2", "rm3")}
+    assert {e.id for e in client.list_endpoints(lab.hostname)} == endpoints
+    assert {host_veth(e) for e in endpoints} <= host_links(lab)
+    assert allocated(client) == 3
+
+    lab.docker("rm", "-f", "rm1", "rm2", "rm3")
+    assert allocated(client) == 0
+    assert client.list_endpoints(lab.hostname) == []
+    assert not {host_veth(e) for e in endpoints} & host_links(lab)
+    assert client.ipam.check() == []
+    check = lab.calicoctl("ipam", "check")
+    assert "IPAM is consistent" in check.stdout
+
+
+def test_plugin_killed_and_restarted(lab: DockerLab, client: calico_lib.Client) -> None:
+    lab.run("live1", NET_A)
+    lab.run("live2", NET_A)
+    live1, live2 = lab.address("live1", NET_A), lab.address("live2", NET_A)
+    assert lab.kill_plugin(signal.SIGKILL) == -signal.SIGKILL
+    try:
+        assert lab.ping("live1", live2), lab.diagnostics()  # the kernel keeps forwarding
+    finally:
+        lab.start_plugin()
+    assert lab.ping("live2", live1), lab.diagnostics()
+    lab.run("late", NET_A)
+    late = lab.address("late", NET_A)
+    assert late not in (live1, live2)
+    assert lab.ping("late", live1), lab.diagnostics()
+    assert lab.ping("live1", late), lab.diagnostics()
+    lab.docker("rm", "-f", "late")
+    assert allocated(client) == 2 and client.ipam.check() == []
+
+
+def test_ipam_gc_docker_frees_only_what_docker_forgot(lab: DockerLab,
+                                                     client: calico_lib.Client) -> None:
+    lab.run("keep1", NET_A)
+    lab.run("keep2", NET_A)
+    keep1 = lab.address("keep1", NET_A)
+    kept_endpoint = lab.endpoint_id("keep1", NET_A)
+    # The leak: an endpoint this host's plugin made (64 hex, labelled with its Docker
+    # network) that Docker no longer has, e.g. removed while the plugin was down.
+    leaked = secrets.token_hex(32)
+    address = client.ipam.auto_assign(lab.hostname, leaked, num_ipv4=1).ipv4[0]
+    client.put_endpoint(Endpoint(id=leaked, host=lab.hostname, interface=host_veth(leaked),
+                                 ipv4_nets=[address], profiles=[NET_A],
+                                 labels={"docker-network": lab.network_id(NET_A)[:63]}))
+    # Not Docker's: another tool's handle is left alone.
+    other = client.ipam.auto_assign(lab.hostname, "not-docker", num_ipv4=1).ipv4[0]
+    assert allocated(client) == 4
+
+    result = lab.calicoctl("ipam", "gc", "--docker", "--docker-socket", lab.docker_socket,
+                           "--hostname", lab.hostname)
+    assert result.stdout.split() == [leaked], result.stdout
+    assert client.ipam.handle_addresses(leaked) == []
+    assert leaked not in {e.id for e in client.list_endpoints(lab.hostname)}
+    assert client.ipam.handle_addresses(kept_endpoint) == [keep1]
+    assert client.ipam.handle_addresses("not-docker") == [other]
+    assert allocated(client) == 3 and client.ipam.check() == []
+    assert lab.ping("keep2", keep1), lab.diagnostics()
+    # a second run finds nothing more
+    again = lab.calicoctl("ipam", "gc", "--docker", "--docker-socket", lab.docker_socket,
+                          "--hostname", lab.hostname)
+    assert again.stdout.split() == []
+    client.ipam.release_handle("not-docker")
+    assert address != other
+
+
+def test_lab_leaves_no_pending_addresses(lab: DockerLab, client: calico_lib.Client) -> None:
+    """After all of the above (containers removed by ``clean``): nothing is held."""
+    lab.rm_all()
+    assert allocated(client) == 0
+    assert client.ipam.check() == []
+    assert client.list_endpoints(lab.hostname) == []
+
+
+def test_plugin_logged_no_internal_error(lab: DockerLab) -> None:
+    text = lab.log("plugin.log")
+    assert "Traceback" not in text and " crashed" not in text, lab.tail("plugin.log", 80)

@@ -1,0 +1,568 @@
+"""The Docker plugin's wire protocol over real unix sockets, without dockerd (issue 5).
+
+Each test serves a real ``Driver`` with ``serve()`` on ``calico.sock`` and
+``calico-ipam.sock`` in a fresh directory, on a SQLite datastore in ``tmp_path``, with a fake
+Docker API (network id -> name) and dataplane hooks that only record their calls, so no root
+is needed. Requests are shaped exactly as Docker 20.10 sends them (recorded from a real
+dockerd driving the plugin: empty Host, ``Accept: application/vnd.docker.plugins.v1.2+json``,
+no Content-Type, compact JSON with a trailing newline, no body for argument-less calls), and
+the bodies below are those recorded bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import netaddr
+import pytest
+
+import calico_lib
+from calico_lib import IPPool, keys
+from calico_lib.plugin.driver import GATEWAY_V6, Driver, container_mac, pending_handle
+from calico_lib.plugin.server import MAX_BODY, serve
+from tests.dockerlab import DOCKER_ACCEPT, post
+
+HOST = "dockhost"
+POOL4, POOL6, SUBNET = "10.65.0.0/16", "fd00:65::/64", "10.66.0.0/24"
+NET = "dd7eac083bb0ee09adddb5a28ad4ee49ef71ba6871d0318d131bce5bb7e52edc"
+NET6 = "387e9982da4d78478f4f13b5e2251ea4341b92143f608b5e54b02ac92a1e7b72"
+EP = "64b85db5a7cb9264dca35580aa3195fdc82dfb9c7f4fe4c1ae289c7761b5b549"
+EP6 = "c04c49ec382d389f047ba1d459ca897c70c3c39670070d0087ce96ac4acd70f8"
+PORTS = {"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
+         "com.docker.network.portmap": [{"Proto": 6, "IP": "", "Port": 80, "HostIP": "",
+                                         "HostPort": 8080, "HostPortEnd": 8080}]}
+NO_PORTS = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+class FakeDocker:
+    """The part of DockerAPI the driver uses: network id -> name."""
+
+    socket_path = "/nonexistent/docker.sock"
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.lookups: list[str] = []
+
+    def network_name(self, network_id: str) -> str | None:
+        self.lookups.append(network_id)
+        return self.names.get(network_id)
+
+    def endpoint_ids(self) -> set[str] | None:
+        return set()
+
+
+@dataclass
+class Recorder:
+    """No-op dataplane hooks that remember what they were asked, in order."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def create_veth(self, host: str, peer: str, mac: str | None) -> bool:
+        with self.lock:
+            self.calls.append(("create_veth", host, peer, mac))
+        return True
+
+    def delete_veth(self, host: str) -> bool:
+        with self.lock:
+            self.calls.append(("delete_veth", host))
+        return True
+
+    def reconcile(self) -> None:
+        with self.lock:
+            self.calls.append(("reconcile",))
+
+
+@dataclass
+class Plugin:
+    client: calico_lib.Client
+    docker: FakeDocker
+    hooks: Recorder
+    socket_dir: str
+
+    def socket(self, name: str) -> str:
+        return os.path.join(self.socket_dir, name)
+
+    def net(self, method: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return post(self.socket("calico.sock"), f"/NetworkDriver.{method}", body, **kw)
+
+    def ipam(self, method: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return post(self.socket("calico-ipam.sock"), f"/IpamDriver.{method}", body, **kw)
+
+    def ok(self, kind: str, method: str, body: Any = None, replay: bool = True) -> Any:
+        """Call, expect 200; with ``replay`` call again and expect the very same answer and
+        a consistent IPAM after each (Docker replays calls after restarts)."""
+        call = self.net if kind == "net" else self.ipam
+        status, answer = call(method, body)
+        assert status == 200, (method, answer)
+        assert self.client.ipam.check() == [], method
+        if replay:
+            again = call(method, body)
+            assert again == (200, answer), f"{method} replayed: {again} != {answer}"
+            assert self.client.ipam.check() == [], f"{method} replayed"
+        return answer
+
+    def error(self, kind: str, method: str, body: Any = None) -> str:
+        """Call, expect a 500 with the socket's error field; returns the message."""
+        call = self.net if kind == "net" else self.ipam
+        status, answer = call(method, body)
+        assert status == 500 and isinstance(answer, dict), (method, status, answer)
+        return error_message(kind, answer)
+
+    def pending(self) -> list[str]:
+        return self.client.ipam.handle_addresses(pending_handle(HOST))
+
+    def allocated(self) -> int:
+        return sum(u["allocated"] for u in self.client.ipam.usage())
+
+    def alive(self) -> bool:
+        status, answer = post(self.socket("calico.sock"), "/Plugin.Activate")
+        return status == 200 and answer == {"Implements": ["NetworkDriver"]}
+
+
+def error_message(kind: str, answer: Any) -> str:
+    """The message of an error answer: in "Err" on the network socket; in "Error" (the
+    IPAM API's field) and "Err" (the one Docker's plugin client shows) on the IPAM socket."""
+    assert isinstance(answer, dict), answer
+    if kind == "net":
+        assert list(answer) == ["Err"], answer
+        return answer["Err"]
+    assert sorted(answer) == ["Err", "Error"] and answer["Err"] == answer["Error"], answer
+    return answer["Error"]
+
+
+@pytest.fixture
+def plugin(tmp_path) -> Iterator[Plugin]:
+    # Socket paths are limited to 107 bytes: keep them out of pytest's long tmp_path.
+    socket_dir = tempfile.mkdtemp(prefix="calico-proto-")
+    client = calico_lib.connect("sqlite:///" + str((tmp_path / "calico.db").resolve()))
+    for cidr in (POOL4, POOL6, SUBNET):
+        client.add_pool(IPPool(cidr))
+    docker, hooks = FakeDocker(), Recorder()
+    docker.names.update({NET: "net1", NET6: "net6"})
+    driver = Driver(client, HOST, docker, reconcile=hooks.reconcile,  # type: ignore[arg-type]
+                    create_veth=hooks.create_veth, delete_veth=hooks.delete_veth)
+    servers = serve(driver, os.path.join(socket_dir, "plugins"))
+    try:
+        yield Plugin(client, docker, hooks, os.path.join(socket_dir, "plugins"))
+    finally:
+        stoppers = [threading.Thread(target=server.shutdown) for server in servers]
+        for thread in stoppers:  # each waits up to serve_forever's 0.5 s poll: in parallel
+            thread.start()
+        for thread, server in zip(stoppers, servers, strict=True):
+            thread.join()
+            server.server_close()
+        client.close()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ bodies
+
+
+def request_pool(pool: str = "", v6: bool = False) -> dict[str, Any]:
+    return {"AddressSpace": "CalicoLocalAddressSpace", "Pool": pool, "SubPool": "",
+            "Options": {}, "V6": v6}
+
+
+def request_address(pool_id: str, address: str = "") -> dict[str, Any]:
+    return {"PoolID": pool_id, "Address": address, "Options": None}
+
+
+def create_network(network_id: str, ipv6: bool = False, generic: dict[str, str] | None = None,
+                   space: str = "CalicoLocalAddressSpace") -> dict[str, Any]:
+    v4 = [{"AddressSpace": space, "Gateway": "0.0.0.0/0", "Pool": "0.0.0.0/0"}]
+    v6 = [{"AddressSpace": space, "Gateway": "::/0", "Pool": "::/0"}] if ipv6 else []
+    return {"NetworkID": network_id,
+            "Options": {"com.docker.network.enable_ipv6": ipv6,
+                        "com.docker.network.generic": generic or {}},
+            "IPv4Data": v4, "IPv6Data": v6}
+
+
+def create_endpoint(network_id: str, endpoint_id: str, address: str, address6: str = "",
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"NetworkID": network_id, "EndpointID": endpoint_id,
+            "Interface": {"Address": address, "AddressIPv6": address6, "MacAddress": ""},
+            "Options": PORTS if options is None else options}
+
+
+def join(network_id: str, endpoint_id: str) -> dict[str, Any]:
+    return {"NetworkID": network_id, "EndpointID": endpoint_id,
+            "SandboxKey": "/var/run/docker/netns/562084fcd28c", "Options": PORTS}
+
+
+def ids(network_id: str, endpoint_id: str) -> dict[str, str]:
+    return {"NetworkID": network_id, "EndpointID": endpoint_id}
+
+
+# ------------------------------------------------------------------------------ handshake
+
+
+def test_activate_and_capabilities_on_both_sockets(plugin: Plugin) -> None:
+    assert post(plugin.socket("calico.sock"), "/Plugin.Activate") == (
+        200, {"Implements": ["NetworkDriver"]})
+    assert post(plugin.socket("calico-ipam.sock"), "/Plugin.Activate") == (
+        200, {"Implements": ["IpamDriver"]})
+    assert plugin.net("GetCapabilities") == (
+        200, {"Scope": "local", "ConnectivityScope": "global"})
+    assert plugin.ipam("GetCapabilities") == (200, {"RequiresMACAddress": False})
+    assert plugin.ipam("GetDefaultAddressSpaces") == (
+        200, {"LocalDefaultAddressSpace": "CalicoLocalAddressSpace",
+              "GlobalDefaultAddressSpace": "CalicoGlobalAddressSpace"})
+    # The Accept header is not filtered on: any value, or none, gets the same answer.
+    for accept in ("application/json", "text/plain", ""):
+        assert post(plugin.socket("calico.sock"), "/Plugin.Activate",
+                    headers={"Accept": accept})[0] == 200
+    # Each socket serves only its own calls.
+    status, answer = post(plugin.socket("calico.sock"), "/IpamDriver.GetCapabilities")
+    assert status == 404 and "unknown call" in error_message("net", answer)
+    status, answer = post(plugin.socket("calico-ipam.sock"), "/NetworkDriver.Join", {})
+    assert status == 404 and "unknown call" in error_message("ipam", answer)
+
+
+def test_answers_carry_docker_content_type(plugin: Plugin) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(plugin.socket("calico.sock"))
+    with sock:
+        sock.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: \r\nUser-Agent: "
+                     b"Go-http-client/1.1\r\nContent-Length: 0\r\nAccept: "
+                     + DOCKER_ACCEPT.encode() + b"\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 200")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    assert headers["content-type"] == DOCKER_ACCEPT
+
+
+def test_sockets_are_root_only(plugin: Plugin) -> None:
+    for name in ("calico.sock", "calico-ipam.sock"):
+        mode = os.stat(plugin.socket(name)).st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o600, f"{name}: {oct(stat.S_IMODE(mode))}"
+
+
+# ------------------------------------------------------------------------------ lifecycle
+
+
+def test_ipv4_lifecycle_with_replays(plugin: Plugin) -> None:
+    """docker network create / run / rm / network rm, every call sent twice."""
+    assert plugin.ok("ipam", "RequestPool", request_pool()) == {
+        "PoolID": "calico-v4", "Pool": "0.0.0.0/0",
+        "Data": {"com.docker.network.gateway": "0.0.0.0/0"}}
+    assert plugin.ok("net", "CreateNetwork", create_network(NET)) == {}
+    assert plugin.allocated() == 0  # a network holds no address (the gateway is link-local)
+
+    # RequestAddress is the one call not replayed here: Docker does not pass the endpoint
+    # to IPAM, so a second identical request is a second container asking.
+    answer = plugin.ok("ipam", "RequestAddress", request_address("calico-v4"), replay=False)
+    assert set(answer) == {"Address", "Data"}
+    address, prefix = answer["Address"].split("/")
+    assert prefix == "32" and netaddr.IPAddress(address) in netaddr.IPNetwork(POOL4)
+    assert plugin.pending() == [address]  # held by this host's pending handle until ...
+
+    assert plugin.ok("net", "CreateEndpoint",
+                     create_endpoint(NET, EP, answer["Address"])) == {"Interface": {}}
+    # ... CreateEndpoint hands it to the endpoint's own handle (its id).
+    assert plugin.pending() == []
+    assert plugin.client.ipam.handle_addresses(EP) == [address]
+    endpoint = plugin.client.get_endpoint(HOST, EP)
+    assert endpoint.interface == "cali" + EP[:11]
+    assert endpoint.ipv4_nets == [f"{address}/32"] and endpoint.ipv6_nets == []
+    assert endpoint.profiles == ["net1"]  # named after the network's name in Docker
+    assert endpoint.labels == {"docker-network": NET[:63]}
+    assert endpoint.mac == container_mac(EP)
+    profile = plugin.client.get_profile("net1")
+    assert profile.tags == ["net1"] and len(profile.inbound_rules) == 1
+    assert plugin.docker.lookups == [NET]  # looked up once, then remembered
+
+    plugin.hooks.calls.clear()
+    answer = plugin.ok("net", "Join", join(NET, EP))
+    assert answer == {
+        "InterfaceName": {"SrcName": "tmp" + EP[:11], "DstPrefix": "eth"},
+        "Gateway": "169.254.1.1",
+        "StaticRoutes": [{"Destination": "169.254.1.1/32", "RouteType": 1, "NextHop": ""}]}
+    # The veth exists and the dataplane is programmed before Join answers.
+    assert plugin.hooks.calls[:2] == [("create_veth", "cali" + EP[:11], "tmp" + EP[:11],
+                                       container_mac(EP)), ("reconcile",)]
+    assert plugin.ok("net", "ProgramExternalConnectivity",
+                     {**ids(NET, EP), "Options": PORTS}) == {}
+    assert plugin.ok("net", "EndpointOperInfo", ids(NET, EP)) == {"Value": {}}
+    assert plugin.ok("net", "DiscoverNew", {"DiscoveryType": 1, "DiscoveryData": {}}) == {}
+    assert plugin.ok("net", "DiscoverDelete", {"DiscoveryType": 1,
+                                               "DiscoveryData": {}}) == {}
+
+    # docker rm
+    plugin.hooks.calls.clear()
+    assert plugin.ok("net", "RevokeExternalConnectivity", ids(NET, EP)) == {}
+    assert plugin.ok("net", "Leave", ids(NET, EP)) == {}
+    assert ("delete_veth", "cali" + EP[:11]) in plugin.hooks.calls
+    assert plugin.ok("net", "DeleteEndpoint", ids(NET, EP)) == {}
+    assert plugin.client.list_endpoints(HOST) == []
+    assert plugin.ok("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
+                                                "Address": address}) == {}
+    assert plugin.allocated() == 0
+
+    # docker network rm: the gateway RequestPool named comes back although never requested.
+    assert plugin.ok("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
+                                                "Address": "0.0.0.0"}) == {}
+    assert plugin.ok("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
+                                                "Address": "0.0.0.0/0"}) == {}
+    assert plugin.ok("ipam", "ReleasePool", {"PoolID": "calico-v4"}) == {}
+    assert plugin.ok("net", "DeleteNetwork", {"NetworkID": NET}) == {}
+    assert plugin.allocated() == 0 and plugin.client.ipam.check() == []
+
+
+def test_ipv6_lifecycle(plugin: Plugin) -> None:
+    assert plugin.ok("ipam", "RequestPool", request_pool(v6=True)) == {
+        "PoolID": "calico-v6", "Pool": "::/0", "Data": {"com.docker.network.gateway": "::/0"}}
+    assert plugin.ok("net", "CreateNetwork", create_network(NET6, ipv6=True)) == {}
+    v4 = plugin.ok("ipam", "RequestAddress", request_address("calico-v4"), replay=False)
+    v6 = plugin.ok("ipam", "RequestAddress", request_address("calico-v6"), replay=False)
+    address6, prefix = v6["Address"].split("/")
+    assert prefix == "128" and netaddr.IPAddress(address6) in netaddr.IPNetwork(POOL6)
+    assert sorted(plugin.pending()) == sorted([v4["Address"][:-3], address6])
+    plugin.ok("net", "CreateEndpoint",
+              create_endpoint(NET6, EP6, v4["Address"], v6["Address"], NO_PORTS))
+    assert plugin.pending() == []
+    assert sorted(plugin.client.ipam.handle_addresses(EP6)) == sorted(
+        [v4["Address"][:-3], address6])
+    assert plugin.client.get_endpoint(HOST, EP6).ipv6_nets == [f"{address6}/128"]
+    answer = plugin.ok("net", "Join", join(NET6, EP6))
+    assert answer["GatewayIPv6"] == GATEWAY_V6 == "fe80::ecee:eeff:feee:eeee"
+    assert answer["Gateway"] == "169.254.1.1"
+    plugin.ok("net", "Leave", ids(NET6, EP6))
+    plugin.ok("net", "DeleteEndpoint", ids(NET6, EP6))
+    for pool_id, address in (("calico-v4", v4["Address"][:-3]), ("calico-v6", address6),
+                             ("calico-v4", "0.0.0.0"), ("calico-v6", "::")):
+        plugin.ok("ipam", "ReleaseAddress", {"PoolID": pool_id, "Address": address})
+    plugin.ok("ipam", "ReleasePool", {"PoolID": "calico-v6"})
+    plugin.ok("net", "DeleteNetwork", {"NetworkID": NET6})
+    assert plugin.allocated() == 0
+
+
+def test_release_of_unallocated_addresses_is_quiet(plugin: Plugin) -> None:
+    for address in ("10.65.3.3", "fd00:65::99", "169.254.1.1", "::/0", "192.0.2.1"):
+        assert plugin.ipam("ReleaseAddress", {"PoolID": "calico-v4",
+                                              "Address": address}) == (200, {}), address
+    assert plugin.client.ipam.check() == []
+
+
+def test_create_network_accepts_every_option_docker_sends(plugin: Plugin) -> None:
+    body = create_network(NET)
+    body["Options"].update({"com.docker.network.enable_ipv4": True,
+                            "com.docker.network.internal": False})
+    assert plugin.ok("net", "CreateNetwork", body) == {}
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_fixed_address_twice_is_refused_clearly(plugin: Plugin) -> None:
+    """--subnet POOL then docker run --ip: exactly that address, once."""
+    assert plugin.ok("ipam", "RequestPool", request_pool(SUBNET)) == {
+        "PoolID": f"calico-v4:{SUBNET}", "Pool": SUBNET,
+        "Data": {"com.docker.network.gateway": "0.0.0.0/0"}}
+    assert plugin.ipam("RequestAddress", request_address(f"calico-v4:{SUBNET}",
+                                                         "10.66.0.77")) == (
+        200, {"Address": "10.66.0.77/32", "Data": {}})
+    message = plugin.error("ipam", "RequestAddress",
+                           request_address(f"calico-v4:{SUBNET}", "10.66.0.77"))
+    assert "10.66.0.77" in message and "already assigned" in message
+    # still refused once it belongs to its endpoint
+    plugin.ok("net", "CreateEndpoint", create_endpoint(NET, EP, "10.66.0.77/32"))
+    message = plugin.error("ipam", "RequestAddress",
+                           request_address(f"calico-v4:{SUBNET}", "10.66.0.77"))
+    assert "10.66.0.77" in message and "already assigned" in message
+    assert plugin.client.ipam.handle_addresses(EP) == ["10.66.0.77"]
+    # auto-assignment on a --subnet network stays inside that pool
+    status, answer = plugin.ipam("RequestAddress", request_address(f"calico-v4:{SUBNET}"))
+    assert status == 200
+    assert netaddr.IPAddress(answer["Address"][:-3]) in netaddr.IPNetwork(SUBNET)
+    assert plugin.client.ipam.check() == []
+
+
+def test_unknown_subnet_lists_the_pools(plugin: Plugin) -> None:
+    message = plugin.error("ipam", "RequestPool", request_pool("10.99.0.0/24"))
+    assert "10.99.0.0/24" in message
+    assert POOL4 in message and SUBNET in message
+    message = plugin.error("ipam", "RequestPool", request_pool("fd00:99::/64", v6=True))
+    assert "fd00:99::/64" in message and POOL6 in message
+    assert "CIDR" in plugin.error("ipam", "RequestPool", request_pool("not-a-cidr"))
+    assert "--ip-range" in plugin.error("ipam", "RequestPool",
+                                        {**request_pool(POOL4), "SubPool": "10.65.1.0/24"})
+
+
+def test_unknown_generic_options_are_named(plugin: Plugin) -> None:
+    message = plugin.error("net", "CreateNetwork",
+                           create_network(NET, generic={"foo": "bar", "mtu": "1400"}))
+    assert "foo" in message and "mtu" in message
+    body = create_network(NET)
+    body["Options"]["com.example.unknown"] = "x"
+    assert "com.example.unknown" in plugin.error("net", "CreateNetwork", body)
+    assert plugin.client.store.get(keys.docker_network(NET)) is None  # nothing recorded
+    assert plugin.ok("net", "CreateNetwork", create_network(NET)) == {}
+
+
+def test_default_ipam_is_refused_naming_calico_ipam(plugin: Plugin) -> None:
+    # docker network create -d calico NAME (no --ipam-driver): Docker's own IPAM answered.
+    body = {"NetworkID": NET,
+            "Options": {"com.docker.network.enable_ipv6": False,
+                        "com.docker.network.generic": {}},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Gateway": "172.17.0.1/16",
+                          "Pool": "172.17.0.0/16"}], "IPv6Data": []}
+    assert "--ipam-driver calico-ipam" in plugin.error("net", "CreateNetwork", body)
+    # and an endpoint without an address from it is refused the same way
+    message = plugin.error("net", "CreateEndpoint", create_endpoint(NET, EP, ""))
+    assert "calico-ipam" in message
+
+
+def test_foreign_pool_id_and_unknown_endpoint(plugin: Plugin) -> None:
+    assert "calico-ipam" in plugin.error("ipam", "RequestAddress",
+                                         request_address("LocalDefault/172.17.0.0/16"))
+    assert "CreateEndpoint" in plugin.error("net", "Join", join(NET, EP))
+    del plugin.docker.names[NET]  # Docker cannot name the network
+    message = plugin.error("net", "CreateEndpoint", create_endpoint(NET, EP, "10.65.9.9/32"))
+    assert NET[:12] in message
+
+
+# ------------------------------------------------------------------------------ bad requests
+
+
+@pytest.mark.parametrize(("kind", "method", "body"), [
+    ("net", "CreateNetwork", {}),
+    ("net", "CreateEndpoint", {"NetworkID": NET}),
+    ("net", "Join", {"NetworkID": NET}),
+    ("net", "Leave", {}),
+    ("net", "DeleteEndpoint", {"NetworkID": NET, "EndpointID": ""}),
+    ("net", "DeleteNetwork", {"NetworkID": 5}),
+    ("ipam", "RequestAddress", {"Address": ""}),
+    ("ipam", "ReleaseAddress", {"PoolID": "calico-v4"}),
+])
+def test_missing_fields_are_named(plugin: Plugin, kind: str, method: str,
+                                  body: dict[str, Any]) -> None:
+    message = plugin.error(kind, method, body)
+    assert "missing" in message
+    assert plugin.alive()
+
+
+def test_malformed_requests_get_error_answers(plugin: Plugin) -> None:
+    sock = plugin.socket("calico.sock")
+    ipam = plugin.socket("calico-ipam.sock")
+    cases = [
+        (sock, "/NetworkDriver.CreateNetwork", b"{not json", 400),
+        (ipam, "/IpamDriver.RequestPool", b"[1, 2, 3]", 400),
+        (ipam, "/IpamDriver.RequestAddress", b'"a string"', 400),
+        (sock, "/NetworkDriver.Join", b"\xff\xfe\x00", 400),
+        (sock, "/NetworkDriver.Nope", b"{}", 404),
+        (ipam, "/Plugin.Nope", b"{}", 404),
+        # wrong types where objects are expected: an error answer, not a crash
+        (sock, "/NetworkDriver.CreateNetwork", b'{"NetworkID": "n", "Options": 5}', 500),
+        (sock, "/NetworkDriver.CreateEndpoint",
+         b'{"NetworkID": "n", "EndpointID": "e", "Interface": "x"}', 500),
+        (ipam, "/IpamDriver.RequestAddress", b'{"PoolID": "calico-v4", "Options": ["x"]}',
+         500),
+    ]
+    for path, call, raw, expected in cases:
+        status, answer = post(path, call, raw=raw)
+        assert status == expected, (call, raw, status, answer)
+        assert error_message("net" if path == sock else "ipam", answer), (call, answer)
+        assert plugin.alive()
+    # oversized, negative and nonsense Content-Length
+    for path, kind in ((sock, "net"), (ipam, "ipam")):
+        for length in (str(MAX_BODY + 1), str(10**12), "-5", "many"):
+            status, answer = post(path, "/Plugin.Activate", raw=b"{}",
+                                  headers={"Content-Length": length})
+            assert status == 400 and error_message(kind, answer), (length, answer)
+            assert plugin.alive()
+    assert plugin.client.store.list(keys.DOCKER_NETWORKS) == []
+
+
+def test_a_client_that_hangs_up_does_not_stop_the_server(plugin: Plugin) -> None:
+    for data in (b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+                 b"GARBAGE\r\n\r\n", b""):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(plugin.socket("calico.sock"))
+        sock.sendall(data)
+        sock.close()
+    assert plugin.alive()
+
+
+def test_get_and_keepalive(plugin: Plugin) -> None:
+    """Several calls on one connection (Go's client keeps it alive), then a GET."""
+    import http.client
+
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(plugin.socket("calico-ipam.sock"))
+    try:
+        for _ in range(3):
+            conn.request("POST", "/IpamDriver.GetCapabilities", body=b"",
+                         headers={"Accept": DOCKER_ACCEPT})
+            reply = conn.getresponse()
+            assert reply.status == 200 and reply.read() == b'{"RequiresMACAddress": false}'
+        conn.request("GET", "/Plugin.Activate")
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status >= 400
+    finally:
+        conn.close()
+    assert plugin.alive()
+
+
+# ------------------------------------------------------------------------------ concurrency
+
+
+def test_concurrent_request_address_gives_unique_addresses(plugin: Plugin) -> None:
+    def ask(_: int) -> tuple[int, Any]:
+        return plugin.ipam("RequestAddress", request_address("calico-v4"))
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(ask, range(50)))
+    assert all(status == 200 for status, _ in answers), answers
+    addresses = [answer["Address"] for _, answer in answers]
+    assert len(set(addresses)) == 50
+    assert sorted(plugin.pending()) == sorted(a[:-3] for a in addresses)
+    assert plugin.client.ipam.check() == []
+
+
+def test_concurrent_endpoint_lifecycles(plugin: Plugin) -> None:
+    """20 containers created and removed at once: every address ends up free again."""
+    def lifecycle(n: int) -> str:
+        endpoint_id = f"{n:064x}"
+        status, answer = plugin.ipam("RequestAddress", request_address("calico-v4"))
+        assert status == 200, answer
+        address = answer["Address"]
+        for kind, method, body in (
+                ("net", "CreateEndpoint", create_endpoint(NET, endpoint_id, address)),
+                ("net", "Join", join(NET, endpoint_id)),
+                ("net", "Leave", ids(NET, endpoint_id)),
+                ("net", "DeleteEndpoint", ids(NET, endpoint_id)),
+                ("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
+                                            "Address": address[:-3]})):
+            status, answer = getattr(plugin, kind)(method, body)
+            assert status == 200, (method, answer)
+        return address
+
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        addresses = list(pool.map(lifecycle, range(1, 21)))
+    assert len(addresses) == 20
+    assert plugin.allocated() == 0
+    assert plugin.client.ipam.check() == []
+    assert plugin.client.list_endpoints(HOST) == []

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.calico.docker.plugins.modules import bgp_peer, node
+from tests.unit_modules.helpers import client, failed, ok
+
+TOR = "10.0.0.254"
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"address": "nowhere", "as_number": 65000}, "address"),
+    ({"address": TOR, "as_number": 0}, "as_number"),
+    ({"address": TOR}, "as_number"),  # required with state=present
+    ({"address": TOR, "as_number": 65000, "node": "bad node!"}, "node"),
+    ({"address": TOR, "as_number": 65000, "password": "has space"}, "password"),
+    ({"address": TOR, "as_number": 65000, "node": "ghost"}, "node ghost"),
+])
+def test_bad_arguments_name_the_field(url, args, field) -> None:
+    msg = failed(bgp_peer, dict(args, datastore=url))
+    assert field in msg
+    with client(url) as c:
+        assert c.list_bgp_peers() == []
+
+
+def test_global_peer_create_then_no_change(url) -> None:
+    args = {"address": TOR, "as_number": 65000, "datastore": url}
+    first = ok(bgp_peer, args)
+    assert first["changed"] is True
+    assert first["diff"] == {"before": {}, "after": {"address": TOR, "as_number": 65000,
+                                                     "node": None, "password": None}}
+    assert ok(bgp_peer, args)["changed"] is False
+    with client(url) as c:
+        assert [p.address for p in c.list_bgp_peers()] == [TOR]
+
+
+def test_change_is_one_replace_and_password_is_never_shown(url) -> None:
+    ok(bgp_peer, {"address": TOR, "as_number": 65000, "password": "s3cret-one",
+                  "datastore": url})
+    out = ok(bgp_peer, {"address": TOR, "as_number": 65001, "password": "s3cret-two",
+                        "datastore": url})
+    assert out["changed"] is True
+    assert "s3cret" not in repr(out)
+    assert out["diff"]["before"]["password"] == "********"
+    assert out["diff"]["after"]["password"].startswith("********")
+    assert out["diff"]["after"]["as_number"] == 65001
+    with client(url) as c:
+        (peer,) = c.list_bgp_peers()
+        assert (peer.as_number, peer.password) == (65001, "s3cret-two")
+    assert ok(bgp_peer, {"address": TOR, "as_number": 65001, "password": "s3cret-two",
+                         "datastore": url})["changed"] is False
+
+
+def test_node_peer_is_separate_from_the_global_one(url) -> None:
+    ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url})
+    ok(bgp_peer, {"address": TOR, "as_number": 65000, "datastore": url})
+    out = ok(bgp_peer, {"address": TOR, "as_number": 65002, "node": "host-1",
+                        "datastore": url})
+    assert out["changed"] is True and out["peer"]["node"] == "host-1"
+    ok(bgp_peer, {"address": TOR, "state": "absent", "datastore": url})
+    with client(url) as c:
+        assert [(p.address, p.node) for p in c.list_bgp_peers()] == [(TOR, "host-1")]
+
+
+def test_check_mode_reports_and_writes_nothing(url) -> None:
+    out = ok(bgp_peer, {"address": "fd00::fe", "as_number": 65000, "datastore": url},
+             check=True)
+    assert out["changed"] is True and out["diff"]["after"]["address"] == "fd00::fe"
+    with client(url) as c:
+        assert c.list_bgp_peers() == []
+    ok(bgp_peer, {"address": "fd00::fe", "as_number": 65000, "datastore": url})
+    assert ok(bgp_peer, {"address": "fd00::fe", "as_number": 1, "datastore": url},
+              check=True)["changed"] is True
+    assert ok(bgp_peer, {"address": "fd00::fe", "state": "absent", "datastore": url},
+              check=True)["changed"] is True
+    with client(url) as c:
+        assert [p.as_number for p in c.list_bgp_peers()] == [65000]
+
+
+def test_absent(url) -> None:
+    ok(bgp_peer, {"address": TOR, "as_number": 65000, "datastore": url})
+    out = ok(bgp_peer, {"address": TOR, "state": "absent", "datastore": url})
+    assert out["changed"] is True and out["diff"]["after"] == {}
+    assert ok(bgp_peer, {"address": TOR, "state": "absent", "datastore": url})["changed"] is False
+    with client(url) as c:
+        assert c.list_bgp_peers() == []

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from ansible_collections.calico.docker.plugins.modules import info
+from calico_lib import BGPPeer, Endpoint, IPPool, Node, Profile, keys
+from calico_lib.snapshot import load_snapshot
+from tests.unit_modules.helpers import client, failed, ok
+
+
+def revision(url: str) -> int:
+    with client(url) as c:
+        return load_snapshot(c.store, "host-1").revision
+
+
+def test_facts(url, tmp_path) -> None:
+    with client(url) as c:
+        c.add_pool(IPPool("10.65.0.0/16", nat_outgoing=True))
+        c.add_profile("web")
+        c.add_node(Node("host-1", ipv4="10.0.0.1"))
+        c.add_bgp_peer(BGPPeer("10.0.0.254", 65000, password="tor-secret"))
+        c.add_endpoint(Endpoint("e1", "host-1", "cali0000000e1", ipv4_nets=["10.65.0.1"],
+                                profiles=["web"]), assign_addresses=True)
+        c.add_endpoint(Endpoint("e2", "host-2", "cali0000000e2", profiles=["web"]))
+    before = revision(url)
+    out = ok(info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
+                    "datastore": url})
+    assert out["changed"] is False
+    assert out["hostname"] == "host-1"
+    assert [p["cidr"] for p in out["pools"]] == ["10.65.0.0/16"]
+    assert [p["name"] for p in out["profiles"]] == ["web"]
+    assert [n["name"] for n in out["nodes"]] == ["host-1"]
+    assert out["bgp_peers"] == [{"address": "10.0.0.254", "as_number": 65000, "node": None,
+                                 "password": "********"}]
+    assert "tor-secret" not in repr(out)
+    assert out["bgp_config"] == {"as_number": 64512, "node_to_node_mesh": True}
+    assert [e["id"] for e in out["endpoints"]] == ["e1"]  # this host's only
+    assert out["ipam_ok"] is True and out["ipam_problems"] == []
+    assert out["bgp_sessions"] == []
+    assert len(out["notes"]) == 1 and "does not exist" in out["notes"][0]
+    assert revision(url) == before  # nothing written
+
+
+def test_ipam_problems_are_reported(url, tmp_path) -> None:
+    with client(url) as c:
+        c.add_pool(IPPool("10.65.0.0/16"))
+        c.ipam.auto_assign("host-1", "h1", num_ipv4=1)
+        c.store.delete(keys.pool("10.65.0.0/16"))  # a block is left outside every pool
+    out = ok(info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
+                    "datastore": url}, check=True)
+    assert out["ipam_ok"] is False
+    assert "outside-pool" in {p["kind"] for p in out["ipam_problems"]}
+
+
+def test_bad_arguments(url) -> None:
+    assert failed(info, {"hostname": "no such host!", "datastore": url}).startswith("hostname:")
+    assert "datastore" in failed(info, {"datastore": "sqlite:///"})
+
+
+def test_profile_rules_are_returned_as_stored(url) -> None:
+    with client(url) as c:
+        c.add_profile(Profile("bare"))
+    out = ok(info, {"hostname": "host-1", "datastore": url})
+    assert out["profiles"][0]["inbound_rules"] == []

@@ -1,0 +1,90 @@
+"""The glue: datastore resolution like the CLI, and one clear message without calico_lib."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from ansible_collections.calico.docker.plugins.module_utils import calico
+from ansible_collections.calico.docker.plugins.modules import ip_pool
+from tests.unit_modules.helpers import client, ok
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Runs a module with calico_lib unimportable and the real exit_json/fail_json.
+NO_LIB = """
+import json, sys
+sys.modules["calico_lib"] = None
+module, args = sys.argv[1], json.loads(sys.argv[2])
+import importlib
+main = importlib.import_module("ansible_collections.calico.docker.plugins.modules." + module).main
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # older ansible-core
+    from ansible.module_utils import basic
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
+    main()
+else:
+    with patch_module_args(args):
+        main()
+"""
+
+
+def run_without_lib(module: str, args: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run([sys.executable, "-c", NO_LIB, module, json.dumps(args)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+                          check=False)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def test_missing_calico_lib_fails_with_one_clear_message() -> None:
+    for module, args in (("ip_pool", {"cidr": "10.65.0.0/16"}), ("profile", {"name": "x"}),
+                         ("node", {"name": "x"}), ("bgp_peer", {"address": "10.0.0.1",
+                                                                "as_number": 1}),
+                         ("bgp_config", {}), ("dataplane", {}), ("bird_config", {}),
+                         ("info", {})):
+        out = run_without_lib(module, args)
+        assert out["failed"] is True
+        assert out["msg"] == calico.MISSING_CALICO_LIB
+    assert "calico.docker.node role" in calico.MISSING_CALICO_LIB
+    assert "/opt/calico/venv/bin/python" in calico.MISSING_CALICO_LIB
+
+
+def test_docker_network_needs_no_calico_lib(tmp_path) -> None:
+    out = run_without_lib("docker_network", {"name": "x",
+                                             "docker_host": f"unix://{tmp_path}/none.sock"})
+    assert out["msg"].startswith("cannot reach Docker")
+
+
+def test_datastore_from_the_environment(url, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CALICO_DATASTORE", url)
+    assert ok(ip_pool, {"cidr": "10.65.0.0/16"})["changed"] is True
+    with client(url) as c:
+        assert [p.cidr for p in c.list_pools()] == ["10.65.0.0/16"]
+
+
+def test_datastore_option_beats_the_environment(url, tmp_path, monkeypatch) -> None:
+    other = "sqlite:///" + str(tmp_path / "other.db")
+    monkeypatch.setenv("CALICO_DATASTORE", other)
+    ok(ip_pool, {"cidr": "10.65.0.0/16", "datastore": url})
+    with client(other) as c:
+        assert c.list_pools() == []
+    with client(url) as c:
+        assert len(c.list_pools()) == 1
+
+
+def test_hostname_resolution_is_the_agents(monkeypatch) -> None:
+    from calico_lib.agent import resolve_hostname as agents
+
+    for env in (None, "from-env"):
+        if env is None:
+            monkeypatch.delenv("CALICO_HOSTNAME", raising=False)
+        else:
+            monkeypatch.setenv("CALICO_HOSTNAME", env)
+        for given in (None, "given-host"):
+            assert calico.resolve_hostname(given) == agents(given)
