@@ -548,7 +548,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(config, "set", ipam_config_set, "change IPAM settings")
     p.add_argument("--strict-affinity", type=_bool_arg, required=True, metavar="true|false")
     command(config, "show", ipam_config_show, "show IPAM settings")
+
+    # lab (no datastore: containers on this machine's Docker)
+    lab = group(groups, "lab", "a local multi-host lab: node containers calico-lab-1..N "
+                "on the Docker network calico-lab-fabric (needs root)")
+    p = lab.add_parser("up", help="build the node image (cached), start the nodes and "
+                       "deploy with playbooks/site.yml", description="build the node image "
+                       "(cached), start the nodes and deploy with playbooks/site.yml")
+    p.set_defaults(handler=lab_command)
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="node count (default 3)")
+    p.add_argument("--ipv6", action="store_true", help="IPv6 on the fabric and the networks")
+    p.add_argument("--skip-deploy", action="store_true", help="start the nodes only")
+    for name, text in (("down", "remove the lab's containers, volumes, network and state"),
+                       ("image", "build the node image if needed and print its tag")):
+        lab.add_parser(name, help=text, description=text).set_defaults(handler=lab_command)
     return parser
+
+
+def lab_command(c: Client | None, a: argparse.Namespace) -> int:
+    from . import lab  # docker and ansible helpers: loaded only for lab commands
+
+    return lab.cli(a)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -556,8 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.output = getattr(args, "output", "table")
     try:
-        if args.handler is node_status:  # reads BIRD, not the datastore
-            code = node_status(None, args)
+        if args.handler in (node_status, lab_command):  # BIRD or Docker, not the datastore
+            code = args.handler(None, args)
         else:
             with connect(getattr(args, "datastore", None)) as client:
                 code = args.handler(client, args)

@@ -1,16 +1,19 @@
 """A real dockerd in a network namespace, with calico-docker-plugin serving it (issue 5).
 
-    with DockerLab() as lab:                       # netns + dockerd + image + plugin
-        lab.docker("network", "create", "-d", "calico", "--ipam-driver", "calico-ipam", "n1")
-        lab.run("a", "n1")                         # docker run -d --net n1 busybox sleep
-        lab.address("a", "n1")
-        lab.exec("a", "ping", "-c", "1", "10.65.0.2")
+    with DockerLab() as lab:                # netns + dockerd + image + plugin
+        lab.network("net1")                 # docker network create -d calico
+                                            #   --ipam-driver calico-ipam net1
+        lab.run("web1", "net1")             # docker run -d --name web1 --net net1 ... sleep
+        lab.run("web2", "net1")
+        assert lab.ping("web1", lab.address("web2", "net1"))
+        with lab.client() as client: ...    # calico_lib.Client on the lab's datastore
 
 What it sets up (every name starts with ``caldock-`` and a random tag):
   * a network namespace (the "host") with lo up and an uplink veth carrying 198.18.0.2/24 and
     2001:db8:fe::2/64 and default routes (proxy ARP answers for 169.254.1.1 only when the
     host has a route to it);
-  * a fresh SQLite datastore in the lab's temporary directory, with the lab's pools;
+  * a fresh SQLite datastore in the lab's temporary directory, with the lab's pools
+    (default 10.65.0.0/16 and fd00:65::/64);
   * dockerd 20.10 run with ``nsenter --net`` inside the namespace (``ip netns exec`` would
     remount /sys and hide the cgroups), with its own --data-root, --exec-root, socket and pid
     file, no bridge and no iptables;
@@ -71,22 +74,6 @@ class CommandFailed(AssertionError):
 # ----------------------------------------------------------------------- unix-socket HTTP
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def docker_body(body: Any) -> bytes:
     """A request body as Docker's plugin client encodes it (Go's json.Encoder: compact, a
     trailing newline; no body at all for calls without arguments)."""
@@ -110,16 +97,19 @@ def post(socket_path: str, path: str, body: Any = None, *, raw: bytes | None = N
     sent = {"Host": "", "User-Agent": "Go-http-client/1.1", "Content-Length": str(len(data)),
             "Accept": DOCKER_ACCEPT}
     sent.update(headers or {})
-    conn = _UnixConnection(socket_path, timeout)
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in sent.items())
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
     try:
-        conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
-        for name, value in sent.items():
-            conn.putheader(name, value)
-        conn.endheaders(data)
-        reply = conn.getresponse()
+        sock.connect(socket_path)
+        # one write, as Go's client does for a small request: a server that answers
+        # before reading the body (a refused Content-Length) cannot make it fail half-way
+        sock.sendall(head.encode("latin-1") + b"\r\n" + data)
+        reply = http.client.HTTPResponse(sock, method="POST")
+        reply.begin()
         text = reply.read().decode(errors="replace")
     finally:
-        conn.close()
+        sock.close()
     try:
         return reply.status, json.loads(text)
     except ValueError:
@@ -313,7 +303,7 @@ class DockerLab:
             for cidr in self.pools:
                 client.add_pool(calico_lib.IPPool(cidr))
 
-    def client(self) -> Any:
+    def client(self) -> calico_lib.Client:
         """A calico_lib Client on the lab's datastore (close it, or use it with ``with``)."""
         return calico_lib.connect(self.datastore_url)
 
@@ -346,6 +336,9 @@ class DockerLab:
         """Start calico-docker-plugin in the namespace; returns once both sockets answer."""
         if self.plugin is not None and self.plugin.poll() is None:
             raise CommandFailed("the plugin is already running")
+        if any(self._activates(name) for name in PLUGIN_SOCKETS):  # stale files are fine
+            raise CommandFailed(f"another calico plugin is serving in {self.socket_dir} "
+                                "(another test run?): not taking its sockets over")
         self._plugin_started += 1
         log = open(os.path.join(self.workdir, "plugin.log"), "ab")
         try:

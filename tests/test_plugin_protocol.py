@@ -17,6 +17,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -493,14 +494,18 @@ def test_malformed_requests_get_error_answers(plugin: Plugin) -> None:
     assert plugin.client.store.list(keys.DOCKER_NETWORKS) == []
 
 
-def test_a_client_that_hangs_up_does_not_stop_the_server(plugin: Plugin) -> None:
+def test_a_client_that_hangs_up_does_not_stop_the_server(plugin: Plugin, capsys) -> None:
     for data in (b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
-                 b"GARBAGE\r\n\r\n", b""):
+                 b"POST /Plugin.Activate HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n",
+                 b"GARBAGE\r\n\r\n", b"", b"POST /x HTTP/1.1\r\n"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(plugin.socket("calico.sock"))
         sock.sendall(data)
         sock.close()
     assert plugin.alive()
+    time.sleep(0.2)  # let the handlers of the hung-up calls finish
+    assert plugin.alive()
+    assert "Traceback" not in capsys.readouterr().err  # a hang-up is no error to report
 
 
 def test_get_and_keepalive(plugin: Plugin) -> None:

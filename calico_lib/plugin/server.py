@@ -67,6 +67,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     handlers: dict[str, Handler]
     error_field: str
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # the caller hung up
+            log.debug("a caller went away before its answer: %s", sys.exc_info()[1])
+        else:  # socketserver's default prints a bare traceback to stderr
+            log.exception("serving a call failed")
+
 
 class _Request(BaseHTTPRequestHandler):
     server: _Server

@@ -1,0 +1,1 @@
+"""Assets of the playbook tests (tests/test_playbooks.py) and bench/ansible.py."""
