@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -96,52 +97,64 @@ class Report:
 class Dataplane:
     """Applies snapshots to this host's kernel and remembers what it last applied.
 
-    ``apply(snapshot, verify=False)`` skips reading iptables and ipsets when the rendered
-    state is exactly what this process applied last time (the common "something elsewhere
-    changed" event costs a render and a netlink route check, no iptables-save);
-    ``verify=True`` always reads the kernel and repairs any difference (the agent's first
-    reconcile and its periodic resync).
+    ``apply(snapshot, verify=True)`` reads iptables and ipsets and repairs any difference.
+    ``verify=False`` trusts the memory of the last apply instead of reading the kernel:
+    an unchanged snapshot costs a netlink route check, and a changed one writes only the
+    tables and sets whose render changed, without reading anything. ``reconcile`` only
+    lets a caller trust its memory when no other writer touched the dataplane since.
     """
 
     def __init__(self, bird_config: str | None = None,
                  bird_socket: str = DEFAULT_SOCKET) -> None:
         self.bird_config = bird_config
         self.bird_socket = bird_socket
-        self._last: tuple[object, ...] | None = None
-        self._last_input: Snapshot | None = None
+        #: the stamp this dataplane wrote after its last apply (see ``reconcile``)
+        self.stamp: str | None = None
+        self._input: Snapshot | None = None
+        self._tables: dict[tuple[int, str], iptables.KernelTable] = {}
+        self._sets: dict[str, ipsets.KernelSet] | None = None
+
+    def forget(self) -> None:
+        self._input, self._tables, self._sets = None, {}, None
 
     def apply(self, snapshot: Snapshot, check_mode: bool = False,
               verify: bool = True) -> Report:
         """Make the kernel match ``snapshot`` (in check mode, only say what would change)."""
         start = time.perf_counter()
+        trust = not verify and not check_mode and self._sets is not None
         routes = desired_routes(snapshot)
-        same_input = replace(snapshot, revision=0) == self._last_input
-        if not verify and not check_mode and same_input:
+        if trust and replace(snapshot, revision=0) == self._input:
             return self._routes_only(snapshot, routes, start)
         policy = render_policy(snapshot)
-        bird_text = render_bird(snapshot) if self.bird_config is not None else None
-        rendered = (policy, routes, bird_text)
-        if not verify and not check_mode and rendered == self._last:
-            self._last_input = replace(snapshot, revision=0)
-            return self._routes_only(snapshot, routes, start)
-        self._last = self._last_input = None  # until this apply has fully succeeded
-        set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
-        report = Report(snapshot.revision, set_plan, check_mode=check_mode)
+        known_sets = self._sets if trust else None
+        known_tables = self._tables if trust else {}
+        if not check_mode:
+            self.forget()  # until this apply has fully succeeded
+        set_plan = ipsets.plan_sets(policy.ipsets,
+                                    known_sets if known_sets is not None
+                                    else ipsets.read_sets())
+        report = Report(snapshot.revision, set_plan, check_mode=check_mode, verified=not trust)
         if not check_mode:
             ipsets.apply_before(set_plan)
+        tables = {}
         for table in policy.tables:
-            plan = iptables.plan_table(table, iptables.read_table(table.version, table.name))
+            key = (table.version, table.name)
+            known = known_tables.get(key)
+            kernel = known if known is not None else iptables.read_table(*key)
+            plan = iptables.plan_table(table, kernel)
             if not check_mode:
                 iptables.apply_plan(plan)
             report.tables.append(plan)
+            tables[key] = iptables.as_kernel(table)
         if not check_mode:
             ipsets.apply_after(set_plan)
             report.routes = apply_routes(routes)
         if self.bird_config is not None:
-            report.bird = apply_bird(bird_text, self.bird_config, self.bird_socket,
-                                     check_mode)
+            report.bird = apply_bird(render_bird(snapshot), self.bird_config,
+                                     self.bird_socket, check_mode)
         if not check_mode:
-            self._last, self._last_input = rendered, replace(snapshot, revision=0)
+            self._input, self._tables = replace(snapshot, revision=0), tables
+            self._sets = ipsets.as_kernel(policy.ipsets)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -166,10 +179,32 @@ def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FIL
               verify: bool = True) -> Report:
     """Read the datastore once and bring this host's dataplane in line with it.
 
-    Long-running callers pass their ``dataplane`` (and ``verify=False`` when a datastore
-    change, not a resync, triggered the call) so unchanged renders skip the kernel reads.
+    Long-running callers (the agent, the plugin) pass their ``dataplane`` and
+    ``verify=False`` when a datastore change, not a resync, triggered the call. Its memory
+    is trusted only while the stamp file beside the lock still holds the stamp it wrote
+    after its last apply: any other writer in between makes it read the kernel again.
     """
     dataplane = dataplane or Dataplane(bird_config, bird_socket)
+    stamp_file = lock_file + ".stamp"
     with host_lock(lock_file):
-        return dataplane.apply(load_snapshot(store, hostname), check_mode=check_mode,
-                               verify=verify)
+        trusted = not verify and dataplane.stamp is not None \
+            and _read_stamp(stamp_file) == dataplane.stamp
+        report = dataplane.apply(load_snapshot(store, hostname), check_mode=check_mode,
+                                 verify=not trusted)
+        if not check_mode and (report.changed or not trusted):
+            dataplane.stamp = uuid.uuid4().hex
+            _write_stamp(stamp_file, dataplane.stamp)
+        return report
+
+
+def _read_stamp(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _write_stamp(path: str, stamp: str) -> None:
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(stamp)

@@ -45,6 +45,12 @@ def parse_save(text: str) -> dict[str, KernelSet]:
             for name, (kind, family) in headers.items()}
 
 
+def as_kernel(sets: dict[str, IpSet]) -> dict[str, KernelSet]:
+    """What the kernel holds once ``sets`` have been applied."""
+    return {name: KernelSet(name, s.kind, s.family, frozenset(_norm(m) for m in s.members))
+            for name, s in sets.items()}
+
+
 def read_sets() -> dict[str, KernelSet]:
     return parse_save(run(["ipset", "save"]))
 

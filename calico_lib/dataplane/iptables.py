@@ -63,6 +63,14 @@ def parse_save(text: str) -> KernelTable:
     return kernel
 
 
+def as_kernel(table: Table) -> KernelTable:
+    """What the kernel holds once ``table`` has been applied."""
+    return KernelTable(
+        chains={c: [rule_hash(s) for s in specs] for c, specs in table.chains.items()},
+        hooks={builtin: [(1, target, rule_hash(hook_spec(target)))]
+               for builtin, target in table.hooks})
+
+
 def read_table(version: int, table: str) -> KernelTable:
     return parse_save(run([SAVE[version], "-t", table]))
 

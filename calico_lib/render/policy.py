@@ -197,8 +197,6 @@ def _endpoint_chains(ep: Endpoint, version: int,
     known = [p for p in ep.profiles if p in profiles]
     out_chain, in_chain = names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)
     chains: dict[str, list[str]] = {}
-    if not addresses:  # no address of this IP version: nothing may pass either way
-        return {out_chain: ["-j DROP"], in_chain: ["-j DROP"]}
 
     from_rules = [CLEAR_MARK]
     if ep.mac:
@@ -248,13 +246,15 @@ def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
     to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
     chains[names.WL_TO_HOST] = to_host
 
-    local = [e for e in snapshot.local_endpoints if e.state == "active"]
+    # Endpoints without an address of this IP version get no chains here: the dispatch
+    # chains' final DROP covers their interfaces.
+    local = [e for e in snapshot.local_endpoints if e.state == "active"
+             and (e.ipv4_nets if version == 4 else e.ipv6_nets)]
     chains[names.FROM_DISPATCH] = [f"-i {e.interface} -g {names.from_endpoint(e.interface)}"
                                    for e in local] + ["-j DROP"]
     chains[names.TO_DISPATCH] = [f"-o {e.interface} -g {names.to_endpoint(e.interface)}"
                                  for e in local] + ["-j DROP"]
-    addressed = [e for e in local if (e.ipv4_nets if version == 4 else e.ipv6_nets)]
-    used = sorted({p for e in addressed for p in e.profiles if p in snapshot.profiles})
+    used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
     for name in used:
         chains.update(_profile_chains(snapshot.profiles[name], rr))
     for ep in local:
