@@ -170,8 +170,10 @@ def test_apply_installs_routes_and_settings_then_changes_nothing(bed: Bed) -> No
     assert first["added"] == [f"{CONTAINER_V4}/32", f"{CONTAINER_V6}/128"]
     assert first["removed"] == [] and first["missing_interfaces"] == []
     assert first["links_up"] == [bed.cali]
-    # ip_forward, ipv6 forwarding and the three per-veth settings all differ in a new netns
-    assert first["sysctl_writes"] == 5
+    # the three per-veth settings differ in a new netns; ip_forward and IPv6 forwarding
+    # too, unless the machine's own settings were inherited (IPv4 copies init_net's when
+    # net.core.devconf_inherit_init_net is 0, e.g. once a dockerd turned forwarding on)
+    assert 3 <= first["sysctl_writes"] <= 5
     assert _dsts(bed.routes()) == {CONTAINER_V4: bed.cali}
     assert _dsts(bed.routes("-6")) == {CONTAINER_V6: bed.cali}
     # (`ip route show proto 80` leaves the protocol out of its output: ask for the dst)
