@@ -556,13 +556,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "deploy with playbooks/site.yml", description="build the node image "
                        "(cached), start the nodes and deploy with playbooks/site.yml")
     p.set_defaults(handler=lab_command)
-    p.add_argument("--nodes", type=int, default=3, metavar="N", help="node count (default 3)")
+    p.add_argument("--nodes", type=_node_count, default=3, metavar="N",
+                   help="node count, 1 to 50 (default 3)")
     p.add_argument("--ipv6", action="store_true", help="IPv6 on the fabric and the networks")
     p.add_argument("--skip-deploy", action="store_true", help="start the nodes only")
     for name, text in (("down", "remove the lab's containers, volumes, network and state"),
                        ("image", "build the node image if needed and print its tag")):
         lab.add_parser(name, help=text, description=text).set_defaults(handler=lab_command)
     return parser
+
+
+def _node_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 50:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use 1 to 50")
+    return int(text)
 
 
 def lab_command(c: Client | None, a: argparse.Namespace) -> int:

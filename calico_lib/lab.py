@@ -109,7 +109,13 @@ NODE_RUN_FLAGS = (
     "--stop-signal", "SIGRTMIN+3",
     # the inner dockerd's storage on a real file system (overlay2 cannot nest in overlay)
     "-v", "/var/lib/docker",
+    # IPv6 on every interface, as on a real host (Docker turns it off in containers but for
+    # eth0, and a cali veth without IPv6 refuses IPv6 routes)
+    "--sysctl", "net.ipv6.conf.all.disable_ipv6=0",
+    "--sysctl", "net.ipv6.conf.default.disable_ipv6=0",
 )
+#: a node container made with other flags is replaced by ``up``
+NODE_SPEC = hashlib.sha256(json.dumps(NODE_RUN_FLAGS).encode()).hexdigest()[:12]
 
 BOOT_TIMEOUT = 180.0
 IMAGE_RECIPE_VERSION = "1"
@@ -438,9 +444,11 @@ class Lab:
             argv = [shutil.which("dockerd") or "dockerd"]
             if socket_path != DOCKER_SOCKET:
                 argv += ["-H", self.docker_host]
+            # through a shell that exits at once: dockerd is nobody's child here (it
+            # outlives this command, and a long-running caller keeps no zombie of it)
             with open(DOCKERD_LOG, "ab") as log:
-                subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, close_fds=True)
+                subprocess.run(["sh", "-c", 'exec "$@" </dev/null &', "sh", *argv],
+                               stdout=log, stderr=log, start_new_session=True, check=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._docker_answers():
@@ -510,6 +518,16 @@ class Lab:
         finally:
             _remove_tree(root)
         self.docker("tag", tag, f"{IMAGE_REPO}:latest", step="image")
+        self.prune_images(keep=tag)
+
+    def prune_images(self, keep: str) -> None:
+        """Remove node images of older recipes (about 500 MB each) that no container uses."""
+        tags = self.docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}",
+                           step="image").stdout.split()
+        for old in tags:
+            if old not in (keep, f"{IMAGE_REPO}:latest"):
+                if self.docker("rmi", old, check=False, step="image").returncode == 0:
+                    self.progress(f"removed the older image {old}")
 
     def import_root(self, root: str, tag: str) -> None:
         """``tar -C ROOT -c . | docker import -c CMD … - TAG``."""
@@ -632,6 +650,8 @@ class Lab:
             return f"not running ({info['State'].get('Status')})"
         if info["Config"].get("Image") != image:
             return f"made from {info['Config'].get('Image')}, not {image}"
+        if (info["Config"].get("Labels") or {}).get(f"{LABEL}.spec") != NODE_SPEC:
+            return "made with other container flags"
         net = info["NetworkSettings"]["Networks"].get(self.network)
         if net is None:
             return f"not on {self.network}"
@@ -678,6 +698,7 @@ class Lab:
     def start_node(self, spec: NodeSpec, image: str) -> None:
         args = ["run", "-d", "--name", spec.name, "--hostname", spec.name,
                 "--label", f"{LABEL}=node", "--label", f"{LABEL}.prefix={self.prefix}",
+                "--label", f"{LABEL}.spec={NODE_SPEC}",
                 *NODE_RUN_FLAGS, "--network", self.network, "--ip", spec.ip4]
         if spec.ip6:
             args += ["--ip6", spec.ip6]
@@ -805,37 +826,39 @@ class Lab:
 
     # -------------------------------------------------------------------- deploy
 
-    def deploy(self, playbook: str = "playbooks/site.yml",
-               extra: Sequence[str] = ()) -> None:
+    def deploy(self, playbook: str = "playbooks/site.yml", extra: Sequence[str] = (),
+               log_name: str = "deploy.log", step: str = "deploy") -> None:
         """``ansible-playbook -i INVENTORY playbook`` from this Python's environment, with a
         line per task and the full output in the state dir's deploy.log."""
         root = repo_root()
         if root is None:
-            raise LabError("deploy", "playbooks/site.yml not found: run from the project's "
+            raise LabError(step, "playbooks/site.yml not found: run from the project's "
                            "checkout (or set CALICO_LAB_REPO to it)")
         ansible = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
         if not os.path.exists(ansible):
             ansible = shutil.which("ansible-playbook") or ""
         if not ansible:
-            raise LabError("deploy", "ansible-playbook is not installed in this Python's "
+            raise LabError(step, "ansible-playbook is not installed in this Python's "
                            "environment (make deps installs it into .venv)")
-        log_path = os.path.join(self.state_dir, "deploy.log")
+        log_path = os.path.join(self.state_dir, log_name)
         env = self.docker_env()
         env.update({"ANSIBLE_CONFIG": os.path.join(root, "ansible.cfg"),
                     "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
                     "ANSIBLE_PIPELINING": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
                     "PYTHONUNBUFFERED": "1"})
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-        self.progress(f"{os.path.relpath(ansible)} -i {self.inventory_path} {playbook} "
+        shown = os.path.relpath(ansible)
+        self.progress(f"{ansible if shown.startswith('..') else shown} -i "
+                      f"{self.inventory_path} {playbook} "
                       f"(log: {log_path})")
-        self.run_playbook(ansible, playbook, root, env, log_path, extra)
+        self.run_playbook(ansible, playbook, root, env, log_path, extra, step)
 
     def run_playbook(self, ansible: str, playbook: str, root: str, env: dict[str, str],
-                     log_path: str, extra: Sequence[str] = ()) -> None:
+                     log_path: str, extra: Sequence[str] = (), step: str = "deploy") -> None:
         """Run a playbook with one progress line per task; a failure names the failed
         task(s), host(s) and message(s)."""
         seen = {"tasks": 0, "recap": False, "task": ""}
-        failures: list[str] = []
+        failures: dict[tuple[str, str], list[str]] = {}  # (task, message): hosts
 
         def on_line(line: str) -> None:
             if line.startswith("PLAY RECAP"):
@@ -863,22 +886,24 @@ class Lab:
                     message = str(json.loads(message).get("msg", message))
                 except (ValueError, AttributeError):
                     pass
-                failures.append(f"task '{seen['task']}' failed on {match.group(2)}: "
-                                f"{message[:600]}")
+                failures.setdefault((seen["task"], message[:600]), []).append(
+                    match.group(2))
                 self.progress(f"        FAILED on {match.group(2)}: {message[:600]}")
             elif line.startswith(("ERROR!", "[ERROR]")) and not seen["task"]:
-                failures.append(line)
+                failures.setdefault(("", line), [])
                 self.progress("    " + line)
 
         with open(log_path, "w") as log:
             log.write(f"# {ansible} -i {self.inventory_path} {playbook}\n")
         try:
-            self.stream([ansible, "-i", self.inventory_path, playbook, *extra], "deploy",
+            self.stream([ansible, "-i", self.inventory_path, playbook, *extra], step,
                         env=env, cwd=root, log_path=log_path, on_line=on_line, timeout=3600)
         except LabError as exc:
             if not failures:
                 raise
-            raise LabError("deploy", f"{playbook}: " + "; ".join(failures[:5])
+            texts = [(f"task '{task}' failed on {', '.join(hosts)}: " if task else "")
+                     + message for (task, message), hosts in list(failures.items())[:5]]
+            raise LabError(step, f"{playbook}: " + "; ".join(texts)
                            + f" (full log: {log_path})") from exc
 
     # -------------------------------------------------------------------- down
@@ -1025,17 +1050,22 @@ def _file_tail(path: str, lines: int = 15) -> str:
 def cli(args: Any) -> int:
     """``calicoctl lab up|down|image`` (args from calico_lib.cli's parser)."""
     command = args.lab_command
-    if command == "up":
-        lab = Lab(nodes=args.nodes, ipv6=args.ipv6)
-        lab.up(deploy=not args.skip_deploy)
-    elif command == "down":
-        Lab().down()
-    elif command == "image":
-        lab = Lab()
-        lab._step_total = 2
-        with lab.step("docker", "Docker daemon"):
-            lab.ensure_docker()
-        with lab.step("image", "node image"):
-            tag = lab.ensure_image()
-        print(tag)
+    try:
+        if command == "up":
+            lab = Lab(nodes=args.nodes, ipv6=args.ipv6)
+            lab.up(deploy=not args.skip_deploy)
+        elif command == "down":
+            Lab().down()
+        elif command == "image":
+            lab = Lab()
+            lab._step_total = 2
+            with lab.step("docker", "Docker daemon"):
+                lab.ensure_docker()
+            with lab.step("image", "node image"):
+                tag = lab.ensure_image()
+            print(tag)
+    except KeyboardInterrupt:
+        print(f"calicoctl: lab {command} interrupted; `calicoctl lab up` resumes, "
+              "`calicoctl lab down` removes what was made", file=sys.stderr)
+        return 130
     return 0

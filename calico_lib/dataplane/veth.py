@@ -39,14 +39,16 @@ def create_veth(host: str, peer: str, peer_mac: str | None = None) -> bool:
 
 
 def _no_dad(interface: str) -> None:
-    """The host end's link-local address is the container's IPv6 gateway: without duplicate
+    """The host end's link-local address is the container's IPv6 gateway: IPv6 must be on
+    for it (hosts may default new interfaces to disable_ipv6=1), and without duplicate
     address detection it is usable at once, not a second later (every host end has the
     same link-local address, each on its own link)."""
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{interface}/accept_dad", "w") as handle:
-            handle.write("0")
-    except OSError:
-        pass  # IPv6 disabled on this host
+    for name, value in (("disable_ipv6", "0"), ("accept_dad", "0")):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{interface}/{name}", "w") as handle:
+                handle.write(value)
+        except OSError:
+            pass  # IPv6 not available on this host
 
 
 def delete_veth(host: str) -> bool:

@@ -237,8 +237,13 @@ class Driver:
         except (NotFoundError, ValidationError):
             raise DriverError(f"endpoint {endpoint_id[:12]} is unknown: CreateEndpoint "
                               "first") from None
-        self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac)
-        self.reconcile()  # routes and firewall exist before the container starts
+        created = self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac)
+        try:
+            self.reconcile()  # routes and firewall exist before the container starts
+        except CalicoError:
+            if created:  # Docker will not Leave a failed Join: leave nothing behind
+                self.delete_veth(endpoint.interface)
+            raise
         answer: dict[str, Any] = {
             "InterfaceName": {"SrcName": peer_veth(endpoint_id), "DstPrefix": "eth"},
             "StaticRoutes": [],

@@ -1,0 +1,438 @@
+#!/usr/bin/env python3
+"""The main job (`make demo`): show and check Calico networking on the local lab.
+
+Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-lab):
+
+  1. workloads: containers on the Calico networks frontend and backend, spread over the
+     nodes (fe-1 on node 1, fe-2 and be-1 on node 2, be-2 on node 3), each serving HTTP on
+     tcp/80 and tcp/8080;
+  2. BGP: every node's sessions Established (`calicoctl node status` in the node), and a
+     route on every node to every other node's address blocks, via that node;
+  3. a connectivity matrix, IPv4 and IPv6 (when the lab has IPv6): ping, tcp/80 and tcp/8080
+     from every container to every other. Same network (across nodes) passes, across
+     networks everything is dropped;
+  4. a profile change applied with Ansible (playbooks/demo-policy.yml: the backend also lets
+     the frontend in on tcp/80), then the matrix again: exactly frontend -> backend tcp/80
+     passes in addition;
+  5. `calicoctl ipam check`.
+
+Every expectation is a check; the exit status is 1 when any of them failed (2 when the lab is
+not there). Re-running is fine: the demo's containers are replaced and the backend profile is
+put back to its default rules first.
+
+    .venv/bin/python scripts/demo.py [--reset-policy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from calico_lib.lab import Lab, LabError, read_state  # noqa: E402
+
+CALICOCTL = "/opt/calico/venv/bin/calicoctl"
+DEMO_LABEL = "calico-demo"
+IMAGE = "busybox"
+#: every workload serves HTTP on both ports (busybox httpd, /www/index.html)
+SERVE = "httpd -p 80 -h /www && httpd -p 8080 -h /www && exec sleep 999999999"
+PROBES = ("icmp", "tcp/80", "tcp/8080")
+ROUTE_TIMEOUT = 60.0
+
+
+@dataclass(eq=False)  # hashed by identity: a key of the probe jobs
+class Workload:
+    name: str
+    network: str
+    node: str
+    ip4: str = ""
+    ip6: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.node.rsplit('-', 1)[-1]}"
+
+
+@dataclass
+class Report:
+    """Checks and their outcome; printed as they happen."""
+
+    passed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, what: str, quiet: bool = False) -> bool:
+        if ok:
+            self.passed += 1
+            if not quiet:
+                print(f"  ok    {what}")
+        else:
+            self.failures.append(what)
+            print(f"  FAIL  {what}")
+        return ok
+
+
+def heading(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str], indent: str = "  ") -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(indent + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        print(indent + "  ".join(str(c).ljust(w)
+                                 for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+class Demo:
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self.nodes = [n["name"] for n in state["nodes"]]
+        self.fabric = {n["name"]: (n["ip4"], n.get("ip6")) for n in state["nodes"]}
+        self.ipv6 = bool(state.get("ipv6"))
+        self.lab = Lab(nodes=len(self.nodes), ipv6=self.ipv6, prefix=state["prefix"],
+                       subnet4=state["subnet4"],
+                       subnet6=state.get("subnet6") or "fd7a:ca1:1ab::/64",
+                       docker_host=state.get("docker_host"))
+        self.report = Report()
+        self.workloads: list[Workload] = []
+
+    # ---------------------------------------------------------------- helpers
+
+    def sh(self, node: str, script: str, check: bool = True, timeout: float = 60.0) -> str:
+        return self.lab.node_exec(node, "sh", "-c", script, step="demo", check=check,
+                                  timeout=timeout).stdout
+
+    def calicoctl(self, node: str, *args: str) -> Any:
+        proc = self.lab.node_exec(node, CALICOCTL, *args, "-o", "json", step="demo",
+                                  check=False)
+        try:
+            return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+        except ValueError:
+            return proc.returncode, proc.stdout + proc.stderr
+
+    def playbook(self, *extra: str) -> None:
+        self.lab.deploy("playbooks/demo-policy.yml", extra, log_name="demo-policy.log",
+                        step="policy change")
+
+    # ---------------------------------------------------------------- 0: the lab
+
+    def check_lab(self) -> None:
+        heading(f"The lab: {len(self.nodes)} nodes on {self.state['network']}"
+                + (" (IPv4 and IPv6)" if self.ipv6 else " (IPv4 only; `lab up --ipv6` adds "
+                   "IPv6)"))
+        rows = []
+        for node in self.nodes:
+            state = self.lab.node_exec(node, "systemctl", "is-system-running", check=False,
+                                       step="demo").stdout.strip()
+            services = self.lab.node_exec(
+                node, "systemctl", "is-active", "etcd", "bird", "calico-agent",
+                "calico-docker-plugin", "docker", check=False, step="demo").stdout.split()
+            ip4, ip6 = self.fabric[node]
+            rows.append([node, ip4, ip6 or "-", state,
+                         " ".join(f"{n}={s}" for n, s in zip(
+                             ("etcd", "bird", "agent", "plugin", "docker"), services,
+                             strict=False))])
+        table(rows, ["NODE", "IPv4", "IPv6", "SYSTEMD", "SERVICES"])
+        for row in rows:
+            services = dict(item.split("=") for item in row[4].split())
+            self.report.check(all(services.get(s) == "active"
+                                  for s in ("bird", "agent", "plugin", "docker")),
+                              f"{row[0]}: BIRD, calico-agent, the plugin and Docker active")
+
+    # ---------------------------------------------------------------- 1: workloads
+
+    def layout(self) -> list[Workload]:
+        n = len(self.nodes)
+
+        def node(i: int) -> str:
+            return self.nodes[min(i, n) - 1]
+
+        backend_nodes = (2, 3) if n >= 3 else (1, 2)
+        return [Workload("fe-1", "frontend", node(1)), Workload("fe-2", "frontend", node(2)),
+                Workload("be-1", "backend", node(backend_nodes[0])),
+                Workload("be-2", "backend", node(backend_nodes[1]))]
+
+    def reset_policy(self) -> None:
+        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "backend")
+        default = [{"action": "allow", "src_tag": "backend"}]
+        if code == 0 and isinstance(profile, dict) and profile.get("inbound_rules") == default:
+            return
+        print("  the backend profile is not at its default rules (an earlier demo?): "
+              "resetting it with Ansible")
+        self.playbook("-e", "demo_allow_frontend_http=false")
+
+    def start_workloads(self) -> None:
+        heading("Workloads on the Calico networks frontend and backend")
+        for node in self.nodes:  # an earlier demo's containers
+            self.sh(node, f"ids=$(docker ps -aq --filter label={DEMO_LABEL}); "
+                          "[ -z \"$ids\" ] || docker rm -f $ids >/dev/null")
+        self.reset_policy()
+        self.workloads = self.layout()
+        for w in self.workloads:
+            self.lab.node_exec(w.node, "docker", "run", "-d", "--name", w.name, "--hostname",
+                               w.name, "--label", f"{DEMO_LABEL}=1", "--net", w.network,
+                               IMAGE, "sh", "-c", SERVE, step="workloads", timeout=120)
+            info = json.loads(self.lab.node_exec(w.node, "docker", "inspect", w.name,
+                                                 step="workloads").stdout)[0]
+            net = info["NetworkSettings"]["Networks"][w.network]
+            w.ip4, w.ip6 = net.get("IPAddress", ""), net.get("GlobalIPv6Address", "")
+        table([[w.name, w.network, w.node, w.ip4 or "-", w.ip6 or "-"]
+               for w in self.workloads], ["CONTAINER", "NETWORK", "NODE", "IPv4", "IPv6"])
+        for w in self.workloads:
+            self.report.check(bool(w.ip4) and (bool(w.ip6) or not self.ipv6),
+                              f"{w.name} on {w.node} has an IPv4"
+                              + (" and an IPv6" if self.ipv6 else "") + " address")
+
+    # ---------------------------------------------------------------- 2: BGP and routes
+
+    def check_bgp(self) -> None:
+        heading("BGP sessions (calicoctl node status in every node)")
+        rows = []
+        per_node = (len(self.nodes) - 1) * (2 if self.ipv6 else 1)
+        for node in self.nodes:
+            code, sessions = self.calicoctl(node, "node", "status")
+            sessions = sessions if isinstance(sessions, list) else []
+            for s in sessions:
+                rows.append([node, s.get("peer"), s.get("type"), s.get("info"),
+                             s.get("since")])
+            established = [s for s in sessions if s.get("info") == "Established"]
+            self.report.check(code == 0 and len(established) == per_node,
+                              f"{node}: {len(established)} of {per_node} BGP sessions "
+                              "Established", quiet=True)
+        table(rows, ["NODE", "PEER", "TYPE", "STATE", "SINCE"])
+        failed = [f for f in self.report.failures if "BGP sessions Established" in f]
+        if not failed:
+            print(f"  ok    every node: {per_node} BGP session{'s' * (per_node != 1)} "
+                  "Established")
+
+        heading("Routes to the other nodes' address blocks (BIRD, proto bird)")
+        if len(self.nodes) == 1:
+            print("  one node: no other node's blocks to route to")
+            return
+        deadline = time.monotonic() + ROUTE_TIMEOUT
+        while True:
+            missing, rows = self.route_rows()
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        table(rows, ["NODE", "BLOCK", "OWNER", "ROUTE"])
+        for what in missing:
+            self.report.check(False, what)
+        if not missing:
+            self.report.check(bool(rows), f"every node routes to every other node's blocks "
+                              f"({len(rows)} routes)")
+
+    def route_rows(self) -> tuple[list[str], list[list[str]]]:
+        code, usage = self.calicoctl(self.nodes[0], "ipam", "show")
+        blocks = [(b["cidr"], b["affinity"]) for pool in (usage or []) if code == 0
+                  for b in pool.get("blocks", [])]
+        blocks = [(cidr, (owner or "").removeprefix("host:")) for cidr, owner in blocks]
+        rows, missing = [], []
+        tables = {node: self.sh(node, "ip -4 route; ip -6 route") for node in self.nodes}
+        for node in self.nodes:
+            for cidr, owner in blocks:
+                if owner == node or owner not in self.fabric:
+                    continue
+                v6 = ipaddress.ip_network(cidr).version == 6
+                via = self.fabric[owner][1 if v6 else 0]
+                line = next((r for r in tables[node].splitlines()
+                             if r.split()[:1] == [cidr]), "")
+                ok = f"via {via}" in line and "proto bird" in line
+                rows.append([node, cidr, owner, " ".join(line.split()[1:6]) if line
+                             else "(none)"])
+                if not ok:
+                    missing.append(f"{node}: a route to {cidr} (of {owner}) via {via}")
+        return missing, rows
+
+    # ---------------------------------------------------------------- 3/4: the matrix
+
+    def expected(self, src: Workload, dst: Workload, probe: str, after: bool) -> bool:
+        if src.network == dst.network:
+            return True
+        return after and src.network == "frontend" and dst.network == "backend" \
+            and probe == "tcp/80"
+
+    def probe_script(self, jobs: list[tuple[str, str, str]]) -> str:
+        """One shell script that runs every probe of one source container in parallel and
+        prints `ID pass|drop` per probe."""
+        lines = [
+            "probe() {",
+            '  case "$2" in',
+            '    icmp) if [ "${3#*:}" != "$3" ]; then ping6 -c 1 -W 2 "$3"; '
+            'else ping -c 1 -W 2 "$3"; fi >/dev/null 2>&1 ;;',
+            "    tcp/*) printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 \"$3\" \"${2#tcp/}\" "
+            "2>/dev/null | grep -q '200 OK' ;;",
+            '  esac && echo "$1 pass" || echo "$1 drop"',
+            "}",
+        ]
+        lines += [f"probe {key} {probe} {addr} &" for key, probe, addr in jobs]
+        lines.append("wait")
+        return "\n".join(lines)
+
+    def run_probes(self, jobs: dict[Workload, list[tuple[str, str, str]]]) -> dict[str, bool]:
+        def one(src: Workload) -> dict[str, bool]:
+            out = self.lab.node_exec(src.node, "docker", "exec", src.name, "sh", "-c",
+                                     self.probe_script(jobs[src]), step="matrix",
+                                     timeout=60).stdout
+            return {k: v == "pass" for k, v in (line.split() for line in out.splitlines()
+                                                 if len(line.split()) == 2)}
+
+        results: dict[str, bool] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
+            for part in pool.map(one, [src for src in jobs if jobs[src]]):
+                results.update(part)
+        return results
+
+    def matrix(self, after: bool) -> None:
+        families = [4, 6] if self.ipv6 else [4]
+        keys: dict[str, tuple[Workload, Workload, int, str]] = {}
+        jobs: dict[Workload, list[tuple[str, str, str]]] = {w: [] for w in self.workloads}
+        for src in self.workloads:
+            for dst in self.workloads:
+                if src is dst:
+                    continue
+                for family in families:
+                    addr = dst.ip4 if family == 4 else dst.ip6
+                    for probe in PROBES:
+                        key = f"p{len(keys)}"
+                        keys[key] = (src, dst, family, probe)
+                        jobs[src].append((key, probe, addr))
+        results = self.run_probes(jobs)
+        # an unexpected drop is tried once more (a first packet can meet a cold neighbour
+        # cache); an unexpected pass is a leak and stands
+        again: dict[Workload, list[tuple[str, str, str]]] = {w: [] for w in self.workloads}
+        for key, (src, dst, family, probe) in keys.items():
+            if not results.get(key, False) and self.expected(src, dst, probe, after):
+                again[src].append((key, probe, dst.ip4 if family == 4 else dst.ip6))
+        if any(again.values()):
+            time.sleep(1)
+            results.update(self.run_probes(again))
+
+        for family in families:
+            print(f"\n  IPv{family}: ping, tcp/80, tcp/8080 from the row's container to the "
+                  "column's (+ passes, . dropped, ! not as expected)")
+            header = ["from \\ to"] + [w.label for w in self.workloads]
+            rows = []
+            for src in self.workloads:
+                row = [f"{src.label} ({src.network})"]
+                for dst in self.workloads:
+                    if src is dst:
+                        row.append("")
+                        continue
+                    cell = []
+                    for probe in PROBES:
+                        key = next(k for k, v in keys.items()
+                                   if v == (src, dst, family, probe))
+                        got = results.get(key, False)
+                        mark = "+" if got else "."
+                        if got != self.expected(src, dst, probe, after):
+                            mark += "!"
+                        cell.append(mark)
+                    row.append(" ".join(cell))
+                rows.append(row)
+            table(rows, header, indent="    ")
+        print()
+        groups: dict[str, list[bool]] = {}
+        for key, (src, dst, family, probe) in keys.items():
+            want = self.expected(src, dst, probe, after)
+            ok = results.get(key, False) == want
+            if not ok:
+                self.report.check(False, f"IPv{family} {probe} {src.label} -> {dst.label}: "
+                                  f"{'dropped' if want else 'passed'}, expected "
+                                  f"{'to pass' if want else 'a drop'}")
+            if src.network == dst.network:
+                group = f"same network, across nodes: everything passes (IPv{family})"
+            elif want:
+                group = f"frontend -> backend tcp/80 passes (IPv{family})"
+            else:
+                group = (f"{src.network} -> {dst.network}: "
+                         + ("everything else" if after and src.network == "frontend"
+                            else "everything") + f" dropped (IPv{family})")
+            groups.setdefault(group, []).append(ok)
+        for group, oks in groups.items():
+            if all(oks):
+                self.report.check(True, f"{group}, {len(oks)} probes")
+
+    # ---------------------------------------------------------------- 4: the change
+
+    def change_policy(self) -> None:
+        heading("Policy change with Ansible: playbooks/demo-policy.yml (frontend may call "
+                "the backend on tcp/80)")
+        self.playbook()
+        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "backend")
+        if isinstance(profile, dict):
+            print("  backend's inbound rules now:")
+            for rule in profile.get("inbound_rules", []):
+                print("    " + " ".join(f"{k}={v}" for k, v in rule.items()))
+        self.report.check(code == 0 and isinstance(profile, dict) and any(
+            r.get("protocol") == "tcp" and r.get("src_tag") == "frontend"
+            for r in profile.get("inbound_rules", [])),
+            "the backend profile lets frontend in on tcp/80")
+
+    def check_ipam(self) -> None:
+        heading("IPAM consistency (calicoctl ipam check)")
+        code, result = self.calicoctl(self.nodes[0], "ipam", "check")
+        if isinstance(result, dict):
+            for problem in result.get("problems", []):
+                print(f"    {problem}")
+        self.report.check(code == 0, "IPAM is consistent")
+
+    # ---------------------------------------------------------------- run
+
+    def run(self, keep_policy: bool = True) -> int:
+        start = time.monotonic()
+        self.check_lab()
+        self.start_workloads()
+        self.check_bgp()
+        heading("Connectivity with Calico's default profiles")
+        self.matrix(after=False)
+        self.change_policy()
+        heading("Connectivity after the change")
+        self.matrix(after=True)
+        self.check_ipam()
+        if not keep_policy:
+            heading("Putting the backend profile back to its default rules")
+            self.playbook("-e", "demo_allow_frontend_http=false")
+        heading(f"Result ({time.monotonic() - start:.0f}s)")
+        if self.report.failures:
+            print(f"  {len(self.report.failures)} of "
+                  f"{len(self.report.failures) + self.report.passed} checks FAILED:")
+            for failure in self.report.failures:
+                print(f"    - {failure}")
+            return 1
+        print(f"  all {self.report.passed} checks passed. Try it yourself:")
+        w = self.workloads[0]
+        print(f"    docker exec -it {w.node} docker exec -it {w.name} sh")
+        print(f"    docker exec {self.nodes[0]} {CALICOCTL} profile show backend")
+        print("    .venv/bin/calicoctl lab down      # remove the lab")
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reset-policy", action="store_true",
+                        help="put the backend profile back to its default rules at the end")
+    args = parser.parse_args(argv)
+    try:
+        state = read_state()
+    except LabError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return Demo(state).run(keep_policy=not args.reset_policy)
+    except LabError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

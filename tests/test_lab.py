@@ -1,0 +1,249 @@
+"""The local lab (issue 7): ``calicoctl lab`` wiring, its pure parts, and a real two-node lab.
+
+The real lab runs beside a user's: its containers are ``calico-labtest-1`` and ``-2`` on
+``calico-labtest-fabric`` (172.31.251.0/24) with state in a temporary folder, so a running
+``calico-lab`` (``make demo``) is left alone. It shares the node image with it: built once
+(about 90 s, debootstrap) and then taken from its tag, a hash of the recipe. It skips the
+Ansible deploy (the demo and the playbook tests do that); the lab test takes 15 s with the
+image cached.
+
+Needs root and docker.io (the lab starts dockerd when it is not running); debootstrap is
+installed by the lab when the image has to be built.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from calico_lib import cli, lab
+from calico_lib.lab import Lab, LabError, NodeSpec
+
+PREFIX = "calico-labtest"
+SUBNET4 = "172.31.251.0/24"
+SUBNET6 = "fd7a:ca1:1ac::/64"
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    class FakeLab:
+        def __init__(self, nodes: int = 3, ipv6: bool = False) -> None:
+            calls.append(("init", nodes, ipv6))
+
+        def up(self, deploy: bool = True) -> None:
+            calls.append(("up", deploy))
+
+        def down(self) -> None:
+            calls.append(("down",))
+
+    monkeypatch.setattr(lab, "Lab", FakeLab)
+    monkeypatch.setenv("CALICO_DATASTORE", "etcd://192.0.2.1:1")  # would fail if opened
+    assert cli.main(["lab", "up", "--nodes", "2", "--ipv6", "--skip-deploy"]) == 0
+    assert cli.main(["lab", "down"]) == 0
+    assert calls == [("init", 2, True), ("up", False), ("init", 3, False), ("down",)]
+
+
+def test_cli_lab_errors_name_the_step(monkeypatch, capsys) -> None:
+    class FailingLab:
+        def __init__(self, **_: Any) -> None:
+            pass
+
+        def up(self, deploy: bool = True) -> None:
+            raise LabError("boot", "calico-lab-1 stopped while booting")
+
+    monkeypatch.setattr(lab, "Lab", FailingLab)
+    assert cli.main(["lab", "up"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "calicoctl: lab step 'boot' failed: calico-lab-1 stopped while booting")
+
+
+@pytest.mark.parametrize("count", ["many", "0", "51", "-1"])
+def test_cli_lab_rejects_a_bad_node_count(capsys, count: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["lab", "up", "--nodes", count])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == \
+        f"calicoctl: argument --nodes: {count!r} is not allowed; use 1 to 50"
+
+
+def test_apt_mirror_from_deb822_and_one_line_sources(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CALICO_LAB_MIRROR", raising=False)
+    apt = tmp_path / "etc/apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d/debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb deb-src\nURIs: http://mirror.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n")
+    assert lab.apt_mirror(str(tmp_path)) == "http://mirror.example/debian"
+
+    (apt / "sources.list.d/debian.sources").unlink()
+    (apt / "sources.list").write_text(
+        "# deb http://old.example/debian bookworm main\n"
+        "deb [signed-by=/usr/share/keyrings/x.gpg] http://one.example/debian bookworm main\n")
+    assert lab.apt_mirror(str(tmp_path)) == "http://one.example/debian"
+
+    (apt / "sources.list").write_text("")
+    with pytest.raises(LabError, match="CALICO_LAB_MIRROR"):
+        lab.apt_mirror(str(tmp_path))
+    monkeypatch.setenv("CALICO_LAB_MIRROR", "http://override.example/debian")
+    assert lab.apt_mirror(str(tmp_path)) == "http://override.example/debian"
+
+
+def test_image_tag_is_a_hash_of_the_recipe(monkeypatch) -> None:
+    tag = lab.image_tag()
+    assert tag.startswith("calico-lab-node:") and len(tag.split(":")[1]) == 12
+    assert lab.image_tag() == tag
+    monkeypatch.setattr(lab, "PACKAGES", (*lab.PACKAGES, "less"))
+    assert lab.image_tag() != tag
+
+
+def test_inventory_names_the_nodes_and_their_fabric_addresses() -> None:
+    the_lab = Lab(nodes=3, ipv6=True)
+    specs = the_lab.node_specs()
+    assert specs[0] == NodeSpec(1, "calico-lab-1", "172.31.250.11", "fd7a:ca1:1ab::11")
+    inventory = the_lab.inventory(specs)["all"]
+    assert inventory["vars"]["ansible_connection"] == "community.docker.docker"
+    assert inventory["vars"]["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert list(inventory["children"]["etcd"]["hosts"]) == ["calico-lab-1"]
+    hosts = inventory["children"]["calico_nodes"]["hosts"]
+    assert list(hosts) == ["calico-lab-1", "calico-lab-2", "calico-lab-3"]
+    assert hosts["calico-lab-3"] == {"ansible_host": "calico-lab-3",
+                                     "node_bgp_ipv4": "172.31.250.13",
+                                     "etcd_address": "172.31.250.13",
+                                     "node_bgp_ipv6": "fd7a:ca1:1ab::13"}
+    assert [n["name"] for n in inventory["vars"]["docker_calico_networks"]] == \
+        ["frontend", "backend"]
+    assert Lab(nodes=2).node_specs()[1].ip6 is None
+
+
+# ------------------------------------------------------------------------------ a real lab
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DOCKER_HOST=f"unix://{lab.DOCKER_SOCKET}")
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120,
+                          check=check, env=env)
+
+
+def clear(out: io.StringIO) -> None:
+    out.seek(0)
+    out.truncate(0)
+
+
+@pytest.fixture
+def dockerd() -> Iterator[None]:
+    """The machine's dockerd as the lab needs it; stopped afterwards when the lab started it
+    (a daemon that was running before, with a user's lab on it, is left alone)."""
+    if os.geteuid() != 0:
+        pytest.fail("the lab test needs root (dockerd, debootstrap)", pytrace=False)
+    was_running = os.path.exists(lab.DOCKER_SOCKET) and \
+        docker("version", check=False).returncode == 0
+    yield
+    if was_running:
+        return
+    try:
+        with open("/var/run/docker.pid") as handle:
+            pid = int(handle.read().strip())
+        with open(f"/proc/{pid}/comm") as handle:
+            if handle.read().strip() != "dockerd":
+                return
+    except (OSError, ValueError):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_two_nodes_boot_run_docker_inside_and_go_away(tmp_path, dockerd: None) -> None:
+    out = io.StringIO()
+    state_dir = str(tmp_path / "state")
+    the_lab = Lab(nodes=2, ipv6=True, prefix=PREFIX, subnet4=SUBNET4, subnet6=SUBNET6,
+                  state_dir=state_dir, out=out)
+    names = [f"{PREFIX}-1", f"{PREFIX}-2"]
+    volumes: list[str] = []
+    try:
+        try:
+            the_lab.up(deploy=False)
+        except LabError as exc:
+            pytest.fail(f"{exc}\nprogress:\n{out.getvalue()}", pytrace=False)
+        log = out.getvalue()
+        assert "[1/8] Docker daemon" in log and "[8/8] Ansible inventory" in log
+        assert docker("image", "inspect", lab.image_tag()).returncode == 0
+
+        for name in names:
+            info = json.loads(docker("inspect", name).stdout)[0]
+            volumes += [m["Name"] for m in info["Mounts"] if m["Type"] == "volume"]
+            state = docker("exec", name, "systemctl", "is-system-running", check=False)
+            assert state.stdout.strip() in ("running", "degraded"), (name, state)
+            assert docker("exec", name, "systemctl", "is-active", "docker").stdout.strip() \
+                == "active"
+            inner = docker("exec", name, "docker", "run", "--rm", "--net", "none",
+                           lab.WORKLOAD_IMAGE, "ip", "-o", "link", check=False)
+            assert inner.returncode == 0, inner.stderr
+            assert "lo" in inner.stdout and "eth0" not in inner.stdout
+            assert docker("exec", name, "hostname").stdout.strip() == name
+        assert volumes, "the inner dockerd's storage is a volume"
+
+        # the fabric: IPv4 and IPv6 between the nodes
+        assert docker("exec", names[0], "ping", "-c", "1", "-W", "2", "172.31.251.12",
+                      check=False).returncode == 0
+        assert docker("exec", names[0], "ping", "-c", "1", "-W", "2", "fd7a:ca1:1ac::12",
+                      check=False).returncode == 0
+
+        # the inventory reaches the nodes through the docker connection
+        inventory = the_lab.inventory_path
+        assert os.path.dirname(inventory) == state_dir
+        text = open(inventory).read()
+        assert all(name in text for name in names)
+        assert json.load(open(os.path.join(state_dir, "lab.json")))["nodes"][1]["ip6"] == \
+            "fd7a:ca1:1ac::12"
+
+        # up again after a "failed run": the healthy node is kept, the dead one replaced
+        docker("kill", names[1])
+        clear(out)
+        the_lab.up(deploy=False)
+        log = out.getvalue()
+        assert f"{names[0]}: kept" in log, log
+        assert f"removing {names[1]}: not running" in log, log
+        assert docker("exec", names[1], "systemctl", "is-system-running",
+                      check=False).stdout.strip() in ("running", "degraded")
+        volumes += [m["Name"] for m in json.loads(docker("inspect", names[1]).stdout)[0]
+                    ["Mounts"] if m["Type"] == "volume"]
+    finally:
+        clear(out)
+        the_lab.down()
+
+    # everything the lab made is gone; down again changes nothing
+    for name in names:
+        assert docker("inspect", name, check=False).returncode != 0
+    assert docker("network", "inspect", f"{PREFIX}-fabric", check=False).returncode != 0
+    for volume in volumes:
+        assert docker("volume", "inspect", volume, check=False).returncode != 0, volume
+    assert not os.path.exists(state_dir)
+    the_lab.down()
+    assert "no node containers" in out.getvalue()
+    # the image stays cached
+    assert docker("image", "inspect", lab.image_tag()).returncode == 0
