@@ -1,13 +1,16 @@
 # Developer entry points; everything runs from the project virtualenv .venv.
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint bench demo clean
+.PHONY: deps test lint bench demo molecule clean
 
 deps:
 	bash scripts/install-deps.sh
 
 test: deps
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+
+molecule: deps
+	bash scripts/molecule-test.sh
 
 lint: deps
 	.venv/bin/ruff check .
