@@ -98,6 +98,23 @@ def result(changed, before, after, **extra):
     return out
 
 
+def ensure_absent(module, current, remove, key, show=None):
+    """state=absent: remove ``current`` if there is one (not in check mode)."""
+    if current is not None and not module.check_mode:
+        remove()
+    before = {} if current is None else (show or (lambda obj: obj.to_dict()))(current)
+    return result(current is not None, before, {}, **{key: None})
+
+
+def ensure_present(module, before, wanted, put, key):
+    """state=present: store ``wanted`` with ``put`` when it differs from ``before``."""
+    after = wanted.to_dict()
+    changed = after != before
+    if changed and not module.check_mode:
+        changed = put(wanted)
+    return result(changed, before, after, **{key: after})
+
+
 def given(module, *names):
     """The options among ``names`` the task set (not left at None)."""
     return {name: module.params[name] for name in names if module.params[name] is not None}

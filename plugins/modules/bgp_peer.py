@@ -93,6 +93,7 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
     MASK,
     calico_lib,
     calico_module,
+    ensure_absent,
     result,
     run,
 )
@@ -115,11 +116,6 @@ def find(client, address, node):
     return None
 
 
-def put_peer(client, current, wanted):
-    """Create the peer, or replace it in one transaction (BIRD never sees it missing)."""
-    return client.put_bgp_peer(wanted)
-
-
 def ensure(module, client):
     p = module.params
     if p["state"] == "absent":
@@ -127,14 +123,14 @@ def ensure(module, client):
         if p["node"] is not None:
             calico_lib.Node(p["node"])  # validates the name
         current = find(client, address, p["node"])
-        if current is not None and not module.check_mode:
-            client.remove_bgp_peer(address, p["node"])
-        return result(current is not None, shown(current), {}, peer=None)
+        return ensure_absent(module, current,
+                             lambda: client.remove_bgp_peer(address, p["node"]), "peer",
+                             show=shown)
     wanted = calico_lib.BGPPeer(p["address"], p["as_number"], p["node"], password=p["password"])
     current = find(client, wanted.address, wanted.node)
     changed = current is None or current.to_dict() != wanted.to_dict()
-    if changed and not module.check_mode:
-        changed = put_peer(client, current, wanted)
+    if changed and not module.check_mode:  # one transaction: BIRD never sees it missing
+        changed = client.put_bgp_peer(wanted)
     password_changed = current is not None and current.password != wanted.password
     after = shown(wanted, password_changed and bool(current.password))
     return result(changed, shown(current), after, peer=shown(wanted))

@@ -103,6 +103,7 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
     ValidationError,
     calico_lib,
     calico_module,
+    ensure_absent,
     given,
     lookup,
     result,
@@ -115,10 +116,7 @@ def ensure(module, client):
     if p["state"] == "absent":
         cidr = calico_lib.IPPool(p["cidr"]).cidr
         current = lookup(client.get_pool, cidr)
-        if current is not None and not module.check_mode:
-            client.remove_pool(cidr)
-        return result(current is not None, current.to_dict() if current else {}, {},
-                      pool=None)
+        return ensure_absent(module, current, lambda: client.remove_pool(cidr), "pool")
 
     flags = given(module, "nat_outgoing", "disabled")
     wanted = calico_lib.IPPool(p["cidr"], block_size=p["block_size"], **flags)

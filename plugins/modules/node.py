@@ -100,8 +100,9 @@ diff:
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
     calico_lib,
     calico_module,
+    ensure_absent,
+    ensure_present,
     lookup,
-    result,
     run,
 )
 
@@ -112,18 +113,11 @@ def ensure(module, client):
     p = module.params
     if p["state"] == "absent":
         current = lookup(client.get_node, p["name"])
-        if current is not None and not module.check_mode:
-            client.remove_node(p["name"])
-        return result(current is not None, current.to_dict() if current else {}, {},
-                      node=None)
+        return ensure_absent(module, current, lambda: client.remove_node(p["name"]), "node")
     wanted = calico_lib.Node(p["name"], **{key: p[key] for key in FIELDS})
     current = lookup(client.get_node, wanted.name)
     before = current.to_dict() if current else {}
-    after = wanted.to_dict()
-    changed = after != before
-    if changed and not module.check_mode:
-        changed = client.put_node(wanted)
-    return result(changed, before, after, node=after)
+    return ensure_present(module, before, wanted, client.put_node, "node")
 
 
 def main():

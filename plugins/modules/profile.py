@@ -139,8 +139,9 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
     ValidationError,
     calico_lib,
     calico_module,
+    ensure_absent,
+    ensure_present,
     lookup,
-    result,
     run,
 )
 
@@ -174,15 +175,10 @@ def ensure(module, client):
     current = lookup(client.get_profile, p["name"])
     before = current.to_dict() if current else {}
     if p["state"] == "absent":
-        if current is not None and not module.check_mode:
-            client.remove_profile(p["name"])
-        return result(current is not None, before, {}, profile=None)
-    wanted = wanted_profile(module, current)
-    after = wanted.to_dict()
-    changed = after != before
-    if changed and not module.check_mode:
-        changed = client.put_profile(wanted)
-    return result(changed, before, after, profile=after)
+        return ensure_absent(module, current, lambda: client.remove_profile(p["name"]),
+                             "profile")
+    return ensure_present(module, before, wanted_profile(module, current),
+                          client.put_profile, "profile")
 
 
 def main():
