@@ -32,7 +32,7 @@ from .model import (
     parse_address,
     parse_network,
 )
-from .txn import Tx, transact
+from .txn import Tx, loads, transact
 
 DIRECTIONS = ("inbound", "outbound")
 #: empty blocks deleted per transaction (etcd caps operations per transaction)
@@ -64,10 +64,10 @@ class Client:
         kv = self.store.get(key)
         if kv is None:
             raise NotFoundError(f"{what}: not found")
-        return cls.from_dict(_loads(kv.value))
+        return cls.from_dict(loads(kv))
 
     def _list(self, prefix: str, cls: type) -> list[Any]:
-        return [cls.from_dict(_loads(kv.value)) for kv in self.store.list(prefix)]
+        return [cls.from_dict(loads(kv)) for kv in self.store.list(prefix)]
 
     def _create(self, key: str, obj: Any, what: str) -> None:
         def write(tx: Tx) -> None:
@@ -113,7 +113,7 @@ class Client:
         kv = self.store.get(keys.pool(str(net)))
         if kv is None:
             raise NotFoundError(f"cidr: pool {net} not found")
-        return IPPool.from_dict(_loads(kv.value))
+        return IPPool.from_dict(loads(kv))
 
     def list_pools(self) -> list[IPPool]:
         pools = self._list(keys.POOLS, IPPool)
@@ -279,7 +279,7 @@ class Client:
 
     def get_bgp_config(self) -> BGPConfig:
         kv = self.store.get(keys.BGP_CONFIG)
-        return BGPConfig.from_dict(_loads(kv.value)) if kv else BGPConfig()
+        return BGPConfig.from_dict(loads(kv)) if kv else BGPConfig()
 
     def set_bgp_config(self, as_number: int | None = None,
                        node_to_node_mesh: bool | None = None) -> BGPConfig:
@@ -387,7 +387,7 @@ class Client:
 
     def get_agent_config(self) -> AgentConfig:
         kv = self.store.get(keys.AGENT_CONFIG)
-        return AgentConfig.from_dict(_loads(kv.value)) if kv else AgentConfig()
+        return AgentConfig.from_dict(loads(kv)) if kv else AgentConfig()
 
     def set_agent_config(self, default_endpoint_to_host_action: str | None = None
                          ) -> AgentConfig:
@@ -406,8 +406,3 @@ def _direction(direction: str) -> str:
         raise ValidationError("direction", f"{direction!r} is not allowed; use inbound or "
                                            "outbound")
     return f"{direction}_rules"
-
-
-def _loads(text: str) -> Any:
-    import json
-    return json.loads(text)

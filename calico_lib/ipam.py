@@ -20,8 +20,8 @@ import netaddr
 from . import keys
 from .datastore import Datastore
 from .errors import InUseError, PoolExhaustedError, ValidationError
-from .model import IPAMConfig, IPPool, _hostname, _int, _name, parse_address
-from .txn import Tx, View, transact
+from .model import IPAMConfig, IPPool, _hostname, _int, _name, parse_address, parse_network
+from .txn import Tx, View, loads, transact
 
 MAX_PER_REQUEST = 1024
 RELEASE_BATCH = 32
@@ -123,7 +123,7 @@ class IPAM:
 
     def get_config(self) -> IPAMConfig:
         kv = self.store.get(keys.IPAM_CONFIG)
-        return IPAMConfig.from_dict(_json(kv.value)) if kv else IPAMConfig()
+        return IPAMConfig.from_dict(loads(kv)) if kv else IPAMConfig()
 
     def set_config(self, config: IPAMConfig) -> None:
         def write(tx: Tx) -> None:
@@ -145,7 +145,7 @@ class IPAM:
                   6: _int("ipv6", num_ipv6, 0, MAX_PER_REQUEST)}
         if not any(wanted.values()):
             raise ValidationError("ipv4", "nothing to assign; ask for at least one address")
-        only = {str(_pool_cidr("pools", p)) for p in pools} if pools is not None else None
+        only = {str(parse_network("pools", p)) for p in pools} if pools is not None else None
 
         def attempt(tx: Tx) -> AssignResult:
             if tx.seeded:  # a new handle is the common case; the guard checks it
@@ -336,10 +336,10 @@ class IPAM:
         if record is None:
             return []
         out = []
-        for cidr in _json(record.value).get("blocks", {}):
+        for cidr in loads(record).get("blocks", {}):
             kv = self.store.get(keys.block(cidr))
             if kv:
-                block = Block.load(_json(kv.value))
+                block = Block.load(loads(kv))
                 out += [str(block.address(o)) for o, h in sorted(block.allocations.items())
                         if h == handle]
         return out
@@ -352,11 +352,11 @@ class IPAM:
         return found
 
     def blocks(self) -> list[Block]:
-        return [Block.load(_json(kv.value)) for kv in self.store.list(keys.BLOCKS)]
+        return [Block.load(loads(kv)) for kv in self.store.list(keys.BLOCKS)]
 
     def usage(self) -> list[dict[str, Any]]:
         """Per pool: its blocks (CIDR, affinity, used) and totals."""
-        pools = [IPPool.from_dict(_json(kv.value)) for kv in self.store.list(keys.POOLS)]
+        pools = [IPPool.from_dict(loads(kv)) for kv in self.store.list(keys.POOLS)]
         blocks = self.blocks()
         out = []
         for pool in pools:
@@ -374,8 +374,8 @@ class IPAM:
         """Every inconsistency between pools, blocks, affinities and handles."""
         (pool_kvs, block_kvs, aff_kvs, handle_kvs), _ = self.store.read(
             [keys.POOLS, keys.BLOCKS, keys.AFFINITIES, keys.HANDLES])
-        pools = [IPPool.from_dict(_json(kv.value)) for kv in pool_kvs]
-        blocks = [Block.load(_json(kv.value)) for kv in block_kvs]
+        pools = [IPPool.from_dict(loads(kv)) for kv in pool_kvs]
+        blocks = [Block.load(loads(kv)) for kv in block_kvs]
         problems: list[Problem] = []
         seen: dict[str, str] = {}
         counted: dict[str, dict[str, int]] = {}
@@ -407,7 +407,7 @@ class IPAM:
             if block_cidrs.get(cidr) is None or block_cidrs[cidr].affinity != host:
                 problems.append(Problem("affinity", cidr, f"host {host} claims a block that "
                                         "is not affine to it"))
-        recorded = {keys.last(kv.key): _json(kv.value).get("blocks", {}) for kv in handle_kvs}
+        recorded = {keys.last(kv.key): loads(kv).get("blocks", {}) for kv in handle_kvs}
         for handle, per_block in sorted(counted.items()):
             if handle not in recorded:
                 problems.append(Problem("address-without-handle", handle,
@@ -450,16 +450,6 @@ class IPAM:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _json(text: str) -> Any:
-    import json
-    return json.loads(text)
-
-
-def _pool_cidr(field_name: str, cidr: str) -> netaddr.IPNetwork:
-    from .model import parse_network
-    return parse_network(field_name, cidr)
 
 
 def _pools(tx: Tx) -> list[IPPool]:

@@ -25,7 +25,8 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _loads(kv: KeyValue) -> Any:
+def loads(kv: KeyValue) -> Any:
+    """A stored JSON value; bad JSON is a DatastoreError naming the key."""
     try:
         return json.loads(kv.value)
     except ValueError:
@@ -78,7 +79,7 @@ class Tx:
         kv = self._seen[key]
         if guard:
             self._guards[key] = kv.mod_revision if kv else 0
-        return _loads(kv) if kv else None
+        return loads(kv) if kv else None
 
     def list(self, prefix: str) -> list[tuple[str, Any]]:
         """Every (key, value) under ``prefix``, including this Tx's own writes; not guarded."""
