@@ -1,9 +1,16 @@
 """calico-docker-plugin: serves calico.sock (NetworkDriver) and calico-ipam.sock
-(IpamDriver) in --socket-dir, HTTP POST + JSON over unix sockets, one thread per call."""
+(IpamDriver) in --socket-dir, HTTP POST + JSON over unix sockets, one thread per connection.
+
+Callers are not trusted to behave: each socket serves at most MAX_CONNECTIONS connections at
+once, a request must arrive whole within READ_TIMEOUT, and answers never carry internal
+exception text.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import logging
 import os
@@ -12,10 +19,12 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from .. import logsafe
 from ..agent import resolve_hostname
 from ..client import connect
 from ..dataplane.veth import create_veth, delete_veth
@@ -26,6 +35,12 @@ from .driver import Driver
 
 log = logging.getLogger("calico-docker-plugin")
 MAX_BODY = 1 << 20
+#: seconds a connection has to deliver its next request whole (idle keep-alive time
+#: included); Docker's client retries a call on a connection closed while idle
+READ_TIMEOUT = 10.0
+#: connections served at once per socket (one thread each)
+MAX_CONNECTIONS = 128
+INTERNAL_ERROR = "internal error (see the plugin's log)"
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -59,28 +74,136 @@ def routes(driver: Driver) -> dict[str, tuple[dict[str, Handler], str]]:
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """One thread per connection, at most MAX_CONNECTIONS of them.
+
+    A connection holds a slot from accept to close. At the cap, a new connection takes the
+    slot of the connection that has waited longest without a call in progress (idle
+    keep-alive, or a request still arriving): a flood of idle connections cannot keep real
+    calls out. When every slot is in a call, the new connection is closed at once (Docker
+    retries a call whose connection closed)."""
+
     daemon_threads = True
     # socketserver's default listen backlog is 5: a burst of concurrent calls (20 `docker
     # run`s at once) then fails to connect with EAGAIN, which Go (Docker) gets at once on a
     # unix socket and answers with seconds of retry backoff.
     request_queue_size = socket.SOMAXCONN
-    handlers: dict[str, Handler]
-    error_field: str
+
+    def __init__(self, path: str, handlers: dict[str, Handler], error_field: str) -> None:
+        super().__init__(path, _Request)
+        self.handlers, self.error_field = handlers, error_field
+        self.lock = threading.Lock()
+        self.served: set[socket.socket] = set()  # connections holding a slot
+        self.waiting: dict[socket.socket, None] = {}  # those not in a call, oldest first
+
+    def get_request(self) -> tuple[Any, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # the pending connection stays and the socket stays readable: without a
+                # pause, serve_forever would retry accept() in a busy loop
+                log.warning("%s: cannot accept a connection: %s", self.server_address, exc)
+                time.sleep(0.2)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self._admit(request):
+            super().process_request(request, client_address)  # its own thread
+        else:
+            log.warning("%s: all %d connections are in calls: closing a new one",
+                        self.server_address, MAX_CONNECTIONS)
+            self.shutdown_request(request)
+
+    def _admit(self, conn: socket.socket) -> bool:
+        with self.lock:
+            if len(self.served) >= MAX_CONNECTIONS:
+                if not self.waiting:
+                    return False
+                oldest = next(iter(self.waiting))
+                self._release(oldest)
+                log.debug("%s: at %d connections, closing the longest idle one",
+                          self.server_address, MAX_CONNECTIONS)
+                try:  # wakes its thread (a read returns end of file); it then ends
+                    oldest.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.served.add(conn)
+            self.waiting[conn] = None
+            return True
+
+    def _release(self, conn: socket.socket) -> None:
+        self.served.discard(conn)
+        self.waiting.pop(conn, None)
+
+    def start_call(self, conn: socket.socket) -> bool:
+        """Mark ``conn`` busy (not to be closed for a newer one); False if already closed."""
+        with self.lock:
+            if conn not in self.served:
+                return False
+            del self.waiting[conn]
+            return True
+
+    def end_call(self, conn: socket.socket) -> None:
+        with self.lock:
+            if conn in self.served:
+                self.waiting[conn] = None  # the most recent: the last to be closed
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.lock:  # before the close: _admit must never shut down a reused fd
+            self._release(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):  # the caller hung up
-            log.debug("a caller went away before its answer: %s", sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the caller hung up, was too slow, or was closed
+            log.debug("a connection ended early: %s", exc)
         else:  # socketserver's default prints a bare traceback to stderr
             log.exception("serving a call failed")
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket until ``deadline`` (time.monotonic()): a request that trickles in a
+    byte at a time cannot hold its connection longer than one that sends nothing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline = 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete request in time")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
 
 
 class _Request(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by a reader with a deadline per request
+        self.reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.deadline = time.monotonic() + READ_TIMEOUT
+        try:
+            super().handle_one_request()
+        except TimeoutError:  # http.server handles it only while waiting for the first line
+            log.debug("%s: no complete request in %s s", self.server.server_address,
+                      READ_TIMEOUT)
+            self.close_connection = True
+
     def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
         handler = self.server.handlers.get(self.path)
         if handler is None:
+            self.close_connection = True  # its body is left unread
             return self._answer(404, {self.server.error_field: f"unknown call {self.path}"})
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -90,22 +213,44 @@ class _Request(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._answer(400, {self.server.error_field: "request body too large"})
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length or not self.server.start_call(self.connection):
+            self.close_connection = True  # the caller hung up, or was closed for a newer one
+            return
+        try:
+            self._call(handler, raw)
+        finally:
+            self.server.end_call(self.connection)
+
+    def _call(self, handler: Handler, raw: bytes) -> None:
+        field = self.server.error_field
         try:
             body = json.loads(raw) if raw.strip() else {}
-            if not isinstance(body, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            return self._answer(400, {self.server.error_field: f"bad JSON body: {exc}"})
+            problem = "" if isinstance(body, dict) else "not a JSON object"
+        except RecursionError:  # json's answer to deep nesting, not a ValueError
+            problem = "nested too deeply"
+        except ValueError as exc:  # the decoder's messages are one line, about the input
+            problem = str(exc)
+        if problem:
+            self.close_connection = True  # after a wrong Content-Length, the stream is lost
+            return self._answer(400, {field: f"bad JSON body: {problem}"})
         try:
             answer = handler(body)
-        except CalicoError as exc:
+        except CalicoError as exc:  # meant for the user: one line, said as is
             log.warning("%s failed: %s", self.path, exc)
-            return self._answer(500, {self.server.error_field: str(exc)})
-        except Exception as exc:  # a bug: answer Docker, keep serving, log it whole
+            return self._answer(500, {field: str(exc)})
+        except Exception:  # a bug: log it whole, tell Docker only where to look
             log.exception("%s crashed", self.path)
-            return self._answer(500, {self.server.error_field: f"internal error: {exc}"})
+            return self._answer(500, {field: INTERNAL_ERROR})
         log.debug("%s ok", self.path)
         self._answer(200, answer)
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's own refusals (a bad request line, a GET, ...) as JSON errors."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        self._answer(code, {self.server.error_field: text})
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         if status != 200 and "Err" not in body:
@@ -113,9 +258,12 @@ class _Request(BaseHTTPRequestHandler):
             # otherwise shows the raw JSON body: IPAM errors carry "Err" besides "Error".
             body = {**body, "Err": body[self.server.error_field]}
         data = json.dumps(body).encode()
+        self.connection.settimeout(READ_TIMEOUT)  # a caller that does not read is dropped
         self.send_response(status)
         self.send_header("Content-Type", "application/vnd.docker.plugins.v1.2+json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -133,8 +281,7 @@ def serve(driver: Driver, socket_dir: str) -> list[_Server]:
             path = os.path.join(socket_dir, name)
             if os.path.exists(path):
                 os.unlink(path)
-            server = _Server(path, _Request)
-            server.handlers, server.error_field = handlers, error_field
+            server = _Server(path, handlers, error_field)
             threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
             servers.append(server)
     finally:
@@ -157,8 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s calico-docker-plugin %(levelname)s %(message)s")
+    logsafe.configure(args.log_level, "calico-docker-plugin")
     try:
         client = connect(args.datastore)
     except CalicoError as exc:
