@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import keys
+from . import keys, logsafe
 from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
@@ -56,7 +56,8 @@ class Agent:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.hostname = resolve_hostname(args.hostname)
-        self.store = open_datastore(args.datastore)
+        # never create the store: on a mistyped path an empty one would unprogram the host
+        self.store = open_datastore(args.datastore, create=False)
         bird = None if args.bird_config == "none" else args.bird_config
         self.dataplane = Dataplane(bird, args.bird_socket)
         self.stopping = False
@@ -79,8 +80,11 @@ class Agent:
             try:
                 revision = self.reconcile_once(verify)
                 backoff = 1.0
-            except CalicoError as exc:
-                log.error("reconcile failed: %s (retrying in %.0fs)", exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+                if isinstance(exc, CalicoError):
+                    log.error("reconcile failed: %s (retrying in %.0fs)", exc, backoff)
+                else:  # a bug: keep its traceback, keep the host reconciling
+                    log.exception("reconcile crashed (retrying in %.0fs)", backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 verify = True
@@ -109,6 +113,9 @@ class Agent:
         except DatastoreError as exc:
             log.error("watching the datastore failed: %s", exc)
             self._sleep(2.0)
+        except Exception:  # noqa: BLE001 - never a silent stop: log, resync
+            log.exception("watching the datastore crashed")
+            self._sleep(2.0)
         return "resync"
 
     def _sleep(self, seconds: float) -> None:
@@ -119,8 +126,7 @@ class Agent:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s calico-agent %(levelname)s %(message)s")
+    logsafe.configure(args.log_level, "calico-agent")
     try:
         agent = Agent(args)
         if args.once:
@@ -137,9 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CalicoError as exc:
         log.error("%s", exc)
         return exc.exit_code
-    except ValueError as exc:  # an ipset of an unexpected type, and the like
-        log.error("%s", exc)
-        return 1
 
 
 if __name__ == "__main__":

@@ -16,7 +16,13 @@ from typing import Any
 
 from . import keys
 from .datastore import Datastore, open_datastore
-from .errors import AlreadyExistsError, InUseError, NotFoundError, ValidationError
+from .errors import (
+    AlreadyExistsError,
+    DatastoreError,
+    InUseError,
+    NotFoundError,
+    ValidationError,
+)
 from .ipam import IPAM, Block
 from .model import (
     AgentConfig,
@@ -32,22 +38,27 @@ from .model import (
     parse_address,
     parse_network,
 )
-from .txn import Tx, loads, transact
+from .records import Reporter, Unreadable, check_records, decode, decode_all
+from .txn import Tx, transact
 
 DIRECTIONS = ("inbound", "outbound")
 #: empty blocks deleted per transaction (etcd caps operations per transaction)
 BLOCK_BATCH = 40
 
 
-def connect(url: str | None = None) -> Client:
-    """Open a client on the datastore ``url`` (else $CALICO_DATASTORE, calico.conf, default)."""
-    return Client(open_datastore(url))
+def connect(url: str | None = None, create: bool = True) -> Client:
+    """Open a client on the datastore ``url`` (else $CALICO_DATASTORE, calico.conf, default).
+
+    ``create=False`` for read-only use: a missing embedded store is an error, not created.
+    """
+    return Client(open_datastore(url, create=create))
 
 
 class Client:
     def __init__(self, store: Datastore) -> None:
         self.store = store
         self.ipam = IPAM(store)
+        self.records = Reporter()
 
     def close(self) -> None:
         self.store.close()
@@ -64,10 +75,14 @@ class Client:
         kv = self.store.get(key)
         if kv is None:
             raise NotFoundError(f"{what}: not found")
-        return cls.from_dict(loads(kv))
+        return decode(kv, cls)
 
     def _list(self, prefix: str, cls: type) -> list[Any]:
-        return [cls.from_dict(loads(kv)) for kv in self.store.list(prefix)]
+        """Every readable record under ``prefix``; unreadable ones are logged and left out
+        (``calicoctl datastore check`` lists them)."""
+        good, bad = decode_all(self.store.list(prefix), cls)
+        self.records.report(bad)
+        return good
 
     def _create(self, key: str, obj: Any, what: str) -> None:
         def write(tx: Tx) -> None:
@@ -110,10 +125,7 @@ class Client:
 
     def get_pool(self, cidr: str) -> IPPool:
         net = parse_network("cidr", cidr)
-        kv = self.store.get(keys.pool(str(net)))
-        if kv is None:
-            raise NotFoundError(f"cidr: pool {net} not found")
-        return IPPool.from_dict(loads(kv))
+        return self._get(keys.pool(str(net)), IPPool, f"cidr: pool {net}")
 
     def list_pools(self) -> list[IPPool]:
         pools = self._list(keys.POOLS, IPPool)
@@ -207,8 +219,18 @@ class Client:
     def list_profiles(self) -> list[Profile]:
         return self._list(keys.PROFILES, Profile)
 
-    def remove_profile(self, name: str) -> None:
+    def remove_profile(self, name: str, force: bool = False) -> None:
+        """Remove a profile; refused while endpoints use it (their traffic would all be
+        dropped, and the next container of its network would recreate it with the default
+        rules) unless ``force``."""
         _name("name", name)
+        if not force:
+            users = [e for e in self.list_endpoints() if name in e.profiles]
+            if users:
+                shown = ", ".join(f"{e.id[:12]} on {e.host}" for e in users[:5])
+                more = f" and {len(users) - 5} more" if len(users) > 5 else ""
+                raise InUseError(f"name: profile {name} is used by endpoint(s) {shown}{more}; "
+                                 "remove them first or force the removal")
         self._remove(keys.profile(name), f"profile {name}")
 
     def add_rule(self, profile: str, direction: str, rule: Rule,
@@ -252,11 +274,38 @@ class Client:
     # ---------------------------------------------------------------- nodes and BGP
 
     def add_node(self, node: Node) -> Node:
-        self._create(keys.node(node.name), node, f"node {node.name}")
-        return node
+        """Add a node; its BGP addresses must be its own (BIRD refuses two peers on one)."""
+        def write(tx: Tx) -> Node:
+            if tx.get(keys.node(node.name)) is not None:
+                raise AlreadyExistsError(f"node {node.name}: already exists")
+            self._put_node(tx, node)
+            return node
+        return transact(self.store, write)
 
     def put_node(self, node: Node) -> bool:
-        return self._replace(keys.node(node.name), node)
+        """Create or replace a node; True when it changed."""
+        def write(tx: Tx) -> bool:
+            if tx.get(keys.node(node.name)) == node.to_dict():
+                return False
+            self._put_node(tx, node)
+            return True
+        return transact(self.store, write)
+
+    def _put_node(self, tx: Tx, node: Node) -> None:
+        # Every node write rewrites the guard, so two nodes written at once with one
+        # address cannot both pass the check.
+        tx.guard(keys.NODES_GUARD)
+        for key, data in tx.list(keys.NODES):
+            if key == keys.node(node.name):
+                continue
+            other = data.get("name") if isinstance(data, dict) else None
+            for field_name in ("ipv4", "ipv6"):
+                address = getattr(node, field_name)
+                if address and isinstance(data, dict) and data.get(field_name) == address:
+                    raise ValidationError(field_name, f"{address} is already node {other}'s "
+                                                      "BGP address; every node needs its own")
+        tx.put(keys.node(node.name), node.to_dict())
+        tx.put(keys.NODES_GUARD, {"changed": node.name})
 
     def get_node(self, name: str) -> Node:
         _hostname("name", name)
@@ -278,13 +327,12 @@ class Client:
         transact(self.store, write)
 
     def get_bgp_config(self) -> BGPConfig:
-        kv = self.store.get(keys.BGP_CONFIG)
-        return BGPConfig.from_dict(loads(kv)) if kv else BGPConfig()
+        return self._setting(keys.BGP_CONFIG, BGPConfig)
 
     def set_bgp_config(self, as_number: int | None = None,
                        node_to_node_mesh: bool | None = None) -> BGPConfig:
         def write(tx: Tx) -> BGPConfig:
-            data = tx.get(keys.BGP_CONFIG) or BGPConfig().to_dict()
+            data = _readable(tx, keys.BGP_CONFIG, BGPConfig)
             if as_number is not None:
                 data["as_number"] = as_number
             if node_to_node_mesh is not None:
@@ -338,14 +386,19 @@ class Client:
 
     def add_endpoint(self, endpoint: Endpoint, assign_addresses: bool = False) -> Endpoint:
         """Record an endpoint; with ``assign_addresses`` its addresses are first assigned
-        in IPAM under the endpoint id (they must lie in a pool and be free)."""
+        in IPAM under the endpoint id (they must lie in a pool and be free). Its interface
+        must not be another endpoint's on the same host."""
+        if self.store.get(keys.endpoint(endpoint.host, endpoint.id)) is not None:
+            raise AlreadyExistsError(f"endpoint {endpoint.id} on {endpoint.host}: "
+                                     "already exists")
+        for other in self.list_endpoints(endpoint.host):
+            if other.interface == endpoint.interface:
+                raise AlreadyExistsError(f"interface: {endpoint.interface} is endpoint "
+                                         f"{other.id}'s on {endpoint.host}")
         if not assign_addresses:
             self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
                          f"endpoint {endpoint.id} on {endpoint.host}")
             return endpoint
-        if self.store.get(keys.endpoint(endpoint.host, endpoint.id)) is not None:
-            raise AlreadyExistsError(f"endpoint {endpoint.id} on {endpoint.host}: "
-                                     "already exists")
         held = set(self.ipam.handle_addresses(endpoint.id))  # assigned for it beforehand
         assigned: list[str] = []
         try:
@@ -386,19 +439,45 @@ class Client:
     # ---------------------------------------------------------------- agent settings
 
     def get_agent_config(self) -> AgentConfig:
-        kv = self.store.get(keys.AGENT_CONFIG)
-        return AgentConfig.from_dict(loads(kv)) if kv else AgentConfig()
+        return self._setting(keys.AGENT_CONFIG, AgentConfig)
 
     def set_agent_config(self, default_endpoint_to_host_action: str | None = None
                          ) -> AgentConfig:
         def write(tx: Tx) -> AgentConfig:
-            data = tx.get(keys.AGENT_CONFIG) or AgentConfig().to_dict()
+            data = _readable(tx, keys.AGENT_CONFIG, AgentConfig)
             if default_endpoint_to_host_action is not None:
                 data["default_endpoint_to_host_action"] = default_endpoint_to_host_action
             config = AgentConfig.from_dict(data)
             tx.put(keys.AGENT_CONFIG, config.to_dict())
             return config
         return transact(self.store, write)
+
+    def _setting(self, key: str, cls: type) -> Any:
+        """A settings record, or its defaults when it is absent or unreadable (as every
+        host's agent reads it; the unreadable record is logged)."""
+        kv = self.store.get(key)
+        if kv is None:
+            return cls()
+        good, bad = decode_all([kv], cls)
+        self.records.report(bad)
+        return good[0] if good else cls()
+
+    # ---------------------------------------------------------------- checks
+
+    def check_records(self) -> list[Unreadable]:
+        """Every record (pools, profiles, nodes, peers, endpoints, settings) that readers
+        skip because it cannot be read; IPAM records are checked by ``ipam.check``."""
+        return check_records(self.store.list(keys.ROOT))
+
+
+def _readable(tx: Tx, key: str, cls: type) -> dict[str, Any]:
+    """A settings record's data to update: the defaults instead of one that cannot be
+    read (what every host uses meanwhile), so setting a value repairs it."""
+    try:
+        data = tx.get(key)  # guarded even when it cannot be decoded
+        return cls.from_dict(data).to_dict() if data is not None else cls().to_dict()
+    except (ValidationError, DatastoreError):
+        return cls().to_dict()
 
 
 def _direction(direction: str) -> str:

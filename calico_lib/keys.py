@@ -13,6 +13,8 @@ POOLS = ROOT + "pools/"
 POOLS_GUARD = ROOT + "meta/pools"
 PROFILES = ROOT + "profiles/"
 NODES = ROOT + "nodes/"
+#: rewritten with every node write, so two nodes cannot claim one BGP address at once
+NODES_GUARD = ROOT + "meta/nodes"
 ENDPOINTS = ROOT + "endpoints/"
 GLOBAL_PEERS = ROOT + "bgp/peers/global/"
 NODE_PEERS = ROOT + "bgp/peers/node/"

@@ -27,11 +27,18 @@ RESERVED_NETS = [
               "::/128", "::1/128", "fe80::/10", "ff00::/8")
 ]
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,251}[A-Za-z0-9])?$")
-LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
+# Every pattern is applied with fullmatch: "$" would also match before a trailing newline.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?")
+#: host-side veths are ours only when named cali*: an endpoint on eth0 would get proxy ARP
+#: and its routes replaced
+IFNAME_RE = re.compile(r"cali[A-Za-z0-9_.-]{1,11}")
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_./-]{0,251}[A-Za-z0-9])?")
+LABEL_VALUE_RE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
+DIGITS_RE = re.compile(r"[0-9]{1,10}")
+PORT_RANGE_RE = re.compile(r"([0-9]{1,5}) *: *([0-9]{1,5})")
+#: the longest piece of a bad value an error message quotes
+SHOW_MAX = 64
 
 PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "sctp")
 PORT_PROTOCOLS = {"tcp", "udp", "sctp", 6, 17, 132}
@@ -46,15 +53,35 @@ def _fail(field_name: str, problem: str) -> ValidationError:
     return ValidationError(field_name, problem)
 
 
+def show(value: Any) -> str:
+    """A bad value as an error message quotes it: one line (repr escapes control and
+    invisible characters), and no longer than ``SHOW_MAX``."""
+    text = repr(value)
+    return text if len(text) <= SHOW_MAX else text[:SHOW_MAX - 3] + "..."
+
+
+def printable(field_name: str, value: Any) -> str:
+    """``value`` if it is a string of printable characters (no control characters, no
+    line or paragraph separators, no invisible format characters); else ValidationError."""
+    if not isinstance(value, str):
+        raise _fail(field_name, f"{show(value)} is not allowed; use a string")
+    if not value.isprintable():
+        raise _fail(field_name, f"{show(value)} is not allowed; control and invisible "
+                                "characters are refused")
+    return value
+
+
 def parse_network(field_name: str, value: Any, version: int | None = None) -> netaddr.IPNetwork:
     """A CIDR (host bits cleared) or a bare address (as /32 or /128)."""
     if not isinstance(value, str) or not value.strip():
-        raise _fail(field_name, f"{value!r} is not a CIDR; use e.g. 10.0.0.0/16 or fd00::/64")
+        raise _fail(field_name, f"{show(value)} is not a CIDR; use e.g. 10.0.0.0/16 or "
+                                "fd00::/64")
+    printable(field_name, value)
     try:
         net = netaddr.IPNetwork(value.strip())
     except (netaddr.AddrFormatError, ValueError, TypeError):
         raise _fail(
-            field_name, f"{value!r} is not a CIDR; use e.g. 10.0.0.0/16 or fd00::/64"
+            field_name, f"{show(value)} is not a CIDR; use e.g. 10.0.0.0/16 or fd00::/64"
         ) from None
     if version is not None and net.version != version:
         raise _fail(field_name, f"{value} is IPv{net.version}; IPv{version} is required here")
@@ -63,15 +90,16 @@ def parse_network(field_name: str, value: Any, version: int | None = None) -> ne
 
 def parse_address(field_name: str, value: Any, version: int | None = None) -> netaddr.IPAddress:
     if not isinstance(value, str) or not value.strip():
-        raise _fail(field_name, f"{value!r} is not an IP address; use e.g. 10.0.0.1 or fd00::1")
-    text = value.strip()
+        raise _fail(field_name, f"{show(value)} is not an IP address; use e.g. 10.0.0.1 or "
+                                "fd00::1")
+    text = printable(field_name, value).strip()
     if "/" in text:  # accept ADDR/PREFIX, as operators often paste it that way
         text = text.split("/", 1)[0]
     try:
         addr = netaddr.IPAddress(text)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         raise _fail(
-            field_name, f"{value!r} is not an IP address; use e.g. 10.0.0.1 or fd00::1"
+            field_name, f"{show(value)} is not an IP address; use e.g. 10.0.0.1 or fd00::1"
         ) from None
     if version is not None and addr.version != version:
         raise _fail(field_name, f"{value} is IPv{addr.version}; IPv{version} is required here")
@@ -81,8 +109,8 @@ def parse_address(field_name: str, value: Any, version: int | None = None) -> ne
 def _name(field_name: str, value: Any, pattern: re.Pattern[str] = NAME_RE,
           what: str = "letters, digits, '_', '.', '-', starting with a letter or digit, "
                       "at most 128 characters") -> str:
-    if not isinstance(value, str) or not pattern.match(value):
-        raise _fail(field_name, f"{value!r} is not allowed; use {what}")
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise _fail(field_name, f"{show(value)} is not allowed; use {what}")
     return value
 
 
@@ -98,16 +126,16 @@ def _bool(field_name: str, value: Any) -> bool:
         return True
     if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
         return False
-    raise _fail(field_name, f"{value!r} is not allowed; use true or false")
+    raise _fail(field_name, f"{show(value)} is not allowed; use true or false")
 
 
 def _int(field_name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool):
-        raise _fail(field_name, f"{value!r} is not allowed; use a number {low}-{high}")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+        raise _fail(field_name, f"{show(value)} is not allowed; use a number {low}-{high}")
+    if isinstance(value, str) and DIGITS_RE.fullmatch(value.strip(" ")):
+        value = int(value.strip(" "))
     if not isinstance(value, int) or not low <= value <= high:
-        raise _fail(field_name, f"{value!r} is not allowed; use a number {low}-{high}")
+        raise _fail(field_name, f"{show(value)} is not allowed; use a number {low}-{high}")
     return value
 
 
@@ -122,11 +150,11 @@ def _labels(field_name: str, value: Any) -> dict[str, str]:
         raise _fail(field_name, "use a mapping of label names to values")
     out = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
-            raise _fail(field_name, f"label name {key!r} is not allowed; use letters, digits, "
-                                    "'_', '.', '/', '-'")
-        if not isinstance(val, str) or not LABEL_VALUE_RE.match(val):
-            raise _fail(field_name, f"label {key}={val!r} is not allowed; use at most 63 "
+        if not isinstance(key, str) or not LABEL_KEY_RE.fullmatch(key):
+            raise _fail(field_name, f"label name {show(key)} is not allowed; use letters, "
+                                    "digits, '_', '.', '/', '-'")
+        if not isinstance(val, str) or not LABEL_VALUE_RE.fullmatch(val):
+            raise _fail(field_name, f"label {key}={show(val)} is not allowed; use at most 63 "
                                     "letters, digits, '_', '.', '-'")
         out[key] = val
     return dict(sorted(out.items()))
@@ -135,10 +163,10 @@ def _labels(field_name: str, value: Any) -> dict[str, str]:
 def _str_list(field_name: str, value: Any) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, str):  # "a, b": only spaces are trimmed, never control characters
+        return [v.strip(" ") for v in value.split(",") if v.strip(" ")]
     if not isinstance(value, (list, tuple)):
-        raise _fail(field_name, f"{value!r} is not allowed; use a list")
+        raise _fail(field_name, f"{show(value)} is not allowed; use a list")
     return list(value)
 
 
@@ -153,34 +181,36 @@ def _ports(field_name: str, value: Any) -> list[int | str] | None:
     out: list[int | str] = []
     for item in items:
         if isinstance(item, bool):
-            raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
-        if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            raise _fail(field_name, f"{show(item)} is not allowed; {allowed}")
+        text = item.strip(" ") if isinstance(item, str) else None
+        if isinstance(item, int) or (text is not None and DIGITS_RE.fullmatch(text)):
             port = int(item)
             if not 0 <= port <= 65535:
-                raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+                raise _fail(field_name, f"{show(item)} is not allowed; {allowed}")
             out.append(port)
             continue
-        if isinstance(item, str) and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", item):
-            low, high = (int(p) for p in item.split(":"))
+        match = PORT_RANGE_RE.fullmatch(text) if text is not None else None
+        if match:
+            low, high = int(match.group(1)), int(match.group(2))
             if not (0 <= low <= high <= 65535):
-                raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+                raise _fail(field_name, f"{show(item)} is not allowed; {allowed}")
             out.append(f"{low}:{high}")
             continue
-        raise _fail(field_name, f"{item!r} is not allowed; {allowed}")
+        raise _fail(field_name, f"{show(item)} is not allowed; {allowed}")
     return out
 
 
 def _protocol(field_name: str, value: Any) -> str | int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and DIGITS_RE.fullmatch(value.strip(" ")):
+        value = int(value.strip(" "))
     if isinstance(value, int) and not isinstance(value, bool):
         if 1 <= value <= 255:
             return value
     elif isinstance(value, str) and value.lower() in PROTOCOLS:
         return value.lower()
-    raise _fail(field_name, f"{value!r} is not allowed; use tcp, udp, icmp, icmpv6, sctp "
+    raise _fail(field_name, f"{show(value)} is not allowed; use tcp, udp, icmp, icmpv6, sctp "
                             "or a protocol number 1-255")
 
 
@@ -210,12 +240,13 @@ class Model:
     def from_dict(cls: type[T], data: Any) -> T:
         kind = cls.__name__.lower()
         if not isinstance(data, dict):
-            raise _fail(kind, f"{data!r} is not allowed; use a mapping")
+            raise _fail(kind, f"{show(data)} is not allowed; use a mapping")
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(names))
+        unknown = sorted((str(k) for k in set(data) - set(names)), key=str)
         if unknown:
-            raise _fail(unknown[0], f"unknown field {unknown[0]!r} of a {kind}; allowed: "
-                                    f"{', '.join(names)}")
+            name = unknown[0] if unknown[0].isidentifier() else "field"
+            raise _fail(name, f"unknown field {show(unknown[0])} of a {kind}; allowed: "
+                        f"{', '.join(names)}")
         for f in fields(cls):  # type: ignore[arg-type]
             if (f.default is MISSING and f.default_factory is MISSING
                     and f.name not in data):
@@ -308,13 +339,13 @@ class Rule(Model):
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
-            raise _fail("action", f"{self.action!r} is not allowed; use allow or deny")
+            raise _fail("action", f"{show(self.action)} is not allowed; use allow or deny")
         self.protocol = _protocol("protocol", self.protocol)
         self.not_protocol = _protocol("not_protocol", self.not_protocol)
         if self.ip_version is not None:
             self.ip_version = _int("ip_version", self.ip_version, 4, 6)
             if self.ip_version not in (4, 6):
-                raise _fail("ip_version", f"{self.ip_version!r} is not allowed; use 4 or 6")
+                raise _fail("ip_version", f"{show(self.ip_version)} is not allowed; use 4 or 6")
         implied = ICMP_PROTOCOLS.get(self.protocol)  # type: ignore[arg-type]
         if implied is not None:
             if self.ip_version not in (None, implied):
@@ -345,6 +376,35 @@ class Rule(Model):
             raise _fail("icmp_code", "an ICMP code needs icmp_type as well")
         if self.not_icmp_code is not None and self.not_icmp_type is None:
             raise _fail("not_icmp_code", "an ICMP code needs not_icmp_type as well")
+        self._refuse_contradictions()
+
+    def _refuse_contradictions(self) -> None:
+        """A match and its negation that cannot both hold make a rule that never matches
+        (or silently drops one of them): refuse it, naming the negated field."""
+        if self.protocol is not None and self.not_protocol is not None:
+            raise _fail("not_protocol", "use protocol or not_protocol, not both")
+        for d in ("src", "dst"):
+            tag, not_tag = getattr(self, f"{d}_tag"), getattr(self, f"not_{d}_tag")
+            if tag is not None and tag == not_tag:
+                raise _fail(f"not_{d}_tag", f"{tag} is also {d}_tag: the rule never matches")
+            nets = [netaddr.IPNetwork(n) for n in getattr(self, f"{d}_net")]
+            excluded = [netaddr.IPNetwork(n) for n in getattr(self, f"not_{d}_net")]
+            for net in nets:
+                if any(net.version == x.version and net in x for x in excluded):
+                    raise _fail(f"not_{d}_net", f"it excludes all of {d}_net {net}: that part "
+                                                "of the rule never matches")
+            ports = _port_set(getattr(self, f"{d}_ports"))
+            if ports and ports <= _port_set(getattr(self, f"not_{d}_ports")):
+                raise _fail(f"not_{d}_ports", f"it excludes every port of {d}_ports: the rule "
+                                              "never matches")
+        if (self.icmp_type is not None and self.icmp_type == self.not_icmp_type
+                and self.not_icmp_code in (None, self.icmp_code)):
+            raise _fail("not_icmp_type", "it excludes icmp_type: the rule never matches")
+        versions = [{netaddr.IPNetwork(n).version for n in getattr(self, f"{d}_net")}
+                    for d in ("src", "dst")]
+        if all(versions) and not versions[0] & versions[1]:
+            raise _fail("dst_net", "src_net and dst_net share no IP version: the rule never "
+                                   "matches")
 
     def versions(self) -> tuple[int, ...]:
         """The IP versions this rule applies to."""
@@ -352,6 +412,17 @@ class Rule(Model):
 
     def tags(self) -> set[str]:
         return {t for t in (self.src_tag, self.not_src_tag, self.dst_tag, self.not_dst_tag) if t}
+
+
+def _port_set(ports: list[int | str] | None) -> set[int]:
+    out: set[int] = set()
+    for port in ports or []:
+        if isinstance(port, int):
+            out.add(port)
+        else:
+            low, high = (int(p) for p in port.split(":"))
+            out.update(range(low, high + 1))
+    return out
 
 
 def _rules(field_name: str, value: Any) -> list[Rule]:
@@ -415,15 +486,15 @@ class Endpoint(Model):
         _name("id", self.id, what="letters, digits, '_', '.', '-', at most 128 characters")
         _hostname("host", self.host)
         _name("interface", self.interface, IFNAME_RE,
-              "an interface name of 1-15 letters, digits, '_', '.', '-'")
+              "a host-side veth name: 'cali' and 1-11 letters, digits, '_', '.', '-'")
         if self.mac is not None:
-            if not isinstance(self.mac, str):
-                raise _fail("mac", f"{self.mac!r} is not a MAC address; use "
+            if not isinstance(self.mac, str) or not self.mac.isprintable():
+                raise _fail("mac", f"{show(self.mac)} is not a MAC address; use "
                                    "e.g. ee:ee:ee:ee:ee:ee")
             try:
                 self.mac = str(netaddr.EUI(self.mac, dialect=netaddr.mac_unix_expanded))
             except (netaddr.AddrFormatError, TypeError, ValueError):
-                raise _fail("mac", f"{self.mac!r} is not a MAC address; use "
+                raise _fail("mac", f"{show(self.mac)} is not a MAC address; use "
                                    "e.g. ee:ee:ee:ee:ee:ee") from None
         for name, version in (("ipv4_nets", 4), ("ipv6_nets", 6)):
             nets = []
@@ -435,7 +506,7 @@ class Endpoint(Model):
         self.profiles = [_name("profiles", p) for p in _str_list("profiles", self.profiles)]
         self.labels = _labels("labels", self.labels)
         if self.state not in ENDPOINT_STATES:
-            raise _fail("state", f"{self.state!r} is not allowed; use active or inactive")
+            raise _fail("state", f"{show(self.state)} is not allowed; use active or inactive")
 
     @property
     def addresses(self) -> list[str]:
@@ -463,10 +534,13 @@ class Node(Model):
         if self.rr_cluster_id is not None:
             cluster = self.rr_cluster_id
             try:
+                if isinstance(cluster, bool) or not isinstance(cluster, (int, str)) or (
+                        isinstance(cluster, str) and not cluster.isprintable()):
+                    raise ValueError(cluster)
                 self.rr_cluster_id = str(netaddr.IPAddress(
-                    int(cluster) if str(cluster).isdigit() else str(cluster), 4))
+                    int(cluster) if DIGITS_RE.fullmatch(str(cluster)) else str(cluster), 4))
             except (netaddr.AddrFormatError, ValueError, TypeError):
-                raise _fail("rr_cluster_id", f"{cluster!r} is not allowed; use a dotted "
+                raise _fail("rr_cluster_id", f"{show(cluster)} is not allowed; use a dotted "
                                              "quad such as 224.0.0.1 or a number") from None
 
 
@@ -526,5 +600,5 @@ class AgentConfig(Model):
     def __post_init__(self) -> None:
         if self.default_endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
             raise _fail("default_endpoint_to_host_action",
-                        f"{self.default_endpoint_to_host_action!r} is not allowed; use accept "
+                        f"{show(self.default_endpoint_to_host_action)} is not allowed; use accept "
                         "or drop")

@@ -10,15 +10,18 @@ import fcntl
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .dataplane import ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
 from .dataplane.routes import RouteReport, apply_routes
+from .dataplane.runner import CommandError
 from .datastore import Datastore
 from .errors import CalicoError
+from .records import Reporter, Unreadable
 from .render.bird import render_bird
 from .render.policy import render_policy
 from .render.routes import desired_routes
@@ -63,6 +66,8 @@ class Report:
     check_mode: bool = False
     #: False when the kernel was not read because the render had not changed
     verified: bool = True
+    #: records left out of the snapshot because they could not be read
+    unreadable: tuple[Unreadable, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -74,9 +79,11 @@ class Report:
     def summary(self) -> str:
         """One line: what changed and how long it took."""
         took = f"{self.seconds * 1000:.1f} ms"
+        skipped = (f"; {len(self.unreadable)} unreadable record(s) skipped"
+                   if self.unreadable else "")
         if not self.changed:
             how = "" if self.verified else ", render unchanged"
-            return f"revision {self.revision}: no change{how} ({took})"
+            return f"revision {self.revision}: no change{how}{skipped} ({took})"
         parts = []
         s = self.sets
         if s.created or s.updated or s.destroyed:
@@ -91,7 +98,8 @@ class Report:
         if self.bird is not None and self.bird.changed:
             parts.append(self.bird.summary())
         verb = "would change" if self.check_mode else "changed"
-        return f"revision {self.revision}: {verb} " + "; ".join(parts) + f" ({took})"
+        return (f"revision {self.revision}: {verb} " + "; ".join(parts) + skipped
+                + f" ({took})")
 
 
 class Dataplane:
@@ -108,6 +116,8 @@ class Dataplane:
                  bird_socket: str = DEFAULT_SOCKET) -> None:
         self.bird_config = bird_config
         self.bird_socket = bird_socket
+        #: logs each unreadable record once for the life of this dataplane
+        self.records = Reporter()
         #: the stamp this dataplane wrote after its last apply (see ``reconcile``)
         self.stamp: str | None = None
         self._input: Snapshot | None = None
@@ -119,8 +129,14 @@ class Dataplane:
 
     def apply(self, snapshot: Snapshot, check_mode: bool = False,
               verify: bool = True) -> Report:
-        """Make the kernel match ``snapshot`` (in check mode, only say what would change)."""
+        """Make the kernel match ``snapshot`` (in check mode, only say what would change).
+
+        A part that fails (an ip6tables restore the kernel refuses, say) does not stop the
+        others: everything that can be applied is, then ``DataplaneError`` names what
+        failed (and the next apply reads the kernel afresh).
+        """
         start = time.perf_counter()
+        self.records.report(snapshot.unreadable)
         trust = not verify and not check_mode and self._sets is not None
         routes = desired_routes(snapshot)
         if trust and replace(snapshot, revision=0) == self._input:
@@ -133,38 +149,62 @@ class Dataplane:
         set_plan = ipsets.plan_sets(policy.ipsets,
                                     known_sets if known_sets is not None
                                     else ipsets.read_sets())
-        report = Report(snapshot.revision, set_plan, check_mode=check_mode, verified=not trust)
-        if not check_mode:
-            ipsets.apply_before(set_plan)
+        report = Report(snapshot.revision, set_plan, check_mode=check_mode, verified=not trust,
+                        unreadable=snapshot.unreadable)
+        failures: list[str] = []
+        sets_ok = check_mode or _attempt(failures, "ipsets", ipsets.apply_before, set_plan)
         tables = {}
         for table in policy.tables:
             key = (table.version, table.name)
             known = known_tables.get(key)
             kernel = known if known is not None else iptables.read_table(*key)
             plan = iptables.plan_table(table, kernel)
-            if not check_mode:
-                iptables.apply_plan(plan)
             report.tables.append(plan)
-            tables[key] = iptables.as_kernel(table)
+            what = f"ip{'6' if table.version == 6 else ''}tables {table.name}"
+            if check_mode:
+                continue
+            if not sets_ok:  # its rules may name sets that were not made
+                failures.append(f"{what}: not applied (the ipsets failed)")
+            elif _attempt(failures, what, iptables.apply_plan, plan):
+                tables[key] = iptables.as_kernel(table)
         if not check_mode:
-            ipsets.apply_after(set_plan)
+            if not failures:  # stale sets may still be named by rules that failed to go
+                _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
             report.routes = apply_routes(routes)
         if self.bird_config is not None:
             report.bird = apply_bird(render_bird(snapshot), self.bird_config,
                                      self.bird_socket, check_mode)
+        report.seconds = time.perf_counter() - start
+        if failures:
+            raise DataplaneError("; ".join(failures) + " (everything else was applied: "
+                                 + report.summary() + ")")
         if not check_mode:
             self._input, self._tables = replace(snapshot, revision=0), tables
             self._sets = ipsets.as_kernel(policy.ipsets)
-        report.seconds = time.perf_counter() - start
         return report
 
     def _routes_only(self, snapshot: Snapshot, routes: list, start: float) -> Report:
         """Rules and sets are as this process left them; routes are cheap to check and go
         with their veth (a container that joined again needs them back)."""
-        report = Report(snapshot.revision, ipsets.SetPlan(), verified=False)
+        report = Report(snapshot.revision, ipsets.SetPlan(), verified=False,
+                        unreadable=snapshot.unreadable)
         report.routes = apply_routes(routes)
         report.seconds = time.perf_counter() - start
         return report
+
+
+class DataplaneError(CalicoError):
+    """Part of an apply failed; the message names each failed part."""
+
+
+def _attempt(failures: list[str], what: str, fn: Callable[[Any], None], arg: Any) -> bool:
+    """``fn(arg)``; a failing command is added to ``failures`` (named) instead of raised."""
+    try:
+        fn(arg)
+    except CommandError as exc:
+        failures.append(f"{what}: {exc}")
+        return False
+    return True
 
 
 def apply_snapshot(snapshot: Snapshot, check_mode: bool = False,

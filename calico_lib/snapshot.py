@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from . import keys
-from .datastore import Datastore
-from .model import AgentConfig, BGPConfig, BGPPeer, Endpoint, IPPool, Node, Profile
+from .datastore import Datastore, KeyValue
+from .errors import ValidationError
+from .model import (
+    AgentConfig,
+    BGPConfig,
+    BGPPeer,
+    Endpoint,
+    IPPool,
+    Node,
+    Profile,
+    parse_network,
+)
+from .records import Unreadable, decode_all
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,8 @@ class Snapshot:
     peers: tuple[BGPPeer, ...] = ()
     #: the IPAM blocks affine to this host
     blocks: tuple[str, ...] = ()
+    #: records that could not be read and were left out (reported, never fatal)
+    unreadable: tuple[Unreadable, ...] = ()
 
     @property
     def local_endpoints(self) -> tuple[Endpoint, ...]:
@@ -32,24 +44,86 @@ class Snapshot:
 
 
 def load_snapshot(store: Datastore, hostname: str) -> Snapshot:
-    """Read everything the renderers need in one consistent read."""
+    """Read everything the renderers need in one consistent read.
+
+    A record that cannot be read is left out and listed in ``unreadable``: the rest of
+    the host's dataplane is still rendered from everything else.
+    """
     (pools, profiles, endpoints, config, nodes, bgp, global_peers, own_peers,
      affinities), revision = store.read(
         [keys.POOLS, keys.PROFILES, keys.ENDPOINTS, keys.AGENT_CONFIG, keys.NODES,
          keys.BGP_CONFIG, keys.GLOBAL_PEERS, f"{keys.NODE_PEERS}{hostname}/",
          keys.affinities(hostname)])
+    bad: list[Unreadable] = []
+
+    def read(kvs: list[KeyValue], cls: type) -> list:
+        good, skipped = decode_all(kvs, cls)
+        bad.extend(skipped)
+        return good
+
+    agent_config = read(config, AgentConfig)
+    bgp_config = read(bgp, BGPConfig)
     return Snapshot(
         hostname=hostname,
         revision=revision,
-        pools=tuple(IPPool.from_dict(json.loads(kv.value)) for kv in pools),
-        profiles={p.name: p for p in (Profile.from_dict(json.loads(kv.value))
-                                      for kv in profiles)},
-        endpoints=tuple(sorted((Endpoint.from_dict(json.loads(kv.value)) for kv in endpoints),
-                               key=lambda e: (e.host, e.id))),
-        config=AgentConfig.from_dict(json.loads(config[0].value)) if config else AgentConfig(),
-        nodes={n.name: n for n in (Node.from_dict(json.loads(kv.value)) for kv in nodes)},
-        bgp=BGPConfig.from_dict(json.loads(bgp[0].value)) if bgp else BGPConfig(),
-        peers=tuple(BGPPeer.from_dict(json.loads(kv.value))
-                    for kv in global_peers + own_peers),
-        blocks=tuple(keys.cidr_from_part(keys.last(kv.key)) for kv in affinities),
+        pools=tuple(read(pools, IPPool)),
+        profiles={p.name: p for p in read(profiles, Profile)},
+        endpoints=_one_per_interface(read(endpoints, Endpoint), bad),
+        config=agent_config[0] if agent_config else AgentConfig(),
+        nodes=_one_per_address(read(nodes, Node), hostname, bad),
+        bgp=bgp_config[0] if bgp_config else BGPConfig(),
+        peers=tuple(read(global_peers + own_peers, BGPPeer)),
+        blocks=tuple(b for b in (_block(kv, bad) for kv in affinities) if b),
+        unreadable=tuple(bad),
     )
+
+
+def _block(kv: KeyValue, bad: list[Unreadable]) -> str | None:
+    """The block CIDR an affinity key names (it goes into BIRD's config: validate it)."""
+    part = keys.last(kv.key)
+    try:
+        if "-" not in part:
+            raise ValidationError("cidr", "no prefix length")
+        cidr = parse_network("cidr", keys.cidr_from_part(part))
+    except ValidationError as exc:
+        bad.append(Unreadable(kv.key, f"not a block affinity ({exc})"))
+        return None
+    return str(cidr)
+
+
+def _one_per_interface(endpoints: list[Endpoint], bad: list[Unreadable]
+                       ) -> tuple[Endpoint, ...]:
+    """Endpoints sorted by (host, id); of several on one host with the same interface (a
+    kernel name two objects may not share) only the first is kept."""
+    out: list[Endpoint] = []
+    taken: dict[tuple[str, str], str] = {}
+    for ep in sorted(endpoints, key=lambda e: (e.host, e.id)):
+        first = taken.setdefault((ep.host, ep.interface), ep.id)
+        if first != ep.id:
+            bad.append(Unreadable(keys.endpoint(ep.host, ep.id), f"interface {ep.interface} "
+                                  f"is endpoint {first}'s on {ep.host}: left out"))
+            continue
+        out.append(ep)
+    return tuple(out)
+
+
+def _one_per_address(nodes: list[Node], hostname: str, bad: list[Unreadable]
+                     ) -> dict[str, Node]:
+    """Nodes by name, without the ones whose BGP address another node also claims (BIRD
+    would refuse the whole config); this host's own node is always kept."""
+    owners: dict[str, list[str]] = {}
+    for node in nodes:
+        for address in (node.ipv4, node.ipv6):
+            if address:
+                owners.setdefault(address, []).append(node.name)
+    out = {}
+    for node in nodes:
+        shared = [a for a in (node.ipv4, node.ipv6)
+                  if a and len(owners[a]) > 1]
+        if shared and node.name != hostname:
+            others = sorted(set(owners[shared[0]]) - {node.name})
+            bad.append(Unreadable(keys.node(node.name), f"address {shared[0]} is also node "
+                                  f"{others[0]}'s: left out"))
+            continue
+        out[node.name] = node
+    return out

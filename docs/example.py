@@ -66,7 +66,7 @@ def add_endpoint(client: calico_lib.Client) -> Endpoint:
         addresses = client.ipam.auto_assign(HOST, ENDPOINT_ID, num_ipv4=1,
                                             num_ipv6=1).addresses
     endpoint = Endpoint(
-        id=ENDPOINT_ID, host=HOST, interface="eth0",
+        id=ENDPOINT_ID, host=HOST, interface="cali0",
         ipv4_nets=[a for a in addresses if ":" not in a],
         ipv6_nets=[a for a in addresses if ":" in a],
         profiles=[PROFILE])

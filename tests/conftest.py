@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,35 @@ def datastore(datastore_url: str) -> Iterator[Datastore]:
         yield store
     finally:
         store.close()
+
+
+def _sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A host namespace with one container behind a cali veth, and a link to the test
+    machine (198.19.R.1 here, .2 in the namespace) so it can reach a datastore there."""
+    tag = uuid.uuid4().hex[:6]
+    ns, cns, uplink = f"calt-ag-{tag}", f"calt-agc-{tag}", f"calt-up{tag}"
+    veth = "cali" + uuid.uuid4().hex[:11]
+    subnet = f"198.19.{int(tag, 16) % 250}"
+    try:
+        _sh("ip", "netns", "add", ns)
+        _sh("ip", "netns", "add", cns)
+        _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        _sh("ip", "-n", ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+           "netns", cns)
+        _sh("ip", "-n", ns, "link", "set", veth, "up")
+        _sh("ip", "link", "add", uplink, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _sh("ip", "addr", "add", f"{subnet}.1/30", "dev", uplink)
+        _sh("ip", "link", "set", uplink, "up")
+        _sh("ip", "-n", ns, "addr", "add", f"{subnet}.2/30", "dev", "eth0")
+        _sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        yield {"ns": ns, "veth": veth, "lock": str(tmp_path / "dataplane.lock"),
+               "outside": f"{subnet}.1"}
+    finally:
+        subprocess.run(["ip", "link", "del", uplink], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", cns], capture_output=True)

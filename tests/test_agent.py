@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,34 +31,6 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 10.0) ->
             return time.monotonic() - start
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A host namespace with one container behind a cali veth, and a link to the test
-    machine (198.19.R.1 here, .2 in the namespace) so it can reach a datastore there."""
-    tag = uuid.uuid4().hex[:6]
-    ns, cns, uplink = f"calt-ag-{tag}", f"calt-agc-{tag}", f"calt-up{tag}"
-    veth = "cali" + uuid.uuid4().hex[:11]
-    subnet = f"198.19.{int(tag, 16) % 250}"
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "netns", "add", cns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-           "netns", cns)
-        sh("ip", "-n", ns, "link", "set", veth, "up")
-        sh("ip", "link", "add", uplink, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh("ip", "addr", "add", f"{subnet}.1/30", "dev", uplink)
-        sh("ip", "link", "set", uplink, "up")
-        sh("ip", "-n", ns, "addr", "add", f"{subnet}.2/30", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        yield {"ns": ns, "veth": veth, "lock": str(tmp_path / "dataplane.lock"),
-               "outside": f"{subnet}.1"}
-    finally:
-        subprocess.run(["ip", "link", "del", uplink], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "netns", "del", cns], capture_output=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])

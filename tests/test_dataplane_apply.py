@@ -1,5 +1,6 @@
 """The appliers against a real kernel, in a throwaway network namespace: atomic restores
-that leave the old rules in place on error, ipset swaps, zero writes when nothing changed."""
+that leave the old rules in place on error, ipset swaps, zero writes when nothing changed,
+sets sized for their members, hooks that never take a foreign rule with them."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from calico_lib.dataplane import ipsets, iptables
 from calico_lib.dataplane.runner import CommandError, run
 from calico_lib.model import Endpoint, IPPool, Profile
 from calico_lib.reconcile import apply_snapshot
+from calico_lib.render import names
 from calico_lib.render.policy import IpSet, Table, render_policy
 from calico_lib.snapshot import Snapshot
+from tests.test_render_policy import addresses, any_net_snapshot
 
 
 @contextmanager
@@ -209,3 +212,125 @@ def test_trusted_memory_writes_only_what_changed_and_yields_to_other_writers(
         again = reconcile(client.store, "h", lock, dataplane=mine, verify=False)
         assert again.verified and not again.changed
         assert any(c[0] == "iptables-save" for c in calls)
+
+
+# --------------------------------------------------------------------------- ipsets
+
+
+def tagged(tags: dict[str, list[str] | frozenset[str]]) -> Snapshot:
+    """A profile per tag, named like it, with one local endpoint (10.66.0.N) so its rules
+    and tag set are rendered here; the tag's other members are endpoints on host h2."""
+    local = [Endpoint(f"l{i}", "h", f"cali{i:011d}", ipv4_nets=[f"10.66.0.{i}"], profiles=[tag])
+             for i, tag in enumerate(tags, 1)]
+    remote = [Endpoint(f"r-{tag}-{j}", "h2", "caliremote", ipv4_nets=[a], profiles=[tag])
+              for tag, members in tags.items() for j, a in enumerate(sorted(members))]
+    return Snapshot(hostname="h", revision=1,
+                    profiles={t: Profile.with_default_rules(t) for t in tags},
+                    endpoints=tuple(local + remote))
+
+
+def host_routes(members) -> set[str]:
+    return {f"{a}/32" for a in members}
+
+
+def test_tag_named_like_a_temp_set_keeps_its_own_members(ns) -> None:
+    """Tags db and db-tmp: a wholesale change of db is filled aside and swapped in without
+    touching db-tmp's set (once the temporary set of db, swapped with it and destroyed)."""
+    db_old = [f"10.66.1.{i}" for i in range(1, 21)]
+    db_new = [f"10.66.3.{i}" for i in range(1, 21)]
+    db_tmp = [f"10.66.2.{i}" for i in range(1, 21)]
+    with inside(ns):
+        apply_snapshot(tagged({"db": db_old, "db-tmp": db_tmp}))
+        report = apply_snapshot(tagged({"db": db_new, "db-tmp": db_tmp}))
+        assert report.sets.updated == ["cali4-t-db"] and "swap" in report.sets.before
+        kernel = ipsets.read_sets()
+        assert kernel["cali4-t-db"].members == host_routes(["10.66.0.1", *db_new])
+        assert kernel["cali4-t-db-tmp"].members == host_routes(["10.66.0.2", *db_tmp])
+        assert set(kernel) == {"cali4-t-db", "cali4-t-db-tmp", "cali4-all-pools",
+                               "cali4-masq-pools", "cali6-all-pools",
+                               "cali6-masq-pools"}  # no temporary set
+        assert not apply_snapshot(tagged({"db": db_new, "db-tmp": db_tmp})).changed
+
+
+@pytest.mark.parametrize(("kind", "maxelem", "stray"), [
+    ("hash:ip", 65536, "10.99.0.1"),      # same header: `create -exist` would keep it
+    ("hash:ip", 1024, "10.99.0.1"),       # another maxelem: `create -exist` would fail
+    ("hash:net", 65536, "10.99.0.0/24"),  # another type
+])
+def test_temp_set_left_by_a_crash_does_not_break_the_next_apply(
+        ns, kind: str, maxelem: int, stray: str) -> None:
+    old = [f"10.66.1.{i}" for i in range(1, 21)]
+    new = [f"10.66.3.{i}" for i in range(1, 21)]
+    with inside(ns):
+        apply_snapshot(tagged({"db": old}))
+        temp = names.temp_set("cali4-t-db")
+        run(["ipset", "create", temp, kind, "family", "inet", "maxelem", str(maxelem)])
+        run(["ipset", "add", temp, stray])
+        report = apply_snapshot(tagged({"db": new}))
+        assert "swap" in report.sets.before and temp in report.sets.destroyed
+        kernel = ipsets.read_sets()
+        assert kernel["cali4-t-db"].members == host_routes(["10.66.0.1", *new])
+        assert temp not in kernel
+        assert not apply_snapshot(tagged({"db": new})).changed
+
+
+def test_a_tag_with_70000_members_applies(ns) -> None:
+    big = tagged({"big": addresses(70000, "10.64.0.0")})
+    with inside(ns):
+        report = apply_snapshot(big)
+        assert report.sets.created and "maxelem 262144" in report.sets.before
+        kernel = ipsets.read_sets()["cali4-t-big"]
+        assert len(kernel.members) == 70001 and kernel.maxelem == 262144
+        assert not apply_snapshot(big).changed
+
+
+def test_growing_a_set_past_its_maxelem_swaps_in_a_larger_one(ns, monkeypatch) -> None:
+    """From 10 to 70,000 members while iptables rules use the set (so it cannot be destroyed
+    and created again): rebuilt with a larger maxelem and swapped in, in one restore."""
+    many = tagged({"big": addresses(70000, "10.64.0.0")})
+    with inside(ns):
+        apply_snapshot(tagged({"big": addresses(10, "10.64.0.0")}))
+        assert "maxelem 65536" in run(["ipset", "list", "-t", "cali4-t-big"])
+        assert "cali4-t-big" in run(["iptables-save", "-t", "filter"])  # in use
+        calls = counted_runs(monkeypatch)
+        report = apply_snapshot(many)
+        assert writes(calls) == [["ipset", "restore", "-exist"]]  # rules unchanged
+        assert report.sets.updated == ["cali4-t-big"] and "swap" in report.sets.before
+        kernel = ipsets.read_sets()
+        assert len(kernel["cali4-t-big"].members) == 70001
+        assert kernel["cali4-t-big"].maxelem == 262144
+        assert names.temp_set("cali4-t-big") not in kernel
+        assert not apply_snapshot(many).changed
+
+
+def test_any_net_rules_apply(ns) -> None:
+    """0.0.0.0/0 and ::/0 in CIDR lists (hash:net refuses /0): the policy applies and
+    stays applied, and no set holds a /0."""
+    with inside(ns):
+        assert apply_snapshot(any_net_snapshot()).changed
+        assert not apply_snapshot(any_net_snapshot()).changed
+        for s in ipsets.read_sets().values():
+            assert not any(m.endswith("/0") for m in s.members), s
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def test_hook_is_removed_by_its_content_not_by_a_stale_position(ns) -> None:
+    """A foreign rule inserted between reading iptables and applying the plan survives;
+    our hook ends up exactly once and first."""
+    table = Table(4, "filter", {"cali-FORWARD": [], "cali-INPUT": []})
+    foreign_a = "-A FORWARD -s 192.0.2.1/32 -j ACCEPT"
+    foreign_b = "-A FORWARD -s 192.0.2.2/32 -j ACCEPT"
+    with inside(ns):
+        iptables.apply_plan(iptables.plan_table(table, iptables.read_table(4, "filter")))
+        run(["iptables", *foreign_a.replace("-A FORWARD", "-I FORWARD 1").split()])
+        plan = iptables.plan_table(table, iptables.read_table(4, "filter"))  # hook 2nd
+        assert plan.hooks_fixed == 1
+        run(["iptables", *foreign_b.replace("-A FORWARD", "-I FORWARD 1").split()])  # racing
+        iptables.apply_plan(plan)
+        forward = [line for line in run(["iptables-save", "-t", "filter"]).splitlines()
+                   if line.startswith("-A FORWARD")]
+        assert forward[1:] == [foreign_b, foreign_a]
+        assert forward[0].endswith("-j cali-FORWARD")
+        assert iptables.plan_table(table, iptables.read_table(4, "filter")).text is None

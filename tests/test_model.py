@@ -81,10 +81,10 @@ class TestRule:
         assert Rule(protocol="1", ip_version="4").ip_version == 4
 
     def test_nets_and_tags(self) -> None:
-        rule = Rule(src_net="10.1.2.3/8, 192.168.0.1", dst_net=["fd00::1/64"],
+        rule = Rule(src_net="10.1.2.3/8, 192.168.0.1", dst_net=["fd00::1/64", "10.9.0.0/16"],
                     src_tag="net1", not_dst_tag="net_2.x-y", ip_version=None)
         assert rule.src_net == ["10.0.0.0/8", "192.168.0.1/32"]
-        assert rule.dst_net == ["fd00::/64"]
+        assert rule.dst_net == ["fd00::/64", "10.9.0.0/16"]
         assert rule.tags() == {"net1", "net_2.x-y"}
         assert Rule(ip_version=6, not_src_net=["fd00::/8"]).not_src_net == ["fd00::/8"]
 
@@ -129,7 +129,7 @@ class TestEndpoint:
                                                                     "10.0.0.10/32"]
 
     def test_interface_of_15_characters(self) -> None:
-        assert ep(interface="a" * 15, state="inactive").interface == "a" * 15
+        assert ep(interface="cali" + "a" * 11, state="inactive").interface == "cali" + "a" * 11
 
 
 class TestNodeAndBGP:
@@ -236,8 +236,9 @@ BAD_CASES: list[tuple[str, Callable[[], object], str, str]] = [
      "true or false"),
     ("mac-garbage", lambda: ep(mac="zz:zz"), "mac", "ee:ee:ee:ee:ee:ee"),
     ("mac-short", lambda: ep(mac="ee:ee:ee:ee:ee"), "mac", "ee:ee:ee:ee:ee:ee"),
-    ("interface-16", lambda: ep(interface="a" * 16), "interface", "1-15"),
-    ("interface-slash", lambda: ep(interface="eth/0"), "interface", "1-15"),
+    ("interface-16", lambda: ep(interface="cali" + "a" * 12), "interface", "1-11"),
+    ("interface-slash", lambda: ep(interface="cali/0"), "interface", "1-11"),
+    ("interface-not-cali", lambda: ep(interface="eth0"), "interface", "'cali'"),
     ("state", lambda: ep(state="up"), "state", "active or inactive"),
     ("endpoint-host", lambda: ep(host="bad host"), "host", "host name"),
     ("endpoint-id", lambda: ep(id=""), "id", "letters, digits"),
@@ -338,7 +339,7 @@ ROUND_TRIP = [
          src_tag="a", dst_tag="b", not_dst_tag="c", not_src_tag="d",
          src_ports=[1, "2:3"], not_src_ports=[4], dst_ports="80,443", not_dst_ports=[8080]),
     Rule(protocol="icmp", icmp_type=8, icmp_code=0, not_icmp_type=3, not_icmp_code=1),
-    Rule(protocol=132, not_protocol="udp", dst_ports=["5:6"], ip_version=6,
+    Rule(protocol=132, dst_ports=["5:6"], ip_version=6,
          dst_net=["fd00::/64"], not_dst_net=["fd00:1::/64"]),
     Profile("web", tags=["web", "frontend"], labels={"tier": "front"},
             inbound_rules=[Rule(protocol="tcp", dst_ports=[80]), Rule(action="deny")],

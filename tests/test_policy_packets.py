@@ -550,3 +550,57 @@ def test_rules_outside_cali_chains_untouched(lab: Lab, client, url, host, expect
     lab.agent(host, url)
     check("after an endpoint was removed")
     expect.ping(a, b.ipv4[0], True)
+
+
+# ------------------------------------------------------------------------------ untrusted input
+
+
+def test_profiles_named_like_each_others_kernel_names_stay_apart(lab: Lab, client, url, host,
+                                                                 expect) -> None:
+    """The names of the issue: when long names were cut and hashed, the second profile's
+    IPv4 tag set was the first's and the third's inbound chain was the first's, so the
+    first profile's rule (src_tag of itself) admitted the second profile's members."""
+    first, forged_set, forged_chain = ("production-database-servers",
+                                       "production-dat-f2be943a", "production--c9f6c797")
+    for name in (first, forged_set, forged_chain):
+        client.add_profile(name)
+    a1 = workload(lab, client, host, "a1", [first])
+    a2 = workload(lab, client, host, "a2", [first])
+    b = workload(lab, client, host, "b", [forged_set])
+    c = workload(lab, client, host, "c", [forged_chain])
+    lab.agent(host, url)
+
+    for version in (4, 6):
+        expect.ping(a1, addr(a2, version), True)   # the first profile admits its members
+        expect.ping(b, addr(a1, version), False)   # ... and not the second's
+        expect.ping(c, addr(a1, version), False)
+        expect.ping(b, addr(c, version), False)    # the third has its own inbound chain
+        expect.ping(a1, addr(c, version), False)
+
+
+def test_any_address_in_a_cidr_list(lab: Lab, client, url, host, expect) -> None:
+    """src_net 0.0.0.0/0 admits every IPv4 source (a hash:net set refuses /0, which once
+    failed every reconcile); not_dst_net ::/0 excludes every IPv6 destination, so the rule
+    never matches IPv6."""
+    client.add_profile("web")
+    client.add_profile(db_profile([Rule(action="allow", src_net=["0.0.0.0/0", "10.0.0.0/8"],
+                                        not_dst_net=["::/0"])]))
+    w = workload(lab, client, host, "w", ["web"])
+    d = workload(lab, client, host, "d", ["db"])
+    lab.agent(host, url)
+    outside = lab.outside
+    assert outside is not None
+    lab.ip(outside, "route", "add", POOL4, "via", host.ipv4)
+    lab.ip(outside, "-6", "route", "add", POOL6, "via", host.ipv6)
+
+    expect.ping(w, d.ipv4[0], True)
+    expect.tcp(w, d, d.ipv4[0], 8080, True)
+    if not lab.ping(outside, d.ipv4[0]):  # outside 10.0.0.0/8 as well
+        raise AssertionError(f"ping outside -> {d.ipv4[0]}: expected to pass\n"
+                             f"{lab.diagnostics(host)}")
+    expect.ping(w, d.ipv6[0], False)
+    expect.tcp(w, d, d.ipv6[0], 8080, False)
+    if lab.ping(outside, d.ipv6[0]):
+        raise AssertionError(f"ping outside -> {d.ipv6[0]}: expected to be dropped\n"
+                             f"{lab.diagnostics(host)}")
+    lab.agent(host, url)  # and the next reconcile runs as well

@@ -7,16 +7,22 @@ and review the diff.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+import netaddr
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from calico_lib.dataplane import ipsets, iptables
-from calico_lib.model import AgentConfig, Endpoint, IPPool, Profile, Rule
+from calico_lib.model import NAME_RE, AgentConfig, Endpoint, IPPool, Profile, Rule
 from calico_lib.render import names
 from calico_lib.render.policy import (
     MULTIPORT_MAX,
+    IpSet,
+    Policy,
     ipset_restore_text,
     iptables_restore_text,
     render_policy,
@@ -125,7 +131,7 @@ def test_long_names_are_cut_deterministically() -> None:
     assert all(len(s) <= names.IPSET_MAX and s.startswith("cali") for s in policy.ipsets)
     long_chain = names.profile_outbound("a-profile-name-that-is-much-longer-than-iptables-allows")
     assert len(long_chain) == names.CHAIN_MAX and long_chain in chains
-    assert names.shorten("x" * 40, 28) != names.shorten("x" * 39 + "y", 28)
+    assert names.profile_inbound("x" * 40) != names.profile_inbound("x" * 39 + "y")
 
 
 def test_multiport_is_split() -> None:
@@ -171,7 +177,11 @@ def test_plan_table_touches_only_what_differs() -> None:
     plan = iptables.plan_table(table, kernel)
     # The chain already matches; the stale chain goes; the hook is moved to the front.
     assert plan.written == [] and plan.removed == ["cali-old"] and plan.hooks_fixed == 1
-    assert "-D POSTROUTING 2" in plan.text and "-X cali-old" in plan.text
+    hook = iptables.rule_hash("-j cali-POSTROUTING")
+    # removed by its content, never by a position that may have moved since the read
+    assert f'-D POSTROUTING -m comment --comment "cali:{hook}" -j cali-POSTROUTING' \
+        in plan.text.splitlines()
+    assert "-D POSTROUTING 2" not in plan.text and "-X cali-old" in plan.text
     assert "DOCKER" not in plan.text  # never touches what it does not own
     # Once in place, nothing more to do.
     good = SAVED.replace("*filter", "*nat").replace("FORWARD", "POSTROUTING")
@@ -183,8 +193,6 @@ def test_plan_table_touches_only_what_differs() -> None:
 
 
 def test_plan_sets() -> None:
-    from calico_lib.render.policy import IpSet
-
     desired = {
         "cali4-t-a": IpSet("cali4-t-a", "hash:ip", 4, frozenset({"10.0.0.1", "10.0.0.2"})),
         "cali4-t-b": IpSet("cali4-t-b", "hash:ip", 4, frozenset({"10.0.0.9"})),
@@ -206,11 +214,254 @@ def test_plan_sets() -> None:
 
 @pytest.mark.parametrize("count", [20])
 def test_plan_sets_swaps_wholesale_changes(count: int) -> None:
-    from calico_lib.render.policy import IpSet
-
     new = frozenset(f"10.1.0.{i}" for i in range(count))
     kernel = ipsets.parse_save("create cali4-t-a hash:ip family inet\n" + "".join(
         f"add cali4-t-a 10.2.0.{i}\n" for i in range(count)))
     plan = ipsets.plan_sets({"cali4-t-a": IpSet("cali4-t-a", "hash:ip", 4, new)}, kernel)
-    assert "swap cali4-t-a-tmp cali4-t-a" in plan.before
+    assert f"swap {names.temp_set('cali4-t-a')} cali4-t-a" in plan.before
     assert "del " not in plan.before
+
+
+def test_plan_sets_replaces_a_temp_set_left_by_a_crash() -> None:
+    """A temporary set left in the kernel (a crashed or failed apply) is destroyed before it
+    is filled again: its stale members must not be swapped in."""
+    temp = names.temp_set("cali4-t-a")
+    kernel = ipsets.parse_save(
+        "create cali4-t-a hash:ip family inet hashsize 1024 maxelem 65536\n"
+        + "".join(f"add cali4-t-a 10.2.0.{i}\n" for i in range(20))
+        + f"create {temp} hash:ip family inet hashsize 1024 maxelem 1024\n"
+        + f"add {temp} 10.9.9.9\n")
+    new = frozenset(f"10.1.0.{i}" for i in range(20))
+    plan = ipsets.plan_sets({"cali4-t-a": IpSet("cali4-t-a", "hash:ip", 4, new)}, kernel)
+    lines = plan.before.splitlines()
+    assert lines[:2] == [f"destroy {temp}", f"create {temp} hash:ip family inet maxelem 65536"]
+    assert lines[-2:] == [f"swap {temp} cali4-t-a", f"destroy {temp}"]
+    assert temp in plan.destroyed and plan.after is None  # destroyed once, in `before`
+    # A leftover that no swap needs goes with the other stale sets.
+    same = frozenset(f"10.2.0.{i}" for i in range(20))
+    plan = ipsets.plan_sets({"cali4-t-a": IpSet("cali4-t-a", "hash:ip", 4, same)}, kernel)
+    assert plan.before is None and plan.after == f"destroy {temp}\n"
+
+
+# --------------------------------------------------------------------------- maxelem
+
+
+def addresses(count: int, first: str = "10.0.0.0") -> frozenset[str]:
+    start = int(netaddr.IPAddress(first))
+    return frozenset(str(netaddr.IPAddress(start + i)) for i in range(count))
+
+
+@pytest.mark.parametrize(("count", "maxelem"), [
+    (0, 65536), (10, 65536), (32768, 65536), (32769, 131072), (70000, 262144)])
+def test_sets_are_created_with_room_for_their_members(count: int, maxelem: int) -> None:
+    want = IpSet("cali4-t-a", "hash:ip", 4, addresses(count))
+    assert want.maxelem == maxelem
+    plan = ipsets.plan_sets({"cali4-t-a": want}, {})
+    assert plan.before.splitlines()[0] == f"create cali4-t-a hash:ip family inet maxelem {maxelem}"
+    assert f"create cali4-t-a hash:ip family inet maxelem {maxelem}\n" in ipset_restore_text(
+        Policy({"cali4-t-a": want}, []))
+
+
+SAVED_SET = ("create cali4-t-a hash:ip family inet hashsize 1024 maxelem {maxelem} "
+             "bucketsize 12 initval 0x8d2f5c3a\n")
+
+
+def test_plan_sets_rebuilds_a_set_too_small_for_its_members() -> None:
+    small = SAVED_SET.format(maxelem=65536) + "".join(
+        f"add cali4-t-a {a}\n" for a in sorted(addresses(10)))
+    kernel = ipsets.parse_save(small)
+    assert kernel["cali4-t-a"].maxelem == 65536 and len(kernel["cali4-t-a"].members) == 10
+    grown = IpSet("cali4-t-a", "hash:ip", 4, addresses(70000))
+    plan = ipsets.plan_sets({"cali4-t-a": grown}, kernel)
+    temp = names.temp_set("cali4-t-a")
+    lines = plan.before.splitlines()
+    # filled aside with the larger maxelem, then swapped in: the set may be in use
+    assert lines[0] == f"create {temp} hash:ip family inet maxelem 262144"
+    assert lines[-2:] == [f"swap {temp} cali4-t-a", f"destroy {temp}"]
+    assert len(lines) == 70003 and plan.updated == ["cali4-t-a"]
+    assert not any(line.startswith("add cali4-t-a ") for line in lines)
+    # Big enough already: members are added in place.
+    roomy = ipsets.parse_save(small.replace("maxelem 65536", "maxelem 262144"))
+    plan = ipsets.plan_sets({"cali4-t-a": grown}, roomy)
+    assert "swap" not in plan.before and plan.before.count("\nadd cali4-t-a ") == 69989
+    # A set that shrank keeps its larger maxelem: nothing to write.
+    few = IpSet("cali4-t-a", "hash:ip", 4, addresses(10))
+    assert ipsets.plan_sets({"cali4-t-a": few}, roomy).before is None
+    # Memory of an apply never claims more room than the kernel has.
+    assert ipsets.as_kernel({"cali4-t-a": grown})["cali4-t-a"].maxelem == 262144
+
+
+# --------------------------------------------------------------------------- /0 nets
+
+
+def any_net_snapshot() -> Snapshot:
+    """CIDR lists holding 0.0.0.0/0 or ::/0, positive and negated."""
+    open_ = Profile(
+        name="open", tags=["open"],
+        inbound_rules=[
+            # IPv4: from anywhere (10.0.0.0/8 adds nothing); IPv6: no v6 source listed
+            Rule(action="allow", src_net=["0.0.0.0/0", "10.0.0.0/8"], not_dst_net=["::/0"]),
+            # IPv4: all but 192.0.2.0/24; IPv6: every source excluded, never matches
+            Rule(action="deny", protocol="udp", not_src_net=["::/0", "192.0.2.0/24"]),
+            # IPv6: any source; IPv4: the two nets (a hash:net set)
+            Rule(action="allow", protocol="tcp", dst_ports=[22],
+                 src_net=["::/0", "fd00:1::/64", "198.51.100.0/24", "203.0.113.0/24"]),
+            # IPv4 only, to any address
+            Rule(action="allow", protocol="udp", dst_net=["0.0.0.0/0"]),
+            # never matches (IPv4: no destination; IPv6: no source): makes no set either
+            Rule(action="allow", src_net=["192.0.2.0/24", "198.51.100.0/24"], src_tag="ghost",
+                 not_dst_net=["0.0.0.0/0"]),
+        ],
+        outbound_rules=[Rule(action="allow", not_dst_net=["0.0.0.0/0", "::/0"]),
+                        Rule(action="deny", dst_net=["::/0"])],
+    )
+    return Snapshot(
+        hostname="host-a", revision=3,
+        pools=(IPPool("10.65.0.0/16"), IPPool("fd00:65::/64")),
+        profiles={"open": open_},
+        endpoints=(Endpoint("a1", "host-a", "calia1", ipv4_nets=["10.65.0.1"],
+                            ipv6_nets=["fd00:65::1"], profiles=["open"]),))
+
+
+def test_golden_any_net() -> None:
+    check_golden("any-net", render_text(any_net_snapshot()))
+
+
+def test_any_net_needs_no_match_and_never_enters_a_set() -> None:
+    """/0 in a positive list matches every address of its version (no match rendered); in
+    a negated list the rule never matches for that version (nothing rendered). hash:net
+    refuses /0, so a set holding it would break every later reconcile."""
+    policy = render_policy(any_net_snapshot())
+    for s in policy.ipsets.values():
+        assert all(netaddr.IPNetwork(m).prefixlen > 0 for m in s.members), s
+    mark, done = "-j MARK --set-xmark 0x10000/0x10000", "-m mark --mark 0x10000/0x10000 -j RETURN"
+    nets4 = names.net_set(("198.51.100.0/24", "203.0.113.0/24"), 4)
+    v4 = policy.table(4, "filter").chains
+    assert v4["cali-pi-open"] == [
+        mark, done,
+        "-p udp ! -s 192.0.2.0/24 -j DROP",
+        f"-p tcp -m set --match-set {nets4} src -m multiport --dports 22 {mark}", done,
+        f"-p udp {mark}", done]
+    assert v4["cali-po-open"] == []
+    v6 = policy.table(6, "filter").chains
+    assert v6["cali-pi-open"] == [f"-p tcp -m multiport --dports 22 {mark}", done]
+    assert v6["cali-po-open"] == ["-j DROP"]
+    assert policy.ipsets[nets4].members == {"198.51.100.0/24", "203.0.113.0/24"}
+    assert sorted(policy.ipsets) == ["cali4-all-pools", "cali4-masq-pools", nets4,
+                                     "cali6-all-pools", "cali6-masq-pools"]
+
+
+# --------------------------------------------------------------------------- kernel names
+
+#: the names of the issue: under the old cut-and-hash scheme the second is the first's
+#: IPv4 tag set minus its prefix, the third its inbound chain minus its prefix
+ISSUE_NAMES = ["production-database-servers", "production-dat-f2be943a", "production--c9f6c797"]
+FIXED_CHAINS = (names.FORWARD, names.INPUT, names.POSTROUTING, names.WL_TO_HOST,
+                names.FROM_DISPATCH, names.TO_DISPATCH)
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+#: lengths at and around every limit: 20 fills a chain after "cali-pi-", 23 a set after
+#: "cali4-t-", 128 is the model's maximum
+LENGTHS = (1, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 29, 30, 31, 32, 127, 128)
+#: longest first: a kernel name minus the prefix of its kind, else of its family
+PREFIXES = ("cali-pi-", "cali-po-", "cali4-t-", "cali6-t-", "cali4-", "cali6-", "cali-")
+
+
+def old_shorten(name: str, limit: int) -> str:
+    """The cut-and-hash names of earlier releases, which a user name could forge."""
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def kernel_forms(name: str) -> list[str]:
+    """Every kernel name made from ``name``, now and by the old scheme."""
+    sets = [names.tag_set(name, v) for v in (4, 6)]
+    return ([names.profile_inbound(name), names.profile_outbound(name)] + sets
+            + [names.temp_set(s) for s in sets]
+            + [old_shorten(f"cali-p{d}-{name}", names.CHAIN_MAX) for d in "io"]
+            + [old_shorten(f"cali{v}-t-{name}", names.IPSET_MAX) for v in (4, 6)])
+
+
+def forgeries(user_names: list[str]) -> list[str]:
+    """User names equal to another name's kernel form minus its prefix."""
+    return [form[len(next(p for p in PREFIXES if form.startswith(p))):]
+            for name in user_names for form in kernel_forms(name)]
+
+
+@st.composite
+def adversarial_names(draw: st.DrawFn) -> list[str]:
+    stem = draw(st.from_regex(NAME_RE, fullmatch=True))
+    filler = draw(st.text(NAME_CHARS, min_size=1, max_size=3))
+    long = (stem + filler * 128)[:128]
+    found = [stem, draw(st.from_regex(NAME_RE, fullmatch=True))]
+    for length in draw(st.lists(st.sampled_from(LENGTHS), min_size=1, max_size=5)):
+        # names sharing all but their last character, or one a prefix of the other
+        found += [long[:length], long[:length - 1] + draw(st.sampled_from(NAME_CHARS))]
+    found += forgeries(found)
+    found += forgeries(draw(st.lists(st.sampled_from(found), max_size=3)))  # of forgeries
+    return sorted({n for n in found if NAME_RE.fullmatch(n)})
+
+
+def claim(table: dict[str, tuple[str, str]], kernel_name: str, owner: tuple[str, str],
+          limit: int) -> None:
+    assert kernel_name.startswith("cali") and len(kernel_name) <= limit, (owner, kernel_name)
+    other = table.setdefault(kernel_name, owner)
+    assert other == owner, f"{owner} and {other} both get {kernel_name}"
+
+
+def check_kernel_names(user_names: list[str]) -> None:
+    chains: dict[str, tuple[str, str]] = {c: ("fixed chain", c) for c in FIXED_CHAINS}
+    sets: dict[str, tuple[str, str]] = {}
+    for v in (4, 6):
+        for fixed in (names.all_pools_set(v), names.masq_pools_set(v),
+                      names.net_set(("10.0.0.0/8", "192.0.2.0/24"), v),
+                      names.net_set(tuple(user_names[:3]), v)):
+            claim(sets, fixed, ("fixed set", fixed), names.IPSET_MAX)
+    for name in user_names:  # every name is a profile and a tag, as a Docker network is
+        claim(chains, names.profile_inbound(name), ("profile inbound", name), names.CHAIN_MAX)
+        claim(chains, names.profile_outbound(name), ("profile outbound", name),
+              names.CHAIN_MAX)
+        for v in (4, 6):
+            claim(sets, names.tag_set(name, v), (f"tag v{v}", name), names.IPSET_MAX)
+        interface = "cali" + name[:11]
+        claim(chains, names.from_endpoint(interface), ("from", interface), names.CHAIN_MAX)
+        claim(chains, names.to_endpoint(interface), ("to", interface), names.CHAIN_MAX)
+        for v in (4, 6):
+            claim(chains, names.source_check(interface, v), (f"sa{v}", interface),
+                  names.CHAIN_MAX)
+    for real, _ in list(sets.items()):
+        claim(sets, names.temp_set(real), ("temp of", real), names.IPSET_MAX)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(adversarial_names())
+@example(ISSUE_NAMES)
+@example(["db", "db-tmp", "db-x", "x-db", "tmp"])
+def test_kernel_names_are_injective(user_names: list[str]) -> None:
+    """No choice of profile and tag names makes two objects share a chain or a set, or
+    lands on a fixed, net-list, pool or temporary name; every name fits the kernel."""
+    check_kernel_names(user_names)
+
+
+def test_names_from_the_issue_get_their_own_chains_and_sets() -> None:
+    profiles = {n: Profile.with_default_rules(n) for n in ISSUE_NAMES}
+    endpoints = tuple(
+        Endpoint(f"e{i}", "h", f"cali{i:011d}", ipv4_nets=[f"10.65.0.{i + 1}"],
+                 ipv6_nets=[f"fd00:65::{i + 1}"], profiles=[n])
+        for i, n in enumerate(ISSUE_NAMES))
+    policy = render_policy(Snapshot(hostname="h", revision=1, profiles=profiles,
+                                    endpoints=endpoints))
+    for v in (4, 6):
+        chains = policy.table(v, "filter").chains
+        ours = {f(n) for n in ISSUE_NAMES for f in (names.profile_inbound,
+                                                    names.profile_outbound)}
+        assert len(ours) == 6 and ours <= set(chains)
+        tags = {names.tag_set(n, v) for n in ISSUE_NAMES}
+        assert len(tags) == 3
+        for i, name in enumerate(ISSUE_NAMES):
+            tag = names.tag_set(name, v)
+            address = f"10.65.0.{i + 1}" if v == 4 else f"fd00:65::{i + 1}"
+            assert policy.ipsets[tag].members == {address}
+            inbound = chains[names.profile_inbound(name)]
+            assert inbound[0] == (f"-m set --match-set {tag} src "
+                                  "-j MARK --set-xmark 0x10000/0x10000")

@@ -52,6 +52,15 @@ def test_desired_routes_are_local_active_endpoint_addresses_sorted() -> None:
     assert RTPROT_CALICO == 80
 
 
+def test_local_blocks_are_blackholed_below_container_routes() -> None:
+    snap = Snapshot(hostname="h1", blocks=("10.65.0.0/26", "fd00::/122"), endpoints=(
+        _endpoint("a", "h1", "caliaaaaaaaaaaa", ["10.65.0.3"], ["fd00::3"]),))
+    assert desired_routes(snap) == [
+        RouteSpec("10.65.0.0/26"), RouteSpec("10.65.0.3/32", "caliaaaaaaaaaaa"),
+        RouteSpec("fd00::/122"), RouteSpec("fd00::3/128", "caliaaaaaaaaaaa")]
+    assert RouteSpec("10.65.0.0/26").blackhole
+
+
 # --------------------------------------------------------------------------- namespaces
 
 # Runs in the host namespace: records every netlink request that is not a read and every
@@ -159,10 +168,38 @@ def bed() -> Iterator[Bed]:
 
 
 def _dsts(routes: list[dict]) -> dict[str, str]:
-    return {r["dst"]: r.get("dev", r.get("type", "")) for r in routes}
+    """dst -> its device, or "blackhole" (which IPv6 also shows on dev lo)."""
+    return {r["dst"]: r["type"] if r.get("type") == "blackhole" else r.get("dev", "")
+            for r in routes}
 
 
 # --------------------------------------------------------------------------- the applier
+
+def test_unused_address_of_a_local_block_is_dropped_not_routed_on(bed: Bed) -> None:
+    """The ARCHITECTURE decision: a local block is blackholed below its /32 routes, so a
+    packet to an address nobody holds stops here instead of following the default route
+    (out of the uplink, where a top-of-rack router would send it straight back)."""
+    block4, block6 = "10.65.0.0/26", "fd00:65::/122"
+    unused = "10.65.0.6"  # in the block, held by no container; the outside answers for it
+    bed.lab.ip(bed.lab.outside, "addr", "add", f"{unused}/32", "dev", "br0")
+
+    def reaches_outside() -> bool:
+        sink = bed.lab.echo_sink(bed.lab.outside)
+        bed.lab.ping(bed.container.ns, unused, count=1, wait=1)
+        return CONTAINER_V4 in sink.stop()
+
+    bed.apply(bed.desired)
+    assert reaches_outside()  # without the blackhole: out of the default route
+    report = bed.apply([*bed.desired, RouteSpec(block4), RouteSpec(block6)])
+    assert set(report["added"]) >= {block4, block6}
+    assert _dsts(bed.routes())[block4] == "blackhole"
+    assert _dsts(bed.routes("-6"))[block6] == "blackhole"
+    assert not reaches_outside()
+    assert bed.lab.ping(bed.h, CONTAINER_V4)  # the container is still reached by its /32
+    assert bed.apply([*bed.desired, RouteSpec(block4), RouteSpec(block6)])["changed"] is False
+    # the block's affinity goes: so does its blackhole
+    assert set(bed.apply(bed.desired)["removed"]) == {block4, block6}
+    assert reaches_outside()
 
 def test_apply_installs_routes_and_settings_then_changes_nothing(bed: Bed) -> None:
     first = bed.apply(bed.desired)

@@ -2,7 +2,9 @@
 
 New and changed sets are written before the iptables rules that use them; stale sets are
 destroyed after. A set whose members change wholesale is filled under a temporary name and
-swapped in, so rules never see it half-filled.
+swapped in, so rules never see it half-filled; so is a set whose maxelem is smaller than its
+new members need (a set in use by a rule cannot be destroyed, but `ipset swap` exchanges
+two sets of the same type and family whatever their maxelem).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from ..render.names import IPSET_MAX, shorten
-from ..render.policy import IpSet
+from ..render.names import temp_set
+from ..render.policy import MAXELEM_MIN, IpSet
 from .runner import run
 
 
@@ -22,6 +24,7 @@ class KernelSet:
     kind: str
     family: str
     members: frozenset[str]
+    maxelem: int = MAXELEM_MIN
 
 
 def _norm(member: str) -> str:
@@ -29,25 +32,36 @@ def _norm(member: str) -> str:
 
 
 def parse_save(text: str) -> dict[str, KernelSet]:
-    headers: dict[str, tuple[str, str]] = {}
+    headers: dict[str, tuple[str, str, int]] = {}
     members: dict[str, set[str]] = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) < 3 or not words[1].startswith("cali"):
             continue
         if words[0] == "create":
-            family = words[words.index("family") + 1] if "family" in words else "inet"
-            headers[words[1]] = (words[2], family)
+            family = _option(words, "family") or "inet"
+            maxelem = int(_option(words, "maxelem") or MAXELEM_MIN)
+            headers[words[1]] = (words[2], family, maxelem)
             members.setdefault(words[1], set())
         elif words[0] == "add":
             members.setdefault(words[1], set()).add(_norm(words[2]))
-    return {name: KernelSet(name, kind, family, frozenset(members.get(name, ())))
-            for name, (kind, family) in headers.items()}
+    return {name: KernelSet(name, kind, family, frozenset(members.get(name, ())), maxelem)
+            for name, (kind, family, maxelem) in headers.items()}
+
+
+def _option(words: list[str], option: str) -> str | None:
+    """The value after ``option`` in a `create` line of `ipset save`."""
+    if option in words[3:-1]:
+        return words[words.index(option, 3) + 1]
+    return None
 
 
 def as_kernel(sets: dict[str, IpSet]) -> dict[str, KernelSet]:
-    """What the kernel holds once ``sets`` have been applied."""
-    return {name: KernelSet(name, s.kind, s.family, frozenset(_norm(m) for m in s.members))
+    """What the kernel holds once ``sets`` have been applied. A kept set's maxelem may be
+    larger than the one recorded here (never smaller), so planning from this memory may
+    rebuild a set needlessly but never lets one fill up."""
+    return {name: KernelSet(name, s.kind, s.family, frozenset(_norm(m) for m in s.members),
+                            s.maxelem)
             for name, s in sets.items()}
 
 
@@ -68,13 +82,13 @@ class SetPlan:
 def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPlan:
     plan = SetPlan()
     before: list[str] = []
+    cleared: set[str] = set()  # leftover sets the `before` text already destroys
     for name, want in desired.items():
         members = {_norm(m): m for m in want.members}
         have = kernel.get(name)
-        header = f"{want.kind} family {want.family}"
         if have is None:
             plan.created.append(name)
-            before.append(f"create {name} {header}")
+            before.append(f"create {name} {want.header}")
             before += [f"add {name} {m}" for m in sorted(members.values())]
             continue
         if (have.kind, have.family) != (want.kind, want.family):
@@ -82,12 +96,17 @@ def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPla
                              f"{want.kind}/{want.family} wanted")
         added = sorted(members[m] for m in set(members) - have.members)
         gone = sorted(have.members - set(members))
-        if not added and not gone:
+        # Grown past half its room: rebuilt with a larger maxelem before it can fill up.
+        small = have.maxelem < want.maxelem
+        if not added and not gone and not small:
             continue
         plan.updated.append(name)
-        if len(added) + len(gone) > max(len(members), 8):  # wholesale: fill aside, swap
-            temp = shorten(f"{name}-tmp", IPSET_MAX)
-            before += [f"create {temp} {header}"]
+        if small or len(added) + len(gone) > max(len(members), 8):  # fill aside, swap
+            temp = temp_set(name)
+            if temp in kernel:  # left by a failed apply: its members or maxelem are stale
+                before.append(f"destroy {temp}")
+                cleared.add(temp)
+            before += [f"create {temp} {want.header}"]
             before += [f"add {temp} {m}" for m in sorted(members.values())]
             before += [f"swap {temp} {name}", f"destroy {temp}"]
         else:
@@ -95,7 +114,7 @@ def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPla
             before += [f"add {name} {m}" for m in added]
     plan.before = "\n".join(before) + "\n" if before else None
     plan.destroyed = sorted(set(kernel) - set(desired))
-    plan.after = "".join(f"destroy {n}\n" for n in plan.destroyed) or None
+    plan.after = "".join(f"destroy {n}\n" for n in plan.destroyed if n not in cleared) or None
     return plan
 
 

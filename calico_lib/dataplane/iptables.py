@@ -30,14 +30,25 @@ def hook_spec(target: str) -> str:
     return f"-j {target}"
 
 
+@dataclass(frozen=True)
+class Hook:
+    """A rule in a builtin chain that jumps to one of our chains."""
+
+    position: int  # 1-based, in the iptables-save it was read from
+    target: str
+    digest: str | None  # its cali:<hash> comment, None for a rule we did not write
+    #: the rule as iptables-save printed it, after "-A CHAIN ": what `-D CHAIN <spec>` removes
+    spec: str
+
+
 @dataclass
 class KernelTable:
     """Our part of one table as the kernel has it."""
 
     #: every cali chain: the hash of each rule (None for a rule we did not write)
     chains: dict[str, list[str | None]] = field(default_factory=dict)
-    #: builtin chain -> [(1-based position, jump target, hash)] of rules jumping to cali
-    hooks: dict[str, list[tuple[int, str, str | None]]] = field(default_factory=dict)
+    #: builtin chain -> the rules in it that jump to a cali chain, in order
+    hooks: dict[str, list[Hook]] = field(default_factory=dict)
 
 
 def parse_save(text: str) -> KernelTable:
@@ -59,7 +70,7 @@ def parse_save(text: str) -> KernelTable:
                 jump = JUMP_RE.search(line)
                 if jump:
                     kernel.hooks.setdefault(chain, []).append(
-                        (positions[chain], jump.group(1), digest))
+                        Hook(positions[chain], jump.group(1), digest, line.split(None, 2)[2]))
     return kernel
 
 
@@ -67,7 +78,8 @@ def as_kernel(table: Table) -> KernelTable:
     """What the kernel holds once ``table`` has been applied."""
     return KernelTable(
         chains={c: [rule_hash(s) for s in specs] for c, specs in table.chains.items()},
-        hooks={builtin: [(1, target, rule_hash(hook_spec(target)))]
+        hooks={builtin: [Hook(1, target, rule_hash(hook_spec(target)),
+                              _with_comment(hook_spec(target)))]
                for builtin, target in table.hooks})
 
 
@@ -93,15 +105,15 @@ def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
     hook_lines = []
     fixed = 0
     for builtin, target in desired.hooks:
-        ours = kernel.hooks.get(builtin, [])
-        ok = [(1, target, rule_hash(hook_spec(target)))]
-        if [h for h in ours if h[1] == target] == ok and ours[0][1] == target:
+        jumps = [h for h in kernel.hooks.get(builtin, []) if h.target == target]
+        digest = rule_hash(hook_spec(target))
+        if [(h.position, h.digest) for h in jumps] == [(1, digest)]:
             continue
         fixed += 1
-        # Drop every earlier jump of ours to this target, then put one first.
-        for position, jump, _ in sorted(ours, reverse=True):
-            if jump == target:
-                hook_lines.append(f"-D {builtin} {position}")
+        # Drop every earlier jump of ours to this target, then put one first. A rule is
+        # deleted by its content, never by a position read earlier: another program may
+        # have inserted rules since, and a position would then name one of its rules.
+        hook_lines += [f"-D {builtin} {h.spec}" for h in jumps]
         hook_lines.append(f"-I {builtin} 1 {_with_comment(hook_spec(target))}")
     if not written and not removed and not hook_lines:
         return TablePlan(desired.version, desired.name, [], [], 0, None)

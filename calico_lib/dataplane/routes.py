@@ -32,6 +32,7 @@ PROC_SYS = Path("/proc/sys")
 MAIN_TABLE = 254
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
+RTN_BLACKHOLE = 6
 IFF_UP = 0x1
 #: the metric the kernel gives a route added without one (IPv6 turns 0 into 1024)
 DEFAULT_PRIORITY = {socket.AF_INET: 0, socket.AF_INET6: 1024}
@@ -160,9 +161,13 @@ def _main_routes(ipr: IPRoute) -> dict[str, list[Any]]:
     return by_dst
 
 
-def _is_ours(msg: Any, oif: int) -> bool:
-    """The route we would install: ``dst dev IF scope link proto 80``, default metric."""
+def _is_ours(msg: Any, oif: int | None) -> bool:
+    """The route we would install: ``dst dev IF scope link proto 80`` (or, with ``oif``
+    None, ``blackhole dst proto 80``), default metric."""
     family = msg["family"]
+    if oif is None:
+        return (msg["proto"] == RTPROT_CALICO and msg["type"] == RTN_BLACKHOLE
+                and (msg.get("priority") or 0) == DEFAULT_PRIORITY[family])
     return (msg["proto"] == RTPROT_CALICO
             and msg["type"] == RTN_UNICAST
             and msg.get("oif") == oif
@@ -230,7 +235,8 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
         links = {link.get("ifname"): link for link in ipr.get_links()}
         missing: set[str] = set()
         index: dict[str, int] = {}
-        for ifname in sorted({spec.interface for spec in wanted.values()}):
+        for ifname in sorted({spec.interface for spec in wanted.values()
+                              if spec.interface is not None}):
             link = links.get(ifname)
             if link is None:
                 missing.add(ifname)
@@ -252,17 +258,19 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
         existing = _main_routes(ipr)
         for dst in sorted(wanted):
             ifname = wanted[dst].interface
-            if ifname not in index:
+            if ifname is not None and ifname not in index:
                 continue
-            oif = index[ifname]
+            oif = index[ifname] if ifname is not None else None
             current = existing.get(dst, [])
             if any(_is_ours(msg, oif) for msg in current):
                 others = [msg for msg in current if not _is_ours(msg, oif)]
             else:
+                where: dict[str, Any] = ({"type": "blackhole"} if oif is None
+                                         else {"oif": oif, "scope": RT_SCOPE_LINK})
                 try:
                     # replaces the route to dst with the same metric, whatever it points at
-                    ipr.route("replace", dst=dst, oif=oif, scope=RT_SCOPE_LINK,
-                              proto=RTPROT_CALICO, table=MAIN_TABLE)
+                    ipr.route("replace", dst=dst, proto=RTPROT_CALICO, table=MAIN_TABLE,
+                              **where)
                 except NetlinkError as exc:
                     if exc.code != errno.ENODEV:  # the container went away just now
                         raise RouteError(f"adding route {dst} dev {ifname} failed: "
@@ -274,6 +282,8 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
                 # what replace left behind: routes to dst with another metric
                 others = [msg for msg in current
                           if (msg.get("priority") or 0) != DEFAULT_PRIORITY[family]]
+            if oif is None:  # a block: only our own other routes to it go
+                others = [msg for msg in others if msg["proto"] == RTPROT_CALICO]
             for msg in others:  # a second path to our container's address: not allowed
                 if _delete_route(ipr, msg) and dst not in report.added:
                     report.added.append(dst)

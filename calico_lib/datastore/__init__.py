@@ -37,16 +37,21 @@ def resolve_url(url: str | None = None, config_file: str = CONFIG_FILE) -> str:
     return DEFAULT_URL
 
 
-def open_datastore(url: str | None = None) -> Datastore:
-    """Open the datastore named by ``url`` (resolved with ``resolve_url``)."""
+def open_datastore(url: str | None = None, create: bool = True) -> Datastore:
+    """Open the datastore named by ``url`` (resolved with ``resolve_url``).
+
+    ``create=False`` is for readers (listings, checks, check mode): an embedded store that
+    does not exist is then an error naming its path instead of a new empty file.
+    """
     url = resolve_url(url)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
-        if not path or path.endswith("/"):
-            raise ValidationError("datastore", f"{url!r} names no file; {URL_HELP}")
+        if not path or path.endswith("/") or not os.path.isabs(path):
+            raise ValidationError("datastore", f"{url!r} names no absolute file path; "
+                                               f"{URL_HELP}")
         from .sqlite import SqliteDatastore
 
-        return SqliteDatastore(path)
+        return SqliteDatastore(path, create=create)
     if url.startswith("etcd://"):
         endpoints = []
         for item in url[len("etcd://"):].rstrip("/").split(","):

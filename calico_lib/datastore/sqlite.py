@@ -33,19 +33,44 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
 """
 
 
+def _private(path: str) -> None:
+    """Make the store file (and the -wal and -shm files SQLite makes with the same mode)
+    readable by its owner only: it holds BGP passwords. A store made earlier with a wider
+    mode is narrowed."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        try:
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def prefix_end(prefix: str) -> str:
     """The smallest string greater than every string starting with ``prefix``."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
 
 
 class SqliteDatastore(Datastore):
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
+    """``create=False`` opens only an existing store: a mistyped path is an error naming
+    it, never a new empty store that every read then answers from."""
+
+    def __init__(self, path: str, timeout: float = 30.0, create: bool = True) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
         self._lock = threading.RLock()
+        if not create and not os.path.isfile(path):
+            raise DatastoreUnavailable(f"sqlite datastore {path}: no such file; check the "
+                                       "datastore URL (a first write creates it)")
         try:
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, mode=0o700, exist_ok=True)
+            _private(path)
             self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")

@@ -1,15 +1,24 @@
 """Names of the chains and sets this project owns (all start with "cali").
 
-The kernel limits iptables chain names to 28 characters and ipset names to 31; longer
-names are cut and given a hash suffix, so they stay unique and deterministic.
+Profile, tag and network names are user input (a Docker network's name becomes a profile
+and a tag), so the kernel names made from them must be injective: no name a user can choose
+may produce another object's kernel name. Each kind of object has its own prefix, and a
+user name is used verbatim only when it fits the kernel's limit (28 characters for chains,
+31 for sets); otherwise the prefix is followed by "_" and a hash of the whole name. Valid
+names never start with "_" (the model requires a letter or digit first), so a verbatim
+name can never equal a hashed one, and two hashed names differ unless SHA-256 collides in
+its first 95 bits. This is how Felix names profile chains too.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 CHAIN_MAX = 28
 IPSET_MAX = 31
+#: marks a hashed name: no valid profile, tag or interface name starts with it
+HASHED = "_"
 
 FORWARD = "cali-FORWARD"
 INPUT = "cali-INPUT"
@@ -19,46 +28,54 @@ FROM_DISPATCH = "cali-from-wl-dispatch"
 TO_DISPATCH = "cali-to-wl-dispatch"
 
 
-def shorten(name: str, limit: int) -> str:
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:limit - 9]}-{digest}"
+def digest(text: str, length: int) -> str:
+    """``length`` characters of the base32 SHA-256 of ``text`` (lowercase, 5 bits each)."""
+    raw = base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()
+    return raw.lower().rstrip("=")[:length]
 
 
-def chain(prefix: str, name: str) -> str:
-    return shorten(f"{prefix}{name}", CHAIN_MAX)
+def limited(prefix: str, name: str, limit: int) -> str:
+    """``prefix + name`` when it fits and cannot pass for a hashed name, else
+    ``prefix + "_" + hash(name)`` filling the limit."""
+    if len(prefix) + len(name) <= limit and name and not name.startswith(HASHED):
+        return prefix + name
+    return prefix + HASHED + digest(name, limit - len(prefix) - len(HASHED))
 
 
 def from_endpoint(interface: str) -> str:
-    return chain("cali-from-", interface)
+    return limited("cali-from-", interface, CHAIN_MAX)
 
 
 def to_endpoint(interface: str) -> str:
-    return chain("cali-to-", interface)
+    return limited("cali-to-", interface, CHAIN_MAX)
 
 
 def source_check(interface: str, version: int) -> str:
     """The anti-spoofing chain of an endpoint with several addresses."""
-    return chain(f"cali-sa{version}-", interface)
+    return limited(f"cali-sa{version}-", interface, CHAIN_MAX)
 
 
 def profile_inbound(profile: str) -> str:
-    return chain("cali-pi-", profile)
+    return limited("cali-pi-", profile, CHAIN_MAX)
 
 
 def profile_outbound(profile: str) -> str:
-    return chain("cali-po-", profile)
+    return limited("cali-po-", profile, CHAIN_MAX)
 
 
 def tag_set(tag: str, version: int) -> str:
-    return shorten(f"cali{version}-t-{tag}", IPSET_MAX)
+    return limited(f"cali{version}-t-", tag, IPSET_MAX)
 
 
 def net_set(nets: tuple[str, ...], version: int) -> str:
     """A set for a list of CIDRs in one rule, named by its content."""
-    digest = hashlib.sha256(",".join(sorted(nets)).encode()).hexdigest()[:16]
-    return f"cali{version}-n-{digest}"
+    return f"cali{version}-n-" + hashlib.sha256(",".join(sorted(nets)).encode()).hexdigest()[:16]
+
+
+def temp_set(name: str) -> str:
+    """Where a set is filled before it is swapped in: its own ``-x-`` namespace, which no
+    tag, net list or pool set name can produce (a tag named ``db-tmp`` is ``cali4-t-db-tmp``)."""
+    return f"{name[:5]}-x-" + digest(name, IPSET_MAX - 8)
 
 
 def all_pools_set(version: int) -> str:

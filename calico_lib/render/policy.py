@@ -32,6 +32,7 @@ CLEAR_MARK = "-j MARK --set-xmark 0x0/0x10000"
 SET_MARK = f"-j MARK --set-xmark {ACCEPT_MARK}"
 RETURN_IF_MARKED = f"-m mark --mark {ACCEPT_MARK} -j RETURN"
 MULTIPORT_MAX = 15  # port slots in one multiport match; a range takes two
+MAXELEM_MIN = 65536  # ipset's own default maxelem
 
 HOOKS = {
     "filter": [("FORWARD", names.FORWARD), ("INPUT", names.INPUT)],
@@ -49,6 +50,20 @@ class IpSet:
     @property
     def family(self) -> str:
         return "inet" if self.version == 4 else "inet6"
+
+    @property
+    def maxelem(self) -> int:
+        """Room for the members with headroom: the smallest power of two that holds twice
+        their number, never below ipset's default (a full set refuses every later add)."""
+        size = MAXELEM_MIN
+        while size < 2 * len(self.members):
+            size *= 2
+        return size
+
+    @property
+    def header(self) -> str:
+        """What follows ``create <name>`` in `ipset restore` input."""
+        return f"{self.kind} family {self.family} maxelem {self.maxelem}"
 
 
 @dataclass
@@ -78,6 +93,11 @@ class Policy:
 
 def _version_nets(nets: list[str], version: int) -> list[str]:
     return [n for n in nets if netaddr.IPNetwork(n).version == version]
+
+
+def _is_any(net: str) -> bool:
+    """0.0.0.0/0 or ::/0: every address of its version (hash:net sets refuse a /0)."""
+    return netaddr.IPNetwork(net).prefixlen == 0
 
 
 def _ports_chunks(ports: list[int | str]) -> list[list[str]]:
@@ -124,6 +144,13 @@ class RuleRenderer:
         v = self.version
         if v not in rule.versions():
             return []
+        for direction in ("src", "dst"):  # before any set is made for this rule
+            wanted = getattr(rule, f"{direction}_net")
+            if wanted and not _version_nets(wanted, v):
+                return []  # only nets of the other IP version: never matches here
+            excluded = _version_nets(getattr(rule, f"not_{direction}_net"), v)
+            if any(_is_any(n) for n in excluded):
+                return []  # every address of this version is excluded: never matches here
         matches: list[str] = []
         protocol = rule.protocol
         if protocol is not None:
@@ -131,11 +158,8 @@ class RuleRenderer:
         elif rule.not_protocol is not None:
             matches.append(f"! -p {_protocol(rule.not_protocol, v)}")
         for direction in ("src", "dst"):
-            wanted = getattr(rule, f"{direction}_net")
-            nets = _version_nets(wanted, v)
-            if wanted and not nets:
-                return []  # only nets of the other IP version: never matches here
-            if nets:
+            nets = _version_nets(getattr(rule, f"{direction}_net"), v)
+            if nets and not any(_is_any(n) for n in nets):  # a /0 needs no address match
                 matches.append(self.nets(nets, direction, False))
             excluded = _version_nets(getattr(rule, f"not_{direction}_net"), v)
             if excluded:
@@ -302,7 +326,7 @@ def ipset_restore_text(policy: Policy) -> str:
     """Every set as `ipset restore` input (for golden files and first-time creation)."""
     lines = []
     for s in policy.ipsets.values():
-        lines.append(f"create {s.name} {s.kind} family {s.family}")
+        lines.append(f"create {s.name} {s.header}")
         lines += [f"add {s.name} {m}" for m in sorted(s.members, key=netaddr.IPNetwork)]
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,12 @@
-"""Desired per-host routes: one host route per address of every active local endpoint.
+"""Desired per-host routes: one host route per address of every active local endpoint, and a
+blackhole for every IPAM block affine to this host.
 
 Pure (no I/O): the applier in ``calico_lib.dataplane.routes`` makes the kernel match this list.
 Each container is reached through a /32 (or /128) route on its host-side veth; BIRD then
-advertises the routes we own, found by their protocol number.
+advertises the routes we own, found by their protocol number. The blackhole of a local
+block (as Calico installs) sits below those host routes: traffic to an unused address of
+the block is dropped here instead of following the default route (behind a top-of-rack
+router that routes the block back to this host, it would loop until its TTL ran out).
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ RTPROT_CALICO = 80
 
 @dataclass(frozen=True, order=True)
 class RouteSpec:
-    """One host route: ``dst`` ("a.b.c.d/32" or "x::y/128") via the host-side veth."""
+    """One route: ``dst`` ("a.b.c.d/32" or "x::y/128") via the host-side veth
+    ``interface``, or (``interface`` None) a blackhole for a local block."""
 
     dst: str
-    interface: str
+    interface: str | None = None
+
+    @property
+    def blackhole(self) -> bool:
+        return self.interface is None
 
 
 def desired_routes(snapshot: Snapshot) -> list[RouteSpec]:
@@ -37,4 +46,5 @@ def desired_routes(snapshot: Snapshot) -> list[RouteSpec]:
         if endpoint.state == "active"
         for net in (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
     }
-    return sorted(routes)
+    routes |= {RouteSpec(dst=block) for block in snapshot.blocks}
+    return sorted(routes, key=lambda r: (r.dst, r.interface or ""))
