@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -187,7 +188,26 @@ def node_status(c: Client | None, a: argparse.Namespace) -> int:
 
 
 def peer_add(c: Client, a: argparse.Namespace) -> None:
-    c.add_bgp_peer(BGPPeer(a.address, a.as_number, a.node, password=a.password))
+    c.add_bgp_peer(BGPPeer(a.address, a.as_number, a.node, password=_password(a)))
+
+
+def _password(a: argparse.Namespace) -> str | None:
+    """The session password from --password-file (first line), $CALICO_BGP_PASSWORD, or
+    --password (visible to every user in `ps`: the other two are not)."""
+    given = [n for n in ("password", "password_file") if getattr(a, n) is not None]
+    if len(given) > 1:
+        raise ValidationError("password", "give --password or --password-file, not both")
+    if a.password_file is not None:
+        lines = _read_file("password_file", a.password_file).splitlines()
+        if not lines or not lines[0]:
+            raise ValidationError("password_file", f"{a.password_file} is empty; put the "
+                                                   "password on its first line")
+        return lines[0]
+    if a.password is not None:
+        print("calicoctl: warning: --password is visible to other users in `ps`; use "
+              "--password-file or $CALICO_BGP_PASSWORD", file=sys.stderr)
+        return a.password
+    return os.environ.get("CALICO_BGP_PASSWORD") or None
 
 
 def peer_list(c: Client, a: argparse.Namespace) -> None:
@@ -226,6 +246,26 @@ def endpoint_add(c: Client, a: argparse.Namespace) -> None:
 def endpoint_list(c: Client, a: argparse.Namespace) -> None:
     emit(a, [e.to_dict() for e in c.list_endpoints(a.host)],
          ["host", "id", "interface", "mac", "ipv4_nets", "ipv6_nets", "profiles", "state"])
+
+
+def config_set(c: Client, a: argparse.Namespace) -> None:
+    c.set_agent_config(default_endpoint_to_host_action=a.default_endpoint_to_host_action)
+
+
+def config_show(c: Client, a: argparse.Namespace) -> None:
+    emit(a, c.get_agent_config().to_dict(), ["default_endpoint_to_host_action"])
+
+
+def datastore_check(c: Client, a: argparse.Namespace) -> int:
+    problems = c.check_records()
+    if a.output == "json":
+        emit(a, {"ok": not problems, "unreadable": [vars(p) for p in problems]})
+    elif problems:
+        for problem in problems:
+            print(problem)
+    else:
+        print("every record is readable")
+    return 1 if problems else 0
 
 
 def ipam_assign(c: Client, a: argparse.Namespace) -> None:
@@ -280,54 +320,108 @@ def ipam_show(c: Client, a: argparse.Namespace) -> None:
 
 
 def ipam_check(c: Client, a: argparse.Namespace) -> int:
-    problems = c.ipam.check()
+    from .ipam_check import audit, repair
+
+    if a.dry_run and not a.repair:
+        raise ValidationError("dry_run", "--dry-run goes with --repair")
+    found = audit(c.ipam, grace=a.grace)
+    outcomes = repair(found, dry_run=a.dry_run) if a.repair else []
+    left = audit(c.ipam, grace=a.grace) if a.repair and not a.dry_run else found
     if a.output == "json":
-        emit(a, {"ok": not problems, "problems": [vars(p) for p in problems]})
-    elif problems:
-        for problem in problems:
-            print(problem)
-    else:
+        report: dict[str, Any] = {"ok": left.ok, "problems": [vars(p) for p in found.problems]}
+        if a.repair:
+            report["repairs"] = [o.to_dict() for o in outcomes]
+            report["remaining"] = [vars(p) for p in left.problems]
+        emit(a, report)
+        return 0 if left.ok else 1
+    for problem in found.problems:
+        print(problem)
+    for outcome in outcomes:
+        print(outcome)
+    if not found.problems:
         print("IPAM is consistent")
-    return 1 if problems else 0
+    elif a.repair and not a.dry_run:
+        print("IPAM is consistent now" if left.ok else
+              f"{len(left.problems)} finding(s) left: they need a human (see above)")
+    return 0 if left.ok else 1
 
 
-def ipam_gc(c: Client, a: argparse.Namespace) -> None:
-    live = list(a.live or [])
+def ipam_gc(c: Client, a: argparse.Namespace) -> int:
+    from .ipam import Release
+
+    plan: list[Release]  # the parser made sure exactly one scope was given
     if a.docker:
-        # Docker's endpoints on this host are live; so are endpoints of other hosts and
-        # handles not made by the Docker plugin (only this host's Docker is asked).
         from .agent import resolve_hostname
+        from .plugin import docker_sync
         from .plugin.docker_api import DockerAPI
-        from .plugin.driver import pending_handle
 
-        api = DockerAPI(a.docker_socket)
-        known = api.endpoint_ids()
-        if known is None:
-            raise CalicoError(f"docker: cannot list endpoints through {a.docker_socket}; "
-                              "nothing was released")
         host = resolve_hostname(a.hostname)
-        docker_made = {e.id for e in c.list_endpoints(host)
-                       if "docker-network" in e.labels}
-        live += [e.id for e in c.list_endpoints() if e.id not in docker_made or e.id in known]
-        live += [h for h in c.ipam.handles() if not _docker_handle(h, host, docker_made)]
-        live.append(pending_handle(host))  # an address Docker is being given right now
-        stale = docker_made - known
-        for endpoint_id in sorted(stale):  # the endpoint records go with their addresses
-            c.remove_endpoint(host, endpoint_id)
-    if a.live_file:
-        text = _read_file("live_file", a.live_file)
-        live += [line.strip() for line in text.splitlines() if line.strip()]
-    freed = c.ipam.gc(live)
-    if a.output == "json":
-        emit(a, {"released_handles": freed})
+        local = docker_sync.read_local(c, host)  # the datastore first: see docker_sync
+        try:
+            known = DockerAPI(a.docker_socket).endpoint_ids()
+        except CalicoError as exc:
+            raise CalicoError(f"{exc}; nothing was released") from None
+        plan = docker_sync.plan(local, known, c.ipam.clock(), a.grace)
+    elif a.all:
+        plan = c.ipam.gc_plan(None)
+        if not a.dry_run and plan:
+            _confirm_everything(a, plan)
     else:
-        for handle in freed:
-            print(handle)
+        live = list(a.live or [])
+        if a.live_file:
+            text = _read_file("live_file", a.live_file)
+            live += [line.strip() for line in text.splitlines() if line.strip()]
+        plan = c.ipam.gc_plan(live, grace=a.grace)
+    done = [(item, None if a.dry_run else c.ipam.release(item)) for item in plan]
+    changed = [item for item, freed in done if freed is None and not a.dry_run]
+    if a.output == "json":
+        emit(a, {"dry_run": a.dry_run,
+                 "released": [item.to_dict() for item, freed in done
+                              if a.dry_run or freed is not None],
+                 "skipped": [item.to_dict() for item in changed]})
+    else:
+        verb = "would release" if a.dry_run else "released"
+        for item, freed in done:
+            if freed is None and not a.dry_run:
+                print(f"skipped handle {item.handle}: changed since it was read")
+                continue
+            endpoint = f"; endpoint {item.endpoint_key} removed" if item.endpoint_key else ""
+            if a.dry_run and item.endpoint_key:
+                endpoint = f"; would remove endpoint {item.endpoint_key}"
+            addresses = ", ".join(item.addresses if a.dry_run else freed or []) or "no address"
+            print(f"{verb} handle {item.handle}: {addresses} ({item.reason}){endpoint}")
+    return 1 if changed else 0
 
 
-def _docker_handle(handle: str, host: str, docker_made: set[str]) -> bool:
-    return handle in docker_made or (len(handle) == 64 and all(
-        ch in "0123456789abcdef" for ch in handle))
+CONFIRM_WORD = "release-everything"
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10**9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use seconds, 0 or more")
+    return value
+
+
+def _confirm_everything(a: argparse.Namespace, plan: list[Any]) -> None:
+    """``gc --all`` frees addresses running containers use: a typed word, or the flag."""
+    if a.yes_release_everything:
+        return
+    count = sum(len(item.addresses) for item in plan)
+    if not sys.stdin.isatty():
+        raise ValidationError("all", f"would release all {count} allocated address(es) "
+                                     "(running containers' too); not confirmed: stdin is not "
+                                     "a terminal, add --yes-release-everything")
+    # the question goes to stderr: stdout carries only what was released
+    print(f"This releases all {count} allocated address(es) of {len(plan)} handle(s), also "
+          f"those of running containers, which may then be given to new ones.\nType "
+          f"{CONFIRM_WORD} to go on: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if answer.strip() != CONFIRM_WORD:
+        raise ValidationError("all", "not confirmed; nothing was released")
 
 
 def ipam_config_set(c: Client, a: argparse.Namespace) -> None:
@@ -423,8 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", metavar="KEY=VALUE")
     p.add_argument("--rules", metavar="FILE",
                    help="JSON file with inbound_rules and outbound_rules instead of defaults")
-    p = command(profile, "remove", lambda c, a: c.remove_profile(a.name), "remove a profile")
+    p = command(profile, "remove", lambda c, a: c.remove_profile(a.name, force=a.force),
+                "remove a profile (refused while endpoints use it)")
     p.add_argument("name")
+    p.add_argument("--force", action="store_true",
+                   help="remove it although endpoints use it (their traffic is then dropped)")
     command(profile, "list", profile_list, "list profiles")
     p = command(profile, "show", profile_show, "show a profile and its rules")
     p.add_argument("name")
@@ -472,7 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("--as", dest="as_number", required=True, metavar="ASN")
     p.add_argument("--node", metavar="NAME")
-    p.add_argument("--password", help="TCP MD5 password of the session (never printed)")
+    p.add_argument("--password-file", metavar="FILE", help="TCP MD5 password of the "
+                   "session, on the file's first line (never printed); or set "
+                   "$CALICO_BGP_PASSWORD")
+    p.add_argument("--password", help="the password itself (other users see it in `ps`: "
+                   "prefer --password-file)")
     p = command(peer, "remove", lambda c, a: c.remove_bgp_peer(a.address, a.node),
                 "remove a peer")
     p.add_argument("address")
@@ -506,16 +607,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     # agent settings
     settings = group(groups, "config", "settings of every host's agent")
-    p = command(settings, "set", lambda c, a: c.set_agent_config(
-        default_endpoint_to_host_action=a.default_endpoint_to_host_action),
-        "change agent settings")
+    p = command(settings, "set", config_set, "change agent settings")
     p.add_argument("--default-endpoint-to-host-action", choices=("accept", "drop"),
                    required=True,
                    help="container-to-host traffic its outbound rules allowed (DHCP, DNS and "
                         "IPv6 neighbour discovery always pass)")
-    command(settings, "show", lambda c, a: emit(a, c.get_agent_config().to_dict(),
-                                                ["default_endpoint_to_host_action"]),
-            "show agent settings")
+    command(settings, "show", config_show, "show agent settings")
+
+    # the datastore itself
+    store = group(groups, "datastore", "the datastore's records")
+    command(store, "check", datastore_check, "list records readers must skip because they "
+            "cannot be read (exit 1 when there are any)")
 
     # ipam
     ipam = group(groups, "ipam", "IP address management")
@@ -533,13 +635,40 @@ def build_parser() -> argparse.ArgumentParser:
                 "release a host's block claims")
     p.add_argument("--host", required=True)
     command(ipam, "show", ipam_show, "show pool and block usage")
-    command(ipam, "check", ipam_check, "check consistency (exit 1 when inconsistent)")
-    p = command(ipam, "gc", ipam_gc, "release every handle not in the live set")
-    p.add_argument("--live", action="append", metavar="HANDLE")
-    p.add_argument("--live-file", metavar="FILE", help="one live handle per line")
-    p.add_argument("--docker", action="store_true",
-                   help="also free addresses of Docker endpoints this host's Docker no "
-                        "longer has (other handles are kept)")
+    from .ipam import GRACE
+
+    p = command(ipam, "check", ipam_check,
+                "check blocks, claims, handles and endpoints against each other (exit 1 when "
+                "inconsistent); --repair fixes what is safe to fix")
+    p.add_argument("--repair", action="store_true",
+                   help="fix what needs no human: handle records and claims from the blocks, "
+                        "free addresses endpoints use, stale pending addresses; report the "
+                        "rest (exit 1 while findings remain)")
+    p.add_argument("--dry-run", action="store_true", help="with --repair: say what it would do")
+    p.add_argument("--grace", type=_seconds, default=GRACE, metavar="SECONDS",
+                   help=f"pending addresses younger than this are fine (default {GRACE})")
+    p = command(ipam, "gc", ipam_gc,
+                "free addresses nothing uses, in one explicit scope: --docker, --live/"
+                "--live-file, or --all")
+    scope = p.add_mutually_exclusive_group(required=True)  # a destructive default is none
+    scope.add_argument("--docker", action="store_true",
+                       help="free this host's Docker endpoints (records and addresses) and "
+                            "pending addresses that this host's Docker no longer has; aborts, "
+                            "changing nothing, on any Docker error")
+    scope.add_argument("--live", action="append", metavar="HANDLE",
+                       help="free every handle except these (repeatable); handles of existing "
+                            "endpoints and new handles are always kept")
+    scope.add_argument("--live-file", metavar="FILE", help="like --live, one handle per line")
+    scope.add_argument("--all", action="store_true",
+                       help="free every address in the cluster, running containers' too; asks "
+                            f"for the word {CONFIRM_WORD} on a terminal, else needs "
+                            "--yes-release-everything")
+    p.add_argument("--yes-release-everything", action="store_true",
+                   help="confirm --all without a terminal")
+    p.add_argument("--dry-run", action="store_true", help="print what would be freed, free "
+                                                         "nothing")
+    p.add_argument("--grace", type=_seconds, default=GRACE, metavar="SECONDS",
+                   help=f"keep handles younger than this (default {GRACE})")
     p.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH")
     p.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, else "
                                       "the system host name)")
@@ -578,6 +707,12 @@ def lab_command(c: Client | None, a: argparse.Namespace) -> int:
     return lab.cli(a)
 
 
+#: commands that never write to the datastore
+READ_ONLY = frozenset({pool_list, profile_list, profile_show, node_list, peer_list,
+                       bgp_config_show, endpoint_list, config_show, datastore_check, ipam_show,
+                       ipam_check, ipam_config_show})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -586,7 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.handler in (node_status, lab_command):  # BIRD or Docker, not the datastore
             code = args.handler(None, args)
         else:
-            with connect(getattr(args, "datastore", None)) as client:
+            # commands that only read never create a store (a mistyped path is an error)
+            create = args.handler not in READ_ONLY or getattr(args, "repair", False)
+            with connect(getattr(args, "datastore", None), create=create) as client:
                 code = args.handler(client, args)
     except CalicoError as exc:
         print(f"calicoctl: {exc}", file=sys.stderr)

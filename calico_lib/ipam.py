@@ -3,14 +3,23 @@
 Pools are carved into blocks (/26 and /122 by default). A host claims free blocks (host
 affinity) and allocates from them first; when no free block is left it borrows free
 addresses from other hosts' blocks, unless ``strict_affinity`` is set. Each address is
-recorded under a handle (the endpoint id); the handle's counts are written in the same
-transaction as the blocks, so a crash can never leave an address counted but unowned.
+recorded under a handle (the endpoint id); the handle's record (its per-block counts, the
+host that made it and when) is written in the same transaction as the blocks, so a crash
+can never leave an address counted but unowned.
+
+Docker asks for an address before it names the endpoint: the plugin holds it under a
+*pending* handle (``docker-pending.<epoch seconds>.<random>``, one per request, its host in
+the record) until CreateEndpoint hands it to the endpoint's handle. A pending handle older
+than the grace period is a leak that ``ipam check --repair`` and ``ipam gc`` may free.
 
 Freed addresses go to the back of the block's free list, so they are not reused at once.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +27,77 @@ from typing import Any
 import netaddr
 
 from . import keys
-from .datastore import Datastore
-from .errors import InUseError, PoolExhaustedError, ValidationError
-from .model import IPAMConfig, IPPool, _hostname, _int, _name, parse_address, parse_network
+from .datastore import Datastore, KeyValue
+from .errors import DatastoreError, InUseError, PoolExhaustedError, ValidationError
+from .model import (
+    Endpoint,
+    IPAMConfig,
+    IPPool,
+    _hostname,
+    _int,
+    _name,
+    parse_address,
+    parse_network,
+)
+from .records import Unreadable, decode_all
 from .txn import Tx, View, loads, transact
 
 MAX_PER_REQUEST = 1024
 RELEASE_BATCH = 32
+#: the handles the Docker plugin holds requested addresses under until CreateEndpoint
+PENDING_PREFIX = "docker-pending."
+#: seconds a new handle is left alone by gc and repairs: Docker may not list an endpoint,
+#: nor have created it, until a moment after its address was assigned
+GRACE = 600
+HANDLE_FIELDS = ("handle", "blocks", "host", "created")
+BLOCK_FIELDS = ("cidr", "affinity", "allocations", "unallocated")
+
+
+# --------------------------------------------------------------------------- pending handles
+
+
+def pending_handle_name(now: float) -> str:
+    """A new pending handle: the time it was made in its name (readable even when its
+    record is lost), and a random part so that each request has its own."""
+    return f"{PENDING_PREFIX}{int(now)}.{secrets.token_hex(4)}"
+
+
+def is_pending(handle: str) -> bool:
+    return handle.startswith(PENDING_PREFIX)
+
+
+def pending_created(handle: str) -> int | None:
+    """The creation time a pending handle's name carries (None: none, e.g. the older
+    one-per-host form ``docker-pending.<host>``)."""
+    parts = handle[len(PENDING_PREFIX):].split(".") if is_pending(handle) else []
+    if len(parts) == 2 and parts[0].isdigit() and len(parts[1]) == 8 and all(
+            c in "0123456789abcdef" for c in parts[1]):
+        return int(parts[0])
+    return None
+
+
+def pending_of(host: str, handle: str, record: dict[str, Any] | None) -> bool:
+    """Whether ``handle`` is a pending handle of ``host``: its record says so, or (a record
+    without a host) it is the older one-per-host form that names the host."""
+    if not is_pending(handle):
+        return False
+    if record is not None and record.get("host") is not None:
+        return record["host"] == host
+    return handle == PENDING_PREFIX + host
+
+
+def handle_age(handle: str, record: dict[str, Any] | None, now: float) -> float | None:
+    """Seconds since ``handle`` was made (None: unknown, e.g. a record older than the
+    ``created`` field)."""
+    created = record.get("created") if record else None
+    if created is None:
+        created = pending_created(handle)
+    return None if created is None else now - created
+
+
+def is_fresh(handle: str, record: dict[str, Any] | None, now: float, grace: float) -> bool:
+    age = handle_age(handle, record, now)
+    return age is not None and age < grace
 
 
 # --------------------------------------------------------------------------- blocks
@@ -85,6 +158,67 @@ class Block:
         return handle
 
 
+def read_block(kv: KeyValue) -> Block:
+    """A stored block, checked field by field; ValueError (the reason) if it is unusable."""
+    data = _json(kv)
+    _fields(data, BLOCK_FIELDS, "block")
+    cidr = keys.cidr_from_part(keys.last(kv.key))
+    if data.get("cidr") != cidr:
+        raise ValueError(f"cidr {data.get('cidr')!r} does not match its key")
+    affinity, allocations = data.get("affinity"), data.get("allocations", {})
+    unallocated = data.get("unallocated", [])
+    if affinity is not None and not isinstance(affinity, str):
+        raise ValueError("affinity is not a host name")
+    if not isinstance(allocations, dict) or not all(
+            isinstance(k, str) and k.isdigit() and isinstance(v, str) and v
+            for k, v in allocations.items()):
+        raise ValueError("allocations is not a mapping of ordinals to handles")
+    if not isinstance(unallocated, list) or not all(
+            isinstance(o, int) and not isinstance(o, bool) for o in unallocated):
+        raise ValueError("unallocated is not a list of ordinals")
+    try:
+        return Block.load(data)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise ValueError("cidr is not a CIDR") from None
+
+
+def read_handle(kv: KeyValue) -> dict[str, Any]:
+    """A stored handle record, checked; ValueError (the reason) if it is unusable. Records
+    written before ``host`` and ``created`` existed load without them."""
+    data = _json(kv)
+    _fields(data, HANDLE_FIELDS, "handle record")
+    if data.get("handle") != keys.last(kv.key):
+        raise ValueError(f"handle {data.get('handle')!r} does not match its key")
+    blocks = data.get("blocks", {})
+    if not isinstance(blocks, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in blocks.values()):
+        raise ValueError("blocks is not a mapping of block CIDRs to counts")
+    if not isinstance(data.get("host"), str | None):
+        raise ValueError("host is not a host name")
+    created = data.get("created")
+    if created is not None and (not isinstance(created, int | float)
+                                or isinstance(created, bool)):
+        raise ValueError("created is not a time in epoch seconds")
+    return data
+
+
+def _json(kv: KeyValue) -> dict[str, Any]:
+    try:
+        data = json.loads(kv.value)
+    except (ValueError, RecursionError):
+        raise ValueError("not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _fields(data: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
+    unknown = sorted(str(k) for k in set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} of a {what}; allowed: "
+                         f"{', '.join(allowed)}")
+
+
 @dataclass
 class AssignResult:
     ipv4: list[str] = field(default_factory=list)
@@ -107,6 +241,75 @@ class Problem:
         return f"{self.kind}: {self.subject}: {self.detail}"
 
 
+@dataclass
+class State:
+    """One consistent read of the IPAM records and the endpoints. Records that cannot be
+    read are in ``unreadable`` (one entry per key) and nowhere else."""
+
+    revision: int
+    pools: list[IPPool]
+    blocks: dict[str, Block]  # block CIDR -> block
+    block_keys: set[str]  # every block key, readable or not
+    affinities: dict[str, tuple[str, str]]  # affinity key -> (host, block CIDR)
+    handles: dict[str, dict[str, Any]]  # handle -> its record
+    endpoints: dict[str, Endpoint]  # endpoint key -> endpoint
+    endpoint_keys: set[str]  # every endpoint key, readable or not
+    unreadable: list[Unreadable]
+
+    def holdings(self) -> dict[str, dict[str, list[str]]]:
+        """Per handle, per block CIDR, the addresses the blocks allocate to it."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for block in self.blocks.values():
+            for ordinal, handle in sorted(block.allocations.items()):
+                out.setdefault(handle, {}).setdefault(block.cidr, []).append(
+                    str(block.address(ordinal)))
+        return out
+
+    def endpoint_ids(self) -> set[str]:
+        """The id of every endpoint record, also of those that cannot be read."""
+        return {keys.last(k) for k in self.endpoint_keys}
+
+    def hosts(self) -> set[str]:
+        """Every host named by an endpoint, a block, a claim or a handle record."""
+        found = {k[len(keys.ENDPOINTS):].split("/", 1)[0] for k in self.endpoint_keys}
+        found |= {b.affinity for b in self.blocks.values() if b.affinity}
+        found |= {host for host, _ in self.affinities.values()}
+        found |= {r["host"] for r in self.handles.values() if r.get("host")}
+        return found
+
+    def require_readable(self, *prefixes: str) -> None:
+        """Raise (naming the key) if a record under ``prefixes`` cannot be read: a decision
+        that depends on it would be made on partial knowledge."""
+        bad = [u for u in self.unreadable if u.key.startswith(prefixes)]
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DatastoreError(f"{bad[0]}{more}; nothing was changed: run "
+                                 "`calicoctl ipam check` and repair or remove it")
+
+
+@dataclass
+class Release:
+    """A handle to free, and the endpoint record to remove with it, as a plan saw them.
+
+    ``IPAM.release`` applies it in one transaction only if nothing it was decided on has
+    changed: the handle record, the endpoint record, the addresses, and (``absent``)
+    endpoint keys that must still not exist.
+    """
+
+    handle: str
+    addresses: list[str]
+    blocks: list[str]  # block CIDRs holding them
+    record: dict[str, Any] | None  # the handle record as read (None: none)
+    reason: str
+    endpoint_key: str | None = None
+    endpoint: dict[str, Any] | None = None  # the endpoint record as read
+    absent: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"handle": self.handle, "addresses": self.addresses,
+                "endpoint": self.endpoint_key, "reason": self.reason}
+
+
 # --------------------------------------------------------------------------- the IPAM
 
 
@@ -118,6 +321,15 @@ class IPAM:
         # Per host, what the last assignment saw: the next one starts from it without
         # reading (every decision is guarded, so a stale view only costs a retry).
         self._views: dict[str, View] = {}
+        #: epoch seconds; handle records carry it (tests move it to age records)
+        self.clock: Callable[[], float] = time.time
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def new_pending_handle(self) -> str:
+        """A fresh pending handle for one address Docker asked for (see the module doc)."""
+        return pending_handle_name(self.now())
 
     # -- configuration
 
@@ -174,7 +386,8 @@ class IPAM:
             for pool in usable:  # a pool disabled or removed meanwhile fails the commit
                 if any(b.network in pool.network for b in touched.values()):
                     tx.guard(keys.pool(pool.cidr))
-            _save(tx, touched, handle, {cidr: _count(b, handle) for cidr, b in touched.items()})
+            _save(tx, touched, handle, {cidr: _count(b, handle) for cidr, b in touched.items()},
+                  host, self.now())
             return result
 
         mine = keys.affinities(host)
@@ -199,26 +412,15 @@ class IPAM:
 
         def attempt(tx: Tx) -> str:
             tx.prefetch([keys.handle(handle)], [keys.POOLS])
-            pool = _pool_for(tx, addr)
-            if pool is None:
-                raise ValidationError("ip", f"{addr} is not in any pool; add a pool first")
-            if pool.disabled:
-                raise ValidationError("ip", f"{addr} is in disabled pool {pool.cidr}; "
-                                            "enable the pool or pick another address")
-            tx.guard(keys.pool(pool.cidr))
-            cidr = str(netaddr.IPNetwork(f"{addr}/{pool.block_size}").cidr)
-            data = tx.get(keys.block(cidr))
-            if data is None:
-                block = Block.new(cidr, host)
-                tx.put(keys.affinity(host, cidr), {"state": "confirmed"})
-            else:
-                block = Block.load(data)
+            block, pool = _block_to_write(tx, {}, addr, host)
+            _refuse_disabled(pool, addr)
             ordinal = block.ordinal(addr)
             if ordinal in block.allocations:
                 raise InUseError(f"ip: {addr} is already assigned "
                                  f"(handle {block.allocations[ordinal]})")
             block.take_ordinal(ordinal, handle)
-            _save(tx, {cidr: block}, handle, {cidr: _count(block, handle)})
+            _save(tx, {block.cidr: block}, handle, {block.cidr: _count(block, handle)}, host,
+                  self.now())
             return str(addr)
 
         return transact(self.store, attempt)
@@ -284,27 +486,119 @@ class IPAM:
 
         return transact(self.store, attempt)
 
-    def reassign(self, address: str, handle: str) -> str | None:
-        """Give an assigned address to ``handle`` (the Docker plugin learns the endpoint id
-        only after the address was assigned). Returns the previous handle, or None when the
-        address is not assigned (nothing changes)."""
-        addr = parse_address("ip", address)
+    def claim(self, addresses: Iterable[str], handle: str, host: str,
+              endpoint: Endpoint | None = None) -> list[str]:
+        """Hand ``addresses`` to ``handle`` (an endpoint id) on ``host``, all in one
+        transaction, and write ``endpoint`` (if given) in it too: the Docker plugin learns
+        the endpoint id only after the addresses were assigned under pending handles.
+
+        An address may be taken only from a pending handle of ``host``; a free address is
+        assigned; one ``handle`` already holds is left as it is (Docker replays calls).
+        Anything else raises InUseError naming the address and its owner, and nothing
+        changes. Returns the addresses that were taken over or assigned.
+        """
+        addrs = [parse_address("ip", a) for a in addresses]
         _name("handle", handle)
+        _hostname("host", host)
+        if endpoint is not None and (endpoint.host, endpoint.id) != (host, handle):
+            raise ValidationError("endpoint", f"endpoint {endpoint.id} on {endpoint.host} "
+                                              f"is not {handle} on {host}")
+        endpoint_key = keys.endpoint(host, handle)
+
+        def attempt(tx: Tx) -> list[str]:
+            tx.prefetch([keys.handle(handle), endpoint_key], [keys.POOLS])
+            if endpoint is not None and tx.get(endpoint_key) != endpoint.to_dict():
+                tx.put(endpoint_key, endpoint.to_dict())
+            touched: dict[str, Block] = {}
+            deltas: dict[str, dict[str, int]] = {}
+            changed = []
+            for addr in addrs:
+                block, pool = _block_to_write(tx, touched, addr, host)
+                ordinal = block.ordinal(addr)
+                owner = block.allocations.get(ordinal)
+                if owner == handle:
+                    continue
+                if owner is None:
+                    _refuse_disabled(pool, addr)
+                    block.take_ordinal(ordinal, handle)
+                else:
+                    record = tx.get(keys.handle(owner))
+                    if not pending_of(host, owner, record):
+                        raise InUseError(f"ip: {addr} is held by handle {owner}"
+                                         f"{_on_host(record)}; only addresses pending on "
+                                         f"{host} can be taken")
+                    block.allocations[ordinal] = handle
+                    _add(deltas, owner, block.cidr, -1)
+                _add(deltas, handle, block.cidr, 1)
+                touched[block.cidr] = block
+                changed.append(str(addr))
+            for owner, counts in sorted(deltas.items()):
+                _adjust_handle(tx, owner, counts, host, self.now())
+            _save_blocks(tx, touched)
+            return changed
+
+        return transact(self.store, attempt)
+
+    def end_endpoint(self, host: str, endpoint_id: str) -> list[str] | None:
+        """Remove ``host``'s endpoint record and free its handle, in one transaction (the
+        Docker plugin's DeleteEndpoint). Returns the addresses freed, or None when the
+        handle is another host's: then only the record goes."""
+        _hostname("host", host)
+        _name("id", endpoint_id)
+
+        def attempt(tx: Tx) -> list[str] | None:
+            if tx.get(keys.endpoint(host, endpoint_id)) is not None:
+                tx.delete(keys.endpoint(host, endpoint_id))
+            record = tx.get(keys.handle(endpoint_id))
+            if record is None:
+                return []
+            if record.get("host") not in (None, host):
+                return None
+            released, touched = [], {}
+            for cidr in record.get("blocks", {}):
+                data = tx.get(keys.block(cidr))
+                if data is None:
+                    continue
+                block = Block.load(data)
+                for ordinal, owner in sorted(block.allocations.items()):
+                    if owner == endpoint_id:
+                        block.free(ordinal)
+                        released.append(str(block.address(ordinal)))
+                        touched[cidr] = block
+            tx.delete(keys.handle(endpoint_id))
+            _save_blocks(tx, touched)
+            return released
+
+        return transact(self.store, attempt)
+
+    def release_for_host(self, address: str, host: str) -> str | None:
+        """Free ``address`` for ``host``'s Docker plugin (its ReleaseAddress).
+
+        Freed only when held by a pending handle of ``host``, or by a handle of ``host``
+        whose endpoint record is gone (the endpoint ended); returns that handle. An address
+        not allocated is quietly None (Docker hands back the gateway and addresses
+        DeleteEndpoint already freed). Anything else raises InUseError; nothing changes.
+        """
+        addr = parse_address("ip", address)
+        _hostname("host", host)
 
         def attempt(tx: Tx) -> str | None:
             tx.prefetch([], [keys.POOLS])
             block = _blocks_for(tx, [addr]).get(addr)
-            if block is None:
+            owner = block.allocations.get(block.ordinal(addr)) if block else None
+            if block is None or owner is None:
                 return None
-            ordinal = block.ordinal(addr)
-            previous = block.allocations.get(ordinal)
-            if previous is None or previous == handle:
-                return previous
-            block.allocations[ordinal] = handle
-            _adjust_handle(tx, previous, {block.cidr: -1})
-            _adjust_handle(tx, handle, {block.cidr: 1})
+            record = tx.get(keys.handle(owner))
+            ended = (record is not None and record.get("host") == host
+                     and tx.get(keys.endpoint(host, owner)) is None)
+            if not (ended or pending_of(host, owner, record)):
+                raise InUseError(f"ip: {addr} is held by handle {owner}{_on_host(record)}, "
+                                 f"which is neither pending on {host} nor an ended endpoint "
+                                 "of it; not released")
+            block.free(block.ordinal(addr))
+            _adjust_handle(tx, owner, {block.cidr: -1})
             _save_blocks(tx, {block.cidr: block})
-            return previous
+            return owner
 
         return transact(self.store, attempt)
 
@@ -370,83 +664,125 @@ class IPAM:
             })
         return out
 
-    def check(self) -> list[Problem]:
-        """Every inconsistency between pools, blocks, affinities and handles."""
-        (pool_kvs, block_kvs, aff_kvs, handle_kvs), _ = self.store.read(
-            [keys.POOLS, keys.BLOCKS, keys.AFFINITIES, keys.HANDLES])
-        pools = [IPPool.from_dict(loads(kv)) for kv in pool_kvs]
-        blocks = [Block.load(loads(kv)) for kv in block_kvs]
-        problems: list[Problem] = []
-        seen: dict[str, str] = {}
-        counted: dict[str, dict[str, int]] = {}
-        for block in blocks:
-            net = block.network
-            if not any(net in p.network for p in pools):
-                problems.append(Problem("outside-pool", block.cidr,
-                                        "block is not inside any pool"))
-            ordinals = list(block.allocations) + block.unallocated
-            if sorted(ordinals) != list(range(net.size)):
-                problems.append(Problem("corrupt-block", block.cidr, "allocated and free "
-                                        "ordinals do not cover the block exactly once"))
-            for ordinal, handle in block.allocations.items():
-                addr = str(block.address(ordinal))
-                if addr in seen:
-                    problems.append(Problem("duplicate", addr, f"allocated in {seen[addr]} "
-                                            f"and {block.cidr}"))
-                seen[addr] = block.cidr
-                per_block = counted.setdefault(handle, {})
-                per_block[block.cidr] = per_block.get(block.cidr, 0) + 1
-            if block.affinity and keys.affinity(block.affinity, block.cidr) not in {
-                    kv.key for kv in aff_kvs}:
-                problems.append(Problem("affinity", block.cidr, f"block names host "
-                                        f"{block.affinity} but that host has no claim on it"))
-        block_cidrs = {b.cidr: b for b in blocks}
+    def read_state(self) -> State:
+        """Pools, blocks, claims, handle records and endpoints, read in one snapshot."""
+        (pool_kvs, block_kvs, aff_kvs, handle_kvs, endpoint_kvs), revision = self.store.read(
+            [keys.POOLS, keys.BLOCKS, keys.AFFINITIES, keys.HANDLES, keys.ENDPOINTS])
+        pools, unreadable = decode_all(pool_kvs, IPPool)
+        endpoints, bad = decode_all(endpoint_kvs, Endpoint)
+        unreadable += bad
+        state = State(revision, pools, {}, {kv.key for kv in block_kvs}, {}, {},
+                      {keys.endpoint(e.host, e.id): e for e in endpoints},
+                      {kv.key for kv in endpoint_kvs}, unreadable)
+        for kv in block_kvs:
+            try:
+                block = read_block(kv)
+                state.blocks[block.cidr] = block
+            except ValueError as exc:
+                unreadable.append(Unreadable(kv.key, str(exc)))
+        for kv in handle_kvs:
+            try:
+                state.handles[keys.last(kv.key)] = read_handle(kv)
+            except ValueError as exc:
+                unreadable.append(Unreadable(kv.key, str(exc)))
         for kv in aff_kvs:
-            host, part = kv.key[len(keys.AFFINITIES):].split("/", 1)
-            cidr = keys.cidr_from_part(part)
-            if block_cidrs.get(cidr) is None or block_cidrs[cidr].affinity != host:
-                problems.append(Problem("affinity", cidr, f"host {host} claims a block that "
-                                        "is not affine to it"))
-        recorded = {keys.last(kv.key): loads(kv).get("blocks", {}) for kv in handle_kvs}
-        for handle, per_block in sorted(counted.items()):
-            if handle not in recorded:
-                problems.append(Problem("address-without-handle", handle,
-                                        f"{sum(per_block.values())} address(es) allocated "
-                                        "but no handle record"))
-            elif recorded[handle] != per_block:
-                problems.append(Problem("count-mismatch", handle, f"handle records "
-                                        f"{recorded[handle]} but blocks hold {per_block}"))
-        for handle in sorted(set(recorded) - set(counted)):
-            problems.append(Problem("handle-without-address", handle,
-                                    "handle record but no allocated address"))
-        return problems
+            host, _, part = kv.key[len(keys.AFFINITIES):].partition("/")
+            try:
+                if _json(kv) != {"state": "confirmed"}:
+                    raise ValueError('not {"state": "confirmed"}')
+                if not host or "/" in part:
+                    raise ValueError("not a key of the form affinity/<host>/<block>")
+                state.affinities[kv.key] = (host, str(netaddr.IPNetwork(
+                    keys.cidr_from_part(part)).cidr))
+            except (ValueError, IndexError, netaddr.AddrFormatError) as exc:
+                reason = str(exc) if isinstance(exc, ValueError) else "not a block CIDR"
+                unreadable.append(Unreadable(kv.key, reason))
+        return state
 
-    def gc(self, live_handles: Iterable[str]) -> list[str]:
-        """Release every handle not in ``live_handles``; returns the handles freed."""
-        live = set(live_handles)
-        handles = {keys.last(kv.key) for kv in self.store.list(keys.HANDLES)}
-        for block in self.blocks():
-            handles.update(block.allocations.values())
-        dead = sorted(handles - live)
-        for handle in dead:
-            self._release_everywhere(handle)
-        return dead
+    def pending(self, host: str) -> dict[str, list[str]]:
+        """The pending handles of ``host`` and the addresses each holds."""
+        _hostname("host", host)
+        state = self.read_state()
+        return {h: [a for addrs in per_block.values() for a in addrs]
+                for h, per_block in sorted(state.holdings().items())
+                if pending_of(host, h, state.handles.get(h))}
 
-    def _release_everywhere(self, handle: str) -> None:
-        """Like release_handle, but also finds addresses whose handle record is lost."""
-        def attempt(tx: Tx) -> None:
-            touched = {}
-            for key, data in tx.list(keys.BLOCKS):
+    def check(self, now: float | None = None, grace: float = GRACE) -> list[Problem]:
+        """Every inconsistency between pools, blocks, claims, handles and endpoints (see
+        ``calico_lib.ipam_check``); pending handles younger than ``grace`` are fine."""
+        from .ipam_check import audit  # it builds on this module
+
+        return audit(self, now, grace).problems
+
+    # -- garbage collection
+
+    def gc_plan(self, live: Iterable[str] | None, now: float | None = None,
+                grace: float = GRACE) -> list[Release]:
+        """What ``gc`` frees: every handle not in ``live`` that no endpoint record (on any
+        host) names and that is not younger than ``grace``. ``live=None`` means every
+        handle, endpoints' and fresh ones too (``ipam gc --all``).
+
+        Raises when a block, handle or endpoint record cannot be read: nothing is decided
+        on partial knowledge.
+        """
+        now = self.clock() if now is None else now
+        state = self.read_state()
+        state.require_readable(keys.BLOCKS, keys.HANDLES, keys.ENDPOINTS)
+        keep = None if live is None else set(live)
+        holdings = state.holdings()
+        used = state.endpoint_ids()
+        absent_hosts = sorted(state.hosts())
+        plans = []
+        for handle in sorted(set(holdings) | set(state.handles)):
+            record = state.handles.get(handle)
+            if keep is not None:
+                if handle in keep or handle in used:
+                    continue
+                if is_fresh(handle, record, now, grace):
+                    continue
+            per_block = holdings.get(handle, {})
+            plans.append(Release(
+                handle, [a for addrs in per_block.values() for a in addrs], sorted(per_block),
+                record, "every handle" if keep is None else "not live and no endpoint",
+                absent=[] if keep is None else [keys.endpoint(h, handle)
+                                                for h in absent_hosts]))
+        return plans
+
+    def release(self, plan: Release) -> list[str] | None:
+        """Apply one ``Release`` in one transaction; the addresses freed, or None when
+        anything it was decided on changed meanwhile (then nothing changes)."""
+        def attempt(tx: Tx) -> list[str] | None:
+            tx.prefetch([keys.handle(plan.handle), *plan.absent,  # one round trip
+                         *([plan.endpoint_key] if plan.endpoint_key else []),
+                         *(keys.block(c) for c in plan.blocks)])
+            if tx.get(keys.handle(plan.handle)) != plan.record:
+                return None
+            if plan.endpoint_key is not None and tx.get(plan.endpoint_key) != plan.endpoint:
+                return None
+            if any(tx.get(key) is not None for key in plan.absent):
+                return None
+            cidrs = set(plan.blocks) | set((plan.record or {}).get("blocks", {}))
+            freed, touched = [], {}
+            for cidr in sorted(cidrs):
+                data = tx.get(keys.block(cidr))
+                if data is None:
+                    continue
                 block = Block.load(data)
-                mine = [o for o, h in block.allocations.items() if h == handle]
-                if mine:
-                    tx.guard(key)
-                    for ordinal in mine:
+                for ordinal, owner in sorted(block.allocations.items()):
+                    if owner == plan.handle:
                         block.free(ordinal)
-                    touched[block.cidr] = block
-            tx.delete(keys.handle(handle))
+                        freed.append(str(block.address(ordinal)))
+                        touched[cidr] = block
+            if sorted(freed) != sorted(plan.addresses):
+                return None  # nothing was written yet: returning drops the whole decision
+            if plan.endpoint_key is not None:
+                tx.delete(plan.endpoint_key)
+            if plan.record is not None:
+                tx.delete(keys.handle(plan.handle))
             _save_blocks(tx, touched)
-        transact(self.store, attempt)
+            return freed
+
+        return transact(self.store, attempt)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -522,27 +858,76 @@ def _assign_family(tx: Tx, touched: dict[str, Block], host: str, handle: str, co
     return got
 
 
-def _adjust_handle(tx: Tx, handle: str, deltas: dict[str, int]) -> None:
+def _handle_record(tx: Tx, handle: str, host: str | None, now: int | None,
+                   counts: dict[str, int]) -> dict[str, Any]:
+    """A handle record with new ``counts``: a record that exists keeps its host and time
+    (also when it predates them); a new one gets ``host`` and ``now``."""
+    record = tx.get(keys.handle(handle))
+    out: dict[str, Any] = {"handle": handle, "blocks": dict(sorted(counts.items()))}
+    for name, value in (("host", host), ("created", now)):
+        kept = record.get(name) if record is not None else value
+        if kept is not None:
+            out[name] = kept
+    return out
+
+
+def _adjust_handle(tx: Tx, handle: str, deltas: dict[str, int], host: str | None = None,
+                   now: int | None = None) -> None:
     """Add ``deltas`` (block CIDR -> change) to a handle record; drop it when empty."""
-    record = tx.get(keys.handle(handle)) or {"blocks": {}}
-    counts = record.setdefault("blocks", {})
+    record = tx.get(keys.handle(handle)) or {}
+    counts = dict(record.get("blocks", {}))
     for cidr, delta in deltas.items():
         counts[cidr] = counts.get(cidr, 0) + delta
         if counts[cidr] <= 0:
             del counts[cidr]
     if counts:
-        tx.put(keys.handle(handle), {"handle": handle, "blocks": dict(sorted(counts.items()))})
+        tx.put(keys.handle(handle), _handle_record(tx, handle, host, now, counts))
     else:
         tx.delete(keys.handle(handle))
 
 
-def _save(tx: Tx, touched: dict[str, Block], handle: str, totals: dict[str, int]) -> None:
+def _save(tx: Tx, touched: dict[str, Block], handle: str, totals: dict[str, int],
+          host: str, now: int) -> None:
     """Write the blocks and set the handle's count for each to its new total."""
-    record = tx.get(keys.handle(handle)) or {"blocks": {}}
+    record = tx.get(keys.handle(handle)) or {}
     counts = dict(record.get("blocks", {}))
     counts.update({cidr: n for cidr, n in totals.items() if n})
-    tx.put(keys.handle(handle), {"handle": handle, "blocks": dict(sorted(counts.items()))})
+    tx.put(keys.handle(handle), _handle_record(tx, handle, host, now, counts))
     _save_blocks(tx, touched)
+
+
+def _add(deltas: dict[str, dict[str, int]], handle: str, cidr: str, delta: int) -> None:
+    per_block = deltas.setdefault(handle, {})
+    per_block[cidr] = per_block.get(cidr, 0) + delta
+
+
+def _on_host(record: dict[str, Any] | None) -> str:
+    host = record.get("host") if record else None
+    return f" of host {host}" if host else ""
+
+
+def _block_to_write(tx: Tx, touched: dict[str, Block], addr: netaddr.IPAddress,
+                    host: str) -> tuple[Block, IPPool]:
+    """The block ``addr`` belongs in (created, affine to ``host``, when there is none)
+    and its pool; ValidationError when the address is in no pool."""
+    pool = _pool_for(tx, addr)
+    if pool is None:
+        raise ValidationError("ip", f"{addr} is not in any pool; add a pool first")
+    tx.guard(keys.pool(pool.cidr))
+    cidr = str(netaddr.IPNetwork(f"{addr}/{pool.block_size}").cidr)
+    if cidr in touched:
+        return touched[cidr], pool
+    data = tx.get(keys.block(cidr))
+    if data is not None:
+        return Block.load(data), pool
+    tx.put(keys.affinity(host, cidr), {"state": "confirmed"})
+    return Block.new(cidr, host), pool
+
+
+def _refuse_disabled(pool: IPPool, addr: netaddr.IPAddress) -> None:
+    if pool.disabled:
+        raise ValidationError("ip", f"{addr} is in disabled pool {pool.cidr}; enable the "
+                                    "pool or pick another address")
 
 
 def _save_blocks(tx: Tx, blocks: dict[str, Block]) -> None:

@@ -116,6 +116,67 @@ def post(socket_path: str, path: str, body: Any = None, *, raw: bytes | None = N
         return reply.status, text
 
 
+class FaultyDocker:
+    """A unix-socket proxy in front of a real dockerd that answers chosen GET paths with an
+    error status (as a dockerd under load or mid-restart does) and passes everything else
+    through. ``with FaultyDocker(lab.docker_socket, {"/networks/ID": 500}) as proxy:`` then
+    point a client at ``proxy.path``."""
+
+    def __init__(self, upstream: str, faults: dict[str, int]) -> None:
+        self.upstream, self.faults = upstream, dict(faults)
+        self.directory = tempfile.mkdtemp(prefix="caldock-proxy-")
+        self.path = os.path.join(self.directory, "docker.sock")
+        self.seen: list[str] = []
+        self._server: Any = None
+
+    def __enter__(self) -> FaultyDocker:
+        import socketserver
+        import threading
+        from http.server import BaseHTTPRequestHandler
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+                proxy.seen.append(self.path)
+                status = proxy.faults.get(self.path.split("?")[0])
+                if status is not None:
+                    body = json.dumps({"message": "injected fault"}).encode()
+                else:
+                    conn = http.client.HTTPConnection("docker", timeout=30)
+                    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    conn.sock.connect(proxy.upstream)
+                    try:
+                        conn.request("GET", self.path, headers={"Host": "docker"})
+                        reply = conn.getresponse()
+                        status, body = reply.status, reply.read()
+                    finally:
+                        conn.close()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self._server = Server(self.path, Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------- process helpers
 
 

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 import netaddr
 import pytest
 
-from calico_lib import open_datastore
+import calico_lib
+from calico_lib import Endpoint, open_datastore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,10 +183,10 @@ def test_main_flow(datastore_url: str) -> None:
               "ip", "already assigned")
 
     v4, v6 = got["ipv4"][0], got["ipv6"][0]
-    endpoint = ctl.json("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
+    endpoint = ctl.json("endpoint", "add", "--host", "h1", "--interface", "cali0", "--ip", v4,
                         "--ip", v6, "--mac", "ee:ee:ee:00:00:01", "--profile", "web",
                         "--id", "e2")
-    assert endpoint == {"id": "e2", "host": "h1", "interface": "eth0",
+    assert endpoint == {"id": "e2", "host": "h1", "interface": "cali0",
                         "mac": "ee:ee:ee:00:00:01", "ipv4_nets": [f"{v4}/32"],
                         "ipv6_nets": [f"{v6}/128"], "profiles": ["web"], "labels": {},
                         "state": "active"}
@@ -195,16 +197,22 @@ def test_main_flow(datastore_url: str) -> None:
     assert ctl.ok("ipam", "release", "--ip", lines[0]).lines == [lines[0]]
     assert sorted(ctl.json("ipam", "release", "--handle", "e1")["released"]) == sorted(
         lines[1:])
-    assert ctl.ok("ipam", "check").out == "IPAM is consistent\n"
+    # e3 holds an address no endpoint uses: a leak until an endpoint takes it
+    check = ctl.run("ipam", "check")
+    assert check.code == 1 and check.lines == [
+        "allocation-without-endpoint: /calico/v1/ipam/handles/e3: 1 address(es) (10.65.200.7) "
+        "allocated but no endpoint has id e3; free with `calicoctl ipam gc`"], check
 
     # Lose a handle record behind the library's back: check fails, gc repairs.
     with open_datastore(datastore_url) as store:
         assert store.delete("/calico/v1/ipam/handles/e3")
     check = ctl.run("ipam", "check")
     assert check.code == 1 and check.err == "", check
-    assert "address-without-handle: e3: 1 address(es) allocated but no handle record" in (
-        check.lines)
-    assert ctl.ok("ipam", "gc", "--live", "e2").lines == ["e3"]
+    assert ("address-without-handle: /calico/v1/ipam/handles/e3: 1 address(es) allocated "
+            "but no handle record") in check.lines
+    assert ctl.ok("ipam", "gc", "--live", "e2").lines == [
+        "released handle e3: 10.65.200.7 (not live and no endpoint)"]
+    assert ctl.ok("ipam", "check").out == "IPAM is consistent\n"
     assert ctl.json("ipam", "check") == {"ok": True, "problems": []}
 
     ctl.ok("ipam", "config", "set", "--strict-affinity", "true")
@@ -221,6 +229,11 @@ def test_main_flow(datastore_url: str) -> None:
 
 
 def test_pools(ctl: Ctl) -> None:
+    if ctl.url.startswith("sqlite:"):  # listing never creates a store: a typo is an error
+        path = ctl.url[len("sqlite:///"):]
+        assert_error(ctl.run("pool", "list"), 1, path, "no such file")
+        assert not os.path.exists(path)
+    ctl.ok("profile", "add", "p0")  # a write creates the store
     assert ctl.json("pool", "list") == []
     assert ctl.ok("pool", "add", POOL4, "--nat-outgoing").out == ""
     ctl.ok("pool", "add", POOL6, "--disabled", "--block-size", "120")
@@ -424,25 +437,25 @@ def test_ipam_and_endpoints(ctl: Ctl) -> None:
 
     # Endpoints.
     v4, v6 = got["ipv4"][0], got["ipv6"][0]
-    endpoint = ctl.json("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
+    endpoint = ctl.json("endpoint", "add", "--host", "h1", "--interface", "cali0", "--ip", v4,
                         "--ip", v6, "--mac", "EE-EE-EE-00-00-01", "--profile", "web",
                         "--id", "e2")
-    assert endpoint == {"id": "e2", "host": "h1", "interface": "eth0",
+    assert endpoint == {"id": "e2", "host": "h1", "interface": "cali0",
                         "mac": "ee:ee:ee:00:00:01", "ipv4_nets": [f"{v4}/32"],
                         "ipv6_nets": [f"{v6}/128"], "profiles": ["web"], "labels": {},
                         "state": "active"}
     # Addresses of another handle are refused; a free one in a pool is assigned for it.
-    ctl.fails(2, ("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
+    ctl.fails(2, ("endpoint", "add", "--host", "h2", "--interface", "cali0", "--ip",
                   default["ipv4"][0], "--profile", "web"), "ip", "already assigned")
-    ctl.fails(2, ("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
+    ctl.fails(2, ("endpoint", "add", "--host", "h2", "--interface", "cali0", "--ip",
                   "10.1.1.1", "--profile", "web"), "ip", "not in any pool")
-    table = ctl.ok("endpoint", "add", "--host", "h2", "--interface", "eth0", "--ip",
+    table = ctl.ok("endpoint", "add", "--host", "h2", "--interface", "cali0", "--ip",
                    "10.65.99.9", "--profile", "web", "--id", "e7").lines
     assert ctl.json("ipam", "release", "--ip", "10.65.99.9", "--ip", "10.65.99.9") == {
         "released": ["10.65.99.9"]}
     ctl.ok("ipam", "assign", "--host", "h2", "--handle", "e7", "--ip", "10.65.99.9")
     assert table[0].split()[:3] == ["ID", "HOST", "INTERFACE"]
-    ctl.fails(2, ("endpoint", "add", "--host", "h1", "--interface", "eth0", "--ip", v4,
+    ctl.fails(2, ("endpoint", "add", "--host", "h1", "--interface", "cali0", "--ip", v4,
                   "--profile", "web", "--id", "e2"), "endpoint e2", "already exists")
     assert ctl.json("endpoint", "list", "--host", "h1") == [endpoint]
     everything = ctl.json("endpoint", "list")
@@ -459,6 +472,14 @@ def test_ipam_and_endpoints(ctl: Ctl) -> None:
     assert ctl.ok("ipam", "release", "--handle", "e1").out == ""
     assert allocated() == {POOL4: 3, POOL6: 1}  # endpoint remove released e2
 
+    # e3 and e4 hold addresses no endpoint uses: check names them, one line each
+    check = ctl.run("ipam", "check")
+    assert check.code == 1 and [line.split(":")[0] for line in check.lines] == [
+        "allocation-without-endpoint"] * 2, check
+    assert "/calico/v1/ipam/handles/e3" in check.lines[0]
+    assert "/calico/v1/ipam/handles/e4" in check.lines[1]
+    ctl.ok("ipam", "release", "--handle", "e3")
+    ctl.ok("ipam", "release", "--handle", "e4")
     assert ctl.ok("ipam", "check").out == "IPAM is consistent\n"
     assert ctl.json("ipam", "check") == {"ok": True, "problems": []}
 
@@ -479,17 +500,23 @@ def test_ipam_check_gc_and_config(ctl: Ctl, tmp_path: Path) -> None:
     check = ctl.run("ipam", "check")
     assert check.code == 1 and check.err == "", check
     assert [line for line in check.lines if line.startswith("address-without-handle: ")] == [
-        "address-without-handle: dead: 2 address(es) allocated but no handle record"], check
+        "address-without-handle: /calico/v1/ipam/handles/dead: 2 address(es) allocated but "
+        "no handle record"], check
     report = ctl.run("ipam", "check", "-o", "json")
     assert report.code == 1, report
-    assert report.json() == {"ok": False, "problems": [
-        {"kind": "address-without-handle", "subject": "dead",
-         "detail": "2 address(es) allocated but no handle record"}]}
+    assert report.json()["ok"] is False
+    assert [(p["kind"], p["subject"]) for p in report.json()["problems"]] == [
+        ("address-without-handle", "/calico/v1/ipam/handles/dead"),
+        ("allocation-without-endpoint", "/calico/v1/ipam/handles/dead"),
+        ("allocation-without-endpoint", "/calico/v1/ipam/handles/live")]
 
     # gc releases every handle that is not live, even addresses whose record is lost.
-    assert ctl.ok("ipam", "gc", "--live", "live").lines == ["dead"]
-    assert ctl.ok("ipam", "check").code == 0
-    assert ctl.json("ipam", "gc", "--live", "live") == {"released_handles": []}
+    assert ctl.ok("ipam", "gc", "--live", "live").lines == [
+        f"released handle dead: {', '.join(dead['ipv4'])} (not live and no endpoint)"]
+    assert [line.split(":")[0] for line in ctl.run("ipam", "check").lines] == [
+        "allocation-without-endpoint"]  # "live" has no endpoint: a human decides
+    assert ctl.json("ipam", "gc", "--live", "live") == {"dry_run": False, "released": [],
+                                                        "skipped": []}
     assert {u["pool"]: u["allocated"] for u in ctl.json("ipam", "show")} == {POOL4: 0,
                                                                              POOL6: 1}
     # The freed addresses can be assigned again; the live one is still taken.
@@ -506,13 +533,148 @@ def test_ipam_check_gc_and_config(ctl: Ctl, tmp_path: Path) -> None:
     assert ctl.json("ipam", "config", "show") == {"strict_affinity": False}
     ctl.ok("ipam", "assign", "--host", "h3", "--handle", "h3-1", "--pool", "10.80.0.0/26")
 
-    # Live handles from a file and flags together; everything else goes.
+    # Live handles from a file; everything else goes, once it is older than the grace
+    # period (all three were made just now).
     live_file = tmp_path / "live-handles"
-    live_file.write_text("live\n\n")
-    freed = ctl.ok("ipam", "gc", "--live-file", str(live_file), "--live", "h3-1").lines
-    assert freed == ["again", "h4-1"]
+    live_file.write_text("live\n\nh3-1\n")
+    assert ctl.ok("ipam", "gc", "--live-file", str(live_file)).out == ""
+    freed = ctl.ok("ipam", "gc", "--live-file", str(live_file), "--grace", "0").lines
+    assert [line.split(":")[0] for line in freed] == ["released handle again",
+                                                      "released handle h4-1"]
     assert ctl.ok("ipam", "release-affinity", "--host", "h2").lines != []
+    ctl.ok("ipam", "release", "--handle", "live")
+    ctl.ok("ipam", "release", "--handle", "h3-1")
     assert ctl.ok("ipam", "check").code == 0
+
+
+def run_tty(args: tuple[str, ...], answer: str | None) -> Result:
+    """calicoctl with stdin a terminal that types ``answer`` (None: stdin is /dev/null)."""
+    argv = [sys.executable, "-m", "calico_lib.cli", *args]
+    if answer is None:
+        proc = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, (answer + "\n").encode())
+        proc = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                              timeout=60, stdin=slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_ipam_gc_needs_an_explicit_scope(ctl: Ctl) -> None:
+    """(second audit) `ipam gc` with no arguments released every handle in the cluster."""
+    ctl.ok("pool", "add", POOL4)
+    ctl.ok("ipam", "assign", "--host", "h1", "--handle", "e1", "--ipv4", "2")
+    ctl.fails(2, ("ipam", "gc"), "required", "--docker", "--live", "--live-file", "--all")
+    ctl.fails(2, ("ipam", "gc", "--all", "--live", "e1"), "--live", "not allowed", "--all")
+    ctl.fails(2, ("ipam", "gc", "--docker", "--live-file", "/dev/null"), "not allowed")
+    assert ctl.json("ipam", "show")[0]["allocated"] == 2
+
+
+def test_ipam_gc_all_must_be_confirmed(ctl: Ctl) -> None:
+    ctl.ok("pool", "add", POOL4)
+    addrs = ctl.json("ipam", "assign", "--host", "h1", "--handle", "e1", "--ipv4", "2")["ipv4"]
+    before = store_state(ctl.url)
+    # no terminal and no second flag: refused, nothing changed
+    refused = run_tty(("ipam", "gc", "--all", "--datastore", ctl.url), None)
+    assert_error(refused, 2, "all", "2 allocated address(es)", "--yes-release-everything")
+    # a dry run says what it would do and changes nothing
+    dry = ctl.ok("ipam", "gc", "--all", "--dry-run")
+    assert dry.lines == [f"would release handle e1: {', '.join(addrs)} (every handle)"]
+    # a terminal that types the wrong word: refused
+    wrong = run_tty(("ipam", "gc", "--all", "--datastore", ctl.url), "yes")
+    assert wrong.code == 2 and "not confirmed" in wrong.err, wrong
+    assert store_state(ctl.url) == before
+    # the typed word, or the flag, goes ahead
+    typed = run_tty(("ipam", "gc", "--all", "--datastore", ctl.url), "release-everything")
+    assert typed.code == 0 and typed.out.splitlines() == [
+        f"released handle e1: {', '.join(addrs)} (every handle)"], typed
+    ctl.ok("ipam", "assign", "--host", "h1", "--handle", "e2")
+    assert ctl.json("ipam", "gc", "--all", "--yes-release-everything")["released"][0][
+        "handle"] == "e2"
+    assert ctl.json("ipam", "show")[0]["allocated"] == 0
+
+
+def test_ipam_gc_live_never_frees_endpoints_or_new_handles(ctl: Ctl) -> None:
+    ctl.ok("pool", "add", POOL4)
+    ctl.ok("profile", "add", "web")
+    ctl.ok("endpoint", "add", "--host", "h1", "--interface", "cali0000000e1", "--ip",
+           "10.65.0.10", "--profile", "web", "--id", "e1")
+    ctl.ok("ipam", "assign", "--host", "h2", "--handle", "young")
+    with calico_lib.connect(ctl.url) as client:  # made before the grace period
+        client.ipam.clock = lambda: time.time() - 3600
+        old = client.ipam.auto_assign("h2", "old", num_ipv4=1).ipv4[0]
+    # e1 is an endpoint's (never freed by --live); "young" is kept until the grace is over
+    assert ctl.json("ipam", "gc", "--live", "nothing") == {
+        "dry_run": False, "skipped": [], "released": [
+            {"handle": "old", "addresses": [old], "endpoint": None,
+             "reason": "not live and no endpoint"}]}
+    before = store_state(ctl.url)
+    dry = ctl.ok("ipam", "gc", "--live", "nothing", "--grace", "0", "--dry-run").lines
+    assert [line.split(":")[0] for line in dry] == ["would release handle young"]
+    assert store_state(ctl.url) == before
+    freed = ctl.ok("ipam", "gc", "--live", "nothing", "--grace", "0").lines
+    assert [line.split(":")[0] for line in freed] == ["released handle young"]
+    assert ctl.json("ipam", "show")[0]["allocated"] == 1
+
+
+def test_ipam_check_cross_checks_endpoints_and_repairs(ctl: Ctl) -> None:
+    """`ipam check` said "consistent" while endpoints and allocations disagreed."""
+    ctl.ok("pool", "add", POOL4)
+    with calico_lib.connect(ctl.url) as client:
+        ipam = client.ipam
+        ipam.clock = lambda: time.time() - 3600
+        pending = f"docker-pending.{int(time.time()) - 3600}.0123abcd"  # an hour old
+        stale = ipam.auto_assign("h1", pending, num_ipv4=1).ipv4[0]
+        shared = ipam.auto_assign("h1", "e-a", num_ipv4=1).ipv4[0]
+        for ep_id, host in (("e-a", "h1"), ("e-b", "h2")):  # one address, two endpoints
+            client.put_endpoint(Endpoint(ep_id, host, "cali" + ep_id, ipv4_nets=[shared]))
+        client.put_endpoint(Endpoint("e-free", "h1", "califree", ipv4_nets=["10.65.0.50"]))
+        client.store.put("/calico/v1/ipam/handles/broken", "{oops")
+    check = ctl.run("ipam", "check")
+    assert check.code == 1 and check.err == "", check
+    assert sorted(check.lines) == sorted([
+        "unreadable: /calico/v1/ipam/handles/broken: not valid JSON",
+        "address-on-two-endpoints: /calico/v1/endpoints/h1/e-a: address "
+        f"{shared} is also on /calico/v1/endpoints/h2/e-b",
+        "endpoint-address-taken: /calico/v1/endpoints/h2/e-b: address "
+        f"{shared} is allocated to handle e-a, not to the endpoint's handle e-b",
+        "endpoint-address-free: /calico/v1/endpoints/h1/e-free: address 10.65.0.50 is not "
+        "allocated",
+        f"stale-pending: {check_subject(check, 'stale-pending')}: 1 address(es) ({stale}) "
+        "pending for 3600 s, longer than the grace period of 600 s: Docker never made the "
+        "endpoint"]), check
+    before = store_state(ctl.url)
+    dry = ctl.run("ipam", "check", "--repair", "--dry-run")
+    assert dry.code == 1
+    assert [line for line in dry.lines if line.startswith("would repair")] == [
+        "would repair: /calico/v1/endpoints/h1/e-free: allocate 10.65.0.50 to handle e-free",
+        f"would repair: {check_subject(check, 'stale-pending')}: release {stale}"]
+    assert store_state(ctl.url)[0] == before[0]
+    fixed = ctl.run("ipam", "check", "--repair", "-o", "json")
+    assert fixed.code == 1, fixed  # the shared address and the bad record need a human
+    report = fixed.json()
+    assert [r["result"] for r in report["repairs"]] == ["repaired", "repaired"]
+    assert {p["kind"] for p in report["remaining"]} == {
+        "unreadable", "address-on-two-endpoints", "endpoint-address-taken"}
+    assert report["ok"] is False
+    ctl.fails(2, ("ipam", "check", "--dry-run"), "dry_run", "--repair")
+    with open_datastore(ctl.url) as store:
+        store.delete("/calico/v1/ipam/handles/broken")
+        store.delete("/calico/v1/endpoints/h2/e-b")
+    assert ctl.ok("ipam", "check", "--repair").lines == ["IPAM is consistent"]
+
+
+def check_subject(result: Result, kind: str) -> str:
+    [line] = [line for line in result.lines if line.startswith(kind + ": ")]
+    return line.split(": ")[1]
+
 
 
 # --------------------------------------------------------------------------- bad input
@@ -551,13 +713,13 @@ BAD_INPUT: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("ipam", "config", "set", "--strict-affinity", "sometimes"),
      ("--strict-affinity", "true or false")),
     (("ipam", "config", "set"), ("--strict-affinity",)),
-    (("endpoint", "add", "--host", "h1", "--interface", "eth1", "--mac", "zz",
+    (("endpoint", "add", "--host", "h1", "--interface", "cali1", "--mac", "zz",
       "--profile", "web"), ("mac", "'zz'")),
-    (("endpoint", "add", "--host", "h1", "--interface", "eth1", "--ip", "10.65.1.999",
+    (("endpoint", "add", "--host", "h1", "--interface", "cali1", "--ip", "10.65.1.999",
       "--profile", "web"), ("ipv4_nets", "10.65.1.999")),
     (("endpoint", "add", "--host", "h1", "--interface", "a-much-too-long-name",
       "--profile", "web"), ("interface",)),
-    (("endpoint", "add", "--host", "h1", "--interface", "eth1"), ("--profile",)),
+    (("endpoint", "add", "--host", "h1", "--interface", "cali1"), ("--profile",)),
     (("pool", "list", "-o", "yaml"), ("--output", "yaml")),
     (("pool", "frobnicate"), ("frobnicate",)),
     (("frobnicate",), ("frobnicate",)),

@@ -15,8 +15,11 @@ iptables and ipset.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,8 +27,8 @@ import netaddr
 import pytest
 
 import calico_lib
-from calico_lib import Endpoint, Rule
-from calico_lib.plugin.driver import host_veth, pending_handle
+from calico_lib import Endpoint, Rule, keys
+from calico_lib.plugin.driver import host_veth
 from tests import dockerlab
 from tests.dockerlab import DockerLab
 
@@ -142,7 +145,7 @@ def test_fixed_ip_and_subnet_errors(lab: DockerLab, client: calico_lib.Client) -
         assert "IpamDriver.RequestAddress: ip: 10.66.0.77 is already assigned" in \
             result.stderr, result.stderr
         lab.docker("rm", "-f", "again", check=False)
-        assert client.ipam.handle_addresses(pending_handle(lab.hostname)) == []
+        assert client.ipam.pending(lab.hostname) == {}
         assert allocated(client) == 2 and client.ipam.check() == []
     finally:
         lab.rm_all()
@@ -236,38 +239,154 @@ def test_plugin_killed_and_restarted(lab: DockerLab, client: calico_lib.Client) 
     assert allocated(client) == 2 and client.ipam.check() == []
 
 
+def leak(lab: DockerLab, client: calico_lib.Client, network: str, age: float = 0
+         ) -> tuple[str, str]:
+    """An endpoint this host's plugin made (64 hex, labelled with its Docker network) that
+    Docker no longer has, e.g. removed while the plugin was down; (its id, its address).
+    ``age``: how many seconds ago it was made."""
+    leaked = secrets.token_hex(32)
+    address = client.ipam.auto_assign(lab.hostname, leaked, num_ipv4=1).ipv4[0]
+    record = json.loads(client.store.get(keys.handle(leaked)).value)
+    record.update(host=lab.hostname, created=int(time.time() - age))
+    client.store.put(keys.handle(leaked), json.dumps(record))
+    client.put_endpoint(Endpoint(id=leaked, host=lab.hostname, interface=host_veth(leaked),
+                                 ipv4_nets=[address], profiles=[network],
+                                 labels={"docker-network": lab.network_id(network)[:63]}))
+    return leaked, address
+
+
+def gc_docker(lab: DockerLab, *extra: str, socket: str = "", check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+    return lab.calicoctl("ipam", "gc", "--docker", "--docker-socket",
+                         socket or lab.docker_socket, "--hostname", lab.hostname, *extra,
+                         check=check)
+
+
 def test_ipam_gc_docker_frees_only_what_docker_forgot(lab: DockerLab,
                                                      client: calico_lib.Client) -> None:
     lab.run("keep1", NET_A)
     lab.run("keep2", NET_A)
     keep1 = lab.address("keep1", NET_A)
     kept_endpoint = lab.endpoint_id("keep1", NET_A)
-    # The leak: an endpoint this host's plugin made (64 hex, labelled with its Docker
-    # network) that Docker no longer has, e.g. removed while the plugin was down.
-    leaked = secrets.token_hex(32)
-    address = client.ipam.auto_assign(lab.hostname, leaked, num_ipv4=1).ipv4[0]
-    client.put_endpoint(Endpoint(id=leaked, host=lab.hostname, interface=host_veth(leaked),
-                                 ipv4_nets=[address], profiles=[NET_A],
-                                 labels={"docker-network": lab.network_id(NET_A)[:63]}))
+    leaked, address = leak(lab, client, NET_A, age=3600)
+    young, young_address = leak(lab, client, NET_A)  # may be one Docker is creating now
+    # A pending address Docker asked for an hour ago and never used or gave back.
+    client.ipam.clock = lambda: time.time() - 3600
+    stale = client.ipam.auto_assign(lab.hostname, client.ipam.new_pending_handle(),
+                                    num_ipv4=1).ipv4[0]
+    client.ipam.clock = time.time
     # Not Docker's: another tool's handle is left alone.
     other = client.ipam.auto_assign(lab.hostname, "not-docker", num_ipv4=1).ipv4[0]
-    assert allocated(client) == 4
+    assert allocated(client) == 6
+    leaked_key = f"/calico/v1/endpoints/{lab.hostname}/{leaked}"
 
-    result = lab.calicoctl("ipam", "gc", "--docker", "--docker-socket", lab.docker_socket,
-                           "--hostname", lab.hostname)
-    assert result.stdout.split() == [leaked], result.stdout
+    try:
+        # --dry-run says what it would free and frees nothing
+        before = client.store.revision()
+        dry = gc_docker(lab, "--dry-run").stdout.splitlines()
+        assert sorted(seconds(dry)) == sorted([
+            f"would release handle {leaked}: {address} (Docker has no such endpoint); would "
+            f"remove endpoint {leaked_key}",
+            f"would release handle {pending_of(client, lab.hostname, stale)}: {stale} "
+            "(pending for N s)"]), dry
+        assert client.store.revision() == before
+
+        result = gc_docker(lab)
+        assert sorted(seconds(result.stdout.splitlines())) == sorted(
+            line.replace("would release", "released").replace(
+                f"would remove endpoint {leaked_key}", f"endpoint {leaked_key} removed")
+            for line in seconds(dry)), result.stdout
+        check_gc_docker_result(lab, client, leaked, kept_endpoint, keep1, other, young,
+                               young_address)
+    finally:
+        client.ipam.release_handle("not-docker")
+        client.ipam.release_handle(young)
+        client.store.delete(f"/calico/v1/endpoints/{lab.hostname}/{young}")
+
+
+def seconds(lines: list[str]) -> list[str]:
+    """``lines`` with ages ("for 3601 s") made comparable."""
+    return [re.sub(r"for \d+ s", "for N s", line) for line in lines]
+
+
+def check_gc_docker_result(lab: DockerLab, client: calico_lib.Client, leaked: str,
+                           kept_endpoint: str, keep1: str, other: str, young: str,
+                           young_address: str) -> None:
     assert client.ipam.handle_addresses(leaked) == []
     assert leaked not in {e.id for e in client.list_endpoints(lab.hostname)}
     assert client.ipam.handle_addresses(kept_endpoint) == [keep1]
     assert client.ipam.handle_addresses("not-docker") == [other]
-    assert allocated(client) == 3 and client.ipam.check() == []
+    assert client.ipam.handle_addresses(young) == [young_address]
+    assert allocated(client) == 4
     assert lab.ping("keep2", keep1), lab.diagnostics()
-    # a second run finds nothing more
-    again = lab.calicoctl("ipam", "gc", "--docker", "--docker-socket", lab.docker_socket,
-                          "--hostname", lab.hostname)
-    assert again.stdout.split() == []
+    # a second run finds nothing more; with no grace the young leak goes too
+    assert gc_docker(lab).stdout == ""
+    assert gc_docker(lab, "--grace", "0").stdout.split()[:3] == [
+        "released", "handle", young + ":"]
     client.ipam.release_handle("not-docker")
-    assert address != other
+    assert allocated(client) == 2 and client.ipam.check() == []
+
+
+def pending_of(client: calico_lib.Client, host: str, address: str) -> str:
+    """The pending handle of ``host`` that holds ``address``."""
+    [handle] = [h for h, addrs in client.ipam.pending(host).items() if address in addrs]
+    return handle
+
+
+def test_ipam_gc_docker_aborts_on_any_docker_error(lab: DockerLab,
+                                                   client: calico_lib.Client) -> None:
+    """Docker answered 500 for one network; gc took it for "no containers" and removed
+    live endpoints and their addresses."""
+    lab.run("live1", NET_A)
+    lab.run("live2", NET_B)
+    leaked, _ = leak(lab, client, NET_A, age=3600)  # something gc would otherwise free
+    live = {name: lab.endpoint_id(name, net) for name, net in (("live1", NET_A),
+                                                              ("live2", NET_B))}
+    net_a = lab.network_id(NET_A)
+    before = {kv.key: kv.value for kv in client.store.list("/calico/")}
+    for faults in ({f"/networks/{net_a}": 500}, {"/networks": 503}):
+        with dockerlab.FaultyDocker(lab.docker_socket, faults) as proxy:
+            result = gc_docker(lab, socket=proxy.path, check=False)
+        [path] = faults
+        assert result.returncode == 1, result
+        assert result.stdout == "", result.stdout
+        [line] = result.stderr.splitlines()
+        assert f"GET {path}" in line and f"HTTP {faults[path]}" in line, line
+        assert "nothing was released" in line, line
+        assert {kv.key: kv.value for kv in client.store.list("/calico/")} == before
+    missing = gc_docker(lab, socket=f"{lab.workdir}/no-such.sock", check=False)
+    assert missing.returncode == 1 and "cannot reach Docker" in missing.stderr
+    assert {kv.key: kv.value for kv in client.store.list("/calico/")} == before
+    for name, endpoint_id in live.items():
+        assert client.ipam.handle_addresses(endpoint_id) != [], name
+    assert lab.ping("live1", lab.address("live1", NET_A)), lab.diagnostics()
+    # the same run through a healthy Docker frees the leak and no live endpoint
+    freed = gc_docker(lab, "--grace", "0").stdout
+    assert leaked in freed and not any(e in freed for e in live.values()), freed
+    assert client.ipam.check() == []
+
+
+def test_release_address_of_a_live_container_is_refused(lab: DockerLab,
+                                                        client: calico_lib.Client) -> None:
+    """A ReleaseAddress that is not this host's to make (a replay after a restart, another
+    host's Docker) freed a running container's address, which was then given out again."""
+    lab.run("owner", NET_A)
+    address = lab.address("owner", NET_A)
+    endpoint_id = lab.endpoint_id("owner", NET_A)
+    status, answer = dockerlab.post(lab.plugin_socket("calico-ipam.sock"),
+                                    "/IpamDriver.ReleaseAddress",
+                                    {"PoolID": "calico-v4", "Address": address})
+    assert status == 500 and address in answer["Err"] and endpoint_id in answer["Err"], answer
+    assert client.ipam.handle_addresses(endpoint_id) == [address]
+    assert any("ReleaseAddress" in line and address in line and "WARNING" in line
+               for line in lab.log().splitlines()), lab.tail("plugin.log")
+    # Many new containers later, none was given the owner's address.
+    names = [f"new{i}" for i in range(5)]
+    for name in names:
+        lab.run(name, NET_A)
+    assert address not in {lab.address(name, NET_A) for name in names}
+    assert lab.ping(names[0], address), lab.diagnostics()
+    assert client.ipam.check() == []
 
 
 def test_lab_leaves_no_pending_addresses(lab: DockerLab, client: calico_lib.Client) -> None:

@@ -11,6 +11,7 @@ the bodies below are those recorded bodies.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -27,8 +28,9 @@ import netaddr
 import pytest
 
 import calico_lib
-from calico_lib import IPPool, keys
-from calico_lib.plugin.driver import GATEWAY_V6, Driver, container_mac, pending_handle
+from calico_lib import Endpoint, IPPool, keys
+from calico_lib.ipam import GRACE
+from calico_lib.plugin.driver import GATEWAY_V6, Driver, container_mac
 from calico_lib.plugin.server import MAX_BODY, serve
 from tests.dockerlab import DOCKER_ACCEPT, post
 
@@ -123,7 +125,8 @@ class Plugin:
         return error_message(kind, answer)
 
     def pending(self) -> list[str]:
-        return self.client.ipam.handle_addresses(pending_handle(HOST))
+        """Every address held by a pending handle of this host."""
+        return [a for addrs in self.client.ipam.pending(HOST).values() for a in addrs]
 
     def allocated(self) -> int:
         return sum(u["allocated"] for u in self.client.ipam.usage())
@@ -571,3 +574,144 @@ def test_concurrent_endpoint_lifecycles(plugin: Plugin) -> None:
     assert plugin.allocated() == 0
     assert plugin.client.ipam.check() == []
     assert plugin.client.list_endpoints(HOST) == []
+
+
+# ------------------------------------------------------------------------------ ownership
+# (integrity issue) An address changes owner only from this host's pending handle to the
+# endpoint that Docker creates with it; ReleaseAddress frees only this host's pending
+# addresses and those of its ended endpoints. Everything else is refused and logged.
+
+OTHER = "otherhost"
+EP2 = "2f1c3bd2cbfd0d4b3a3c8a9f8e0b6e2d9c7a5b3f1e0d2c4b6a8f0e2d4c6b8a0f"
+
+
+def started(plugin: Plugin, endpoint_id: str, pool_id: str = "calico-v4") -> str:
+    """RequestAddress + CreateEndpoint, as `docker run` does; the address."""
+    status, answer = plugin.ipam("RequestAddress", request_address(pool_id))
+    assert status == 200, answer
+    plugin.ok("net", "CreateEndpoint", create_endpoint(NET, endpoint_id, answer["Address"]))
+    return answer["Address"].split("/")[0]
+
+
+def test_create_endpoint_never_takes_another_endpoints_address(plugin: Plugin,
+                                                               caplog) -> None:
+    address = started(plugin, EP)
+    message = plugin.error("net", "CreateEndpoint", create_endpoint(NET, EP2, f"{address}/32"))
+    assert address in message and EP in message, message
+    assert plugin.client.ipam.handle_addresses(EP) == [address]
+    assert [e.id for e in plugin.client.list_endpoints(HOST)] == [EP]
+    assert any(address in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records), "the refusal is logged"
+    assert plugin.client.ipam.check() == []
+
+
+def test_create_endpoint_never_takes_other_hosts_or_handles_addresses(plugin: Plugin) -> None:
+    ipam = plugin.client.ipam
+    # another host's pending address (its older one-per-host form too) ...
+    theirs = ipam.auto_assign(OTHER, f"docker-pending.{OTHER}", num_ipv4=1).ipv4[0]
+    # ... and a handle of this host that is not pending (an operator's assignment)
+    manual = ipam.auto_assign(HOST, "manual", num_ipv4=1).ipv4[0]
+    for address, owner in ((theirs, f"docker-pending.{OTHER}"), (manual, "manual")):
+        message = plugin.error("net", "CreateEndpoint",
+                               create_endpoint(NET, EP, f"{address}/32"))
+        assert address in message and owner in message, message
+        assert ipam.handle_addresses(owner) == [address]
+    assert plugin.client.list_endpoints(HOST) == []
+    assert ipam.handle_addresses(EP) == []
+    # All or nothing: a good pending address next to a refused one stays pending.
+    status, answer = plugin.ipam("RequestAddress", request_address("calico-v4"))
+    assert status == 200
+    mine = answer["Address"].split("/")[0]
+    theirs6 = ipam.auto_assign(OTHER, "theirs6", num_ipv6=1).ipv6[0]
+    body = create_endpoint(NET6, EP, answer["Address"], f"{theirs6}/128", NO_PORTS)
+    assert theirs6 in plugin.error("net", "CreateEndpoint", body)
+    assert plugin.pending() == [mine] and ipam.handle_addresses(EP) == []
+    assert plugin.client.list_endpoints(HOST) == []
+    # the same call with only the pending address goes through, and replays
+    for _ in range(2):
+        assert plugin.net("CreateEndpoint", create_endpoint(NET, EP, answer["Address"]))[0] \
+            == 200
+    assert ipam.handle_addresses(EP) == [mine] and plugin.pending() == []
+
+
+def test_release_address_frees_only_pending_and_ended(plugin: Plugin, caplog) -> None:
+    ipam = plugin.client.ipam
+    live = started(plugin, EP)
+    # a live endpoint's address: refused, logged, still held (Docker never does this; a
+    # replay after a restart or another host's confusion must not free it)
+    message = plugin.error("ipam", "ReleaseAddress", {"PoolID": "calico-v4", "Address": live})
+    assert live in message and EP in message, message
+    assert ipam.handle_addresses(EP) == [live]
+    assert any(live in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    # another host's addresses: refused
+    theirs = ipam.auto_assign(OTHER, "their-endpoint", num_ipv4=1).ipv4[0]
+    plugin.client.put_endpoint(Endpoint(id="their-endpoint", host=OTHER,
+                                        interface="calitheir1", ipv4_nets=[theirs]))
+    pending = ipam.auto_assign(OTHER, f"docker-pending.{OTHER}", num_ipv4=1).ipv4[0]
+    for address in (theirs, pending):
+        assert address in plugin.error("ipam", "ReleaseAddress",
+                                       {"PoolID": "calico-v4", "Address": address})
+    assert ipam.handle_addresses("their-endpoint") == [theirs]
+    # this host's pending address: freed (Docker gives it back when a start fails)
+    status, answer = plugin.ipam("RequestAddress", request_address("calico-v4"))
+    assert status == 200
+    plugin.ok("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
+                                         "Address": answer["Address"].split("/")[0]})
+    assert plugin.pending() == []
+    # an ended endpoint's address (its record gone, its handle left): freed
+    plugin.client.store.delete(keys.endpoint(HOST, EP))
+    status, _ = plugin.ipam("ReleaseAddress", {"PoolID": "calico-v4", "Address": live})
+    assert status == 200 and ipam.handle_addresses(EP) == []
+    assert plugin.allocated() == 2  # the other host's two
+
+
+def test_request_address_refuses_wrong_family_or_outside_the_subnet(plugin: Plugin) -> None:
+    cases = [("calico-v4", "fd00:65::5", "IPv6"),
+             ("calico-v6", "10.65.0.5", "IPv4"),
+             (f"calico-v4:{SUBNET}", "10.65.0.5", SUBNET),
+             (f"calico-v4:{SUBNET}", "fd00:65::6", "IPv6")]
+    for pool_id, address, word in cases:
+        message = plugin.error("ipam", "RequestAddress", request_address(pool_id, address))
+        assert "Address" in message and address in message and word in message, message
+    assert plugin.allocated() == 0
+    for pool_id in ("calico-v4x", "calico-v5", "calico-v4:"):
+        assert "calico-ipam" in plugin.error("ipam", "RequestAddress",
+                                             request_address(pool_id))
+    assert plugin.ipam("RequestAddress", request_address(f"calico-v4:{SUBNET}",
+                                                         "10.66.0.9"))[0] == 200
+
+
+def test_each_request_has_its_own_pending_handle_with_host_and_time(plugin: Plugin) -> None:
+    plugin.client.ipam.clock = lambda: 1_800_000_000.5
+    first = plugin.ipam("RequestAddress", request_address("calico-v4"))[1]["Address"]
+    second = plugin.ipam("RequestAddress", request_address("calico-v6"))[1]["Address"]
+    records = [json.loads(kv.value) for kv in plugin.client.store.list(keys.HANDLES)]
+    assert len(records) == 2, records  # one pending handle per request
+    for record in records:
+        assert record["handle"].startswith("docker-pending.1800000000."), record
+        assert record["host"] == HOST and record["created"] == 1_800_000_000, record
+    assert sorted(plugin.pending()) == sorted([first.split("/")[0], second.split("/")[0]])
+    plugin.ok("net", "CreateEndpoint",
+              create_endpoint(NET6, EP6, first, second, NO_PORTS))
+    record = json.loads(plugin.client.store.get(keys.handle(EP6)).value)
+    assert record["host"] == HOST and record["created"] == 1_800_000_000
+
+
+def test_pending_addresses_age_into_findings_and_repairs(plugin: Plugin) -> None:
+    ipam = plugin.client.ipam
+    now = 1_800_000_000.0
+    ipam.clock = lambda: now
+    address = plugin.ipam("RequestAddress", request_address("calico-v4"))[1]["Address"]
+    assert ipam.check() == []  # fresh: Docker is about to create the endpoint
+    ipam.clock = lambda: now + GRACE + 1
+    [problem] = ipam.check()
+    assert problem.kind == "stale-pending" and problem.subject.startswith(
+        keys.handle("docker-pending."))
+    assert address.split("/")[0] in problem.detail
+    from calico_lib.ipam_check import audit, repair
+    outcomes = repair(audit(ipam))
+    assert [o.result for o in outcomes] == ["repaired"]
+    assert ipam.check() == [] and plugin.allocated() == 0
+    # Docker's ReleaseAddress of it afterwards is quiet
+    plugin.ok("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
+                                         "Address": address.split("/")[0]})

@@ -5,14 +5,19 @@ Each handler takes the decoded JSON body and returns the JSON answer, or raises
 Docker replays calls after restarts.
 
 Docker asks IPAM for an address before it tells the network driver the endpoint id, so an
-address is first held by this host's pending handle and handed to the endpoint's own
-handle (its id) at CreateEndpoint.
+address is first held by a pending handle of this host (one per request, its time in its
+name) and handed to the endpoint's own handle (its id) at CreateEndpoint. CreateEndpoint
+takes only this host's pending addresses (or free ones); ReleaseAddress frees only those
+and the addresses of this host's ended endpoints. Anything else is refused and logged:
+an address is never taken from, or freed under, another endpoint or host.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +26,9 @@ import netaddr
 from .. import keys
 from ..client import Client
 from ..errors import AlreadyExistsError, CalicoError, NotFoundError, ValidationError
-from ..model import Endpoint, Profile
+from ..model import Endpoint, Profile, parse_address
 from ..txn import dumps
-from .docker_api import DockerAPI
+from .docker_api import DockerAPI, DockerError
 
 ADDRESS_SPACE_LOCAL = "CalicoLocalAddressSpace"
 ADDRESS_SPACE_GLOBAL = "CalicoGlobalAddressSpace"
@@ -34,14 +39,14 @@ GATEWAY_V6 = str(netaddr.EUI("ee:ee:ee:ee:ee:ee").ipv6_link_local())
 DOCKER_OPTIONS = {"com.docker.network.enable_ipv4", "com.docker.network.enable_ipv6",
                   "com.docker.network.internal", "com.docker.network.generic"}
 GENERIC_OPTIONS: set[str] = set()  # calico networks take no -o options yet
+#: the PoolIDs RequestPool hands out: the family, and with --subnet the pool
+POOL_ID_RE = re.compile(r"calico-v([46])(?::(.+))?")
+
+log = logging.getLogger("calico-docker-plugin")
 
 
 class DriverError(CalicoError):
     """An error answer to Docker."""
-
-
-def pending_handle(hostname: str) -> str:
-    return f"docker-pending.{hostname}"
 
 
 def host_veth(endpoint_id: str) -> str:
@@ -120,21 +125,27 @@ class Driver:
 
     def request_address(self, body: dict[str, Any]) -> dict[str, Any]:
         pool_id = _field(body, "PoolID")
-        if not pool_id.startswith(("calico-v4", "calico-v6")):
+        match = POOL_ID_RE.fullmatch(pool_id)
+        if match is None:
             raise DriverError(f"PoolID {pool_id!r} was not made by calico-ipam")
-        version = int(pool_id[len("calico-v")])
-        only = [pool_id.split(":", 1)[1]] if ":" in pool_id else None
+        version, subnet = int(match.group(1)), match.group(2)
+        only = [subnet] if subnet else None
         options = body.get("Options") or {}
         if options.get("RequestAddressType") == "com.docker.network.gateway":
             # Docker asks for a gateway only when the pool named none; ours is link-local.
             return {"Address": f"{GATEWAY_V4}/32" if version == 4 else f"{GATEWAY_V6}/128",
                     "Data": {}}
-        handle = pending_handle(self.hostname)
+        handle = self.client.ipam.new_pending_handle()
         prefix = 32 if version == 4 else 128
         wanted = body.get("Address")
         if wanted:
-            addr = self.client.ipam.assign_ip(str(wanted).split("/", 1)[0], handle,
-                                              self.hostname)
+            addr = parse_address("Address", wanted)
+            if addr.version != version:
+                raise DriverError(f"Address: {addr} is IPv{addr.version}; this network's "
+                                  f"pool {pool_id} is IPv{version}")
+            if subnet and addr not in netaddr.IPNetwork(subnet):
+                raise DriverError(f"Address: {addr} is outside the network's subnet {subnet}")
+            self.client.ipam.assign_ip(str(addr), handle, self.hostname)
             return {"Address": f"{addr}/{prefix}", "Data": {}}
         result = self.client.ipam.auto_assign(self.hostname, handle,
                                               num_ipv4=1 if version == 4 else 0,
@@ -145,7 +156,11 @@ class Driver:
         address = _strip(_field(body, "Address"))
         if address in ("0.0.0.0", "::", GATEWAY_V4, GATEWAY_V6):
             return {}  # the gateway RequestPool named: never allocated
-        self.client.ipam.release_ips([address])
+        # Freed only from this host's pending handles and ended endpoints; anything else
+        # is refused (InUseError: the server answers with it and logs it).
+        owner = self.client.ipam.release_for_host(address, self.hostname)
+        if owner is not None:
+            log.info("released %s (handle %s)", address, owner)
         return {}
 
     # ------------------------------------------------------------------ network driver
@@ -183,7 +198,11 @@ class Driver:
         record = json.loads(kv.value) if kv else {"id": network_id}
         name = record.get("name")
         if not name:
-            name = self.docker.network_name(network_id)
+            try:
+                name = self.docker.network_name(network_id)
+            except DockerError as exc:
+                raise DriverError(f"cannot learn the name of network {network_id[:12]}: "
+                                  f"{exc}") from None
             if not name:
                 raise DriverError(f"cannot learn the name of network {network_id[:12]} from "
                                   f"Docker at {self.docker.socket_path}")
@@ -203,9 +222,6 @@ class Driver:
         if not addresses:
             raise DriverError("Interface: no address; the network must use --ipam-driver "
                               "calico-ipam")
-        for address in addresses:  # hand the addresses to the endpoint's own handle
-            if self.client.ipam.reassign(address, endpoint_id) is None:
-                self.client.ipam.assign_ip(address, endpoint_id, self.hostname)
         profile = self._profile_for(network_id)
         mac = interface.get("MacAddress") or container_mac(endpoint_id)
         endpoint = Endpoint(
@@ -213,7 +229,10 @@ class Driver:
             ipv4_nets=[a for a in addresses if ":" not in a],
             ipv6_nets=[a for a in addresses if ":" in a], profiles=[profile],
             labels={"docker-network": network_id[:63]})
-        self.client.put_endpoint(endpoint)
+        # One transaction: the addresses go from this host's pending handles to the
+        # endpoint's own handle (its id) and the endpoint record is written; an address
+        # held by anything else is refused and nothing changes.
+        self.client.ipam.claim(addresses, endpoint_id, self.hostname, endpoint)
         # Docker gave the addresses; it expects an empty Interface back in that case.
         return {"Interface": {}} if interface else {"Interface": {"MacAddress": mac}}
 
@@ -222,11 +241,10 @@ class Driver:
 
     def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _field(body, "EndpointID")
-        try:
-            self.client.remove_endpoint(self.hostname, endpoint_id)
-        except NotFoundError:
-            pass
-        self.client.ipam.release_handle(endpoint_id)
+        # the record and the addresses go together: no moment where either is left alone
+        if self.client.ipam.end_endpoint(self.hostname, endpoint_id) is None:
+            log.warning("DeleteEndpoint %s: its handle belongs to another host; its "
+                        "addresses were left alone", endpoint_id[:12])
         self.reconcile()
         return {}
 
