@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import keys, logsafe
+from . import datastore, keys, logsafe
 from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
@@ -32,8 +32,7 @@ def resolve_hostname(hostname: str | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calico-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--datastore", metavar="URL", help="default: $CALICO_DATASTORE, "
-                        "/etc/calico/calico.conf, sqlite:////var/lib/calico/calico.db")
+    datastore.add_arguments(parser)
     parser.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, "
                         "else the system host name)")
     parser.add_argument("--once", action="store_true", help="reconcile once and exit")
@@ -57,7 +56,7 @@ class Agent:
         self.args = args
         self.hostname = resolve_hostname(args.hostname)
         # never create the store: on a mistyped path an empty one would unprogram the host
-        self.store = open_datastore(args.datastore, create=False)
+        self.store = open_datastore(**datastore.options(args), create=False)
         bird = None if args.bird_config == "none" else args.bird_config
         self.dataplane = Dataplane(bird, args.bird_socket)
         self.stopping = False

@@ -53,3 +53,7 @@ class DatastoreUnavailable(DatastoreError):
 
 class CompactedError(DatastoreError):
     """A watch asked for revisions the datastore no longer keeps: resync from a list."""
+
+
+class DatastoreMissing(DatastoreUnavailable):
+    """An embedded store that does not exist was opened for reading (nothing was created)."""

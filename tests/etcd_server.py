@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -49,10 +51,16 @@ class EtcdServer:
     ``__exit__`` always stops it and removes its data.
     """
 
-    def __init__(self, host: str = HOST) -> None:
+    def __init__(self, host: str = HOST, tls: bool = False) -> None:
         """``host``: the address to listen on (the loopback unless a test needs etcd
-        reachable from a network namespace)."""
+        reachable from a network namespace). ``tls``: client and peer TLS with
+        --client-cert-auth, from a throwaway PKI (``self.pki``; ``self.client`` is a client
+        certificate it signed, ``self.root`` one for etcd's administrator)."""
         self.host: str = host
+        self.tls = tls
+        self.pki: Any = None
+        self.client: Any = None
+        self.root: Any = None
         self.port: int = 0
         self.peer_port: int = 0
         self.url: str = ""
@@ -73,12 +81,13 @@ class EtcdServer:
         self.peer_port = _free_port(self.host)
         while self.peer_port == self.port:
             self.peer_port = _free_port(self.host)
-        self.url = f"etcd://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{'etcds' if self.tls else 'etcd'}://{self.host}:{self.port}"
 
         self._tmpdir = tempfile.mkdtemp(prefix="etcd-test-", dir=_temp_parent())
         self._log = Path(self._tmpdir) / "etcd.log"
-        client = f"http://{self.host}:{self.port}"
-        peer = f"http://{self.host}:{self.peer_port}"
+        client = f"{scheme}://{self.host}:{self.port}"
+        peer = f"{scheme}://{self.host}:{self.peer_port}"
         cmd = [
             binary,
             "--name", "test",
@@ -90,6 +99,17 @@ class EtcdServer:
             "--initial-cluster", f"test={peer}",
             "--log-level", "error",
         ]  # fmt: skip
+        if self.tls:
+            from tests.pki import Pki
+
+            self.pki = Pki(Path(self._tmpdir) / "pki")
+            server = self.pki.issue("etcd", sans=[self.host, "localhost"], server=True)
+            self.client = self.pki.issue("calico-operator")
+            self.root = self.pki.issue("root")
+            cmd += ["--client-cert-auth", "--trusted-ca-file", self.pki.ca,
+                    "--cert-file", server.cert, "--key-file", server.key,
+                    "--peer-client-cert-auth", "--peer-trusted-ca-file", self.pki.ca,
+                    "--peer-cert-file", server.cert, "--peer-key-file", server.key]
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -105,14 +125,18 @@ class EtcdServer:
         """Poll /health until etcd answers healthy, dies, or time runs out."""
         assert self._proc is not None
         deadline = time.monotonic() + START_TIMEOUT
-        health = f"http://{self.host}:{self.port}/health"
+        health = f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/health"
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.pki.ca)
+            context.load_cert_chain(self.client.cert, self.client.key)
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(
                     f"etcd exited with code {self._proc.returncode}:\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(health, timeout=1) as resp:
+                with urllib.request.urlopen(health, timeout=1, context=context) as resp:
                     if json.loads(resp.read()).get("health") == "true":
                         return
             except (OSError, ValueError):

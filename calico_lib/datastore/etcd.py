@@ -11,6 +11,7 @@ import base64
 import json
 import queue
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -57,15 +58,35 @@ def _kv(item: dict[str, Any]) -> KeyValue:
                     int(item.get("mod_revision", 0)))
 
 
+def _session(tls: Any) -> requests.Session:
+    """An HTTP session that ignores the environment: $REQUESTS_CA_BUNDLE would replace the
+    CA etcd is checked against, and $HTTPS_PROXY would send the datastore's traffic
+    (client certificate included) through a proxy."""
+    session = requests.Session()
+    session.trust_env = False
+    if tls is not None:
+        session.verify = tls.ca
+        if tls.cert and tls.key:
+            session.cert = (tls.cert, tls.key)
+    return session
+
+
 class EtcdDatastore(Datastore):
-    def __init__(self, endpoints: Sequence[tuple[str, int]], url: str | None = None) -> None:
+    """``tls`` (an ``EtcdTLS``): HTTPS, etcd's certificate checked against its CA, and this
+    client's certificate shown to etcd (which, run with --client-cert-auth, requires it)."""
+
+    def __init__(self, endpoints: Sequence[tuple[str, int]], url: str | None = None,
+                 tls: Any = None) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
-        self.url = url or "etcd://" + ",".join(f"{h}:{p}" for h, p in endpoints)
+        scheme = "etcds://" if tls is not None else "etcd://"
+        self.url = url or scheme + ",".join(f"{h}:{p}" for h, p in endpoints)
         self.endpoints = list(endpoints)
+        self.tls = tls
         self._clients = [
-            etcd3gw.client(host=host, port=port, api_path="/v3/",
-                           timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # type: ignore[arg-type]
+            etcd3gw.client(host=host, port=port, api_path="/v3/",  # type: ignore[arg-type]
+                           timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), session=_session(tls),
+                           protocol="https" if tls is not None else "http")
             for host, port in self.endpoints
         ]
         self._current = 0
@@ -82,23 +103,31 @@ class EtcdDatastore(Datastore):
             try:
                 result = fn(client)
             except etcd_exc.ConnectionFailedError as exc:
-                failures.append(f"{client.host}:{client.port}: {_reason(exc)}")
+                exc.endpoint = (client.host, client.port)  # type: ignore[attr-defined]
+                failures.append(f"{client.host}:{client.port}: {self._reason(exc)}")
                 continue
             except etcd_exc.ConnectionTimeoutError as exc:
                 if "connect timeout" in str(exc.detail_text or exc).lower():
-                    failures.append(f"{client.host}:{client.port}: {_reason(exc)}")
+                    failures.append(f"{client.host}:{client.port}: {self._reason(exc)}")
                     continue
                 # The request was sent: it must not be sent again elsewhere.
                 raise DatastoreUnavailable(
                     f"etcd {client.host}:{client.port} did not answer within "
                     f"{READ_TIMEOUT:.0f}s; a write may or may not have been applied") from None
             except etcd_exc.Etcd3Exception as exc:
-                raise DatastoreError(f"etcd {client.host}:{client.port}: "
-                                     f"{_detail(exc)}") from None
+                detail = _detail(exc)
+                if "HTTP request to an HTTPS server" in detail:
+                    failures.append(f"{client.host}:{client.port}: it speaks TLS only; use "
+                                    "etcds:// with etcd_ca, etcd_cert and etcd_key")
+                    continue
+                raise DatastoreError(f"etcd {client.host}:{client.port}: {detail}") from None
             self._current = index
             return result
         raise DatastoreUnavailable("etcd unreachable (" +
                                    "; ".join(failures) + ")")
+
+    def _reason(self, exc: Exception) -> str:
+        return _reason(exc, self.tls)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(lambda c: c.post(c.get_url(path), data=json.dumps(body)))
@@ -243,8 +272,64 @@ class _EtcdWatch(Watch):
         self._response.close()
 
 
-def _reason(exc: Exception) -> str:
+def _diagnose_eof(exc: Exception, tls: Any) -> str:
+    """etcd closed a TLS connection without a word: either it does not speak TLS, or (TLS
+    1.3 checks a client certificate after the handshake) it refused this client's
+    certificate. One more handshake, made by hand, tells the two apart."""
+    host, port = getattr(exc, "endpoint", (None, None))
+    if host is None:
+        return "it closed the TLS connection"
+    context = ssl.create_default_context(cafile=tls.ca)
+    context.load_cert_chain(tls.cert, tls.key)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as conn:
+            conn.settimeout(READ_TIMEOUT)
+            conn.sendall(b"GET /version HTTP/1.1\r\nHost: etcd\r\n\r\n")
+            conn.recv(1)
+    except ssl.SSLError as err:
+        if "certificate" in str(err).lower() or "alert" in str(err).lower():
+            return ("it refused this client's certificate: not signed by a CA etcd trusts "
+                    f"(etcd_cert {tls.cert})")
+        return "it closed the TLS connection: it may not speak TLS (then use etcd://)"
+    except OSError:
+        return "it closed the TLS connection: it may not speak TLS (then use etcd://)"
+    return "it closed the TLS connection"
+
+
+def _reason(exc: Exception, tls: Any = None) -> str:
+    """One short line for why one endpoint could not be used, TLS problems named with the
+    file to look at."""
     text = getattr(exc, "detail_text", None) or str(exc)
+    low = text.lower()
+    cert = getattr(tls, "cert", None)
+    if "wrong_version_number" in low:
+        return "it does not speak TLS; use etcd:// (or run etcd with TLS)"
+    if "certificate_verify_failed" in low:
+        if "has expired" in low:
+            why = "has expired"
+        elif "match" in low and ("hostname" in low or "ip address" in low):
+            why = "does not name this address"
+        else:
+            why = "is not signed by the CA"
+        return f"its certificate {why} (etcd_ca {tls.ca if tls else None})"
+    refused = any(w in low for w in ("certificate_expired", "bad_certificate", "unknown_ca",
+                                     "certificate required", "eof occurred"))
+    if refused and tls is not None and not cert:
+        return "it requires a client certificate: give etcd_cert and etcd_key"
+    if "certificate_expired" in low:
+        return f"it refused this client's certificate as expired (etcd_cert {cert})"
+    if "bad_certificate" in low or "unknown_ca" in low:
+        return ("it refused this client's certificate: not signed by a CA etcd trusts "
+                f"(etcd_cert {cert})")
+    if "certificate required" in low:
+        return "it requires a client certificate: give etcd_cert and etcd_key"
+    hung_up = any(w in low for w in ("eof occurred", "connection reset", "connection aborted",
+                                     "remotedisconnected"))
+    if hung_up and tls is not None:
+        return _diagnose_eof(exc, tls)
+    if hung_up:
+        return "it closed the connection without an answer: if it speaks TLS, use etcds://"
     for hint in ("Connection refused", "timed out", "Name or service not known",
                  "No route to host"):
         if hint in text:

@@ -14,9 +14,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from ..errors import CompactedError, DatastoreUnavailable
+from ..errors import CompactedError, DatastoreMissing, DatastoreUnavailable
 from .base import Compare, Datastore, Delete, Event, KeyValue, Op, Put, Watch
 
+MEMORY = ":memory:"
 EVENT_HISTORY = 10000
 POLL_INTERVAL = 0.05
 
@@ -64,13 +65,14 @@ class SqliteDatastore(Datastore):
         self.path = path
         self.url = f"sqlite:///{path}"
         self._lock = threading.RLock()
-        if not create and not os.path.isfile(path):
-            raise DatastoreUnavailable(f"sqlite datastore {path}: no such file; check the "
-                                       "datastore URL (a first write creates it)")
+        if not create and path != MEMORY and not os.path.isfile(path):
+            raise DatastoreMissing(f"sqlite datastore {path}: no such file; check the "
+                                   "datastore URL (a first write creates it)")
         try:
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-            _private(path)
+            if path != MEMORY:
+                parent = os.path.dirname(os.path.abspath(path))
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+                _private(path)
             self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
@@ -82,6 +84,11 @@ class SqliteDatastore(Datastore):
                         self._db.execute(statement)
         except (sqlite3.Error, OSError) as exc:
             raise DatastoreUnavailable(f"sqlite datastore {path}: {exc}") from None
+
+    @classmethod
+    def in_memory(cls) -> SqliteDatastore:
+        """An empty store that lives in this process only (check mode on a new host)."""
+        return cls(MEMORY)
 
     # -- plumbing
 

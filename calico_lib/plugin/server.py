@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .. import logsafe
+from .. import datastore, logsafe
 from ..agent import resolve_hostname
 from ..client import connect
 from ..dataplane.veth import create_veth, delete_veth
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calico-docker-plugin",
                                      description="Docker network and IPAM driver for Calico.")
     parser.add_argument("--socket-dir", default="/run/docker/plugins", metavar="DIR")
-    parser.add_argument("--datastore", metavar="URL")
+    datastore.add_arguments(parser)
     parser.add_argument("--hostname")
     parser.add_argument("--docker-socket", default=DEFAULT_DOCKER_SOCKET, metavar="PATH")
     parser.add_argument("--lock-file", default=DEFAULT_LOCK_FILE)
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logsafe.configure(args.log_level, "calico-docker-plugin")
     try:
-        client = connect(args.datastore)
+        client = connect(**datastore.options(args))
     except CalicoError as exc:
         log.error("%s", exc)
         return exc.exit_code

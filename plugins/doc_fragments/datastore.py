@@ -13,11 +13,33 @@ options:
     description:
       - URL of the Calico datastore, resolved like C(calicoctl --datastore).
       - C(sqlite:////absolute/path.db) names the embedded one-host store;
-        C(etcd://host:port[,host:port...]) names an etcd v3 cluster.
+        C(etcds://host:port[,host:port...]) an etcd v3 cluster over TLS with client
+        certificates (see O(etcd_ca), O(etcd_cert), O(etcd_key)); C(etcd://...) one over
+        plain HTTP (only for etcd that no workload can reach).
       - When not given, the environment variable E(CALICO_DATASTORE) is used, else the
         C(datastore = URL) line of C(/etc/calico/calico.conf), else
         C(sqlite:////var/lib/calico/calico.db).
     type: str
+  etcd_ca:
+    description:
+      - For C(etcds://) datastores, the CA certificate (PEM file on the managed host) that
+        signed etcd's server certificate.
+      - When not given, E(CALICO_ETCD_CA), else the C(etcd_ca = PATH) line of
+        C(/etc/calico/calico.conf).
+    type: path
+  etcd_cert:
+    description:
+      - For C(etcds://) datastores, this client's certificate (PEM file on the managed host),
+        which etcd (run with C(--client-cert-auth)) requires.
+      - When not given, E(CALICO_ETCD_CERT), else the C(etcd_cert = PATH) line of
+        C(/etc/calico/calico.conf).
+    type: path
+  etcd_key:
+    description:
+      - The private key of O(etcd_cert) (PEM file on the managed host).
+      - When not given, E(CALICO_ETCD_KEY), else the C(etcd_key = PATH) line of
+        C(/etc/calico/calico.conf).
+    type: path
 requirements:
   - The C(calico_lib) Python package on the managed host. The C(calico.docker.node)
     role installs it into C(/opt/calico/venv); point C(ansible_python_interpreter) at

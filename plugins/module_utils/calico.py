@@ -46,8 +46,32 @@ MISSING_CALICO_LIB = (
 MASK = "********"
 
 
+DATASTORE_OPTIONS = ("datastore", "etcd_ca", "etcd_cert", "etcd_key")
+
+
 def datastore_argument_spec():
-    return {"datastore": {"type": "str"}}
+    return {"datastore": {"type": "str"}, "etcd_ca": {"type": "path"},
+            "etcd_cert": {"type": "path"}, "etcd_key": {"type": "path"}}
+
+
+def connect(module, create=True):
+    """A ``calico_lib.Client`` on the datastore the module's options name (each resolved
+    like calicoctl's when not given).
+
+    Check mode never creates an embedded store: on a host that has none yet, it compares
+    against an empty one in memory (and warns), so a first run can be previewed."""
+    p = module.params
+    tls = {"etcd_ca": p.get("etcd_ca"), "etcd_cert": p.get("etcd_cert"),
+           "etcd_key": p.get("etcd_key")}
+    try:
+        return calico_lib.connect(p.get("datastore"), create=create, **tls)
+    except calico_lib.errors.DatastoreMissing as exc:
+        if not module.check_mode:
+            raise
+        from calico_lib.datastore.sqlite import SqliteDatastore
+
+        module.warn(f"{exc}: check mode compared against an empty datastore")
+        return calico_lib.Client(SqliteDatastore.in_memory())
 
 
 def require_calico_lib(module):
@@ -71,12 +95,13 @@ def fail(module, exc):
     module.fail_json(msg=str(exc) or exc.__class__.__name__)
 
 
-def run(module, work):
+def run(module, work, read_only=False):
     """Run ``work(client)`` on the datastore the ``datastore`` option names (else
     $CALICO_DATASTORE, else /etc/calico/calico.conf, else the default, like calicoctl) and
     exit with the result dict it returns; any error ends the run with its one-line message."""
     try:
-        with calico_lib.connect(module.params.get("datastore")) as client:
+        # check mode never creates an embedded store (nor its folders)
+        with connect(module, create=not (module.check_mode or read_only)) as client:
             out = work(client)
     except (CalicoError, ValueError, OSError) as exc:
         fail(module, exc)

@@ -146,6 +146,7 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
     MASK,
     CalicoError,
     calico_module,
+    fail,
     resolve_hostname,
     run,
 )
@@ -173,8 +174,7 @@ def peer(data):
     return data
 
 
-def gather(module, client):
-    hostname = resolve_hostname(module.params["hostname"])
+def gather(module, client, hostname):
     notes = []
     problems = client.ipam.check()
     return {
@@ -199,7 +199,11 @@ def main():
         "hostname": {"type": "str"},
         "bird_socket": {"type": "path", "default": "/run/bird/bird.ctl"},
     })
-    run(module, lambda client: gather(module, client))
+    try:  # a bad argument is named before the datastore is opened
+        hostname = resolve_hostname(module.params["hostname"])
+    except CalicoError as exc:
+        fail(module, exc)
+    run(module, lambda client: gather(module, client, hostname), read_only=True)
 
 
 if __name__ == "__main__":

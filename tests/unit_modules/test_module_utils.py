@@ -88,3 +88,18 @@ def test_hostname_resolution_is_the_agents(monkeypatch) -> None:
             monkeypatch.setenv("CALICO_HOSTNAME", env)
         for given in (None, "given-host"):
             assert calico.resolve_hostname(given) == agents(given)
+
+
+def test_check_mode_and_info_never_create_a_store(tmp_path) -> None:
+    """Before: check mode, and the info module that "changes nothing, ever", created the
+    SQLite file and its folders at whatever path they were given."""
+    from ansible_collections.calico.docker.plugins.modules import info
+    from tests.unit_modules.helpers import failed
+
+    url = f"sqlite:///{tmp_path}/new/calico.db"
+    out = ok(ip_pool, {"cidr": "10.65.0.0/16", "datastore": url}, check=True)
+    assert out["changed"] is True  # compared against an empty store ...
+    assert "no such file" in failed(info, {"datastore": url, "hostname": "h1"})
+    assert not (tmp_path / "new").exists()  # ... and nothing was made
+    ok(ip_pool, {"cidr": "10.65.0.0/16", "datastore": url})  # a real run creates it
+    assert (tmp_path / "new" / "calico.db").exists()
