@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from . import datastore
 from .client import Client, connect
 from .errors import CalicoError, ValidationError
 from .model import BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule
@@ -471,10 +472,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--datastore", metavar="URL", default=argparse.SUPPRESS,
-                        help="sqlite:////path.db or etcd://host:port[,host:port]; default: "
-                             "$CALICO_DATASTORE, /etc/calico/calico.conf, "
-                             "sqlite:////var/lib/calico/calico.db")
+    datastore.add_arguments(common)
     common.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="output format (default: table)")
 
@@ -723,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             # commands that only read never create a store (a mistyped path is an error)
             create = args.handler not in READ_ONLY or getattr(args, "repair", False)
-            with connect(getattr(args, "datastore", None), create=create) as client:
+            with connect(**datastore.options(args), create=create) as client:
                 code = args.handler(client, args)
     except CalicoError as exc:
         print(f"calicoctl: {exc}", file=sys.stderr)

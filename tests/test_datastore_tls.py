@@ -130,6 +130,10 @@ def test_calicoctl_agent_and_plugin_connect_with_their_certificates(
     assert run_calicoctl("pool", "add", "10.82.0.0/16", env=env).code == 0
     listed = run_calicoctl("pool", "list", "-o", "json", env=env)
     assert listed.code == 0 and "10.82.0.0/16" in listed.out
+    flags = run_calicoctl("pool", "list", "--datastore", etcd.url, "--etcd-ca", etcd.pki.ca,
+                          "--etcd-cert", etcd.client.cert, "--etcd-key", etcd.client.key,
+                          env=_env())
+    assert flags.code == 0 and "10.82.0.0/16" in flags.out, flags
     # without the certificate: refused, named, nothing written
     bare = {k: v for k, v in env.items() if k not in ("CALICO_ETCD_CERT", "CALICO_ETCD_KEY")}
     assert_error(run_calicoctl("pool", "add", "10.83.0.0/16", env=bare), 1,

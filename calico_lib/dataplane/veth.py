@@ -4,8 +4,10 @@ container's namespace (Docker moves and renames it after Join)."""
 from __future__ import annotations
 
 import errno
+import ipaddress
+import socket
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import CalicoError
@@ -64,3 +66,21 @@ def delete_veth(host: str) -> bool:
                 return False
             raise VethError(f"deleting veth {host} failed: {exc}") from None
     return True
+
+
+def gateway_prefixes(sandbox: str, gateway: str) -> set[int]:
+    """The prefix lengths of the connected routes to ``gateway`` that a container's network
+    namespace (``sandbox``: Docker's SandboxKey path) already has, one per interface joined
+    to a Calico network. An empty set when the namespace is gone or unreadable."""
+    target = ipaddress.ip_address(gateway)
+    found: set[int] = set()
+    try:
+        with NetNS(sandbox) as ns:
+            for msg in ns.route("dump", family=socket.AF_INET):
+                dst = msg.get("dst") or "0.0.0.0"
+                net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
+                if msg["dst_len"] >= 24 and target in net and not msg.get("gateway"):
+                    found.add(msg["dst_len"])
+    except (OSError, NetlinkError, ValueError):
+        return set()
+    return found

@@ -3,7 +3,7 @@
 ``read_local`` reads the datastore's side, ``DockerAPI.endpoint_ids`` Docker's; ``plan``
 (pure) says what Docker has forgotten, and ``apply`` frees it, each item in one guarded
 transaction that changes nothing if the item changed since it was read. ``calicoctl ipam
-gc --docker`` runs them once; the plugin can run them periodically.
+gc --docker`` runs them once; the plugin's ``Syncer`` at start and periodically.
 
 What is freed, only when older than the grace period:
   * an endpoint of this host made by the plugin (labelled ``docker-network``) whose id no
@@ -19,15 +19,20 @@ plan at all, and the grace period covers one Docker has not listed yet.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .. import keys
 from ..client import Client
+from ..errors import CalicoError
 from ..ipam import GRACE, Release, handle_age, is_fresh, pending_of
 from ..model import Endpoint
 
+log = logging.getLogger("calico-docker-plugin")
 DOCKER_LABEL = "docker-network"
 DOCKER_ID_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -108,3 +113,64 @@ def apply(client: Client, releases: list[Release]) -> list[tuple[Release, list[s
 def _stale(what: str, handle: str, record: dict[str, Any] | None, now: float) -> str:
     age = handle_age(handle, record, now)
     return f"{what} for {int(age)} s" if age is not None else f"{what} for an unknown time"
+
+
+def sync_once(client: Client, host: str, docker: Any, now: float, grace: float
+              ) -> list[tuple[Release, list[str] | None]]:
+    """Read this host's side, then ask Docker, then free what Docker forgot. Any Docker
+    error raises before anything changed (a change made on partial knowledge changes
+    nothing)."""
+    local = read_local(client, host)
+    docker_ids = docker.endpoint_ids()
+    return apply(client, plan(local, docker_ids, now, grace))
+
+
+class Syncer:
+    """The plugin's loop: at start (retrying quickly until Docker answers, as the plugin
+    starts before docker.service) and then every ``interval`` seconds, free the endpoints
+    and addresses Docker no longer has, then reprogram the dataplane."""
+
+    def __init__(self, client: Client, host: str, docker: Any, interval: float, grace: float,
+                 after_change: Any = None, clock: Any = time.time) -> None:
+        self.client, self.host, self.docker = client, host, docker
+        self.interval, self.grace = interval, grace
+        self.after_change = after_change or (lambda: None)
+        self.clock = clock
+        self.stop = threading.Event()
+        self.synced = False  # True once Docker answered every question
+
+    def run_once(self) -> int:
+        """One pass; the number of items freed. Errors are logged, never raised."""
+        try:
+            done = sync_once(self.client, self.host, self.docker, self.clock(), self.grace)
+        except CalicoError as exc:
+            log.warning("syncing with Docker: %s; nothing was changed, retrying", exc)
+            return 0
+        except Exception:  # noqa: BLE001 - a bug must not end the loop
+            log.exception("syncing with Docker crashed; nothing more was changed")
+            return 0
+        self.synced = True
+        freed = 0
+        for item, addresses in done:
+            what = item.endpoint_key or item.handle
+            if addresses is None:
+                log.info("not freeing %s: it changed since it was read", what)
+                continue
+            freed += 1
+            log.info("freed %s (%s): %s", what, item.reason, ", ".join(addresses) or "-")
+        if freed:
+            try:
+                self.after_change()
+            except Exception:  # noqa: BLE001 - the agent repairs what this missed
+                log.exception("reprogramming after the Docker sync failed")
+        return freed
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.run_once()
+            self.stop.wait(self.interval if self.synced else min(self.interval, 2.0))
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="docker-sync", daemon=True)
+        thread.start()
+        return thread

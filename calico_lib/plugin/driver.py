@@ -49,6 +49,20 @@ class DriverError(CalicoError):
     """An error answer to Docker."""
 
 
+def gateway_route(taken: set[int]) -> str:
+    """The connected route to the gateway for a container's next Calico interface.
+
+    Every interface reaches 169.254.1.1 by proxy ARP, but a container's routing table can
+    hold one 169.254.1.1/32: the first interface gets the /32, a second (`docker network
+    connect`) the /31 that also holds it, and so on, so that Docker can route through the
+    gateway on whichever interface it picks for the default route.
+    """
+    for prefix in range(32, 23, -1):
+        if prefix not in taken:
+            return str(netaddr.IPNetwork(f"{GATEWAY_V4}/{prefix}").cidr)
+    raise DriverError("a container can join at most 9 Calico networks")
+
+
 def host_veth(endpoint_id: str) -> str:
     return "cali" + endpoint_id[:11]
 
@@ -78,7 +92,8 @@ class Driver:
     def __init__(self, client: Client, hostname: str, docker: DockerAPI,
                  reconcile: Callable[[], Any] | None = None,
                  create_veth: Callable[[str, str, str | None], bool] | None = None,
-                 delete_veth: Callable[[str], bool] | None = None) -> None:
+                 delete_veth: Callable[[str], bool] | None = None,
+                 gateway_prefixes: Callable[[str, str], set[int]] | None = None) -> None:
         self.client = client
         self.hostname = hostname
         self.docker = docker
@@ -86,6 +101,7 @@ class Driver:
         self.reconcile = reconcile or (lambda: None)
         self.create_veth = create_veth or (lambda host, peer, mac: True)
         self.delete_veth = delete_veth or (lambda host: True)
+        self.gateway_prefixes = gateway_prefixes or (lambda sandbox, gateway: set())
 
     # ------------------------------------------------------------------ IPAM driver
 
@@ -266,13 +282,36 @@ class Driver:
             "InterfaceName": {"SrcName": peer_veth(endpoint_id), "DstPrefix": "eth"},
             "StaticRoutes": [],
         }
+        subnets = self._subnets(_field(body, "NetworkID"))
         if endpoint.ipv4_nets:
             answer["Gateway"] = GATEWAY_V4
+            taken = self.gateway_prefixes(str(body.get("SandboxKey") or ""), GATEWAY_V4)
             answer["StaticRoutes"].append(
-                {"Destination": f"{GATEWAY_V4}/32", "RouteType": 1, "NextHop": ""})
+                {"Destination": gateway_route(taken), "RouteType": 1, "NextHop": ""})
         if endpoint.ipv6_nets:
             answer["GatewayIPv6"] = GATEWAY_V6
+        for subnet in subnets:  # a --subnet network's peers: through its own interface
+            version = netaddr.IPNetwork(subnet).version
+            if (endpoint.ipv4_nets if version == 4 else endpoint.ipv6_nets):
+                answer["StaticRoutes"].append(
+                    {"Destination": subnet, "RouteType": 0,
+                     "NextHop": GATEWAY_V4 if version == 4 else GATEWAY_V6})
         return answer
+
+    def _subnets(self, network_id: str) -> list[str]:
+        """The pools a network was created on with --subnet (none for a whole-pool one)."""
+        kv = self.client.store.get(keys.docker_network(network_id))
+        record = json.loads(kv.value) if kv else {}
+        pools = record.get("pools") if isinstance(record, dict) else None
+        out = []
+        for pool in pools if isinstance(pools, list) else []:
+            try:
+                net = netaddr.IPNetwork(pool)
+            except (netaddr.AddrFormatError, TypeError, ValueError):
+                continue
+            if net.prefixlen:
+                out.append(str(net.cidr))
+        return out
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _field(body, "EndpointID")

@@ -27,10 +27,11 @@ from typing import Any
 from .. import datastore, logsafe
 from ..agent import resolve_hostname
 from ..client import connect
-from ..dataplane.veth import create_veth, delete_veth
+from ..dataplane.veth import create_veth, delete_veth, gateway_prefixes
 from ..errors import CalicoError
 from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 from .docker_api import DEFAULT_DOCKER_SOCKET, DockerAPI
+from .docker_sync import Syncer
 from .driver import Driver
 
 log = logging.getLogger("calico-docker-plugin")
@@ -297,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hostname")
     parser.add_argument("--docker-socket", default=DEFAULT_DOCKER_SOCKET, metavar="PATH")
     parser.add_argument("--lock-file", default=DEFAULT_LOCK_FILE)
+    parser.add_argument("--docker-sync-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="compare this host's endpoints with Docker's this often and "
+                             "free what Docker forgot (default 10; 0: never)")
+    parser.add_argument("--docker-sync-grace", type=float, default=30.0, metavar="SECONDS",
+                        help="never free an endpoint or address younger than this "
+                             "(default 30: Docker may not list a container it is creating)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -320,14 +327,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s", report.summary())
 
     driver = Driver(client, hostname, DockerAPI(args.docker_socket), reconcile=program,
-                    create_veth=create_veth, delete_veth=delete_veth)
+                    create_veth=create_veth, delete_veth=delete_veth,
+                    gateway_prefixes=gateway_prefixes)
     servers = serve(driver, args.socket_dir)
+    syncer = Syncer(client, hostname, driver.docker, args.docker_sync_interval,
+                    args.docker_sync_grace, after_change=program)
+    if args.docker_sync_interval > 0:
+        syncer.start()
     log.info("serving calico.sock and calico-ipam.sock in %s for host %s (%s)",
              args.socket_dir, hostname, client.store.url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    syncer.stop.set()
     for server in servers:
         server.shutdown()
         server.server_close()
