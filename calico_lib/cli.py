@@ -189,7 +189,9 @@ def node_status(c: Client | None, a: argparse.Namespace) -> int:
 
 
 def peer_add(c: Client, a: argparse.Namespace) -> None:
-    c.add_bgp_peer(BGPPeer(a.address, a.as_number, a.node, password=_password(a)))
+    c.add_bgp_peer(BGPPeer(a.address, a.as_number, a.node, password=_password(a),
+                           accept_default_route=a.accept_default_route,
+                           accept_nets=a.accept_net or []))
 
 
 def _password(a: argparse.Namespace) -> str | None:
@@ -572,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "$CALICO_BGP_PASSWORD")
     p.add_argument("--password", help="the password itself (other users see it in `ps`: "
                    "prefer --password-file)")
+    p.add_argument("--accept-default-route", action="store_true",
+                   help="accept a default route from it (only the pools' blocks otherwise)")
+    p.add_argument("--accept-net", action="append", metavar="CIDR",
+                   help="accept routes inside CIDR from it (repeatable)")
     p = command(peer, "remove", lambda c, a: c.remove_bgp_peer(a.address, a.node),
                 "remove a peer")
     p.add_argument("address")

@@ -546,13 +546,22 @@ class Node(Model):
 
 @dataclass
 class BGPPeer(Model):
-    """A BGP peer of every node (node is None) or of one node."""
+    """A BGP peer of every node (node is None) or of one node (e.g. a top-of-rack router).
+
+    From it a node accepts the pools' blocks (and addresses inside them), plus a default
+    route only with ``accept_default_route`` and routes inside ``accept_nets`` (e.g. the
+    outside networks the router serves): never anything else."""
+
+    compact: ClassVar[bool] = True
+    always: ClassVar[tuple[str, ...]] = ("address", "as_number", "node")
 
     address: str
     as_number: int
     node: str | None = None
     #: TCP MD5 password of the session (never printed by calicoctl or logged)
     password: str | None = None
+    accept_default_route: bool = False
+    accept_nets: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.address = str(parse_address("address", self.address))
@@ -565,6 +574,13 @@ class BGPPeer(Model):
                 or '"' in self.password or "\\" in self.password):
             raise _fail("password", "use 1-80 printable characters without spaces, quotes "
                                     "or backslashes")
+        self.accept_default_route = _bool("accept_default_route", self.accept_default_route)
+        nets = [parse_network("accept_nets", n) for n in _str_list("accept_nets",
+                                                                    self.accept_nets)]
+        if any(n.prefixlen == 0 for n in nets):
+            raise _fail("accept_nets", "a /0 would accept every route; use "
+                                       "accept_default_route for the default route")
+        self.accept_nets = [str(n) for n in nets]
 
 
 @dataclass

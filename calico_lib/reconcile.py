@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .dataplane import ipsets, iptables
+from .dataplane import conntrack, ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
 from .dataplane.routes import RouteReport, apply_routes
 from .dataplane.runner import CommandError
 from .datastore import Datastore
 from .errors import CalicoError
 from .records import Reporter, Unreadable
+from .render import names
 from .render.bird import render_bird
 from .render.policy import render_policy
 from .render.routes import desired_routes
@@ -68,6 +69,9 @@ class Report:
     verified: bool = True
     #: records left out of the snapshot because they could not be read
     unreadable: tuple[Unreadable, ...] = ()
+    #: addresses whose tracked flows were deleted because the policy in front of them (or
+    #: their groups) changed
+    conntrack_flushed: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -95,6 +99,8 @@ class Report:
                              + (f", {t.hooks_fixed} hooks fixed" if t.hooks_fixed else ""))
         if self.routes is not None and self.routes.changed:
             parts.append(self.routes.summary().removeprefix("changed: "))
+        if self.conntrack_flushed:
+            parts.append(f"flows of {len(self.conntrack_flushed)} address(es) judged again")
         if self.bird is not None and self.bird.changed:
             parts.append(self.bird.summary())
         verb = "would change" if self.check_mode else "changed"
@@ -171,6 +177,9 @@ class Dataplane:
             if not failures:  # stale sets may still be named by rules that failed to go
                 _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
             report.routes = apply_routes(routes)
+            # open connections the new policy may no longer allow: judged again
+            report.conntrack_flushed = conntrack.flush(
+                _policy_changed(snapshot, report.tables) | set_plan.left)
         if self.bird_config is not None:
             report.bird = apply_bird(render_bird(snapshot), self.bird_config,
                                      self.bird_socket, check_mode)
@@ -191,6 +200,20 @@ class Dataplane:
         report.routes = apply_routes(routes)
         report.seconds = time.perf_counter() - start
         return report
+
+
+def _policy_changed(snapshot: Snapshot, tables: list[iptables.TablePlan]) -> set[str]:
+    """The addresses of the local endpoints whose rules were rewritten: their own chains,
+    or a chain of one of their profiles."""
+    written = {chain for plan in tables for chain in plan.written}
+    out: set[str] = set()
+    for ep in snapshot.local_endpoints:
+        chains = {names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)}
+        chains |= {c for p in ep.profiles
+                   for c in (names.profile_inbound(p), names.profile_outbound(p))}
+        if chains & written:
+            out.update(ep.addresses)
+    return out
 
 
 class DataplaneError(CalicoError):

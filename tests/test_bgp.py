@@ -409,10 +409,11 @@ def test_global_peer_learns_pool_routes_only(fabric: Fabric) -> None:
 
 
 def test_reload_as_unprivileged_bird_and_refused_config(fabric: Fabric) -> None:
-    """Debian's BIRD runs as user bird: a rewritten config keeps the owner of the file it
-    replaces (BIRD must read it again at `birdc configure`). A config BIRD refuses at
-    `birdc configure` is taken back and the error raised; a BIRD that does not answer leaves
-    the new config in place for its next start."""
+    """Debian's BIRD runs as user bird: a rewritten config is root:bird 0640 whatever the
+    file it replaces was (0644 would show the MD5 passwords to every user; BIRD must still
+    read it at `birdc configure`). A config BIRD refuses at `birdc configure` is taken back
+    and the error raised; a BIRD that does not answer leaves the new config in place for
+    its next start."""
     import pwd
 
     from calico_lib.dataplane.bird import BirdConfigError, apply_bird
@@ -426,7 +427,7 @@ def test_reload_as_unprivileged_bird_and_refused_config(fabric: Fabric) -> None:
         conf, sock, pidfile = (workdir / f"bird.{ext}" for ext in ("conf", "ctl", "pid"))
         conf.write_text("router id 10.0.0.1;\nprotocol device { }\n")
         os.chown(conf, bird_user.pw_uid, bird_user.pw_gid)
-        conf.chmod(0o640)
+        conf.chmod(0o644)  # as an earlier version could leave it: readable by everyone
         fabric.birds.append(pidfile)
         fabric.lab.exec(ns, "bird", "-c", str(conf), "-s", str(sock), "-P", str(pidfile),
                         "-u", "bird", "-g", "bird")
@@ -435,14 +436,13 @@ def test_reload_as_unprivileged_bird_and_refused_config(fabric: Fabric) -> None:
         report = apply_bird("router id 10.0.0.2;\nprotocol device { }\n", str(conf), str(sock))
         assert report.reloaded, report.summary()
         st = conf.stat()
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (
-            bird_user.pw_uid, bird_user.pw_gid, 0o640)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, bird_user.pw_gid, 0o640)
         assert "Router ID is 10.0.0.2" in fabric.birdc(sock, "show", "status")
 
-        # the file BIRD runs becomes unreadable for it: the next config is refused at
-        # `birdc configure`, the running one is put back, and the reason is in the error
-        os.chown(conf, 0, 0)
-        conf.chmod(0o600)
+        # the folder becomes closed to BIRD: the next config is refused at `birdc
+        # configure`, the running one is put back, and the reason is in the error
+        os.chown(workdir, 0, 0)
+        workdir.chmod(0o700)
         with pytest.raises(BirdConfigError, match="Permission denied"):
             apply_bird("router id 10.0.0.3;\nprotocol device { }\n", str(conf), str(sock))
         assert "10.0.0.2" in conf.read_text()
@@ -456,3 +456,115 @@ def test_reload_as_unprivileged_bird_and_refused_config(fabric: Fabric) -> None:
         assert "10.0.0.4" in conf.read_text()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+ROGUE_CONF = """\
+# A BGP speaker in a workload that tries to pass for its host (the second audit's attack).
+router id {router_id};
+protocol device {{ }}
+protocol static {{
+  ipv4;
+  route 0.0.0.0/0 blackhole;
+  route 203.0.113.0/24 blackhole;
+  route {victim}/32 blackhole;
+}}
+protocol bgp hijack {{
+  local as 64512;
+  neighbor {peer} as 64512;
+  graceful restart on;
+  ipv4 {{ import none; export all; }};
+}}
+"""
+
+
+def test_workload_cannot_take_over_its_hosts_bgp_session(fabric: Fabric) -> None:
+    """Before: with a --nat-outgoing pool, a workload's connection to another node's port
+    179 was masqueraded to its host's address, the peer's BIRD took it for the mesh
+    neighbour (graceful restart let it replace the session), imported everything and
+    installed a default route, a foreign prefix and a container's /32."""
+    fabric.client.update_pool(POOL4, nat_outgoing=True)
+    a, b = fabric.host("host-a"), fabric.host("host-b")
+    rogue = fabric.workload(a, "rogue", ["10.65.1.10"], ["fd00:65::1:10"])
+    victim = fabric.workload(b, "victim", ["10.65.2.10"], ["fd00:65::2:10"])
+    for host in (a, b):
+        fabric.agent(host)
+        fabric.start(host)
+    fabric.wait_established(a, b)
+    fabric.wait_route(b, "10.65.1.0/26", a.ipv4)
+    since = {s["name"]: s["since"] for s in fabric.sessions(b)}
+
+    files = [fabric.dir / f"rogue.{ext}" for ext in ("conf", "ctl", "pid")]
+    files[0].write_text(ROGUE_CONF.format(router_id=a.ipv4, peer=b.ipv4,
+                                          victim=victim.ipv4[0]))
+    fabric.start_bird(rogue.ns, *files)
+    time.sleep(8)  # BIRD retries a refused connection within a few seconds
+
+    attempt = fabric.birdc(files[1], "show", "protocols", "all", "hijack")
+    assert "Established" not in attempt, attempt
+    for prefix in ("0.0.0.0/0", "203.0.113.0/24", f"{victim.ipv4[0]}/32"):
+        route = fabric.route(b, prefix)
+        assert route is None or route.get("protocol") != "bird", (prefix, route)
+    # the real session never went down, and traffic between the hosts still flows
+    assert fabric.established(b)
+    assert {s["name"]: s["since"] for s in fabric.sessions(b)} == since
+    fabric.wait_route(b, "10.65.1.0/26", a.ipv4)
+    assert fabric.lab.ping(victim.ns, rogue.ipv4[0])
+    # the workload never reached port 179 of its own host or the other one
+    for host in (a, b):
+        assert fabric.lab.connect(rogue.ns, host.ipv4, 179, timeout=1.0) is None
+
+
+TOR_ANNOUNCING = """\
+# A top-of-rack router that announces more than the nodes should take.
+router id {router_id};
+protocol device {{ }}
+protocol static {{
+  ipv4;
+  route 0.0.0.0/0 blackhole;
+  route 198.51.100.0/24 blackhole;
+  route 203.0.113.0/24 blackhole;
+  route 10.65.9.0/26 blackhole;
+  route 10.65.0.0/16 blackhole;
+}}
+{sessions}
+"""
+
+
+def test_nodes_import_only_what_each_peer_may_send(fabric: Fabric) -> None:
+    """Calico nodes take only the pools' blocks (and addresses inside them) from a peer,
+    plus a default route and the nets it is configured to accept from a global peer."""
+    a, b = fabric.host("host-a"), fabric.host("host-b")
+    fabric.client.add_bgp_peer(BGPPeer(OUTSIDE4, TOR_AS, accept_default_route=True,
+                                       accept_nets=["198.51.100.0/24"]))
+    fabric.client.add_bgp_peer(BGPPeer(OUTSIDE4, TOR_AS, node=b.name))  # b: pools only
+    fabric.client.remove_bgp_peer(OUTSIDE4)
+    fabric.client.add_bgp_peer(BGPPeer(OUTSIDE4, TOR_AS, node=a.name,
+                                       accept_default_route=True,
+                                       accept_nets=["198.51.100.0/24"]))
+    tor = fabric.lab.outside
+    assert tor is not None
+    sessions = "".join(
+        "protocol bgp {n} {{\n  local {l} as {t};\n  neighbor {h} as 64512;\n"
+        "  ipv4 {{ import all; export all; }};\n}}\n".format(
+            n=host.name.replace("-", "_"), l=OUTSIDE4, t=TOR_AS, h=host.ipv4)
+        for host in (a, b))
+    files = [fabric.dir / f"tor.{ext}" for ext in ("conf", "ctl", "pid")]
+    files[0].write_text(TOR_ANNOUNCING.format(router_id=OUTSIDE4, sessions=sessions))
+    fabric.start_bird(tor, *files)
+    for host in (a, b):
+        fabric.agent(host)
+        fabric.start(host)
+    fabric.wait_established(a, b)
+
+    def from_bird(host: Host) -> set[str]:
+        routes = json.loads(fabric.lab.ip(host.ns, "-j", "route", "show", "proto", "bird")
+                            or "[]")
+        return {r["dst"] for r in routes}
+
+    # a block of the pools is taken from anyone; a default route and 198.51.100.0/24 only
+    # from the peer configured to send them; a foreign prefix and the pool aggregate never
+    wait_for("host-a's imports", lambda: from_bird(a) == {"default", "198.51.100.0/24",
+                                                          "10.65.9.0/26"},
+             ROUTE_TIMEOUT, lambda: fabric.diagnostics(a))
+    wait_for("host-b's imports", lambda: from_bird(b) == {"10.65.9.0/26"},
+             ROUTE_TIMEOUT, lambda: fabric.diagnostics(b))

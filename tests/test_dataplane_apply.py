@@ -103,8 +103,9 @@ def test_endpoint_change_rewrites_only_its_chains(ns, monkeypatch) -> None:
         report = apply_snapshot(snapshot(4))
         filter4 = next(t for t in report.tables if t.version == 4 and t.table == "filter")
         assert sorted(filter4.written) == sorted([
-            "cali-from-wl-dispatch", "cali-to-wl-dispatch",
-            "cali-from-cali00000000004", "cali-to-cali00000000004"])
+            "cali-from-wl-dispatch", "cali-to-wl-dispatch", "cali-wl-sa-dispatch",
+            "cali-sa4-cali00000000004", "cali-from-cali00000000004",
+            "cali-to-cali00000000004"])
         assert report.sets.updated == ["cali4-t-web"] and not report.sets.created
         restore_calls = [c for c in writes(calls) if "restore" in c[0] or c[1] == "restore"]
         # one ipset restore and one iptables-restore (v4 filter); an IPv4-only endpoint
@@ -247,8 +248,8 @@ def test_tag_named_like_a_temp_set_keeps_its_own_members(ns) -> None:
         assert kernel["cali4-t-db"].members == host_routes(["10.66.0.1", *db_new])
         assert kernel["cali4-t-db-tmp"].members == host_routes(["10.66.0.2", *db_tmp])
         assert set(kernel) == {"cali4-t-db", "cali4-t-db-tmp", "cali4-all-pools",
-                               "cali4-masq-pools", "cali6-all-pools",
-                               "cali6-masq-pools"}  # no temporary set
+                               "cali4-masq-pools", "cali4-all-hosts", "cali6-all-pools",
+                               "cali6-masq-pools", "cali6-all-hosts"}  # no temporary set
         assert not apply_snapshot(tagged({"db": db_new, "db-tmp": db_tmp})).changed
 
 

@@ -12,6 +12,7 @@ Needs root and iproute2, iptables, ip6tables, ipset and ping.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint, IPPool, Profile, Rule
 from tests import netns
-from tests.netns import OUTSIDE4, Container, Host, Lab
+from tests.netns import OUTSIDE4, Container, Host, Lab, Listener
 
 POOL4 = "10.65.0.0/16"
 POOL6 = "fd00:65::/64"
@@ -604,3 +605,131 @@ def test_any_address_in_a_cidr_list(lab: Lab, client, url, host, expect) -> None
         raise AssertionError(f"ping outside -> {d.ipv6[0]}: expected to be dropped\n"
                              f"{lab.diagnostics(host)}")
     lab.agent(host, url)  # and the next reconcile runs as well
+
+
+# A UDP service on the host: prints the source of every datagram and answers it.
+_UDP_ECHO = r"""
+import select, socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("READY", flush=True)
+while True:
+    ready, _, _ = select.select([s, sys.stdin], [], [])
+    if sys.stdin in ready and not sys.stdin.buffer.read1(1):
+        break
+    if s in ready:
+        data, peer = s.recvfrom(2048)
+        print(peer[0], flush=True)
+        s.sendto(b"answer", peer)
+"""
+
+_UDP_SEND = r"""
+import socket, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+for _ in range(3):
+    s.sendto(b"query", (dst, port))
+"""
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_host_exemptions_only_after_anti_spoofing(lab: Lab, client, url, host,
+                                                  version: int) -> None:
+    """Before: DNS (like DHCP and ND) to the host was accepted before the MAC and source
+    checks, so a container could send a query with another container's address and the
+    host's answer went to the victim, past the victim's inbound policy."""
+    client.add_profile("web")
+    client.add_profile("db")
+    attacker = workload(lab, client, host, "attacker", ["web"])
+    victim = workload(lab, client, host, "victim", ["db"])
+    lab.agent(host, url)
+    service = host.ipv4 if version == 4 else host.ipv6
+    lab.ip(attacker.ns, "addr", "add", f"{addr(victim, version)}/{32 if version == 4 else 128}",
+           "dev", "eth0", *(["nodad"] if version == 6 else []))
+    echo = lab._python(host.ns, _UDP_ECHO, service, "53", cls=Listener, what="udp 53")
+    echo.wait_for("READY")
+    try:
+        for source in (addr(attacker, version), addr(victim, version)):  # control first
+            lab.exec(attacker.ns, "python3", "-I", "-S", "-c", _UDP_SEND, source, service,
+                     "53")
+            time.sleep(1)  # the first datagram may wait for neighbour discovery
+    finally:
+        seen = echo.stop()
+    assert addr(attacker, version) in seen, f"{seen}\n{lab.diagnostics(host)}"
+    assert addr(victim, version) not in seen, (
+        f"the host answered a query forged with the victim's address: {seen}\n"
+        f"{lab.diagnostics(host)}")
+
+
+# One TCP connection kept open: each line on stdin is sent, and the echo (or TIMEOUT) is
+# printed; the server in the other namespace echoes every line back.
+_ECHO_SERVER = r"""
+import select, socket, sys, threading
+addr, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port))
+s.listen(8)
+print("READY", flush=True)
+def serve(conn):
+    while data := conn.recv(1024):
+        conn.sendall(data)
+while True:
+    ready, _, _ = select.select([s, sys.stdin], [], [])
+    if sys.stdin in ready and not sys.stdin.buffer.read1(1):
+        break
+    if s in ready:
+        threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+_KEPT_CLIENT = r"""
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+c = socket.create_connection((addr, port), timeout=5)
+print("CONNECTED", flush=True)
+for line in sys.stdin:
+    c.settimeout(2)
+    try:
+        c.sendall(line.encode())
+        print("ECHO " + c.recv(1024).decode().strip(), flush=True)
+    except OSError:
+        print("TIMEOUT " + line.strip(), flush=True)
+"""
+
+
+def test_open_connection_is_cut_by_a_new_deny_rule(lab: Lab, client, url, host) -> None:
+    """Before: ESTABLISHED was accepted ahead of policy and conntrack was flushed only when
+    an endpoint's route went, so an open connection outlived a rule that denies it. Now
+    the flows of endpoints whose rules change are judged again: still-allowed ones go on,
+    denied ones stop."""
+    client.add_profile("web")
+    client.put_profile(db_profile([Rule(protocol="tcp", dst_ports=[8080], src_tag="web")]))
+    a = workload(lab, client, host, "a", ["web"])
+    b = workload(lab, client, host, "b", ["db"])
+    lab.agent(host, url)
+    server = lab._python(b.ns, _ECHO_SERVER, b.ipv4[0], "8080", what="echo server")
+    server.wait_for("READY")
+    conn = lab._python(a.ns, _KEPT_CLIENT, b.ipv4[0], "8080", what="kept connection")
+    conn.wait_for("CONNECTED")
+
+    def say(word: str) -> None:
+        assert conn.popen.stdin is not None
+        conn.popen.stdin.write(f"{word}\n".encode())
+        conn.popen.stdin.flush()
+
+    say("one")
+    conn.wait_for("ECHO one")
+    # a change that still allows the flow: it goes on after its flows were judged again
+    client.add_rule("db", "inbound", Rule(protocol="udp", dst_ports=[53]))
+    lab.agent(host, url)
+    say("two")
+    conn.wait_for("ECHO two")
+    # a deny rule ahead of the allow: the open connection stops at once
+    client.add_rule("db", "inbound", Rule(action="deny", protocol="tcp", src_tag="web"), 0)
+    lab.agent(host, url)
+    say("three")
+    conn.wait_for("TIMEOUT three")
+    conn.stop()
+    server.stop()

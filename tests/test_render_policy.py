@@ -347,8 +347,9 @@ def test_any_net_needs_no_match_and_never_enters_a_set() -> None:
     assert v6["cali-pi-open"] == [f"-p tcp -m multiport --dports 22 {mark}", done]
     assert v6["cali-po-open"] == ["-j DROP"]
     assert policy.ipsets[nets4].members == {"198.51.100.0/24", "203.0.113.0/24"}
-    assert sorted(policy.ipsets) == ["cali4-all-pools", "cali4-masq-pools", nets4,
-                                     "cali6-all-pools", "cali6-masq-pools"]
+    assert sorted(policy.ipsets) == ["cali4-all-hosts", "cali4-all-pools", "cali4-masq-pools",
+                                     nets4, "cali6-all-hosts", "cali6-all-pools",
+                                     "cali6-masq-pools"]
 
 
 # --------------------------------------------------------------------------- kernel names
@@ -357,7 +358,7 @@ def test_any_net_needs_no_match_and_never_enters_a_set() -> None:
 #: IPv4 tag set minus its prefix, the third its inbound chain minus its prefix
 ISSUE_NAMES = ["production-database-servers", "production-dat-f2be943a", "production--c9f6c797"]
 FIXED_CHAINS = (names.FORWARD, names.INPUT, names.POSTROUTING, names.WL_TO_HOST,
-                names.FROM_DISPATCH, names.TO_DISPATCH)
+                names.FROM_DISPATCH, names.TO_DISPATCH, names.SPOOF_DISPATCH)
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 #: lengths at and around every limit: 20 fills a chain after "cali-pi-", 23 a set after
 #: "cali4-t-", 128 is the model's maximum

@@ -8,9 +8,9 @@ start and the report says so; the rest of the dataplane is unaffected.
 
 from __future__ import annotations
 
+import grp
 import os
 import re
-import stat
 import tempfile
 from dataclasses import dataclass, field
 
@@ -18,6 +18,7 @@ from .runner import CommandError, run
 
 DEFAULT_CONFIG = "/etc/bird/bird.conf"
 DEFAULT_SOCKET = "/run/bird/bird.ctl"
+BIRD_GROUP = "bird"
 
 
 class BirdConfigError(CommandError):
@@ -111,19 +112,19 @@ def _write_temp(text: str, directory: str) -> str:
 
 
 def _install(temp: str, config: str, directory: str) -> None:
-    """Move ``temp`` over ``config``, keeping the owner, group and mode of the file it
-    replaces (Debian's BIRD runs as user bird and must still read it at `birdc configure`);
-    a new file gets the directory's group and mode 0640."""
+    """Move ``temp`` over ``config`` as root:bird 0640 whatever the file it replaces had:
+    it may hold MD5 passwords, and Debian's BIRD (user bird) must still read it at `birdc
+    configure`. Without a bird group the folder's group is used; not running as root,
+    the file stays this user's."""
     try:
-        st = os.stat(config)
-        owner, group, mode = st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
-    except FileNotFoundError:
-        owner, group, mode = -1, os.stat(directory).st_gid, 0o640
+        group = grp.getgrnam(BIRD_GROUP).gr_gid
+    except KeyError:
+        group = os.stat(directory).st_gid
     try:
-        os.chown(temp, owner, group)
+        os.chown(temp, 0, group)
     except PermissionError:
         pass  # not root: the file stays ours
-    os.chmod(temp, mode)
+    os.chmod(temp, 0o640)
     os.replace(temp, config)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
+from ..errors import CalicoError
 from ..render.names import temp_set
 from ..render.policy import MAXELEM_MIN, IpSet
 from .runner import run
@@ -69,6 +70,10 @@ def read_sets() -> dict[str, KernelSet]:
     return parse_save(run(["ipset", "save"]))
 
 
+class SetTypeError(CalicoError):
+    """A set of ours has another type in the kernel (tampering, or an older version)."""
+
+
 @dataclass
 class SetPlan:
     created: list[str] = field(default_factory=list)
@@ -77,6 +82,9 @@ class SetPlan:
     #: `ipset restore` input run before the iptables rules, and after them
     before: str | None = None
     after: str | None = None
+    #: addresses that leave a set of group members (their open connections may no
+    #: longer be allowed)
+    left: set[str] = field(default_factory=set)
 
 
 def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPlan:
@@ -92,10 +100,12 @@ def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPla
             before += [f"add {name} {m}" for m in sorted(members.values())]
             continue
         if (have.kind, have.family) != (want.kind, want.family):
-            raise ValueError(f"ipset {name} is {have.kind}/{have.family} in the kernel; "
-                             f"{want.kind}/{want.family} wanted")
+            raise SetTypeError(f"ipset {name} is {have.kind}/{have.family} in the kernel; "
+                               f"{want.kind}/{want.family} wanted: destroy it by hand")
         added = sorted(members[m] for m in set(members) - have.members)
         gone = sorted(have.members - set(members))
+        if want.kind == "hash:ip":
+            plan.left.update(m.split("/")[0] for m in gone)
         # Grown past half its room: rebuilt with a larger maxelem before it can fill up.
         small = have.maxelem < want.maxelem
         if not added and not gone and not small:
@@ -114,6 +124,9 @@ def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPla
             before += [f"add {name} {m}" for m in added]
     plan.before = "\n".join(before) + "\n" if before else None
     plan.destroyed = sorted(set(kernel) - set(desired))
+    for name in plan.destroyed:
+        if kernel[name].kind == "hash:ip":
+            plan.left.update(m.split("/")[0] for m in kernel[name].members)
     plan.after = "".join(f"destroy {n}\n" for n in plan.destroyed if n not in cleared) or None
     return plan
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import shutil
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import CalicoError
 from ..render.routes import RTPROT_CALICO, RouteSpec
-from . import runner
+from . import conntrack
 
 PROC_SYS = Path("/proc/sys")
 MAIN_TABLE = 254
@@ -199,24 +198,6 @@ def _delete_route(ipr: IPRoute, msg: Any) -> bool:
     return True
 
 
-def _flush_conntrack(address: str, family: int) -> bool:
-    """Forget tracked flows to and from an address that no longer belongs here.
-
-    Otherwise a new container given the same address could inherit an established flow
-    (and the firewall's "established" accept) meant for the old one. conntrack exits 1 when
-    nothing matched, which is the common case.
-    """
-    family_args = ["-f", "ipv6"] if family == socket.AF_INET6 else []
-    try:
-        for direction in ("-s", "-d"):
-            runner.run(["conntrack", "-D", *family_args, direction, address], ok_codes=(0, 1))
-    except runner.CommandError as exc:
-        if exc.returncode == 127:  # not installed after all: nothing to flush
-            return False
-        raise
-    return True
-
-
 # --------------------------------------------------------------------------- apply
 
 def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> RouteReport:
@@ -296,12 +277,10 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
                 report.removed.append(dst)
 
     report.missing_interfaces = sorted(missing)
-    if flush_conntrack and report.removed and shutil.which("conntrack"):
-        for dst in report.removed:
-            net = ipaddress.ip_network(dst)
-            if net.prefixlen != net.max_prefixlen:  # conntrack matches addresses only
-                continue
-            family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
-            if _flush_conntrack(str(net.network_address), family):
-                report.conntrack_flushed.append(str(net.network_address))
+    if flush_conntrack and report.removed:
+        # a new container given the address must not inherit the old one's flows (and the
+        # firewall's "established" accept); conntrack matches addresses only, not blocks
+        gone = [ipaddress.ip_network(dst) for dst in report.removed]
+        report.conntrack_flushed += conntrack.flush(
+            str(n.network_address) for n in gone if n.prefixlen == n.max_prefixlen)
     return report

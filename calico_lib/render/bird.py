@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import jinja2
 import netaddr
 
-from ..model import Node
+from ..model import HOST_PREFIX, Node
 from ..snapshot import Snapshot
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("calico_lib", "templates"),
@@ -36,6 +36,9 @@ class Session:
     cluster_id: str | None = None
     password: str | None = None
     next_hop_self: bool = False
+    #: external peers: what they may send besides the pools' blocks
+    accept_default_route: bool = False
+    accept_nets: tuple[str, ...] = ()
 
 
 def protocol_name(prefix: str, address: str) -> str:
@@ -76,7 +79,10 @@ def sessions(snapshot: Snapshot) -> list[Session]:
         prefix = "Global" if peer.node is None else "Node"
         out.append(Session(protocol_name(prefix, peer.address), KINDS[prefix], version, local,
                            my_as, peer.address, peer.as_number, password=peer.password,
-                           next_hop_self=True))
+                           next_hop_self=True,
+                           accept_default_route=peer.accept_default_route,
+                           accept_nets=tuple(f"{n}+" for n in peer.accept_nets
+                                             if netaddr.IPNetwork(n).version == version)))
     return out
 
 
@@ -101,8 +107,11 @@ def render_bird(snapshot: Snapshot) -> str | None:
     me = snapshot.nodes.get(snapshot.hostname)
     if me is None or me.ipv4 is None:
         return None
-    pools = {v: [f"{p.cidr}+" for p in sorted(snapshot.pools, key=lambda p: p.network)
-                 if p.version == v] for v in (4, 6)}
+    ordered = sorted(snapshot.pools, key=lambda p: (p.version, p.network))
+    pools = {v: [f"{p.cidr}+" for p in ordered if p.version == v] for v in (4, 6)}
+    # what Calico nodes may announce: blocks of the pools and anything inside them
+    blocks = {v: [f"{p.cidr}{{{p.block_size},{HOST_PREFIX[v]}}}" for p in ordered
+                  if p.version == v] for v in (4, 6)}
     return _ENV.get_template("bird.conf.j2").render(
         node=me, router_id=me.ipv4, originated=originated(snapshot), pools=pools,
-        sessions=sessions(snapshot))
+        blocks=blocks, sessions=sessions(snapshot))

@@ -26,6 +26,8 @@ POSTROUTING = "cali-POSTROUTING"
 WL_TO_HOST = "cali-wl-to-host"
 FROM_DISPATCH = "cali-from-wl-dispatch"
 TO_DISPATCH = "cali-to-wl-dispatch"
+#: anti-spoofing only, for traffic to the host (before its exemptions)
+SPOOF_DISPATCH = "cali-wl-sa-dispatch"
 
 
 def digest(text: str, length: int) -> str:
@@ -51,7 +53,7 @@ def to_endpoint(interface: str) -> str:
 
 
 def source_check(interface: str, version: int) -> str:
-    """The anti-spoofing chain of an endpoint with several addresses."""
+    """The anti-spoofing chain of an endpoint (its MAC and source addresses)."""
     return limited(f"cali-sa{version}-", interface, CHAIN_MAX)
 
 
@@ -84,3 +86,9 @@ def all_pools_set(version: int) -> str:
 
 def masq_pools_set(version: int) -> str:
     return f"cali{version}-masq-pools"
+
+
+def all_hosts_set(version: int) -> str:
+    """The BGP addresses of every node and peer: never masqueraded to, and closed to
+    workloads' TCP 179."""
+    return f"cali{version}-all-hosts"

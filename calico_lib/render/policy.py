@@ -215,22 +215,53 @@ def _profile_chains(profile: Profile, rr: RuleRenderer) -> dict[str, list[str]]:
     return chains
 
 
+#: ICMPv6 types a container sends from its link-local (or, for DAD, the unspecified)
+#: address: MLD (130-132) and neighbour discovery (133-136)
+ND_TYPES = (130, 131, 132, 133, 134, 135, 136)
+LINK_LOCAL = {4: "169.254.0.0/16", 6: "fe80::/10"}
+BGP_PORT = 179
+
+
+def _source_check(ep: Endpoint, version: int, addresses: list[str]) -> list[str]:
+    """Anti-spoofing: the endpoint's MAC, then one of its own addresses (IPv6 neighbour
+    discovery from its link-local address too); anything else is dropped."""
+    rules = []
+    if ep.mac:
+        rules.append(f"-m mac ! --mac-source {ep.mac} -j DROP")
+    if version == 6:
+        rules += [f"-s fe80::/10 -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j RETURN"
+                  for t in ND_TYPES]
+        rules.append("-s ::/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN")
+    rules += [f"-s {a} -j RETURN" for a in addresses]
+    return rules + ["-j DROP"]
+
+
+def _allows_bgp(profile: Profile) -> bool:
+    """An outbound rule that names TCP port 179 itself lets workloads speak BGP."""
+    return any(rule.action == "allow" and rule.protocol in ("tcp", 6)
+               and any(p == BGP_PORT or (isinstance(p, str) and
+                                         int(p.split(":")[0]) <= BGP_PORT
+                                         <= int(p.split(":")[1]))
+                       for p in rule.dst_ports or [])
+               for rule in profile.outbound_rules)
+
+
 def _endpoint_chains(ep: Endpoint, version: int,
                      profiles: dict[str, Profile]) -> dict[str, list[str]]:
     addresses = ep.ipv4_nets if version == 4 else ep.ipv6_nets
     known = [p for p in ep.profiles if p in profiles]
     out_chain, in_chain = names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)
-    chains: dict[str, list[str]] = {}
+    check = names.source_check(ep.interface, version)
+    chains: dict[str, list[str]] = {check: _source_check(ep, version, addresses)}
 
-    from_rules = [CLEAR_MARK]
-    if ep.mac:
-        from_rules.append(f"-m mac ! --mac-source {ep.mac} -j DROP")
-    if len(addresses) == 1:
-        from_rules.append(f"! -s {addresses[0]} -j DROP")
-    else:
-        check = names.source_check(ep.interface, version)
-        chains[check] = [f"-s {a} -j RETURN" for a in addresses] + ["-j DROP"]
-        from_rules.append(f"-j {check}")
+    from_rules = [CLEAR_MARK, f"-j {check}"]
+    if not any(_allows_bgp(profiles[p]) for p in known):
+        # BGP to this host or any node or peer only when a rule says so: a workload must
+        # never reach a BIRD session (through NAT it would pass for its host)
+        from_rules += [
+            f"-p tcp -m tcp --dport {BGP_PORT} -m addrtype --dst-type LOCAL -j DROP",
+            f"-p tcp -m tcp --dport {BGP_PORT} -m set --match-set "
+            f"{names.all_hosts_set(version)} dst -j DROP"]
     for profile in known:
         from_rules += [f"-j {names.profile_outbound(profile)}", RETURN_IF_MARKED]
     from_rules.append("-j DROP")
@@ -256,16 +287,18 @@ def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
         "-o cali+ -j ACCEPT",
     ]
     chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
+    # Anti-spoofing first: the exemptions below accept only a container's own traffic (a
+    # DNS query sent with another container's address would have the host answer the
+    # victim, past the victim's inbound policy).
     to_host = ["-m conntrack --ctstate INVALID -j DROP",
-               "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+               "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+               f"-j {names.SPOOF_DISPATCH}"]
     if version == 4:
-        to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT",
-                    "-p udp -m udp --dport 53 -j ACCEPT"]
+        to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT"]
     else:
-        to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"
-                    for t in (130, 131, 132, 133, 134, 135, 136)]
-        to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT",
-                    "-p udp -m udp --dport 53 -j ACCEPT"]
+        to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT" for t in ND_TYPES]
+        to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT"]
+    to_host += ["-p udp -m udp --dport 53 -j ACCEPT", "-p tcp -m tcp --dport 53 -j ACCEPT"]
     action = snapshot.config.default_endpoint_to_host_action.upper()
     to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
     chains[names.WL_TO_HOST] = to_host
@@ -274,6 +307,9 @@ def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
     # chains' final DROP covers their interfaces.
     local = [e for e in snapshot.local_endpoints if e.state == "active"
              and (e.ipv4_nets if version == 4 else e.ipv6_nets)]
+    chains[names.SPOOF_DISPATCH] = [
+        f"-i {e.interface} -g {names.source_check(e.interface, version)}"
+        for e in local] + ["-j DROP"]
     chains[names.FROM_DISPATCH] = [f"-i {e.interface} -g {names.from_endpoint(e.interface)}"
                                    for e in local] + ["-j DROP"]
     chains[names.TO_DISPATCH] = [f"-o {e.interface} -g {names.to_endpoint(e.interface)}"
@@ -286,15 +322,29 @@ def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
     return table
 
 
+def host_addresses(snapshot: Snapshot, version: int) -> frozenset[str]:
+    """Every node's BGP address and every peer's, of one IP version."""
+    found = {n.ipv4 if version == 4 else n.ipv6 for n in snapshot.nodes.values()}
+    found |= {p.address for p in snapshot.peers
+              if netaddr.IPAddress(p.address).version == version}
+    return frozenset(a for a in found if a)
+
+
 def _nat_table(snapshot: Snapshot, version: int, sets: dict[str, IpSet]) -> Table:
     pools = [p for p in snapshot.pools if p.version == version]
     every, masq = names.all_pools_set(version), names.masq_pools_set(version)
+    hosts = names.all_hosts_set(version)
     sets[every] = IpSet(every, "hash:net", version, frozenset(p.cidr for p in pools))
     sets[masq] = IpSet(masq, "hash:net", version,
                        frozenset(p.cidr for p in pools if p.nat_outgoing))
+    sets[hosts] = IpSet(hosts, "hash:ip", version, host_addresses(snapshot, version))
     table = Table(version, "nat")
+    # Only traffic leaving for the world: never to the pools, to a node or BGP peer (a
+    # workload's connection to a peer's port 179 would pass for its host's session), nor
+    # to link-local addresses.
     table.chains[names.POSTROUTING] = [
-        f"-m set --match-set {masq} src -m set ! --match-set {every} dst -j MASQUERADE"]
+        f"-m set --match-set {masq} src -m set ! --match-set {every} dst "
+        f"-m set ! --match-set {hosts} dst ! -d {LINK_LOCAL[version]} -j MASQUERADE"]
     return table
 
 

@@ -33,6 +33,20 @@ options:
         or backslashes. Never shown in results or diffs.
       - Replaced exactly as given; leaving it out removes the password.
     type: str
+  accept_default_route:
+    description:
+      - Accept a default route from this peer (e.g. a top-of-rack router that is the way
+        out). From any peer a node accepts only the pools' blocks and addresses inside
+        them, plus what this option and O(accept_nets) allow.
+    type: bool
+    default: false
+  accept_nets:
+    description:
+      - Accept routes inside these CIDRs from this peer (e.g. the outside networks the
+        router serves). A /0 is refused; use O(accept_default_route).
+    type: list
+    elements: str
+    default: []
   state:
     description: Whether the peer exists.
     type: str
@@ -126,7 +140,9 @@ def ensure(module, client):
         return ensure_absent(module, current,
                              lambda: client.remove_bgp_peer(address, p["node"]), "peer",
                              show=shown)
-    wanted = calico_lib.BGPPeer(p["address"], p["as_number"], p["node"], password=p["password"])
+    wanted = calico_lib.BGPPeer(p["address"], p["as_number"], p["node"], password=p["password"],
+                                accept_default_route=p["accept_default_route"],
+                                accept_nets=p["accept_nets"])
     current = find(client, wanted.address, wanted.node)
     changed = current is None or current.to_dict() != wanted.to_dict()
     if changed and not module.check_mode:  # one transaction: BIRD never sees it missing
@@ -143,6 +159,8 @@ def main():
             "as_number": {"type": "int"},
             "node": {"type": "str"},
             "password": {"type": "str", "no_log": True},
+            "accept_default_route": {"type": "bool", "default": False},
+            "accept_nets": {"type": "list", "elements": "str", "default": []},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         },
         required_if=[("state", "present", ("as_number",))],

@@ -28,7 +28,7 @@ def test_global_peer_create_then_no_change(url) -> None:
     first = ok(bgp_peer, args)
     assert first["changed"] is True
     assert first["diff"] == {"before": {}, "after": {"address": TOR, "as_number": 65000,
-                                                     "node": None, "password": None}}
+                                                     "node": None}}
     assert ok(bgp_peer, args)["changed"] is False
     with client(url) as c:
         assert [p.address for p in c.list_bgp_peers()] == [TOR]
@@ -84,3 +84,14 @@ def test_absent(url) -> None:
     assert ok(bgp_peer, {"address": TOR, "state": "absent", "datastore": url})["changed"] is False
     with client(url) as c:
         assert c.list_bgp_peers() == []
+
+
+def test_what_a_peer_may_send(url) -> None:
+    args = {"address": TOR, "as_number": 65000, "accept_default_route": True,
+            "accept_nets": ["198.51.100.0/24"], "datastore": url}
+    assert ok(bgp_peer, args)["changed"] is True
+    assert ok(bgp_peer, args)["changed"] is False
+    with client(url) as c:
+        [peer] = c.list_bgp_peers()
+    assert peer.accept_default_route and peer.accept_nets == ["198.51.100.0/24"]
+    assert "accept_nets" in failed(bgp_peer, {**args, "accept_nets": ["0.0.0.0/0"]})
