@@ -20,7 +20,18 @@ What it sets up (every name starts with ``caldock-`` and a random tag):
   * the image ``calico-test-busybox``: a static busybox in an otherwise empty root;
   * the plugin, ``python -m calico_lib.plugin.server``, run with ``ip netns exec`` in the
     same namespace (it creates veths and programs iptables there) and serving in
-    /run/docker/plugins: Docker looks for plugins at that fixed path only.
+    /run/docker/plugins: Docker looks for plugins at that fixed path only. ``ip netns
+    exec`` also gives it a mount namespace of its own, which (the root being private
+    here) does not receive dockerd's later mounts: the plugin reads containers' network
+    namespaces as dockerd sees them (/proc/<dockerd>/root/<SandboxKey>). Its Docker sync
+    runs every ``sync_interval`` seconds with ``sync_grace`` (the plugin's defaults
+    unless given).
+
+Lifecycle events, as they happen to a host: ``kill_plugin`` / ``restart_plugin`` (kill -9
+and start, optionally with another Docker socket or sync options), ``restart_dockerd``
+(``systemctl restart docker``: containers stopped cleanly), ``reboot`` (every process dies
+at once, the exec root goes, the data root and the datastore stay; the plugin starts
+before dockerd). ``wait_for_sync`` waits for the plugin's next sync passes.
 
 ``close()`` (also on a failed start) undoes all of it whatever state things are in: removes
 every container, stops the plugin, stops dockerd by its pid file and waits for it, kills any
@@ -65,6 +76,9 @@ POOL4 = "10.65.0.0/16"
 POOL6 = "fd00:65::/64"
 UPLINK4, OUTSIDE4 = "198.18.0.2", "198.18.0.254"
 UPLINK6, OUTSIDE6 = "2001:db8:fe::2", "2001:db8:fe::fe"
+PLUGIN_START_MARK = "----- plugin start #"
+#: what the plugin logs (DEBUG) for each sync pass in which Docker answered everything
+SYNC_PASS = "docker sync: Docker lists"
 
 
 class CommandFailed(AssertionError):
@@ -241,6 +255,20 @@ def _pids_mentioning(text: str) -> list[int]:
     return found
 
 
+def _cgroup_pids(container_id: str) -> set[int]:
+    """The processes of a Docker container, from its cgroup (cgroupfs driver, v1 or v2)."""
+    pids: set[int] = set()
+    for path in (f"/sys/fs/cgroup/pids/docker/{container_id}/cgroup.procs",
+                 f"/sys/fs/cgroup/memory/docker/{container_id}/cgroup.procs",
+                 f"/sys/fs/cgroup/docker/{container_id}/cgroup.procs"):
+        try:
+            with open(path) as handle:
+                pids.update(int(p) for p in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
 def _mounts_under(path: str) -> list[str]:
     """Mount points at or below ``path``, deepest first."""
     points = []
@@ -301,12 +329,15 @@ def busybox_image_tar() -> bytes:
 
 class DockerLab:
     def __init__(self, hostname: str = "dockhost", pools: Sequence[str] = (POOL4, POOL6),
-                 socket_dir: str = PLUGIN_DIR) -> None:
+                 socket_dir: str = PLUGIN_DIR, sync_interval: float = 10.0,
+                 sync_grace: float = 30.0) -> None:
         self.tag = "caldock-" + uuid.uuid4().hex[:6]
         self.ns = self.tag
         self.hostname = hostname
         self.pools = list(pools)
         self.socket_dir = socket_dir
+        #: the plugin's --docker-sync-interval and --docker-sync-grace (start_plugin's default)
+        self.sync_interval, self.sync_grace = sync_interval, sync_grace
         self.workdir = ""
         self.docker_socket = ""
         self.pid_file = ""
@@ -393,24 +424,31 @@ class DockerLab:
             time.sleep(0.2)
         raise CommandFailed(f"dockerd did not answer within 60 s\n{self.tail('dockerd.log')}")
 
-    def start_plugin(self, timeout: float = 20.0) -> None:
-        """Start calico-docker-plugin in the namespace; returns once both sockets answer."""
+    def start_plugin(self, timeout: float = 20.0, *, docker_socket: str = "",
+                     sync_interval: float | None = None, sync_grace: float | None = None
+                     ) -> None:
+        """Start calico-docker-plugin in the namespace; returns once both sockets answer.
+        ``docker_socket`` (e.g. a FaultyDocker proxy) replaces the lab's
+        dockerd socket; the sync options default to the lab's."""
         if self.plugin is not None and self.plugin.poll() is None:
             raise CommandFailed("the plugin is already running")
         if any(self._activates(name) for name in PLUGIN_SOCKETS):  # stale files are fine
             raise CommandFailed(f"another calico plugin is serving in {self.socket_dir} "
                                 "(another test run?): not taking its sockets over")
         self._plugin_started += 1
+        interval = self.sync_interval if sync_interval is None else sync_interval
+        grace = self.sync_grace if sync_grace is None else sync_grace
         log = open(os.path.join(self.workdir, "plugin.log"), "ab")
         try:
-            log.write(f"----- plugin start #{self._plugin_started}\n".encode())
+            log.write(f"{PLUGIN_START_MARK}{self._plugin_started}\n".encode())
             log.flush()
             self.plugin = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, sys.executable, "-m",
                  "calico_lib.plugin.server", "--socket-dir", self.socket_dir,
                  "--datastore", self.datastore_url, "--hostname", self.hostname,
-                 "--docker-socket", self.docker_socket, "--lock-file", self.lock_file,
-                 "--log-level", "DEBUG"],
+                 "--docker-socket", docker_socket or self.docker_socket,
+                 "--lock-file", self.lock_file, "--log-level", "DEBUG",
+                 "--docker-sync-interval", str(interval), "--docker-sync-grace", str(grace)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=python_env(),
                 start_new_session=True)
         finally:
@@ -425,6 +463,33 @@ class DockerLab:
             time.sleep(0.05)
         raise CommandFailed(f"the plugin did not answer within {timeout} s\n"
                             f"{self.tail('plugin.log')}")
+
+    def restart_plugin(self, **options: Any) -> None:
+        """Kill the plugin (-9, as a crash would) and start it again with ``options``
+        (start_plugin's)."""
+        self.kill_plugin(signal.SIGKILL)
+        self.start_plugin(**options)
+
+    def plugin_log_since_start(self) -> str:
+        """The plugin's log since its last start."""
+        return self.log().rsplit(PLUGIN_START_MARK, 1)[-1]
+
+    def sync_passes(self) -> int:
+        """Sync passes in which the running plugin heard Docker's whole answer."""
+        return self.plugin_log_since_start().count(SYNC_PASS)
+
+    def wait_for_sync(self, passes: int = 1, timeout: float = 30.0) -> float:
+        """Wait until the running plugin completed ``passes`` more sync passes (the first
+        may have started before the call: wait for two to be sure one started after);
+        the seconds waited."""
+        started = time.monotonic()
+        goal = self.sync_passes() + passes
+        while self.sync_passes() < goal:
+            if time.monotonic() - started > timeout:
+                raise CommandFailed(f"no {passes} sync pass(es) within {timeout} s\n"
+                                    f"{self.tail('plugin.log')}")
+            time.sleep(0.1)
+        return time.monotonic() - started
 
     def _activates(self, name: str) -> bool:
         try:
@@ -473,6 +538,11 @@ class DockerLab:
             self.kill_plugin(signal.SIGTERM)
 
     def _stop_dockerd(self) -> None:
+        self.stop_dockerd()
+
+    def stop_dockerd(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        """Stop dockerd by its pid file with ``sig`` and wait for it: SIGTERM stops the
+        containers first (each within its stop timeout), SIGKILL leaves them running."""
         pid = None
         try:
             with open(self.pid_file) as handle:
@@ -482,8 +552,8 @@ class DockerLab:
         if pid is None and self.dockerd is not None and self.dockerd.poll() is None:
             pid = self.dockerd.pid  # nsenter execs dockerd: the same process
         if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
+            os.kill(pid, sig)
+            deadline = time.monotonic() + timeout
             while _alive(pid) and time.monotonic() < deadline:
                 if self.dockerd is not None:
                     self.dockerd.poll()  # reap it when it is our child
@@ -496,6 +566,35 @@ class DockerLab:
             except subprocess.TimeoutExpired:
                 self.dockerd.kill()
                 self.dockerd.wait(10)
+
+    def start_dockerd(self) -> None:
+        """Start dockerd (again); returns once it answers."""
+        self._start_dockerd()
+
+    def restart_dockerd(self) -> None:
+        """``systemctl restart docker``: a clean stop (containers stopped), then a start."""
+        self.stop_dockerd()
+        self.start_dockerd()
+
+    def reboot(self) -> None:
+        """What a host's power cut and boot do to Docker and the plugin: every process of
+        the lab dies at once (plugin, dockerd, containerd, shims, containers); the
+        container namespaces and every mount go, and so does the exec root (/run is a
+        tmpfs); the data root (Docker's record of networks, containers and endpoints) and
+        the datastore stay. Then the plugin starts, and dockerd after it (the plugin's
+        unit is ordered before docker.service)."""
+        ids = self.docker("ps", "-q", "--no-trunc", check=False).stdout.split()
+        self.kill_plugin(signal.SIGKILL)
+        self.stop_dockerd(signal.SIGKILL)
+        pids = set(_pids_mentioning(self.workdir))  # containerd, shims
+        for container in ids:  # every process of every container (they were not ours)
+            pids.update(_cgroup_pids(container))
+        pids.discard(os.getpid())
+        _kill_and_wait(sorted(pids))
+        self._unmount()
+        shutil.rmtree(os.path.join(self.workdir, "exec"), ignore_errors=True)
+        self.start_plugin()
+        self.start_dockerd()
 
     def _kill_leftovers(self) -> None:
         """containerd, containerd-shim and anything else the lab left running."""

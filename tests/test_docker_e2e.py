@@ -6,7 +6,9 @@ same namespace, serving /run/docker/plugins) and a SQLite datastore with the poo
 Users' commands are run as they would type them: ``docker network create -d calico
 --ipam-driver calico-ipam``, ``docker run --net``, ``docker rm``. After every test its
 containers are removed; a failure message carries the plugin's log and the host's iptables
-and routes.
+and routes. The plugin syncs with Docker every second with a 5 s grace (tests that plant
+leaks for ``ipam gc`` turn it off); the lifecycle tests kill it, restart dockerd and
+"reboot" the host (see ``DockerLab.reboot``) in this same lab, so they come last.
 
 Needs root, docker.io (dockerd, containerd, runc, docker), busybox-static, iproute2,
 iptables and ipset.
@@ -20,22 +22,34 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import netaddr
 import pytest
 
 import calico_lib
 from calico_lib import Endpoint, Rule, keys
+from calico_lib.plugin.docker_api import DockerAPI
 from calico_lib.plugin.driver import host_veth
 from tests import dockerlab
 from tests.dockerlab import DockerLab
 
 POOL4, POOL6, SUBNET = "10.65.0.0/16", "fd00:65::/64", "10.66.0.0/24"
 NET_A, NET_B = "calnet-a", "calnet-b"
+#: --ipv6 --subnet networks, each on pools of its own (the multi-network matrix needs them)
+SUBNETS = {"calnet-s1": ("10.67.0.0/24", "fd00:67::/64"),
+           "calnet-s2": ("10.68.0.0/24", "fd00:68::/64"),
+           "calnet-s3": ("10.69.0.0/24", "fd00:69::/64")}
+S1, S2, S3 = SUBNETS
+#: the plugin's sync in this module: every second, leaving alone what is younger than 5 s
+#: (Docker lists an endpoint within milliseconds of CreateEndpoint, measured)
+SYNC_INTERVAL, SYNC_GRACE = 1.0, 5.0
 #: a container serving TCP on 80 and 8080 (busybox httpd daemonises), then idling
 SERVE = ("sh", "-c", "httpd -p 80 -h /www && httpd -p 8080 -h /www && exec sleep 3600")
+#: idles, and exits at once on SIGTERM (a plain sleep as PID 1 ignores it: 10 s per stop)
+IDLE = ("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +57,13 @@ def lab() -> Iterator[DockerLab]:
     reason = dockerlab.missing_requirements()
     if reason:
         pytest.fail(reason, pytrace=False)
-    with DockerLab(pools=(POOL4, POOL6, SUBNET)) as the_lab:
+    pools = [POOL4, POOL6, SUBNET, *(p for pair in SUBNETS.values() for p in pair)]
+    with DockerLab(pools=pools, sync_interval=SYNC_INTERVAL,
+                   sync_grace=SYNC_GRACE) as the_lab:
         the_lab.network(NET_A)
         the_lab.network(NET_B)
+        for name, (subnet4, subnet6) in SUBNETS.items():
+            the_lab.network(name, "--ipv6", "--subnet", subnet4, "--subnet", subnet6)
         yield the_lab
 
 
@@ -61,6 +79,30 @@ def clean(lab: DockerLab) -> Iterator[None]:
 def client(lab: DockerLab) -> Iterator[calico_lib.Client]:
     with lab.client() as the_client:
         yield the_client
+
+
+@pytest.fixture
+def no_sync(lab: DockerLab) -> Iterator[None]:
+    """The plugin without its Docker sync (a test that plants leaks for `ipam gc`)."""
+    lab.restart_plugin(sync_interval=0)
+    try:
+        yield
+    finally:
+        lab.restart_plugin()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check`` every 0.1 s until it holds; the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def datastore(client: calico_lib.Client) -> dict[str, Any]:
+    return {kv.key: kv.value for kv in client.store.list("/calico/")}
 
 
 def allocated(client: calico_lib.Client) -> int:
@@ -184,12 +226,93 @@ def test_ipv6_network_pings_over_ipv6(lab: DockerLab) -> None:
         lab.docker("network", "rm", net, check=False)
 
 
+# ------------------------------------------------------------------------------ several networks
+
+
+def addresses_of(lab: DockerLab, container: str, network: str) -> dict[int, str]:
+    return {4: lab.address(container, network), 6: lab.address(container, network, v6=True)}
+
+
+def reaches(lab: DockerLab, container: str, address: str) -> bool:
+    """One ping, one second: for the expected drops of a matrix."""
+    return lab.ping(container, address, count=1, wait=1)
+
+
+def test_network_connect_and_disconnect(lab: DockerLab, client: calico_lib.Client) -> None:
+    """`docker network connect S2 c1` failed ("error setting interface routes to
+    169.254.1.1/32: file exists"). Now each interface has its own gateway route and each
+    --subnet network's peers are reached through its own interface, from its own
+    address: c1 is a member of each network through the matching interface only."""
+    lab.run("c1", S1)
+    lab.docker("network", "connect", S2, "c1")
+    for name, network in (("p1", S1), ("p2", S2), ("q1", S3)):
+        lab.run(name, network)
+    c1 = {S1: addresses_of(lab, "c1", S1), S2: addresses_of(lab, "c1", S2)}
+    p1, p2, q1 = (addresses_of(lab, n, net) for n, net in (("p1", S1), ("p2", S2),
+                                                           ("q1", S3)))
+    assert in_net(c1[S2][4], SUBNETS[S2][0]) and in_net(c1[S2][6], SUBNETS[S2][1])
+    routes = lab.exec("c1", "ip", "-4", "route").stdout
+    assert "169.254.1.1 dev eth0" in routes and "169.254.1.0/31 dev eth1" in routes, routes
+    assert f"{SUBNETS[S2][0]} via 169.254.1.0 dev eth1" in routes, routes
+    assert f"{SUBNETS[S2][1]} via fe80::eeee:" in lab.exec("c1", "ip", "-6", "route").stdout
+
+    for v in (4, 6):
+        expected = {  # (from, to address): passes
+            ("p1", c1[S1][v]): True, ("p2", c1[S2][v]): True,
+            ("c1", p1[v]): True, ("c1", p2[v]): True,
+            ("p1", c1[S2][v]): False, ("p2", c1[S1][v]): False,
+            ("q1", c1[S1][v]): False, ("q1", c1[S2][v]): False, ("c1", q1[v]): False}
+        seen = {key: reaches(lab, *key) for key in expected}
+        assert seen == expected, f"IPv{v}\n{lab.diagnostics()}"
+
+    endpoint = lab.endpoint_id("c1", S2)
+    lab.docker("network", "disconnect", S2, "c1")
+    assert "eth1" not in lab.exec("c1", "ip", "link").stdout
+    assert host_veth(endpoint) not in host_links(lab)
+    assert client.ipam.handle_addresses(endpoint) == []
+    held = {a for per in client.ipam.read_state().holdings().values()
+            for addrs in per.values() for a in addrs}
+    assert not {c1[S2][4], c1[S2][6]} & held
+    assert client.ipam.check() == []
+    assert not reaches(lab, "p2", c1[S2][4]) and not reaches(lab, "p2", c1[S2][6])
+    for v in (4, 6):
+        assert lab.ping("p1", c1[S1][v]) and lab.ping("c1", p1[v]), lab.diagnostics()
+
+
+def test_network_connect_whole_pool_networks(lab: DockerLab) -> None:
+    """Whole-pool networks share pools: a second one is reached through the default-route
+    interface only (docs/docker.md), but connecting must work."""
+    lab.run("w1", NET_A)
+    lab.docker("network", "connect", NET_B, "w1")
+    lab.run("wb", NET_B)
+    routes = lab.exec("w1", "ip", "-4", "route").stdout
+    assert "169.254.1.0/31 dev eth1" in routes, routes
+    assert lab.ping("wb", lab.address("w1", NET_B)), lab.diagnostics()
+    lab.docker("network", "disconnect", NET_B, "w1")
+    lab.docker("network", "connect", NET_B, "w1")  # again, into the /31 left free
+    assert lab.ping("wb", lab.address("w1", NET_B)), lab.diagnostics()
+
+
+def test_networks_connected_before_start(lab: DockerLab) -> None:
+    """docker create, network connect, start (what compose does): Docker joins both
+    networks before the container's namespace exists."""
+    lab.docker("create", "--name", "both", "--net", S1, dockerlab.IMAGE, "sleep", "3600")
+    lab.docker("network", "connect", S2, "both")
+    lab.docker("start", "both")
+    lab.run("p1", S1)
+    lab.run("p2", S2)
+    for network, peer in ((S1, "p1"), (S2, "p2")):
+        for address in addresses_of(lab, "both", network).values():
+            assert lab.ping(peer, address), lab.diagnostics()
+
+
 # ------------------------------------------------------------------------------ addresses
 
 
 def test_concurrent_runs_get_unique_addresses(lab: DockerLab,
                                               client: calico_lib.Client) -> None:
     names = [f"many{i:02d}" for i in range(20)]
+    freed = lab.plugin_log_since_start().count("INFO freed")
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda name: lab.run(name, NET_A, check=False), names))
     failed = [(n, r.stderr) for n, r in zip(names, results, strict=True) if r.returncode]
@@ -201,6 +324,10 @@ def test_concurrent_runs_get_unique_addresses(lab: DockerLab,
         assert client.ipam.handle_addresses(lab.endpoint_id(name, NET_A)) == [address]
     assert lab.ping(names[0], addresses[-1]), lab.diagnostics()
     assert lab.ping(names[-1], addresses[0]), lab.diagnostics()
+    # the sync (every second, 5 s grace) ran all along and freed nothing being created
+    lab.wait_for_sync(2)
+    assert lab.plugin_log_since_start().count("INFO freed") == freed
+    assert allocated(client) == 20
 
 
 def test_docker_rm_frees_everything(lab: DockerLab, client: calico_lib.Client) -> None:
@@ -221,31 +348,58 @@ def test_docker_rm_frees_everything(lab: DockerLab, client: calico_lib.Client) -
 
 
 def test_plugin_killed_and_restarted(lab: DockerLab, client: calico_lib.Client) -> None:
-    lab.run("live1", NET_A)
-    lab.run("live2", NET_A)
-    live1, live2 = lab.address("live1", NET_A), lab.address("live2", NET_A)
+    """kill -9 of the plugin while Docker holds endpoints: containers keep working, the
+    restarted plugin's sync frees none of them, and Docker's calls replayed for an
+    existing endpoint change nothing."""
+    lab.run("live1", S1)
+    lab.run("live2", S1)
+    live1, live2 = lab.address("live1", S1), lab.address("live2", S1)
+    before = datastore(client)
     assert lab.kill_plugin(signal.SIGKILL) == -signal.SIGKILL
     try:
         assert lab.ping("live1", live2), lab.diagnostics()  # the kernel keeps forwarding
     finally:
         lab.start_plugin()
+    lab.wait_for_sync(2)
+    assert "freed" not in lab.plugin_log_since_start()
+    assert datastore(client) == before
     assert lab.ping("live2", live1), lab.diagnostics()
-    lab.run("late", NET_A)
-    late = lab.address("late", NET_A)
+
+    # replays, as Docker sends them
+    endpoint_id, network_id = lab.endpoint_id("live1", S1), lab.network_id(S1)
+    sandbox = lab.inspect("live1")["NetworkSettings"]["SandboxKey"]
+    create = {"NetworkID": network_id, "EndpointID": endpoint_id, "Options": {},
+              "Interface": {"Address": f"{live1}/32", "MacAddress": "",
+                            "AddressIPv6": f"{lab.address('live1', S1, v6=True)}/128"}}
+    join = {"NetworkID": network_id, "EndpointID": endpoint_id, "SandboxKey": sandbox,
+            "Options": {}}
+    for path, body in (("/NetworkDriver.CreateEndpoint", create),
+                       ("/NetworkDriver.Join", join)):
+        answers = [dockerlab.post(lab.plugin_socket(), path, body) for _ in range(2)]
+        assert answers[0][0] == 200 and answers[0] == answers[1], answers
+    assert datastore(client) == before
+    assert host_veth(endpoint_id) in host_links(lab)
+    assert lab.ping("live2", live1) and lab.ping("live1", live2), lab.diagnostics()
+
+    lab.run("late", S1)
+    late = lab.address("late", S1)
     assert late not in (live1, live2)
     assert lab.ping("late", live1), lab.diagnostics()
     assert lab.ping("live1", late), lab.diagnostics()
     lab.docker("rm", "-f", "late")
-    assert allocated(client) == 2 and client.ipam.check() == []
+    assert allocated(client) == 4 and client.ipam.check() == []  # two, both families
 
 
-def leak(lab: DockerLab, client: calico_lib.Client, network: str, age: float = 0
-         ) -> tuple[str, str]:
+def leak(lab: DockerLab, client: calico_lib.Client, network: str, age: float = 0,
+         address: str = "") -> tuple[str, str]:
     """An endpoint this host's plugin made (64 hex, labelled with its Docker network) that
-    Docker no longer has, e.g. removed while the plugin was down; (its id, its address).
-    ``age``: how many seconds ago it was made."""
+    Docker no longer has, e.g. removed while the plugin was down; (its id, its address:
+    ``address``, else any). ``age``: how many seconds ago it was made."""
     leaked = secrets.token_hex(32)
-    address = client.ipam.auto_assign(lab.hostname, leaked, num_ipv4=1).ipv4[0]
+    if address:
+        client.ipam.assign_ip(address, leaked, lab.hostname)
+    else:
+        address = client.ipam.auto_assign(lab.hostname, leaked, num_ipv4=1).ipv4[0]
     record = json.loads(client.store.get(keys.handle(leaked)).value)
     record.update(host=lab.hostname, created=int(time.time() - age))
     client.store.put(keys.handle(leaked), json.dumps(record))
@@ -262,6 +416,7 @@ def gc_docker(lab: DockerLab, *extra: str, socket: str = "", check: bool = True
                          check=check)
 
 
+@pytest.mark.usefixtures("no_sync")
 def test_ipam_gc_docker_frees_only_what_docker_forgot(lab: DockerLab,
                                                      client: calico_lib.Client) -> None:
     lab.run("keep1", NET_A)
@@ -333,6 +488,7 @@ def pending_of(client: calico_lib.Client, host: str, address: str) -> str:
     return handle
 
 
+@pytest.mark.usefixtures("no_sync")
 def test_ipam_gc_docker_aborts_on_any_docker_error(lab: DockerLab,
                                                    client: calico_lib.Client) -> None:
     """Docker answered 500 for one network; gc took it for "no containers" and removed
@@ -387,6 +543,128 @@ def test_release_address_of_a_live_container_is_refused(lab: DockerLab,
     assert address not in {lab.address(name, NET_A) for name in names}
     assert lab.ping(names[0], address), lab.diagnostics()
     assert client.ipam.check() == []
+
+
+# ------------------------------------------------------------------------------ sync with Docker
+
+
+def in_sync(lab: DockerLab, client: calico_lib.Client) -> bool:
+    """This host's endpoints are exactly Docker's, and IPAM is consistent."""
+    docker = DockerAPI(lab.docker_socket).endpoint_ids()
+    mine = {e.id for e in client.list_endpoints(lab.hostname)}
+    return mine == docker and client.ipam.check() == []
+
+
+@pytest.mark.parametrize("how", ["restart", "reboot"])
+def test_docker_restart_keeps_policy_and_leaks_nothing(lab: DockerLab,
+                                                       client: calico_lib.Client,
+                                                       how: str) -> None:
+    """``restart``: dockerd stops the containers and starts those with --restart always.
+    ``reboot``: everything dies at once; at boot Docker hands back the addresses of the
+    endpoints it lost (no DeleteEndpoint), which the plugin refuses while their records
+    exist: the records stayed "active" in their profiles' sets until `ipam gc --docker`.
+    Now the plugin's sync frees them within its interval and grace."""
+    lab.run("always1", S1, "--restart", "always", command=IDLE)
+    lab.run("peer1", S1, "--restart", "always", command=IDLE)
+    lab.run("other3", S3, "--restart", "always", command=IDLE)
+    lab.run("once1", S1, command=IDLE)
+    old = {name: lab.endpoint_id(name, net) for name, net in (
+        ("always1", S1), ("peer1", S1), ("other3", S3), ("once1", S1))}
+    made = time.monotonic()
+    if how == "restart":
+        lab.restart_dockerd()
+    else:
+        lab.reboot()
+    took = wait_until(lambda: in_sync(lab, client), SYNC_GRACE + SYNC_INTERVAL + 10,
+                      f"after the {how}: this host's endpoints are Docker's")
+    print(f"{how}: in sync {took:.1f} s after dockerd answered, "
+          f"{time.monotonic() - made:.1f} s after the endpoints were made")
+    assert "running" not in lab.inspect("once1")["State"]["Status"]
+    assert all(client.ipam.handle_addresses(e) == [] for e in old.values())
+    assert allocated(client) == 6  # 3 containers, both families (other3: IPv4 too)
+    if how == "reboot":
+        assert "IpamDriver.ReleaseAddress failed" in lab.plugin_log_since_start()
+        assert "Docker has no such endpoint" in lab.plugin_log_since_start()
+
+    always = addresses_of(lab, "always1", S1)
+    for v in (4, 6):
+        assert lab.ping("peer1", always[v]) and lab.ping("always1", lab.address(
+            "peer1", S1, v6=v == 6)), lab.diagnostics()
+        assert not reaches(lab, "other3", always[v]), lab.diagnostics()
+    assert "169.254.1.1 dev eth0" in lab.exec("always1", "ip", "-4", "route").stdout
+
+
+def test_sync_frees_an_endpoint_docker_forgot(lab: DockerLab,
+                                              client: calico_lib.Client) -> None:
+    """An endpoint record Docker no longer has kept its address in its network's set on
+    every host; the container later given that address was let in as a member of the
+    old network. Two networks on one pool: the old one's stale endpoint holds X."""
+    old, new = "calnet-old", "calnet-new"
+    subnet = SUBNETS[S3][0]
+    lab.network(old, "--subnet", subnet)
+    lab.network(new, "--subnet", subnet)
+    try:
+        lab.run("oldpeer", old, command=SERVE)
+        lab.run("newpeer", new, command=SERVE)
+        x = str(netaddr.IPNetwork(subnet)[200])
+        # made just now: the sync leaves it alone for SYNC_GRACE seconds
+        made = time.monotonic()
+        leaked, _ = leak(lab, client, old, address=x)
+        # the address is taken: Docker cannot give it out
+        assert lab.run("newx", new, "--ip", x, check=False).returncode != 0
+        lab.docker("rm", "-f", "newx", check=False)
+        lab.agent_once()  # as every host's agent would: X is a member of the old network
+        assert client.ipam.handle_addresses(leaked) == [x]
+
+        wait_until(lambda: client.ipam.handle_addresses(leaked) == [],
+                   SYNC_GRACE + SYNC_INTERVAL + 5, "the stale endpoint freed")
+        took = time.monotonic() - made
+        print(f"stale endpoint freed {took:.1f} s after it was written")
+        assert took >= SYNC_GRACE - 1  # not before its grace (whole seconds are stored)
+        assert leaked not in {e.id for e in client.list_endpoints(lab.hostname)}
+        assert client.ipam.check() == []
+        lab.run("newx", new, "--ip", x, command=SERVE)
+        assert lab.address("newx", new) == x
+        oldpeer, newpeer = lab.address("oldpeer", old), lab.address("newpeer", new)
+        assert lab.tcp("newx", newpeer, 80) and lab.tcp("newpeer", x, 80), lab.diagnostics()
+        assert not lab.tcp("newx", oldpeer, 80), lab.diagnostics()  # not the old network's
+        assert not lab.tcp("oldpeer", x, 80), lab.diagnostics()
+    finally:
+        lab.rm_all()
+        lab.docker("network", "rm", old, new, check=False)
+
+
+def test_sync_changes_nothing_while_docker_errs(lab: DockerLab,
+                                               client: calico_lib.Client) -> None:
+    """Docker answering 500 (one network) or 503 (the list) must not read as "no
+    endpoints": the sync retries and changes nothing until Docker answers everything."""
+    lab.run("live1", NET_A)
+    lab.run("live2", NET_A)
+    live = {name: lab.endpoint_id(name, NET_A) for name in ("live1", "live2")}
+    net_a = lab.network_id(NET_A)
+    with dockerlab.FaultyDocker(lab.docker_socket, {f"/networks/{net_a}": 500}) as proxy:
+        lab.restart_plugin(docker_socket=proxy.path)
+        try:
+            leaked, _ = leak(lab, client, NET_A, age=3600)  # what a sync would free
+            before = datastore(client)
+            for faults in ({f"/networks/{net_a}": 500}, {"/networks": 503}):
+                proxy.faults = dict(faults)
+                goal = lab.plugin_log_since_start().count("syncing with Docker:") + 3
+                wait_until(lambda goal=goal: lab.plugin_log_since_start().count(
+                    "syncing with Docker:") >= goal, 15, "three failed passes")
+                [path] = faults
+                text = lab.plugin_log_since_start()
+                assert f"GET {path}: HTTP {faults[path]}" in text, lab.tail("plugin.log")
+                assert "nothing was changed" in text
+                assert datastore(client) == before
+            proxy.faults = {}  # Docker answers again: the leak goes, nothing else
+            wait_until(lambda: client.ipam.handle_addresses(leaked) == [],
+                       SYNC_INTERVAL + 5, "the leak freed once Docker answers")
+        finally:
+            lab.restart_plugin()
+    assert all(client.ipam.handle_addresses(e) != [] for e in live.values())
+    assert client.ipam.check() == []
+    assert lab.ping("live1", lab.address("live2", NET_A)), lab.diagnostics()
 
 
 def test_lab_leaves_no_pending_addresses(lab: DockerLab, client: calico_lib.Client) -> None:

@@ -30,7 +30,13 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint, IPPool, keys
 from calico_lib.ipam import GRACE
-from calico_lib.plugin.driver import GATEWAY_V6, Driver, container_mac
+from calico_lib.plugin.driver import (
+    GATEWAY_V6,
+    Driver,
+    container_mac,
+    endpoint_gateway6,
+    next_hop_v4,
+)
 from calico_lib.plugin.server import MAX_BODY, serve
 from tests.dockerlab import DOCKER_ACCEPT, post
 
@@ -40,6 +46,8 @@ NET = "dd7eac083bb0ee09adddb5a28ad4ee49ef71ba6871d0318d131bce5bb7e52edc"
 NET6 = "387e9982da4d78478f4f13b5e2251ea4341b92143f608b5e54b02ac92a1e7b72"
 EP = "64b85db5a7cb9264dca35580aa3195fdc82dfb9c7f4fe4c1ae289c7761b5b549"
 EP6 = "c04c49ec382d389f047ba1d459ca897c70c3c39670070d0087ce96ac4acd70f8"
+NET_S = "5ab1e0c4f1a3d8b2e7c9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f"  # --subnet
+NET_T = "6bc2f1d5a2b4e9c3f8d0a1b2c3d4e5f6071829304a5b6c7d8e9f0a1b2c3d4e5f"  # --subnet, v6
 PORTS = {"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
          "com.docker.network.portmap": [{"Proto": 6, "IP": "", "Port": 80, "HostIP": "",
                                          "HostPort": 8080, "HostPortEnd": 8080}]}
@@ -65,13 +73,29 @@ class FakeDocker:
     def endpoint_ids(self) -> set[str] | None:
         return set()
 
+    def daemon_pid(self) -> int | None:
+        return None
+
 
 @dataclass
 class Recorder:
-    """No-op dataplane hooks that remember what they were asked, in order."""
+    """No-op dataplane hooks that remember what they were asked, in order. ``namespaces``
+    plays the containers' network namespaces: path -> the gateway route prefixes in it
+    (a path not in it is no namespace, as SandboxKey is while runc has not made it)."""
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    namespaces: dict[str, set[int]] = field(default_factory=dict)
+
+    def gateway_prefixes(self, sandbox: str, gateway: str) -> set[int] | None:
+        assert gateway == "169.254.1.1"
+        found = self.namespaces.get(sandbox)
+        return None if found is None else set(found)
+
+    def add_address(self, interface: str, address: str) -> bool:
+        with self.lock:
+            self.calls.append(("add_address", interface, address))
+        return True
 
     def create_veth(self, host: str, peer: str, mac: str | None) -> bool:
         with self.lock:
@@ -155,9 +179,10 @@ def plugin(tmp_path) -> Iterator[Plugin]:
     for cidr in (POOL4, POOL6, SUBNET):
         client.add_pool(IPPool(cidr))
     docker, hooks = FakeDocker(), Recorder()
-    docker.names.update({NET: "net1", NET6: "net6"})
+    docker.names.update({NET: "net1", NET6: "net6", NET_S: "net-s", NET_T: "net-t"})
     driver = Driver(client, HOST, docker, reconcile=hooks.reconcile,  # type: ignore[arg-type]
-                    create_veth=hooks.create_veth, delete_veth=hooks.delete_veth)
+                    create_veth=hooks.create_veth, delete_veth=hooks.delete_veth,
+                    gateway_prefixes=hooks.gateway_prefixes, add_address=hooks.add_address)
     servers = serve(driver, os.path.join(socket_dir, "plugins"))
     try:
         yield Plugin(client, docker, hooks, os.path.join(socket_dir, "plugins"))
@@ -201,9 +226,12 @@ def create_endpoint(network_id: str, endpoint_id: str, address: str, address6: s
             "Options": PORTS if options is None else options}
 
 
-def join(network_id: str, endpoint_id: str) -> dict[str, Any]:
-    return {"NetworkID": network_id, "EndpointID": endpoint_id,
-            "SandboxKey": "/var/run/docker/netns/562084fcd28c", "Options": PORTS}
+SANDBOX = "/var/run/docker/netns/562084fcd28c"
+
+
+def join(network_id: str, endpoint_id: str, sandbox: str = SANDBOX) -> dict[str, Any]:
+    return {"NetworkID": network_id, "EndpointID": endpoint_id, "SandboxKey": sandbox,
+            "Options": PORTS}
 
 
 def ids(network_id: str, endpoint_id: str) -> dict[str, str]:
@@ -558,7 +586,7 @@ def test_concurrent_endpoint_lifecycles(plugin: Plugin) -> None:
         address = answer["Address"]
         for kind, method, body in (
                 ("net", "CreateEndpoint", create_endpoint(NET, endpoint_id, address)),
-                ("net", "Join", join(NET, endpoint_id)),
+                ("net", "Join", join(NET, endpoint_id, f"/var/run/docker/netns/{n:012x}")),
                 ("net", "Leave", ids(NET, endpoint_id)),
                 ("net", "DeleteEndpoint", ids(NET, endpoint_id)),
                 ("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
@@ -715,3 +743,141 @@ def test_pending_addresses_age_into_findings_and_repairs(plugin: Plugin) -> None
     # Docker's ReleaseAddress of it afterwards is quiet
     plugin.ok("ipam", "ReleaseAddress", {"PoolID": "calico-v4",
                                          "Address": address.split("/")[0]})
+
+
+# ------------------------------------------------------------------------------ several networks
+# `docker network connect` (issue: "error setting interface routes to 169.254.1.1/32: file
+# exists"): each Calico interface of a container gets its own connected route to the
+# gateway, and a --subnet network's routes go through a next hop only that interface has a
+# connected route to (Docker binds a next-hop route to the interface of the next hop's
+# most specific route).
+
+SUBNET6 = "fd00:66::/64"
+EP_A, EP_B, EP_C = (f"{n:x}" * 64 for n in (10, 11, 12))
+
+
+def subnet_network(network_id: str, subnet: str, subnet6: str = "") -> dict[str, Any]:
+    """CreateNetwork of ``docker network create --subnet S [--ipv6 --subnet S6]``."""
+    body = create_network(network_id, ipv6=bool(subnet6))
+    body["IPv4Data"][0].update(Pool=subnet)
+    if subnet6:
+        body["IPv6Data"][0].update(Pool=subnet6)
+    return body
+
+
+def endpoint_on(plugin: Plugin, network_id: str, endpoint_id: str, pool_id: str,
+                pool_id6: str = "") -> None:
+    """RequestAddress (both families with ``pool_id6``) and CreateEndpoint."""
+    address = plugin.ipam("RequestAddress", request_address(pool_id))[1]["Address"]
+    address6 = plugin.ipam("RequestAddress", request_address(pool_id6))[1]["Address"] \
+        if pool_id6 else ""
+    plugin.ok("net", "CreateEndpoint",
+              create_endpoint(network_id, endpoint_id, address, address6), replay=False)
+
+
+def gateway(prefix: int) -> dict[str, Any]:
+    return {"Destination": str(netaddr.IPNetwork(f"169.254.1.1/{prefix}").cidr),
+            "RouteType": 1, "NextHop": ""}
+
+
+def test_next_hop_is_held_by_its_own_gateway_route_alone() -> None:
+    assert [next_hop_v4(str(netaddr.IPNetwork(f"169.254.1.1/{p}").cidr))
+            for p in (32, 31, 30, 29, 24)] == [
+        "169.254.1.1", "169.254.1.0", "169.254.1.2", "169.254.1.4", "169.254.1.128"]
+    hop6 = endpoint_gateway6(EP)
+    assert netaddr.IPAddress(hop6) in netaddr.IPNetwork("fe80::/64") and hop6 != GATEWAY_V6
+    assert hop6 == endpoint_gateway6(EP) != endpoint_gateway6(EP2)
+
+
+def test_each_interface_gets_its_own_gateway_route(plugin: Plugin) -> None:
+    """docker run --net S, then docker network connect: /32, then /31, then /30; each
+    --subnet network's route through its interface's own next hop; a replay answers the
+    same; an interface that left frees its route."""
+    plugin.ok("net", "CreateNetwork", subnet_network(NET_S, SUBNET))
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    endpoint_on(plugin, NET_S, EP_A, f"calico-v4:{SUBNET}")
+    endpoint_on(plugin, NET, EP_B, "calico-v4")
+    endpoint_on(plugin, NET, EP_C, "calico-v4")
+    # the first Join comes before runc made the namespace
+    first = plugin.ok("net", "Join", join(NET_S, EP_A))
+    assert first["StaticRoutes"] == [
+        gateway(32), {"Destination": SUBNET, "RouteType": 0, "NextHop": "169.254.1.1"}]
+    plugin.hooks.namespaces[SANDBOX] = {32}  # Docker moved it in, with its route
+    second = plugin.ok("net", "Join", join(NET, EP_B))  # and replayed: the same answer
+    assert second["StaticRoutes"] == [gateway(31)]  # a whole-pool network: no more
+    assert second["Gateway"] == "169.254.1.1"
+    plugin.hooks.namespaces[SANDBOX] = {32, 31}
+    plugin.ok("net", "Leave", ids(NET, EP_B))
+    plugin.hooks.namespaces[SANDBOX] = {32}
+    assert plugin.ok("net", "Join", join(NET, EP_C))["StaticRoutes"] == [gateway(31)]
+    plugin.hooks.namespaces[SANDBOX] = {32, 31}
+    # a --subnet network on the third interface: its route goes via 169.254.1.2, which
+    # only 169.254.1.0/30 holds
+    plugin.ok("net", "Leave", ids(NET_S, EP_A))
+    plugin.ok("net", "DeleteEndpoint", ids(NET_S, EP_A))
+    endpoint_on(plugin, NET_S, EP_A, f"calico-v4:{SUBNET}")
+    third = plugin.ok("net", "Join", join(NET_S, EP_A))
+    assert third["StaticRoutes"] == [
+        gateway(30), {"Destination": SUBNET, "RouteType": 0, "NextHop": "169.254.1.2"}]
+
+
+def test_every_network_joined_before_the_namespace_exists(plugin: Plugin) -> None:
+    """docker create --net S; docker network connect T; docker start (compose does this):
+    Docker joins both before runc makes the namespace, so the plugin counts its own
+    answers for the sandbox."""
+    plugin.client.add_pool(IPPool(SUBNET6))
+    plugin.ok("net", "CreateNetwork", subnet_network(NET_S, SUBNET))
+    plugin.ok("net", "CreateNetwork", subnet_network(NET_T, "10.67.7.0/24", SUBNET6))
+    plugin.client.add_pool(IPPool("10.67.7.0/24"))
+    endpoint_on(plugin, NET_S, EP_A, f"calico-v4:{SUBNET}")
+    endpoint_on(plugin, NET_T, EP_B, "calico-v4:10.67.7.0/24", f"calico-v6:{SUBNET6}")
+    a = plugin.ok("net", "Join", join(NET_S, EP_A))
+    plugin.hooks.calls.clear()
+    b = plugin.ok("net", "Join", join(NET_T, EP_B))
+    assert [r["Destination"] for r in a["StaticRoutes"]] == ["169.254.1.1/32", SUBNET]
+    hop6 = endpoint_gateway6(EP_B)
+    assert b["StaticRoutes"] == [
+        gateway(31),
+        {"Destination": f"{hop6}/128", "RouteType": 1, "NextHop": ""},
+        {"Destination": "10.67.7.0/24", "RouteType": 0, "NextHop": "169.254.1.0"},
+        {"Destination": SUBNET6, "RouteType": 0, "NextHop": hop6}]
+    assert b["GatewayIPv6"] == GATEWAY_V6  # the default route: any host veth answers it
+    # the host veth holds the IPv6 next hop before Join answers (and again on a replay)
+    assert plugin.hooks.calls[:3] == [
+        ("create_veth", "cali" + EP_B[:11], "tmp" + EP_B[:11], container_mac(EP_B)),
+        ("add_address", "cali" + EP_B[:11], hop6), ("reconcile",)]
+    # another container's sandbox starts from the /32 again
+    endpoint_on(plugin, NET_S, EP_C, f"calico-v4:{SUBNET}")
+    other = plugin.ok("net", "Join", join(NET_S, EP_C, "/var/run/docker/netns/0123456789ab"))
+    assert other["StaticRoutes"][0] == gateway(32)
+
+
+def test_namespace_is_read_as_dockerd_sees_it(plugin: Plugin) -> None:
+    """A plugin whose mount namespace does not receive Docker's mounts sees an empty file
+    at SandboxKey: it reads /proc/<dockerd>/root/<SandboxKey> instead."""
+    plugin.docker.daemon_pid = lambda: 4242  # type: ignore[method-assign]
+    plugin.hooks.namespaces["/proc/4242/root" + SANDBOX] = {32}
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    endpoint_on(plugin, NET, EP_B, "calico-v4")
+    assert plugin.ok("net", "Join", join(NET, EP_B))["StaticRoutes"] == [gateway(31)]
+
+
+def test_at_most_nine_calico_interfaces(plugin: Plugin) -> None:
+    plugin.hooks.namespaces[SANDBOX] = set(range(24, 33))
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    endpoint_on(plugin, NET, EP_B, "calico-v4")
+    assert "at most 9 Calico networks" in plugin.error("net", "Join", join(NET, EP_B))
+    assert not any(call[0] == "create_veth" for call in plugin.hooks.calls)
+
+
+def test_whole_pool_networks_keep_out_of_subnet_networks_pools(plugin: Plugin) -> None:
+    """A whole-pool network's address inside a --subnet network's pool would be routed,
+    in a container on both, through the --subnet network's interface."""
+    plugin.ok("net", "CreateNetwork", subnet_network(NET_S, SUBNET))
+    got = [plugin.ipam("RequestAddress", request_address("calico-v4"))[1]["Address"]
+           for _ in range(70)]  # more than a block: new blocks come from POOL4 too
+    assert all(netaddr.IPAddress(a[:-3]) in netaddr.IPNetwork(POOL4) for a in got), got
+    # with no other pool left, whole-pool networks share the --subnet network's pool
+    plugin.client.update_pool(POOL4, disabled=True)
+    address = plugin.ipam("RequestAddress", request_address("calico-v4"))[1]["Address"]
+    assert netaddr.IPAddress(address[:-3]) in netaddr.IPNetwork(SUBNET)

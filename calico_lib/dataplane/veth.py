@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import CalicoError
+
+#: IFA_F_NODAD: the address is usable at once
+IFA_F_NODAD = 0x02
 
 #: every host-side veth has this MAC: the container's gateway (169.254.1.1) answers with it
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -68,19 +72,46 @@ def delete_veth(host: str) -> bool:
     return True
 
 
-def gateway_prefixes(sandbox: str, gateway: str) -> set[int]:
+def add_address(interface: str, address: str) -> bool:
+    """Give ``interface`` the link-local IPv6 ``address`` (a /128, no duplicate address
+    detection: usable at once); True if added, False if it was there already."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=interface)
+        if not found:
+            raise VethError(f"adding {address} to {interface}: no such interface")
+        try:
+            ipr.addr("add", index=found[0], address=address, prefixlen=128,
+                     flags=IFA_F_NODAD)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                return False
+            raise VethError(f"adding {address} to {interface} failed: {exc}") from None
+    return True
+
+
+def gateway_prefixes(sandbox: str, gateway: str) -> set[int] | None:
     """The prefix lengths of the connected routes to ``gateway`` that a container's network
-    namespace (``sandbox``: Docker's SandboxKey path) already has, one per interface joined
-    to a Calico network. An empty set when the namespace is gone or unreadable."""
-    target = ipaddress.ip_address(gateway)
+    namespace (``sandbox``: a path to it, e.g. Docker's SandboxKey) already has, one per
+    interface joined to a Calico network; None when ``sandbox`` is not a namespace."""
+    if not sandbox.startswith("/"):
+        return None
+    return _gateway_routes(sandbox, ipaddress.ip_address(gateway))
+
+
+def _gateway_routes(path: str, target: ipaddress.IPv4Address | ipaddress.IPv6Address
+                    ) -> set[int] | None:
+    family = socket.AF_INET if target.version == 4 else socket.AF_INET6
     found: set[int] = set()
-    try:
-        with NetNS(sandbox) as ns:
-            for msg in ns.route("dump", family=socket.AF_INET):
-                dst = msg.get("dst") or "0.0.0.0"
+    try:  # a namespace is a file of nsfs: anything else (Docker's placeholder) costs no fork
+        if os.stat(path).st_dev != os.stat("/proc/self/ns/net").st_dev:
+            return None
+        # flags=0: never create a namespace (pyroute2's default would, at a missing path)
+        with NetNS(path, flags=0) as ns:
+            for msg in ns.route("dump", family=family):
+                dst = msg.get("dst") or ("0.0.0.0" if target.version == 4 else "::")
                 net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
-                if msg["dst_len"] >= 24 and target in net and not msg.get("gateway"):
+                if target in net and msg["dst_len"] and not msg.get("gateway"):
                     found.add(msg["dst_len"])
     except (OSError, NetlinkError, ValueError):
-        return set()
+        return None
     return found

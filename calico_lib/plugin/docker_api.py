@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 from typing import Any
 from urllib.parse import quote
 
@@ -59,6 +60,19 @@ class DockerAPI:
             return json.loads(body)
         except (ValueError, RecursionError):
             raise DockerError(f"docker: GET {path}: the answer is not JSON") from None
+
+    def daemon_pid(self) -> int | None:
+        """The pid of the process serving the socket (its SO_PEERCRED; None: unknown, e.g.
+        in another pid namespace)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.socket_path)
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+        except OSError:
+            return None
+        return struct.unpack("3i", creds)[0] or None
 
     def network(self, network_id: str) -> dict[str, Any]:
         path = f"/networks/{quote(network_id, safe='')}"

@@ -122,6 +122,9 @@ def sync_once(client: Client, host: str, docker: Any, now: float, grace: float
     nothing)."""
     local = read_local(client, host)
     docker_ids = docker.endpoint_ids()
+    log.debug("docker sync: Docker lists %d endpoint(s); this host has %d Docker-made "
+              "endpoint(s) and %d handle(s)", len(docker_ids), len(local.endpoints),
+              len(local.handles))
     return apply(client, plan(local, docker_ids, now, grace))
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -52,15 +53,37 @@ class DriverError(CalicoError):
 def gateway_route(taken: set[int]) -> str:
     """The connected route to the gateway for a container's next Calico interface.
 
-    Every interface reaches 169.254.1.1 by proxy ARP, but a container's routing table can
-    hold one 169.254.1.1/32: the first interface gets the /32, a second (`docker network
-    connect`) the /31 that also holds it, and so on, so that Docker can route through the
-    gateway on whichever interface it picks for the default route.
+    Every interface reaches 169.254.1.1 by proxy ARP, but Docker refuses a second connected
+    169.254.1.1/32 in one container ("file exists"): the first interface gets the /32, a
+    second (`docker network connect`) the /31 that also holds it, and so on. Docker puts
+    the default route through the gateway's most specific route: the first interface
+    while it is there, the next one after it left.
     """
     for prefix in range(32, 23, -1):
         if prefix not in taken:
             return str(netaddr.IPNetwork(f"{GATEWAY_V4}/{prefix}").cidr)
     raise DriverError("a container can join at most 9 Calico networks")
+
+
+def next_hop_v4(route: str) -> str:
+    """The next hop for the static routes of the interface whose connected gateway route is
+    ``route``: the gateway itself for the /32, else an address ``route`` holds and no
+    narrower gateway route does (169.254.1.0 for the /31, .2 for the /30, ...). The host
+    answers it by proxy ARP like the gateway."""
+    net = netaddr.IPNetwork(route)
+    if net.prefixlen == 32:
+        return GATEWAY_V4
+    inner = netaddr.IPNetwork(f"{GATEWAY_V4}/{net.prefixlen + 1}").cidr
+    return str(next(a for a in net if a not in inner))
+
+
+def endpoint_gateway6(endpoint_id: str) -> str:
+    """The IPv6 next hop of an endpoint's --subnet routes: a link-local address of its host
+    veth, fe80::eeee: and 48 bits of a hash of the id (the gateway fe80::ecee:eeff:feee:eeee
+    is on every host veth, so Docker could bind a route through it to any interface)."""
+    digest = hashlib.sha256(b"gateway6:" + endpoint_id.encode()).digest()
+    suffix = (0xEEEE << 48) | int.from_bytes(digest[:6], "big")
+    return str(netaddr.IPAddress((0xFE80 << 112) | suffix, 6))
 
 
 def host_veth(endpoint_id: str) -> str:
@@ -84,6 +107,21 @@ def _field(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def _subnet_pools(record: Any) -> list[str]:
+    """The --subnet pools a stored Docker network record names (a whole-pool network's
+    are 0.0.0.0/0 and ::/0)."""
+    pools = record.get("pools") if isinstance(record, dict) else None
+    out = []
+    for pool in pools if isinstance(pools, list) else []:
+        try:
+            net = netaddr.IPNetwork(pool)
+        except (netaddr.AddrFormatError, TypeError, ValueError):
+            continue
+        if net.prefixlen:
+            out.append(str(net.cidr))
+    return out
+
+
 def _strip(address: str | None) -> str | None:
     return address.split("/", 1)[0] if address else None
 
@@ -93,7 +131,8 @@ class Driver:
                  reconcile: Callable[[], Any] | None = None,
                  create_veth: Callable[[str, str, str | None], bool] | None = None,
                  delete_veth: Callable[[str], bool] | None = None,
-                 gateway_prefixes: Callable[[str, str], set[int]] | None = None) -> None:
+                 gateway_prefixes: Callable[[str, str], set[int] | None] | None = None,
+                 add_address: Callable[[str, str], bool] | None = None) -> None:
         self.client = client
         self.hostname = hostname
         self.docker = docker
@@ -102,6 +141,12 @@ class Driver:
         self.create_veth = create_veth or (lambda host, peer, mac: True)
         self.delete_veth = delete_veth or (lambda host: True)
         self.gateway_prefixes = gateway_prefixes or (lambda sandbox, gateway: set())
+        self.add_address = add_address or (lambda interface, address: True)
+        # SandboxKey -> endpoint id -> the gateway route prefix its Join answered: Docker
+        # joins every network of a container it starts before the namespace exists
+        # (`docker create`, `network connect`, `start`; compose does that)
+        self._given: dict[str, dict[str, int]] = {}
+        self._given_lock = threading.Lock()
 
     # ------------------------------------------------------------------ IPAM driver
 
@@ -145,7 +190,7 @@ class Driver:
         if match is None:
             raise DriverError(f"PoolID {pool_id!r} was not made by calico-ipam")
         version, subnet = int(match.group(1)), match.group(2)
-        only = [subnet] if subnet else None
+        only = [subnet] if subnet else self._shared_pools(version)
         options = body.get("Options") or {}
         if options.get("RequestAddressType") == "com.docker.network.gateway":
             # Docker asks for a gateway only when the pool named none; ours is link-local.
@@ -167,6 +212,22 @@ class Driver:
                                               num_ipv4=1 if version == 4 else 0,
                                               num_ipv6=1 if version == 6 else 0, pools=only)
         return {"Address": f"{result.addresses[0]}/{prefix}", "Data": {}}
+
+    def _shared_pools(self, version: int) -> list[str] | None:
+        """The pools a network without --subnet assigns from: the enabled ones no --subnet
+        network (of any host) was created on, so that in a container on both, a --subnet
+        network's route to its pool leads only to its own peers; every pool when that
+        leaves none."""
+        dedicated: set[str] = set()
+        for kv in self.client.store.list(keys.DOCKER_NETWORKS):
+            try:
+                record = json.loads(kv.value)
+            except ValueError:
+                continue
+            dedicated.update(_subnet_pools(record))
+        shared = [p.cidr for p in self.client.list_pools()
+                  if p.version == version and not p.disabled and p.cidr not in dedicated]
+        return shared or None
 
     def release_address(self, body: dict[str, Any]) -> dict[str, Any]:
         address = _strip(_field(body, "Address"))
@@ -257,6 +318,7 @@ class Driver:
 
     def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _field(body, "EndpointID")
+        self._forget(endpoint_id)
         # the record and the addresses go together: no moment where either is left alone
         if self.client.ipam.end_endpoint(self.hostname, endpoint_id) is None:
             log.warning("DeleteEndpoint %s: its handle belongs to another host; its "
@@ -271,50 +333,95 @@ class Driver:
         except (NotFoundError, ValidationError):
             raise DriverError(f"endpoint {endpoint_id[:12]} is unknown: CreateEndpoint "
                               "first") from None
+        subnets = self._subnets(_field(body, "NetworkID"))
+        # Docker binds a next-hop route to the interface of its next hop's most specific
+        # route, so each interface's routes go through a next hop only it has a connected
+        # route to: IPv4 the gateway address its own gateway route holds alone, IPv6 a
+        # link-local address of this endpoint's host veth.
+        hop6 = endpoint_gateway6(endpoint_id) if endpoint.ipv6_nets and any(
+            ":" in s for s in subnets) else None
+        routes: list[dict[str, Any]] = []
+        hop4 = GATEWAY_V4
+        sandbox = str(body.get("SandboxKey") or "")
+        if endpoint.ipv4_nets:
+            connected = self._gateway_route_for(sandbox, endpoint_id)
+            routes.append({"Destination": connected, "RouteType": 1, "NextHop": ""})
+            hop4 = next_hop_v4(connected)
+        if hop6:
+            routes.append({"Destination": f"{hop6}/128", "RouteType": 1, "NextHop": ""})
+        for subnet in subnets:  # a --subnet network's peers: through its own interface
+            if ":" not in subnet and endpoint.ipv4_nets:
+                routes.append({"Destination": subnet, "RouteType": 0, "NextHop": hop4})
+            elif ":" in subnet and hop6:
+                routes.append({"Destination": subnet, "RouteType": 0, "NextHop": hop6})
+
         created = self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac)
         try:
+            if hop6:
+                self.add_address(endpoint.interface, hop6)
             self.reconcile()  # routes and firewall exist before the container starts
         except CalicoError:
+            self._forget(endpoint_id)
             if created:  # Docker will not Leave a failed Join: leave nothing behind
                 self.delete_veth(endpoint.interface)
             raise
         answer: dict[str, Any] = {
             "InterfaceName": {"SrcName": peer_veth(endpoint_id), "DstPrefix": "eth"},
-            "StaticRoutes": [],
+            "StaticRoutes": routes,
         }
-        subnets = self._subnets(_field(body, "NetworkID"))
         if endpoint.ipv4_nets:
             answer["Gateway"] = GATEWAY_V4
-            taken = self.gateway_prefixes(str(body.get("SandboxKey") or ""), GATEWAY_V4)
-            answer["StaticRoutes"].append(
-                {"Destination": gateway_route(taken), "RouteType": 1, "NextHop": ""})
         if endpoint.ipv6_nets:
             answer["GatewayIPv6"] = GATEWAY_V6
-        for subnet in subnets:  # a --subnet network's peers: through its own interface
-            version = netaddr.IPNetwork(subnet).version
-            if (endpoint.ipv4_nets if version == 4 else endpoint.ipv6_nets):
-                answer["StaticRoutes"].append(
-                    {"Destination": subnet, "RouteType": 0,
-                     "NextHop": GATEWAY_V4 if version == 4 else GATEWAY_V6})
         return answer
+
+    def _gateway_route_for(self, sandbox: str, endpoint_id: str) -> str:
+        """The connected gateway route of this endpoint's interface: what its Join got
+        before (a replay gets the same answer), else the next one free in the container,
+        counting the routes its namespace has and those given to its other endpoints."""
+        with self._given_lock:
+            given = self._given.get(sandbox, {}).get(endpoint_id)
+        if given is not None:
+            return str(netaddr.IPNetwork(f"{GATEWAY_V4}/{given}").cidr)
+        seen = self._gateway_prefixes(sandbox)  # netlink in a child: not under the lock
+        if seen is None:  # normal for `docker run`: runc makes the namespace after Join
+            log.debug("Join %s: no network namespace at %s yet", endpoint_id[:12],
+                      sandbox or "(no SandboxKey)")
+        if not sandbox:  # nothing to count answers by
+            return gateway_route(seen or set())
+        with self._given_lock:
+            others = self._given.setdefault(sandbox, {})
+            route = gateway_route((seen or set()) | set(others.values()))
+            others[endpoint_id] = netaddr.IPNetwork(route).prefixlen
+        return route
+
+    def _forget(self, endpoint_id: str) -> None:
+        """The endpoint left its container: its gateway route is free again."""
+        with self._given_lock:
+            for sandbox, given in list(self._given.items()):
+                if given.pop(endpoint_id, None) is not None and not given:
+                    del self._given[sandbox]
+
+    def _gateway_prefixes(self, sandbox: str) -> set[int] | None:
+        """The gateway routes the container already has (see ``gateway_route``). Docker
+        mounts the namespace at SandboxKey in its own mount namespace: a plugin in another
+        one that does not receive Docker's mounts (a private root, ``ip netns exec``) sees
+        an empty file there, so the path is also read as dockerd sees it."""
+        taken = self.gateway_prefixes(sandbox, GATEWAY_V4)
+        if taken is None and sandbox.startswith("/"):
+            pid = self.docker.daemon_pid()
+            if pid is not None:
+                taken = self.gateway_prefixes(f"/proc/{pid}/root{sandbox}", GATEWAY_V4)
+        return taken
 
     def _subnets(self, network_id: str) -> list[str]:
         """The pools a network was created on with --subnet (none for a whole-pool one)."""
         kv = self.client.store.get(keys.docker_network(network_id))
-        record = json.loads(kv.value) if kv else {}
-        pools = record.get("pools") if isinstance(record, dict) else None
-        out = []
-        for pool in pools if isinstance(pools, list) else []:
-            try:
-                net = netaddr.IPNetwork(pool)
-            except (netaddr.AddrFormatError, TypeError, ValueError):
-                continue
-            if net.prefixlen:
-                out.append(str(net.cidr))
-        return out
+        return _subnet_pools(json.loads(kv.value)) if kv else []
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _field(body, "EndpointID")
+        self._forget(endpoint_id)
         self.delete_veth(host_veth(endpoint_id))
         return {}
 

@@ -27,7 +27,7 @@ from typing import Any
 from .. import datastore, logsafe
 from ..agent import resolve_hostname
 from ..client import connect
-from ..dataplane.veth import create_veth, delete_veth, gateway_prefixes
+from ..dataplane.veth import add_address, create_veth, delete_veth, gateway_prefixes
 from ..errors import CalicoError
 from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 from .docker_api import DEFAULT_DOCKER_SOCKET, DockerAPI
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logsafe.configure(args.log_level, "calico-docker-plugin")
+    # pyroute2 logs every netlink message at DEBUG: the plugin's own lines would drown
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         client = connect(**datastore.options(args))
     except CalicoError as exc:
@@ -328,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     driver = Driver(client, hostname, DockerAPI(args.docker_socket), reconcile=program,
                     create_veth=create_veth, delete_veth=delete_veth,
-                    gateway_prefixes=gateway_prefixes)
+                    gateway_prefixes=gateway_prefixes, add_address=add_address)
     servers = serve(driver, args.socket_dir)
     syncer = Syncer(client, hostname, driver.docker, args.docker_sync_interval,
                     args.docker_sync_grace, after_change=program)
