@@ -47,14 +47,16 @@ BLOCK_BATCH = 40
 
 
 def connect(url: str | None = None, create: bool = True, etcd_ca: str | None = None,
-            etcd_cert: str | None = None, etcd_key: str | None = None) -> Client:
+            etcd_cert: str | None = None, etcd_key: str | None = None,
+            etcd_user: str | None = None, etcd_password_file: str | None = None) -> Client:
     """Open a client on the datastore ``url`` (else $CALICO_DATASTORE, calico.conf, default),
-    etcd's TLS files resolved the same way (etcds:// URLs).
+    etcd's TLS files and credentials resolved the same way (etcds:// URLs).
 
     ``create=False`` for read-only use: a missing embedded store is an error, not created.
     """
     return Client(open_datastore(url, create=create, etcd_ca=etcd_ca, etcd_cert=etcd_cert,
-                                 etcd_key=etcd_key))
+                                 etcd_key=etcd_key, etcd_user=etcd_user,
+                                 etcd_password_file=etcd_password_file))
 
 
 class Client:

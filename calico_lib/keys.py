@@ -61,6 +61,11 @@ def peer(address: str, node_name: str | None = None) -> str:
     return f"{NODE_PEERS}{node_name}/{address}"
 
 
+def docker_networks(host: str) -> str:
+    """A host's records of its Docker networks (Calico's networks are local to a host)."""
+    return f"{DOCKER_NETWORKS}{host}/"
+
+
 def docker_network(network_id: str) -> str:
     return DOCKER_NETWORKS + network_id
 

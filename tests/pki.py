@@ -69,8 +69,12 @@ class Pki:
         usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if server:
             usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        # an empty cn: a subject with only an organisation (etcd's JSON gateway refuses
+        # a client certificate with a common name once authentication is on)
+        subject = (x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]) if cn else
+                   x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "calico")]))
         builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                   .subject_name(subject)
                    .issuer_name(self.cert.subject).public_key(key.public_key())
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(start).not_valid_after(end)
@@ -78,7 +82,7 @@ class Pki:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), False)
         cert = builder.sign(self.key, hashes.SHA256())
-        stem = cn.replace("/", "_")
+        stem = cn.replace("/", "_") or f"anonymous-{x509.random_serial_number() % 10**6}"
         pair = Pair(str(self.dir / f"{stem}.crt"), str(self.dir / f"{stem}.key"))
         Path(pair.cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(Path(pair.key), key)

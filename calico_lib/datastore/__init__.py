@@ -23,7 +23,8 @@ URL_HELP = ("use sqlite:////absolute/path.db, etcd://host:port[,host:port...] or
             "etcds://host:port[,host:port...] (TLS)")
 #: the settings calico.conf may hold, and the environment variable of each
 SETTINGS = {"datastore": "CALICO_DATASTORE", "etcd_ca": "CALICO_ETCD_CA",
-            "etcd_cert": "CALICO_ETCD_CERT", "etcd_key": "CALICO_ETCD_KEY"}
+            "etcd_cert": "CALICO_ETCD_CERT", "etcd_key": "CALICO_ETCD_KEY",
+            "etcd_user": "CALICO_ETCD_USER", "etcd_password_file": "CALICO_ETCD_PASSWORD_FILE"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Settings:
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
+    #: etcd authentication (roles per kind of writer): the user, and a file holding its
+    #: password on the first line
+    etcd_user: str | None = None
+    etcd_password_file: str | None = None
 
 
 def add_arguments(parser: Any) -> None:
@@ -54,19 +59,25 @@ def add_arguments(parser: Any) -> None:
                         help="sqlite:////path.db, etcd://host:port[,host:port] or "
                              "etcds://host:port[,...] (TLS); default: $CALICO_DATASTORE, "
                              "datastore in /etc/calico/calico.conf, " + DEFAULT_URL)
-    for name, what in (("ca", "the CA that signed etcd's certificate"),
-                       ("cert", "this client's certificate"), ("key", "its private key")):
-        parser.add_argument(f"--etcd-{name}", metavar="PATH", default=argparse.SUPPRESS,
-                            help=f"etcds://: {what} (default: $CALICO_ETCD_{name.upper()}, "
-                                 f"etcd_{name} in calico.conf)")
+    for name, what, meta in (("ca", "the CA that signed etcd's certificate", "PATH"),
+                             ("cert", "this client's certificate", "PATH"),
+                             ("key", "its private key", "PATH"),
+                             ("user", "etcd user (with authentication on)", "NAME"),
+                             ("password-file", "a file with that user's password", "PATH")):
+        env = "CALICO_ETCD_" + name.upper().replace("-", "_")
+        parser.add_argument(f"--etcd-{name}", metavar=meta, default=argparse.SUPPRESS,
+                            help=f"etcds://: {what} (default: ${env}, "
+                                 f"etcd_{name.replace('-', '_')} in calico.conf)")
+
+
+TLS_OPTIONS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
 
 
 def options(args: Any) -> dict[str, str | None]:
     """``open_datastore``'s keyword arguments from parsed ``add_arguments`` options."""
-    return {"url": getattr(args, "datastore", None),
-            "etcd_ca": getattr(args, "etcd_ca", None),
-            "etcd_cert": getattr(args, "etcd_cert", None),
-            "etcd_key": getattr(args, "etcd_key", None)}
+    out = {"url": getattr(args, "datastore", None)}
+    out.update({name: getattr(args, name, None) for name in TLS_OPTIONS})
+    return out
 
 
 def read_config(config_file: str = CONFIG_FILE) -> dict[str, str]:
@@ -85,12 +96,15 @@ def read_config(config_file: str = CONFIG_FILE) -> dict[str, str]:
 
 def resolve(url: str | None = None, etcd_ca: str | None = None,
             etcd_cert: str | None = None, etcd_key: str | None = None,
+            etcd_user: str | None = None, etcd_password_file: str | None = None,
             config_file: str = CONFIG_FILE) -> Settings:
     """Every datastore setting: the argument, else $CALICO_DATASTORE / $CALICO_ETCD_CA /
-    $CALICO_ETCD_CERT / $CALICO_ETCD_KEY, else calico.conf's ``datastore``, ``etcd_ca``,
-    ``etcd_cert``, ``etcd_key``, else the default (the SQLite file, no TLS files)."""
+    $CALICO_ETCD_CERT / $CALICO_ETCD_KEY / $CALICO_ETCD_USER / $CALICO_ETCD_PASSWORD_FILE,
+    else calico.conf's ``datastore``, ``etcd_ca``, ``etcd_cert``, ``etcd_key``,
+    ``etcd_user``, ``etcd_password_file``, else the default (the SQLite file, no TLS)."""
     given = {"datastore": url, "etcd_ca": etcd_ca, "etcd_cert": etcd_cert,
-             "etcd_key": etcd_key}
+             "etcd_key": etcd_key, "etcd_user": etcd_user,
+             "etcd_password_file": etcd_password_file}
     conf: dict[str, str] | None = None
     out: dict[str, str | None] = {}
     for name, env in SETTINGS.items():
@@ -100,7 +114,7 @@ def resolve(url: str | None = None, etcd_ca: str | None = None,
             value = conf.get(name)
         out[name] = value
     return Settings(out["datastore"] or DEFAULT_URL, out["etcd_ca"], out["etcd_cert"],
-                    out["etcd_key"])
+                    out["etcd_key"], out["etcd_user"], out["etcd_password_file"])
 
 
 def resolve_url(url: str | None = None, config_file: str = CONFIG_FILE) -> str:
@@ -109,13 +123,15 @@ def resolve_url(url: str | None = None, config_file: str = CONFIG_FILE) -> str:
 
 
 def open_datastore(url: str | None = None, create: bool = True, etcd_ca: str | None = None,
-                   etcd_cert: str | None = None, etcd_key: str | None = None) -> Datastore:
+                   etcd_cert: str | None = None, etcd_key: str | None = None,
+                   etcd_user: str | None = None, etcd_password_file: str | None = None
+                   ) -> Datastore:
     """Open the datastore named by ``url`` (each setting resolved with ``resolve``).
 
     ``create=False`` is for readers (listings, checks, check mode): an embedded store that
     does not exist is then an error naming its path instead of a new empty file.
     """
-    settings = resolve(url, etcd_ca, etcd_cert, etcd_key)
+    settings = resolve(url, etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password_file)
     url = settings.url
     _printable("datastore", url)
     if url.startswith("sqlite:///"):
@@ -130,9 +146,10 @@ def open_datastore(url: str | None = None, create: bool = True, etcd_ca: str | N
         if url.startswith(scheme):
             endpoints = _endpoints(url, url[len(scheme):])
             files = _tls_files(settings, scheme) if tls else _no_tls_files(settings)
+            user, password = _credentials(settings)
             from .etcd import EtcdDatastore
 
-            return EtcdDatastore(endpoints, url, tls=files)
+            return EtcdDatastore(endpoints, url, tls=files, user=user, password=password)
     raise ValidationError("datastore", f"{url!r} is not supported; {URL_HELP}")
 
 
@@ -150,6 +167,35 @@ def _endpoints(url: str, rest: str) -> list[tuple[str, int]]:
                                                f"{URL_HELP}")
         endpoints.append((match.group(1), int(match.group(2))))
     return endpoints
+
+
+def _credentials(settings: Settings) -> tuple[str | None, str | None]:
+    """The etcd user and its password (the first line of etcd_password_file, which must be
+    readable by its owner only)."""
+    user, path = settings.etcd_user, settings.etcd_password_file
+    if not user and not path:
+        return None, None
+    if not user or not path:
+        missing = "etcd_user" if path else "etcd_password_file"
+        raise ValidationError(missing, "missing; etcd authentication needs a user and its "
+                                       "password file")
+    _printable("etcd_user", user)
+    _printable("etcd_password_file", path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        raise ValidationError("etcd_password_file", f"{path}: no such file") from None
+    except OSError as exc:
+        raise ValidationError("etcd_password_file", f"{path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ValidationError("etcd_password_file", f"{path} is readable by other users; "
+                                                    "make it 0600")
+    if not lines or not lines[0]:
+        raise ValidationError("etcd_password_file", f"{path} is empty; put the password on "
+                                                    "its first line")
+    return user, lines[0]
 
 
 def _no_tls_files(settings: Settings) -> None:

@@ -76,7 +76,8 @@ class EtcdDatastore(Datastore):
     client's certificate shown to etcd (which, run with --client-cert-auth, requires it)."""
 
     def __init__(self, endpoints: Sequence[tuple[str, int]], url: str | None = None,
-                 tls: Any = None) -> None:
+                 tls: Any = None, user: str | None = None, password: str | None = None
+                 ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         scheme = "etcds://" if tls is not None else "etcd://"
@@ -91,8 +92,29 @@ class EtcdDatastore(Datastore):
         ]
         self._current = 0
         self._lock = threading.Lock()
+        #: etcd authentication (users and roles): this client's user and password; its
+        #: token goes in every request's Authorization header and is renewed when etcd
+        #: says it is no longer valid
+        self.user, self._password = user, password
+        self._auth_off = False
 
     # -- plumbing
+
+    def _authenticate(self, client: etcd3gw.client.Etcd3Client) -> None:
+        """A token for this client's user; none needed while authentication is off (the
+        user then exists already, or will once an operator turns authentication on)."""
+        client.session.headers.pop("Authorization", None)
+        try:
+            reply = client.post(client.get_url("/auth/authenticate"),
+                                data=json.dumps({"name": self.user,
+                                                 "password": self._password}))
+        except etcd_exc.Etcd3Exception as exc:
+            if "authentication is not enabled" in str(exc.detail_text or exc):
+                self._auth_off = True
+                return
+            raise
+        self._auth_off = False
+        client.session.headers["Authorization"] = reply["token"]
 
     def _call(self, fn: Callable[[etcd3gw.client.Etcd3Client], Any]) -> Any:
         """Run ``fn`` against the first endpoint that answers."""
@@ -101,7 +123,16 @@ class EtcdDatastore(Datastore):
             index = (self._current + step) % len(self._clients)
             client = self._clients[index]
             try:
-                result = fn(client)
+                if (self.user is not None and not self._auth_off
+                        and "Authorization" not in client.session.headers):
+                    self._authenticate(client)
+                try:
+                    result = fn(client)
+                except etcd_exc.Etcd3Exception as exc:
+                    if self.user is None or not _token_refused(exc):
+                        raise
+                    self._authenticate(client)  # expired or revoked: a new token, once
+                    result = fn(client)
             except etcd_exc.ConnectionFailedError as exc:
                 exc.endpoint = (client.host, client.port)  # type: ignore[attr-defined]
                 failures.append(f"{client.host}:{client.port}: {self._reason(exc)}")
@@ -120,7 +151,8 @@ class EtcdDatastore(Datastore):
                     failures.append(f"{client.host}:{client.port}: it speaks TLS only; use "
                                     "etcds:// with etcd_ca, etcd_cert and etcd_key")
                     continue
-                raise DatastoreError(f"etcd {client.host}:{client.port}: {detail}") from None
+                raise DatastoreError(f"etcd {client.host}:{client.port}: "
+                                     f"{self._explain(detail)}") from None
             self._current = index
             return result
         raise DatastoreUnavailable("etcd unreachable (" +
@@ -128,6 +160,20 @@ class EtcdDatastore(Datastore):
 
     def _reason(self, exc: Exception) -> str:
         return _reason(exc, self.tls)
+
+    def _explain(self, detail: str) -> str:
+        """etcd's authentication answers, said for the operator."""
+        if "permission denied" in detail:
+            return (f"permission denied: user {self.user} may not change these keys "
+                    "(hosts write only their own node, endpoints and IPAM records)")
+        if "authentication failed" in detail:
+            return f"authentication failed for user {self.user}: check etcd_password_file"
+        if "user name is empty" in detail:
+            return ("authentication is on: give etcd_user and etcd_password_file")
+        if "CommonName of client" in detail:
+            return ("authentication is on and this client's certificate has a common name, "
+                    "which etcd's JSON gateway refuses: use a certificate without one")
+        return detail
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(lambda c: c.post(c.get_url(path), data=json.dumps(body)))
@@ -206,6 +252,10 @@ class _EtcdWatch(Watch):
                 raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
             except requests.exceptions.ConnectionError as exc:
                 raise etcd_exc.ConnectionFailedError(str(exc)) from None
+            if response.status_code != 200:  # e.g. a token etcd no longer takes
+                text = response.text
+                response.close()
+                raise etcd_exc.Etcd3Exception(text, response.reason)
             try:  # the stream is quiet until something changes: no read time-out on it
                 response.raw.connection.sock.settimeout(None)
             except AttributeError:
@@ -295,6 +345,13 @@ def _diagnose_eof(exc: Exception, tls: Any) -> str:
     except OSError:
         return "it closed the TLS connection: it may not speak TLS (then use etcd://)"
     return "it closed the TLS connection"
+
+
+def _token_refused(exc: etcd_exc.Etcd3Exception) -> bool:
+    """etcd wants a (new) token: the old one expired, or authentication went on."""
+    text = str(getattr(exc, "detail_text", "") or exc)
+    return any(w in text for w in ("invalid auth token", "auth token is expired",
+                                   "user name is empty"))
 
 
 def _reason(exc: Exception, tls: Any = None) -> str:

@@ -40,6 +40,20 @@ options:
       - When not given, E(CALICO_ETCD_KEY), else the C(etcd_key = PATH) line of
         C(/etc/calico/calico.conf).
     type: path
+  etcd_user:
+    description:
+      - The etcd user this host authenticates as when etcd's authentication is on (roles
+        per kind of writer, hosts writing only their own records).
+      - When not given, E(CALICO_ETCD_USER), else the C(etcd_user = NAME) line of
+        C(/etc/calico/calico.conf).
+    type: str
+  etcd_password_file:
+    description:
+      - A file on the managed host holding O(etcd_user)'s password on its first line,
+        readable by its owner only.
+      - When not given, E(CALICO_ETCD_PASSWORD_FILE), else the C(etcd_password_file = PATH)
+        line of C(/etc/calico/calico.conf).
+    type: path
 requirements:
   - The C(calico_lib) Python package on the managed host. The C(calico.docker.node)
     role installs it into C(/opt/calico/venv); point C(ansible_python_interpreter) at

@@ -46,12 +46,15 @@ MISSING_CALICO_LIB = (
 MASK = "********"
 
 
-DATASTORE_OPTIONS = ("datastore", "etcd_ca", "etcd_cert", "etcd_key")
+DATASTORE_OPTIONS = ("datastore", "etcd_ca", "etcd_cert", "etcd_key", "etcd_user",
+                     "etcd_password_file")
 
 
 def datastore_argument_spec():
     return {"datastore": {"type": "str"}, "etcd_ca": {"type": "path"},
-            "etcd_cert": {"type": "path"}, "etcd_key": {"type": "path"}}
+            "etcd_cert": {"type": "path"}, "etcd_key": {"type": "path"},
+            "etcd_user": {"type": "str"},
+            "etcd_password_file": {"type": "path", "no_log": False}}
 
 
 def connect(module, create=True):
@@ -61,8 +64,7 @@ def connect(module, create=True):
     Check mode never creates an embedded store: on a host that has none yet, it compares
     against an empty one in memory (and warns), so a first run can be previewed."""
     p = module.params
-    tls = {"etcd_ca": p.get("etcd_ca"), "etcd_cert": p.get("etcd_cert"),
-           "etcd_key": p.get("etcd_key")}
+    tls = {name: p.get(name) for name in DATASTORE_OPTIONS[1:]}
     try:
         return calico_lib.connect(p.get("datastore"), create=create, **tls)
     except calico_lib.errors.DatastoreMissing as exc:
