@@ -89,9 +89,10 @@ def profile_add(c: Client, a: argparse.Namespace) -> None:
             raise ValidationError("rules", "use a JSON object with inbound_rules and "
                                            "outbound_rules lists")
         profile = Profile.from_dict({"name": a.name, "tags": a.tag or [a.name],
-                                     "labels": _labels(a.label), **rules})
+                                     "labels": _labels(a.label), **rules,
+                                     "docker_network": a.docker_network})
     else:
-        profile = Profile.with_default_rules(a.name)
+        profile = Profile.with_default_rules(a.name, docker_network=a.docker_network)
         profile.tags = sorted(set(profile.tags) | set(a.tag or []))
         profile.labels = Profile(a.name, labels=_labels(a.label)).labels
     c.add_profile(profile)
@@ -517,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", metavar="KEY=VALUE")
     p.add_argument("--rules", metavar="FILE",
                    help="JSON file with inbound_rules and outbound_rules instead of defaults")
+    p.add_argument("--docker-network", action="store_true",
+                   help="the profile of the Docker networks of this name (their containers "
+                        "join it); without it, a network named so is refused")
     p = command(profile, "remove", lambda c, a: c.remove_profile(a.name, force=a.force),
                 "remove a profile (refused while endpoints use it)")
     p.add_argument("name")

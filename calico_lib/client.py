@@ -39,6 +39,7 @@ from .model import (
     parse_network,
 )
 from .records import Reporter, Unreadable, check_records, decode, decode_all
+from .snapshot import DOCKER_LABEL
 from .txn import Tx, transact
 
 DIRECTIONS = ("inbound", "outbound")
@@ -217,12 +218,27 @@ class Client:
         """Create or replace a profile; True when it changed."""
         return self._replace(keys.profile(profile.name), profile)
 
-    def get_profile(self, name: str) -> Profile:
+    def get_profile(self, name: str, stored_only: bool = False) -> Profile:
+        """A profile; a Docker network's profile that has no record yet is its default
+        (unless ``stored_only``)."""
         _name("name", name)
-        return self._get(keys.profile(name), Profile, f"profile {name}")
+        try:
+            return self._get(keys.profile(name), Profile, f"profile {name}")
+        except NotFoundError:
+            if not stored_only and name in self._network_profile_names():
+                return Profile.with_default_rules(name, docker_network=True)
+            raise
 
     def list_profiles(self) -> list[Profile]:
-        return self._list(keys.PROFILES, Profile)
+        """Every profile, with the Docker networks' profiles that have no record yet."""
+        stored = {p.name: p for p in self._list(keys.PROFILES, Profile)}
+        for name in self._network_profile_names() - set(stored):
+            stored[name] = Profile.with_default_rules(name, docker_network=True)
+        return [stored[n] for n in sorted(stored)]
+
+    def _network_profile_names(self) -> set[str]:
+        return {p for e in self._list(keys.ENDPOINTS, Endpoint)
+                if DOCKER_LABEL in e.labels for p in e.profiles}
 
     def remove_profile(self, name: str, force: bool = False) -> None:
         """Remove a profile; refused while endpoints use it (their traffic would all be
@@ -270,11 +286,17 @@ class Client:
         return transact(self.store, write)
 
     def _tx_profile(self, tx: Tx, name: str) -> Profile:
+        """The profile to edit; a Docker network's profile without a record starts from
+        its default rules (editing it is the operator's explicit act)."""
         _name("profile", name)
         data = tx.get(keys.profile(name))
-        if data is None:
-            raise NotFoundError(f"profile {name}: not found")
-        return Profile.from_dict(data)
+        if data is not None:
+            return Profile.from_dict(data)
+        for _, record in tx.list(keys.ENDPOINTS):
+            if (isinstance(record, dict) and DOCKER_LABEL in (record.get("labels") or {})
+                    and name in (record.get("profiles") or [])):
+                return Profile.with_default_rules(name, docker_network=True)
+        raise NotFoundError(f"profile {name}: not found")
 
     # ---------------------------------------------------------------- nodes and BGP
 

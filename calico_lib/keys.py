@@ -66,8 +66,8 @@ def docker_networks(host: str) -> str:
     return f"{DOCKER_NETWORKS}{host}/"
 
 
-def docker_network(network_id: str) -> str:
-    return DOCKER_NETWORKS + network_id
+def docker_network(host: str, network_id: str) -> str:
+    return f"{DOCKER_NETWORKS}{host}/{network_id}"
 
 
 def block(cidr: str) -> str:

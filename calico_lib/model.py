@@ -444,13 +444,23 @@ def _rules(field_name: str, value: Any) -> list[Rule]:
 
 @dataclass
 class Profile(Model):
-    """A group of endpoints (one per Docker network) and the rules in front of them."""
+    """A group of endpoints and the rules in front of them.
+
+    ``docker_network`` marks the profile of the Docker networks of its name: the plugin
+    puts their containers in it. An operator's profile (false) is never joined by naming a
+    network after it: a Docker user could otherwise enter any group. A network whose
+    profile has no record yet gets the default rules."""
+
+    compact: ClassVar[bool] = True  # docker_network only when set
+    always: ClassVar[tuple[str, ...]] = ("name", "tags", "labels", "inbound_rules",
+                                         "outbound_rules")
 
     name: str
     tags: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     inbound_rules: list[Rule] = field(default_factory=list)
     outbound_rules: list[Rule] = field(default_factory=list)
+    docker_network: bool = False
 
     def __post_init__(self) -> None:
         _name("name", self.name)
@@ -458,14 +468,15 @@ class Profile(Model):
         self.labels = _labels("labels", self.labels)
         self.inbound_rules = _rules("inbound_rules", self.inbound_rules)
         self.outbound_rules = _rules("outbound_rules", self.outbound_rules)
+        self.docker_network = _bool("docker_network", self.docker_network)
 
     @classmethod
-    def with_default_rules(cls, name: str) -> Profile:
+    def with_default_rules(cls, name: str, docker_network: bool = False) -> Profile:
         """Members reach each other; outbound is open; everything else inbound is dropped."""
         _name("name", name)
         return cls(name=name, tags=[name],
                    inbound_rules=[Rule(action="allow", src_tag=name)],
-                   outbound_rules=[Rule(action="allow")])
+                   outbound_rules=[Rule(action="allow")], docker_network=docker_network)
 
 
 @dataclass

@@ -63,12 +63,14 @@ def load_snapshot(store: Datastore, hostname: str) -> Snapshot:
 
     agent_config = read(config, AgentConfig)
     bgp_config = read(bgp, BGPConfig)
+    all_endpoints = _one_per_interface(read(endpoints, Endpoint), bad)
     return Snapshot(
         hostname=hostname,
         revision=revision,
         pools=tuple(read(pools, IPPool)),
-        profiles={p.name: p for p in read(profiles, Profile)},
-        endpoints=_one_per_interface(read(endpoints, Endpoint), bad),
+        profiles=with_network_profiles({p.name: p for p in read(profiles, Profile)},
+                                       all_endpoints),
+        endpoints=all_endpoints,
         config=agent_config[0] if agent_config else AgentConfig(),
         nodes=_one_per_address(read(nodes, Node), hostname, bad),
         bgp=bgp_config[0] if bgp_config else BGPConfig(),
@@ -127,3 +129,20 @@ def _one_per_address(nodes: list[Node], hostname: str, bad: list[Unreadable]
             continue
         out[node.name] = node
     return out
+
+
+#: the label the Docker plugin puts on its endpoints (the network's id)
+DOCKER_LABEL = "docker-network"
+
+
+def with_network_profiles(profiles: dict[str, Profile], endpoints: tuple[Endpoint, ...]
+                          ) -> dict[str, Profile]:
+    """``profiles`` plus the default profile of every Docker network whose profile has no
+    record yet (the plugin writes no policy: hosts may not)."""
+    out = dict(profiles)
+    for ep in endpoints:
+        if DOCKER_LABEL in ep.labels:
+            for name in ep.profiles:
+                if name not in out:
+                    out[name] = Profile.with_default_rules(name, docker_network=True)
+    return dict(sorted(out.items()))

@@ -447,7 +447,7 @@ def test_unknown_generic_options_are_named(plugin: Plugin) -> None:
     body = create_network(NET)
     body["Options"]["com.example.unknown"] = "x"
     assert "com.example.unknown" in plugin.error("net", "CreateNetwork", body)
-    assert plugin.client.store.get(keys.docker_network(NET)) is None  # nothing recorded
+    assert plugin.client.store.get(keys.docker_network(HOST, NET)) is None  # nothing recorded
     assert plugin.ok("net", "CreateNetwork", create_network(NET)) == {}
 
 
@@ -881,3 +881,44 @@ def test_whole_pool_networks_keep_out_of_subnet_networks_pools(plugin: Plugin) -
     plugin.client.update_pool(POOL4, disabled=True)
     address = plugin.ipam("RequestAddress", request_address("calico-v4"))[1]["Address"]
     assert netaddr.IPAddress(address[:-3]) in netaddr.IPNetwork(SUBNET)
+
+
+def test_network_named_like_an_operators_profile_is_refused(plugin: Plugin) -> None:
+    """Before: the plugin found the profile existed and used it, so any Docker user who
+    named a network `db` became a member of the operator's `db` group and was let in by
+    every rule written for it. A network's profile is its own (default rules, no record
+    needed); an operator's profile is joined only when the operator marks it."""
+    plugin.client.add_profile(calico_lib.Profile("db", tags=["db"]))  # the operator's
+    plugin.docker.names[NET] = "db"
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    address = plugin.ok("ipam", "RequestAddress", request_address("calico-v4"),
+                        replay=False)["Address"]
+    message = plugin.error("net", "CreateEndpoint", create_endpoint(NET, EP, address))
+    assert "operator's profile" in message and "\n" not in message
+    assert plugin.client.list_endpoints() == []
+    # the operator marks it as the profile of Docker networks named db: now it is joined
+    profile = plugin.client.get_profile("db")
+    profile.docker_network = True
+    plugin.client.put_profile(profile)
+    plugin.ok("net", "CreateEndpoint", create_endpoint(NET, EP, address), replay=False)
+    assert plugin.client.get_endpoint(HOST, EP).profiles == ["db"]
+
+
+def test_the_plugin_writes_no_profile(plugin: Plugin) -> None:
+    """Hosts may not write policy: a network's profile without a record is its default,
+    in the snapshot every host renders and in the API."""
+    plugin.docker.names[NET] = "fresh"
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    address = plugin.ok("ipam", "RequestAddress", request_address("calico-v4"),
+                        replay=False)["Address"]
+    plugin.ok("net", "CreateEndpoint", create_endpoint(NET, EP, address), replay=False)
+    assert plugin.client.store.get(keys.profile("fresh")) is None
+    from calico_lib.snapshot import load_snapshot
+
+    profile = load_snapshot(plugin.client.store, HOST).profiles["fresh"]
+    assert profile.docker_network and profile.tags == ["fresh"]
+    assert plugin.client.get_profile("fresh") == profile
+    # editing it is the operator's explicit act: it starts from the defaults
+    plugin.client.add_rule("fresh", "inbound", calico_lib.Rule(protocol="tcp", dst_ports=[80]))
+    stored = plugin.client.get_profile("fresh")
+    assert stored.docker_network and len(stored.inbound_rules) == 2

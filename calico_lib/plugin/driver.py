@@ -26,8 +26,9 @@ import netaddr
 
 from .. import keys
 from ..client import Client
-from ..errors import AlreadyExistsError, CalicoError, NotFoundError, ValidationError
+from ..errors import CalicoError, NotFoundError, ValidationError
 from ..model import Endpoint, Profile, parse_address
+from ..records import decode
 from ..txn import dumps
 from .docker_api import DockerAPI, DockerError
 
@@ -262,16 +263,20 @@ class Driver:
         record = {"id": network_id,
                   "ipv6": bool(options.get("com.docker.network.enable_ipv6")),
                   "pools": [d.get("Pool") for d in data]}
-        self.client.store.put(keys.docker_network(network_id), dumps(record))
+        self.client.store.put(keys.docker_network(self.hostname, network_id), dumps(record))
         return {}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.client.store.delete(keys.docker_network(_field(body, "NetworkID")))
+        self.client.store.delete(keys.docker_network(self.hostname, _field(body, "NetworkID")))
         return {}
 
     def _profile_for(self, network_id: str) -> str:
-        """The profile of a network: named after the network's name in Docker."""
-        kv = self.client.store.get(keys.docker_network(network_id))
+        """The profile of a network: named after the network's name in Docker.
+
+        The plugin writes no profile (hosts may not write policy): a network whose profile
+        has no record gets the default rules from every host's snapshot. A profile of
+        that name that an operator made for other uses is refused, never joined."""
+        kv = self.client.store.get(keys.docker_network(self.hostname, network_id))
         record = json.loads(kv.value) if kv else {"id": network_id}
         name = record.get("name")
         if not name:
@@ -283,12 +288,23 @@ class Driver:
             if not name:
                 raise DriverError(f"cannot learn the name of network {network_id[:12]} from "
                                   f"Docker at {self.docker.socket_path}")
+            Profile.with_default_rules(name)  # a name that can be a profile's, or refused
             record["name"] = name
-            self.client.store.put(keys.docker_network(network_id), dumps(record))
-        try:
-            self.client.add_profile(Profile.with_default_rules(name))
-        except AlreadyExistsError:
-            pass
+            self.client.store.put(keys.docker_network(self.hostname, network_id),
+                                  dumps(record))
+        existing = self.client.store.get(keys.profile(name))
+        if existing is not None:
+            try:
+                profile = decode(existing, Profile)
+            except CalicoError as exc:
+                raise DriverError(f"network {name}: its profile cannot be read ({exc})"
+                                  ) from None
+            if not profile.docker_network:
+                raise DriverError(
+                    f"network {name}: profile {name} is an operator's profile, not a Docker "
+                    "network's; its group is not joined by naming a network after it. Name "
+                    f"the network otherwise, or mark the profile (calicoctl profile add "
+                    f"{name} --docker-network, Ansible profile docker_network: true)")
         return name
 
     def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -416,7 +432,7 @@ class Driver:
 
     def _subnets(self, network_id: str) -> list[str]:
         """The pools a network was created on with --subnet (none for a whole-pool one)."""
-        kv = self.client.store.get(keys.docker_network(network_id))
+        kv = self.client.store.get(keys.docker_network(self.hostname, network_id))
         return _subnet_pools(json.loads(kv.value)) if kv else []
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,15 @@ options:
         O(inbound_rules).
     type: list
     elements: dict
+  docker_network:
+    description:
+      - The profile of the Docker networks of this name (C(calico) driver), which the plugin
+        puts their containers in. A network named like a profile without this mark is
+        refused, so that no Docker user joins an operator's group by naming a network.
+      - A network's profile needs no record (it then has the default rules); give its rules
+        here with O(docker_network=true). When not given, an existing profile keeps its mark
+        and a new one has none.
+    type: bool
   default_rules:
     description:
       - Give the profile Calico's default rules, like C(calicoctl profile add) does; inbound
@@ -163,7 +172,7 @@ def wanted_profile(module, current):
     if current is not None:  # tags and labels that are not given stay
         base["labels"] = current.labels
         base["tags"] = sorted(set(current.tags) | set(base["tags"] if p["default_rules"] else []))
-    for key in ("tags", "labels") + RULE_LISTS:
+    for key in ("tags", "labels", "docker_network") + RULE_LISTS:
         if p[key] is not None:
             base[key] = p[key]
     return calico_lib.Profile.from_dict(base)
@@ -172,11 +181,12 @@ def wanted_profile(module, current):
 def ensure(module, client):
     p = module.params
     calico_lib.Profile(p["name"])  # a bad name fails before anything is read
-    current = lookup(client.get_profile, p["name"])
-    before = current.to_dict() if current else {}
-    if p["state"] == "absent":
+    if p["state"] == "absent":  # a network's profile without a record has nothing to remove
+        current = lookup(client.get_profile, p["name"], True)
         return ensure_absent(module, current, lambda: client.remove_profile(p["name"]),
                              "profile")
+    current = lookup(client.get_profile, p["name"])
+    before = current.to_dict() if current else {}
     return ensure_present(module, before, wanted_profile(module, current),
                           client.put_profile, "profile")
 
@@ -189,6 +199,7 @@ def main():
         "inbound_rules": {"type": "list", "elements": "dict"},
         "outbound_rules": {"type": "list", "elements": "dict"},
         "default_rules": {"type": "bool", "default": False},
+        "docker_network": {"type": "bool"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     })
     run(module, lambda client: ensure(module, client))
