@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from . import datastore
 from .client import Client, connect
 from .errors import CalicoError, ValidationError
-from .model import BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule
+from .model import BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule, show
 
 Handler = Callable[[Client, argparse.Namespace], int | None]
 
@@ -81,10 +81,11 @@ def pool_list(c: Client, a: argparse.Namespace) -> None:
 
 def profile_add(c: Client, a: argparse.Namespace) -> None:
     if a.rules:
+        text = _read_file("rules", a.rules)
         try:
-            rules = json.loads(_read_file("rules", a.rules))
+            rules = json.loads(text)
         except ValueError as exc:
-            raise ValidationError("rules", f"{a.rules} is not JSON ({exc})") from None
+            raise ValidationError("rules", f"{show(a.rules)} is not JSON ({exc})") from None
         if not isinstance(rules, dict):
             raise ValidationError("rules", "use a JSON object with inbound_rules and "
                                            "outbound_rules lists")
@@ -204,8 +205,8 @@ def _password(a: argparse.Namespace) -> str | None:
     if a.password_file is not None:
         lines = _read_file("password_file", a.password_file).splitlines()
         if not lines or not lines[0]:
-            raise ValidationError("password_file", f"{a.password_file} is empty; put the "
-                                                   "password on its first line")
+            raise ValidationError("password_file", f"{show(a.password_file)} is empty; put "
+                                                   "the password on its first line")
         return lines[0]
     if a.password is not None:
         print("calicoctl: warning: --password is visible to other users in `ps`; use "
@@ -441,7 +442,10 @@ def _read_file(field_name: str, path: str) -> str:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise ValidationError(field_name, f"cannot read {path}: {exc.strerror}") from None
+        raise ValidationError(field_name, f"cannot read {show(path)}: "
+                                          f"{exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValidationError(field_name, f"{show(path)} is not UTF-8 text") from None
 
 
 def _labels(items: list[str] | None) -> dict[str, str]:

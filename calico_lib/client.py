@@ -23,7 +23,7 @@ from .errors import (
     NotFoundError,
     ValidationError,
 )
-from .ipam import IPAM, Block
+from .ipam import IPAM, Block, take_interface
 from .model import (
     AgentConfig,
     BGPConfig,
@@ -37,6 +37,7 @@ from .model import (
     _name,
     parse_address,
     parse_network,
+    show,
 )
 from .records import Reporter, Unreadable, check_records, decode, decode_all
 from .snapshot import DOCKER_LABEL
@@ -114,6 +115,7 @@ class Client:
 
     def add_pool(self, pool: IPPool) -> IPPool:
         """Add a pool; overlapping an existing pool is refused."""
+        pool = valid(pool, IPPool, "pool")
         def write(tx: Tx) -> IPPool:
             tx.guard(keys.POOLS_GUARD)
             for _, data in tx.list(keys.POOLS):
@@ -211,11 +213,13 @@ class Client:
         """Add a profile; a bare name gets the default rules (members talk, outbound open)."""
         if isinstance(profile, str):
             profile = Profile.with_default_rules(profile)
+        profile = valid(profile, Profile, "profile")
         self._create(keys.profile(profile.name), profile, f"profile {profile.name}")
         return profile
 
     def put_profile(self, profile: Profile) -> bool:
         """Create or replace a profile; True when it changed."""
+        profile = valid(profile, Profile, "profile")
         return self._replace(keys.profile(profile.name), profile)
 
     def get_profile(self, name: str, stored_only: bool = False) -> Profile:
@@ -258,6 +262,11 @@ class Client:
                  position: int | None = None) -> Profile:
         """Insert ``rule`` at 0-based ``position`` (default: append) of a rule list."""
         attr = _direction(direction)
+        rule = valid(rule, Rule, "rule")
+        if position is not None and (isinstance(position, bool)
+                                     or not isinstance(position, int)):
+            raise ValidationError("position", f"{show(position)} is not allowed; use a "
+                                              "number")
 
         def write(tx: Tx) -> Profile:
             current = self._tx_profile(tx, profile)
@@ -302,6 +311,7 @@ class Client:
 
     def add_node(self, node: Node) -> Node:
         """Add a node; its BGP addresses must be its own (BIRD refuses two peers on one)."""
+        node = valid(node, Node, "node")
         def write(tx: Tx) -> Node:
             if tx.get(keys.node(node.name)) is not None:
                 raise AlreadyExistsError(f"node {node.name}: already exists")
@@ -311,6 +321,7 @@ class Client:
 
     def put_node(self, node: Node) -> bool:
         """Create or replace a node; True when it changed."""
+        node = valid(node, Node, "node")
         def write(tx: Tx) -> bool:
             if tx.get(keys.node(node.name)) == node.to_dict():
                 return False
@@ -371,6 +382,7 @@ class Client:
 
     def add_bgp_peer(self, peer: BGPPeer) -> BGPPeer:
         """Add a peer of every node, or (``peer.node``) of one existing node."""
+        peer = valid(peer, BGPPeer, "peer")
         def write(tx: Tx) -> BGPPeer:
             if peer.node is not None and tx.get(keys.node(peer.node)) is None:
                 raise NotFoundError(f"node {peer.node}: not found; add the node first")
@@ -384,6 +396,7 @@ class Client:
 
     def put_bgp_peer(self, peer: BGPPeer) -> bool:
         """Create or replace a peer (its node must exist); True when it changed."""
+        peer = valid(peer, BGPPeer, "peer")
         def write(tx: Tx) -> bool:
             if peer.node is not None and tx.get(keys.node(peer.node)) is None:
                 raise NotFoundError(f"node {peer.node}: not found; add the node first")
@@ -415,16 +428,20 @@ class Client:
         """Record an endpoint; with ``assign_addresses`` its addresses are first assigned
         in IPAM under the endpoint id (they must lie in a pool and be free). Its interface
         must not be another endpoint's on the same host."""
-        if self.store.get(keys.endpoint(endpoint.host, endpoint.id)) is not None:
-            raise AlreadyExistsError(f"endpoint {endpoint.id} on {endpoint.host}: "
-                                     "already exists")
-        for other in self.list_endpoints(endpoint.host):
-            if other.interface == endpoint.interface:
-                raise AlreadyExistsError(f"interface: {endpoint.interface} is endpoint "
-                                         f"{other.id}'s on {endpoint.host}")
+        endpoint = valid(endpoint, Endpoint, "endpoint")
+        key = keys.endpoint(endpoint.host, endpoint.id)
+        what = f"endpoint {endpoint.id} on {endpoint.host}"
+
+        def create(tx: Tx) -> None:  # the interface is taken in the same transaction
+            if tx.get(key) is not None:
+                raise AlreadyExistsError(f"{what}: already exists")
+            take_interface(tx, endpoint, rebuild=True)
+            tx.put(key, endpoint.to_dict())
+
+        if self.store.get(key) is not None:
+            raise AlreadyExistsError(f"{what}: already exists")
         if not assign_addresses:
-            self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
-                         f"endpoint {endpoint.id} on {endpoint.host}")
+            transact(self.store, create)
             return endpoint
         held = set(self.ipam.handle_addresses(endpoint.id))  # assigned for it beforehand
         assigned: list[str] = []
@@ -432,15 +449,26 @@ class Client:
             for address in endpoint.addresses:
                 if address not in held:
                     assigned.append(self.ipam.assign_ip(address, endpoint.id, endpoint.host))
-            self._create(keys.endpoint(endpoint.host, endpoint.id), endpoint,
-                         f"endpoint {endpoint.id} on {endpoint.host}")
+            transact(self.store, create)
         except BaseException:
             self.ipam.release_ips(assigned)  # undo: nothing is left half-applied
             raise
         return endpoint
 
     def put_endpoint(self, endpoint: Endpoint) -> bool:
-        return self._replace(keys.endpoint(endpoint.host, endpoint.id), endpoint)
+        """Create or replace an endpoint; True when it changed. Its interface must not be
+        another endpoint's on the same host (AlreadyExistsError), checked in the same
+        transaction as the write (see ``ipam.take_interface``)."""
+        endpoint = valid(endpoint, Endpoint, "endpoint")
+        key = keys.endpoint(endpoint.host, endpoint.id)
+
+        def write(tx: Tx) -> bool:
+            if tx.get(key) == endpoint.to_dict():
+                return False
+            take_interface(tx, endpoint, rebuild=True)
+            tx.put(key, endpoint.to_dict())
+            return True
+        return transact(self.store, write)
 
     def get_endpoint(self, host: str, endpoint_id: str) -> Endpoint:
         _hostname("host", host)
@@ -495,6 +523,16 @@ class Client:
         """Every record (pools, profiles, nodes, peers, endpoints, settings) that readers
         skip because it cannot be read; IPAM records are checked by ``ipam.check``."""
         return check_records(self.store.list(keys.ROOT))
+
+
+def valid(obj: Any, cls: type, field_name: str) -> Any:
+    """``obj``, a ``cls``, checked whole again: a field may have been set after it was made
+    (``profile.tags = ["db\n"]`` must not reach the store). Anything else is refused
+    (``cls.from_dict`` reads a mapping)."""
+    if not isinstance(obj, cls):
+        raise ValidationError(field_name, f"{show(obj)} is not allowed; use a "
+                                          f"{cls.__name__}")
+    return cls.from_dict(obj.to_dict())
 
 
 def _readable(tx: Tx, key: str, cls: type) -> dict[str, Any]:

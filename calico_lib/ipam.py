@@ -28,7 +28,13 @@ import netaddr
 
 from . import keys
 from .datastore import Datastore, KeyValue
-from .errors import DatastoreError, InUseError, PoolExhaustedError, ValidationError
+from .errors import (
+    AlreadyExistsError,
+    DatastoreError,
+    InUseError,
+    PoolExhaustedError,
+    ValidationError,
+)
 from .model import (
     Endpoint,
     IPAMConfig,
@@ -38,6 +44,7 @@ from .model import (
     _name,
     parse_address,
     parse_network,
+    show,
 )
 from .records import Unreadable, decode_all
 from .txn import Tx, View, loads, transact
@@ -310,6 +317,94 @@ class Release:
                 "endpoint": self.endpoint_key, "reason": self.reason}
 
 
+# --------------------------------------------------------------------------- host interfaces
+
+#: entries of ended endpoints a host's interface index may hold (beyond twice the endpoints
+#: its last listing found) before the next write lists the host's endpoints again
+INTERFACE_INDEX_SLACK = 64
+
+
+def take_interface(tx: Tx, endpoint: Endpoint, rebuild: bool = False) -> None:
+    """Record in ``tx`` that ``endpoint`` has its host-side interface on its host; raise
+    AlreadyExistsError (naming the interface and the other endpoint) when another endpoint
+    of the host has it.
+
+    The host's interface index (``keys.interface_index``) says which endpoint has which
+    interface; it is read guarded and rewritten, so of two writes that take one interface
+    at once only one commits (the other reruns and is refused). An entry counts only while
+    its endpoint's record still names the interface (ended endpoints leave theirs). The index
+    is rebuilt from the host's endpoint records when it is absent or unreadable, when it has
+    grown well past them, and with ``rebuild`` (writes that are not on the Docker plugin's
+    fast path: they also see endpoints written without the index).
+    """
+    key = keys.interface_index(endpoint.host)
+    try:
+        data = tx.get(key)
+    except DatastoreError:  # not JSON: rebuilt
+        data = None
+    entries = data.get("interfaces") if isinstance(data, dict) else None
+    listed = data.get("listed") if isinstance(data, dict) else None
+    if (rebuild or not isinstance(entries, dict) or type(listed) is not int
+            or len(entries) > 2 * listed + INTERFACE_INDEX_SLACK):
+        entries = _list_interfaces(tx, endpoint.host)
+        listed = len(entries)
+    owner = entries.get(endpoint.interface)
+    if (isinstance(owner, str) and owner != endpoint.id
+            and _has_interface(tx, endpoint.host, owner, endpoint.interface)):
+        raise AlreadyExistsError(
+            f"interface: {endpoint.interface} is endpoint {owner}'s on {endpoint.host}; "
+            "every endpoint of a host needs its own (Docker plugin: ids alike in their "
+            "first 11 characters)")
+    entries = {k: v for k, v in entries.items() if isinstance(v, str)}
+    entries[endpoint.interface] = endpoint.id
+    tx.put(key, {"interfaces": dict(sorted(entries.items())), "listed": listed})
+
+
+def interface_owner(store: Datastore, host: str, interface: str) -> str | None:
+    """The endpoint of ``host`` that has ``interface`` as the host's interface index says
+    (and its record confirms), else None."""
+    kv = store.get(keys.interface_index(host))
+    try:
+        data = json.loads(kv.value) if kv else None
+    except (ValueError, RecursionError):
+        return None
+    entries = data.get("interfaces") if isinstance(data, dict) else None
+    owner = entries.get(interface) if isinstance(entries, dict) else None
+    if not isinstance(owner, str):
+        return None
+    kv = store.get(keys.endpoint(host, owner))
+    try:
+        record = json.loads(kv.value) if kv else None
+    except (ValueError, RecursionError):
+        return None
+    return owner if isinstance(record, dict) and record.get("interface") == interface \
+        else None
+
+
+def _list_interfaces(tx: Tx, host: str) -> dict[str, str]:
+    """Interface -> endpoint id from the records of ``host``'s endpoints (the first by id
+    where several name one interface, as snapshots keep it; unreadable records skipped)."""
+    found: dict[str, str] = {}
+    for kv in tx.store.list(keys.endpoints(host)):
+        try:
+            record = json.loads(kv.value)
+        except (ValueError, RecursionError):
+            continue
+        interface = record.get("interface") if isinstance(record, dict) else None
+        if isinstance(interface, str):
+            found.setdefault(interface, keys.last(kv.key))
+    return found
+
+
+def _has_interface(tx: Tx, host: str, endpoint_id: str, interface: str) -> bool:
+    """Whether the record of ``endpoint_id`` on ``host`` exists and names ``interface``."""
+    try:
+        record = tx.get(keys.endpoint(host, endpoint_id))
+    except DatastoreError:  # an unreadable record: no snapshot has it
+        return False
+    return isinstance(record, dict) and record.get("interface") == interface
+
+
 # --------------------------------------------------------------------------- the IPAM
 
 
@@ -357,7 +452,8 @@ class IPAM:
                   6: _int("ipv6", num_ipv6, 0, MAX_PER_REQUEST)}
         if not any(wanted.values()):
             raise ValidationError("ipv4", "nothing to assign; ask for at least one address")
-        only = {str(parse_network("pools", p)) for p in pools} if pools is not None else None
+        only = ({str(parse_network("pools", p)) for p in _items("pools", pools)}
+                if pools is not None else None)
 
         def attempt(tx: Tx) -> AssignResult:
             if tx.seeded:  # a new handle is the common case; the guard checks it
@@ -433,7 +529,7 @@ class IPAM:
         Each run of ``RELEASE_BATCH`` addresses is one transaction (etcd caps the
         operations in one transaction).
         """
-        addrs = [parse_address("ip", a) for a in addresses]
+        addrs = [parse_address("ip", a) for a in _items("ip", addresses)]
         released = []
         for start in range(0, len(addrs), RELEASE_BATCH):
             released += self._release_batch(addrs[start:start + RELEASE_BATCH])
@@ -495,9 +591,11 @@ class IPAM:
         An address may be taken only from a pending handle of ``host``; a free address is
         assigned; one ``handle`` already holds is left as it is (Docker replays calls).
         Anything else raises InUseError naming the address and its owner, and nothing
-        changes. Returns the addresses that were taken over or assigned.
+        changes. ``endpoint`` may not have a host-side interface another endpoint of
+        ``host`` has (AlreadyExistsError; the host's interface index tells, see
+        ``take_interface``). Returns the addresses that were taken over or assigned.
         """
-        addrs = [parse_address("ip", a) for a in addresses]
+        addrs = [parse_address("ip", a) for a in _items("ip", addresses)]
         _name("handle", handle)
         _hostname("host", host)
         if endpoint is not None and (endpoint.host, endpoint.id) != (host, handle):
@@ -506,8 +604,10 @@ class IPAM:
         endpoint_key = keys.endpoint(host, handle)
 
         def attempt(tx: Tx) -> list[str]:
-            tx.prefetch([keys.handle(handle), endpoint_key], [keys.POOLS])
+            tx.prefetch([keys.handle(handle), endpoint_key, keys.interface_index(host)],
+                        [keys.POOLS])
             if endpoint is not None and tx.get(endpoint_key) != endpoint.to_dict():
+                take_interface(tx, endpoint)
                 tx.put(endpoint_key, endpoint.to_dict())
             touched: dict[str, Block] = {}
             deltas: dict[str, dict[str, int]] = {}
@@ -961,3 +1061,13 @@ def _blocks_for(tx: Tx, addrs: list[netaddr.IPAddress]) -> dict[netaddr.IPAddres
         if block is not None:
             out[addr] = block
     return out
+
+
+def _items(field_name: str, value: Any) -> list[Any]:
+    """A list of values: one string is one value (not its characters); a list or tuple is
+    taken as it is; anything else is refused."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    raise ValidationError(field_name, f"{show(value)} is not allowed; use a list")

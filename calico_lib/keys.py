@@ -16,6 +16,10 @@ NODES = ROOT + "nodes/"
 #: rewritten with every node write, so two nodes cannot claim one BGP address at once
 NODES_GUARD = ROOT + "meta/nodes"
 ENDPOINTS = ROOT + "endpoints/"
+#: per host, which endpoint has which host-side interface (``{"interfaces": {interface:
+#: endpoint id}, "listed": n}``): rewritten by every endpoint write that checks it, so two
+#: endpoints written at once cannot take one interface
+INTERFACE_INDEX = ROOT + "meta/interfaces/"
 GLOBAL_PEERS = ROOT + "bgp/peers/global/"
 NODE_PEERS = ROOT + "bgp/peers/node/"
 
@@ -59,6 +63,11 @@ def peer(address: str, node_name: str | None = None) -> str:
     if node_name is None:
         return GLOBAL_PEERS + address
     return f"{NODE_PEERS}{node_name}/{address}"
+
+
+def interface_index(host: str) -> str:
+    """The interface index of ``host`` (a guard key, like the pools' and nodes')."""
+    return INTERFACE_INDEX + host
 
 
 def docker_networks(host: str) -> str:

@@ -114,6 +114,17 @@ def _name(field_name: str, value: Any, pattern: re.Pattern[str] = NAME_RE,
     return value
 
 
+def routable_address(field_name: str, value: Any, version: int | None = None
+                     ) -> netaddr.IPAddress:
+    """An address a host, a peer or a container can have: not unspecified (0.0.0.0, ::),
+    loopback, link-local or multicast (BIRD refuses such neighbours, ipset such members)."""
+    addr = parse_address(field_name, value, version)
+    if addr.value == 0 or addr.is_loopback() or addr.is_link_local() or addr.is_multicast():
+        raise _fail(field_name, f"{addr} is not allowed; use a unicast address (not "
+                                "unspecified, loopback, link-local or multicast)")
+    return addr
+
+
 def _hostname(field_name: str, value: Any) -> str:
     return _name(field_name, value, HOSTNAME_RE,
                  "a host name: letters, digits, '.', '-', '_', at most 253 characters")
@@ -510,7 +521,7 @@ class Endpoint(Model):
         for name, version in (("ipv4_nets", 4), ("ipv6_nets", 6)):
             nets = []
             for item in _str_list(name, getattr(self, name)):
-                net = netaddr.IPNetwork(f"{parse_address(name, item, version)}/"
+                net = netaddr.IPNetwork(f"{routable_address(name, item, version)}/"
                                         f"{HOST_PREFIX[version]}")
                 nets.append(str(net))
             setattr(self, name, sorted(set(nets), key=lambda n: netaddr.IPNetwork(n)))
@@ -537,9 +548,9 @@ class Node(Model):
     def __post_init__(self) -> None:
         _hostname("name", self.name)
         if self.ipv4 is not None:
-            self.ipv4 = str(parse_address("ipv4", self.ipv4, 4))
+            self.ipv4 = str(routable_address("ipv4", self.ipv4, 4))
         if self.ipv6 is not None:
-            self.ipv6 = str(parse_address("ipv6", self.ipv6, 6))
+            self.ipv6 = str(routable_address("ipv6", self.ipv6, 6))
         if self.as_number is not None:
             self.as_number = parse_as_number("as_number", self.as_number)
         if self.rr_cluster_id is not None:
@@ -575,7 +586,7 @@ class BGPPeer(Model):
     accept_nets: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.address = str(parse_address("address", self.address))
+        self.address = str(routable_address("address", self.address))
         self.as_number = parse_as_number("as_number", self.as_number)
         if self.node is not None:
             _hostname("node", self.node)

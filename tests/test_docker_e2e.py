@@ -202,7 +202,7 @@ def test_fixed_ip_and_subnet_errors(lab: DockerLab, client: calico_lib.Client) -
     result = lab.docker("network", "create", "-d", "calico", "calnet-noipam", check=False)
     assert result.returncode != 0 and "--ipam-driver calico-ipam" in result.stderr
     result = lab.network("calnet-opt", "-o", "foo=bar", check=False)
-    assert result.returncode != 0 and "unknown option(s) foo" in result.stderr
+    assert result.returncode != 0 and "unknown option(s) 'foo'" in result.stderr
     names = lab.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
     assert not {"calnet-bad", "calnet-noipam", "calnet-opt"} & set(names)
     assert client.ipam.check() == []

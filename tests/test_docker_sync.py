@@ -20,7 +20,7 @@ NETWORK = "dd7eac083bb0ee09adddb5a28ad4ee49ef71ba6871d0318d131bce5bb7e52edc"
 
 
 def docker_id(n: int) -> str:
-    return f"{n:064x}"
+    return f"{n:02x}" * 32  # distinct in their first 11 characters (their veth names)
 
 
 @pytest.fixture

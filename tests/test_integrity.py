@@ -104,6 +104,8 @@ def test_agent_keeps_reconciling_past_a_bad_record(host, tmp_path: Path) -> None
                                          ipv4_nets=["10.71.0.5"], profiles=["web"]),
                                 assign_addresses=True)
             wait_for("the endpoint's route", lambda: "10.71.0.5" in routes(host["ns"]))
+            wait_for("the reconcile's log line",
+                     lambda: "unreadable record(s) skipped" in log.read_text())
             assert agent.poll() is None, log.read_text()
             text = log.read_text()
             assert text.count("skipping unreadable record") == 1, text  # logged once

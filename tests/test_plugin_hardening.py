@@ -29,6 +29,7 @@ import pytest
 
 import calico_lib
 from calico_lib import IPPool
+from calico_lib.errors import CalicoError
 from calico_lib.logsafe import SafeFormatter
 from calico_lib.plugin import server
 from calico_lib.plugin.driver import Driver
@@ -234,7 +235,8 @@ def test_the_plugin_process_survives_a_flood_at_systemds_fd_limit(tmp_path) -> N
         assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 1024 - 64
         # an endpoint id made to forge a log line (the error log names its first 12 chars)
         status, answer = post(sockets[0], "/NetworkDriver.Join", join(NET, "\n20 forged!"))
-        assert status == 500 and "\n20 forged!" in answer["Err"]
+        assert status == 500 and "'\\n20 forged!'" in answer["Err"]
+        assert answer["Err"].isprintable()
     finally:
         for sock in flood:
             sock.close()
@@ -249,7 +251,7 @@ def test_the_plugin_process_survives_a_flood_at_systemds_fd_limit(tmp_path) -> N
     lines = stderr_path.read_text().splitlines()
     assert lines and all(line[:2] == "20" and " calico-docker-plugin " in line
                          for line in lines), lines
-    assert any("endpoint \\n20 forged! is unknown" in line for line in lines), lines
+    assert any("EndpointID: '\\n20 forged!' is not allowed" in line for line in lines), lines
 
 
 # ------------------------------------------------------------------------------ slow callers
@@ -400,6 +402,13 @@ def test_requests_cannot_forge_log_lines(served: Served, caplog) -> None:
     served.servers["calico.sock"].handlers["/Plugin.Activate"] = crash
     post(served.net(), "/Plugin.Activate", raw=b"")
 
+    def refuse(body: dict[str, Any]) -> dict[str, Any]:  # a message with raw breaks
+        raise CalicoError("first\n" + FORGED + "\u2028")
+
+    served.servers["calico.sock"].handlers["/Plugin.Activate"] = refuse
+    status, answer = post(served.net(), "/Plugin.Activate", raw=b"")
+    assert status == 500 and answer["Err"].isprintable()
+
     formatter = SafeFormatter("%(asctime)s calico-docker-plugin %(levelname)s %(message)s")
     records = [r for r in caplog.records if r.name == LOGGER]
     texts = [formatter.format(r) for r in records]
@@ -415,7 +424,7 @@ def test_requests_cannot_forge_log_lines(served: Served, caplog) -> None:
             assert all(line.startswith("  ") for line in lines[1:]), text
         assert not any(line.startswith(FORGED) for line in lines), text
     joined = "\n".join(texts)
-    assert "endpoint \\nCRITICAL x\\u2028 is unknown" in joined
+    assert "EndpointID: '\\nCRITICAL x\\u2028y' is not allowed" in joined
     assert "\\x1b[2K\\x00" in joined and "Activate\\r2024-01-01" in joined
 
 

@@ -580,7 +580,7 @@ def test_concurrent_request_address_gives_unique_addresses(plugin: Plugin) -> No
 def test_concurrent_endpoint_lifecycles(plugin: Plugin) -> None:
     """20 containers created and removed at once: every address ends up free again."""
     def lifecycle(n: int) -> str:
-        endpoint_id = f"{n:064x}"
+        endpoint_id = f"{n:02x}" * 32  # a host veth name of its own
         status, answer = plugin.ipam("RequestAddress", request_address("calico-v4"))
         assert status == 200, answer
         address = answer["Address"]
@@ -922,3 +922,183 @@ def test_the_plugin_writes_no_profile(plugin: Plugin) -> None:
     plugin.client.add_rule("fresh", "inbound", calico_lib.Rule(protocol="tcp", dst_ports=[80]))
     stored = plugin.client.get_profile("fresh")
     assert stored.docker_network and len(stored.inbound_rules) == 2
+
+
+# ------------------------------------------------------------------------------ hostile bodies
+# (hostile input issue) Every field the driver reads is type-checked and every id checked
+# against the model's rule before it becomes a key, an interface name or a log line; the
+# refusal is one line naming the field. tests/test_hostile_input.py generates such bodies;
+# these are the cases it does not pin.
+
+
+@pytest.mark.parametrize(("kind", "method", "body", "field"), [
+    ("ipam", "RequestPool", {"Pool": "", "V6": "yes"}, "V6"),
+    ("ipam", "RequestPool", {"Pool": ["10.65.0.0/16"]}, "Pool"),
+    ("ipam", "RequestPool", {"Pool": "", "SubPool": 5}, "SubPool"),
+    ("ipam", "RequestAddress", {"PoolID": "calico-v4", "Address": 5}, "Address"),
+    ("ipam", "RequestAddress", {"PoolID": "calico-v4:10.66.0.0/24\x1b[2J"}, "PoolID"),
+    ("ipam", "RequestAddress", {"PoolID": "calico-v6:10.66.0.0/24", "Address": "x"},
+     "PoolID"),
+    ("net", "CreateNetwork", {"NetworkID": NET, "Options": [1]}, "Options"),
+    ("net", "CreateNetwork", {"NetworkID": NET, "IPv6Data": {"Pool": "::/0"}}, "IPv6Data"),
+    ("net", "CreateNetwork", {"NetworkID": NET, "IPv4Data": [
+        {"AddressSpace": "CalicoLocalAddressSpace", "Pool": "x\ny"}]}, "IPv4Data[0].Pool"),
+    ("net", "CreateEndpoint", {"NetworkID": NET, "EndpointID": EP,
+                               "Interface": {"Address": "fd00:65::5"}}, "Interface.Address"),
+    ("net", "CreateEndpoint", {"NetworkID": NET, "EndpointID": EP,
+                               "Interface": {"Address": "10.65.0.5", "MacAddress": []}},
+     "Interface.MacAddress"),
+    ("net", "Join", {"NetworkID": NET, "EndpointID": EP, "SandboxKey": 5}, "SandboxKey"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_wrong_types_are_refused_naming_the_field(plugin: Plugin, kind: str, method: str,
+                                                  body: dict[str, Any], field: str) -> None:
+    message = plugin.error(kind, method, body)
+    assert message.startswith(f"{field}: ") and message.isprintable(), message
+    assert plugin.client.store.list(keys.DOCKER_NETWORKS) == []
+    assert plugin.client.list_endpoints() == []
+
+
+HOSTILE_IDS = ["n\n1", "e1\nforged log line", "\ud800", "x" * 129, "-lead", "a/b", "a b",
+               "\u0661\u0662"]
+ID_CALLS = [("CreateNetwork", "NetworkID"), ("DeleteNetwork", "NetworkID"),
+            ("CreateEndpoint", "NetworkID"), ("CreateEndpoint", "EndpointID"),
+            ("Join", "NetworkID"), ("Join", "EndpointID"), ("Leave", "EndpointID"),
+            ("DeleteEndpoint", "EndpointID")]
+
+
+@pytest.mark.parametrize(("method", "field"), ID_CALLS, ids="-".join)
+def test_ids_are_checked_in_every_call(plugin: Plugin, method: str, field: str) -> None:
+    """An id that is not one (a newline, a lone surrogate, 129 characters, a slash) is
+    refused in one line naming it, quoted escaped and short; nothing is stored or deleted
+    under it and no veth is touched."""
+    for bad in HOSTILE_IDS:
+        body = {**create_network(NET), **create_endpoint(NET, EP, "10.65.0.9"),
+                **join(NET, EP), field: bad}
+        message = plugin.error("net", method, body)
+        assert message.startswith(f"{field}: ") and message.isprintable(), message
+        assert "at most 128 characters" in message and len(message) < 200, message
+    assert plugin.client.store.list(keys.DOCKER_NETWORKS) == []
+    assert plugin.client.list_endpoints() == []
+    assert plugin.hooks.calls == []
+
+
+def test_refusals_quote_what_docker_users_typed(plugin: Plugin) -> None:
+    message = plugin.error("ipam", "RequestPool", request_pool("10.99.0.0/16\n"))
+    assert message == ("--subnet: '10.99.0.0/16\\n' is not allowed; control and invisible "
+                       "characters are refused")
+    message = plugin.error("net", "CreateNetwork", create_network(NET, generic={
+        f"opt{n}\n": "x" for n in range(8)}))
+    assert message.startswith("Options: unknown option(s) 'opt0\\n', ") and \
+        message.isprintable() and "and 3 more" in message, message
+    status, answer = post(plugin.socket("calico.sock"), "/NetworkDriver.Join\x1b[2J" + "x" * 200)
+    assert status == 404 and answer["Err"].startswith("path: unknown call '/NetworkDriver.")
+    assert answer["Err"].isprintable() and len(answer["Err"]) < 100, answer
+
+
+# ------------------------------------------------------------------------------ host veths
+# (hostile input issue, D3) The host veth is `cali` + the first 11 characters of the
+# endpoint id: two endpoints of one host with ids alike in those would share it (the host's
+# snapshot then kept one, and Leave of either deleted the other's veth). The second is
+# refused at CreateEndpoint, in the transaction that writes the endpoint.
+
+EP_LIKE = EP[:11] + "f" * 53  # another id, the same host veth name
+
+
+def test_an_endpoint_whose_veth_name_is_taken_is_refused(plugin: Plugin) -> None:
+    first = started(plugin, EP)
+    status, answer = plugin.ipam("RequestAddress", request_address("calico-v4"))
+    second = answer["Address"]
+    message = plugin.error("net", "CreateEndpoint", create_endpoint(NET, EP_LIKE, second))
+    assert message == (f"interface: cali{EP[:11]} is endpoint {EP}'s on {HOST}; every "
+                       "endpoint of a host needs its own (Docker plugin: ids alike in their "
+                       "first 11 characters)")
+    assert [e.id for e in plugin.client.list_endpoints(HOST)] == [EP]
+    assert plugin.pending() == [second.split("/")[0]]  # nothing taken: Docker releases it
+    assert plugin.client.ipam.handle_addresses(EP) == [first]
+    # Leave of the refused id leaves the other's veth alone; its own Leave deletes it
+    plugin.hooks.calls.clear()
+    plugin.ok("net", "Leave", ids(NET, EP_LIKE))
+    assert plugin.hooks.calls == []
+    plugin.ok("net", "Join", join(NET, EP), replay=False)
+    plugin.ok("net", "Leave", ids(NET, EP))
+    assert ("delete_veth", f"cali{EP[:11]}") in plugin.hooks.calls
+    # once the first ended, its name is free again (its index entry is stale, not binding)
+    plugin.ok("net", "DeleteEndpoint", ids(NET, EP))
+    plugin.ok("net", "CreateEndpoint", create_endpoint(NET, EP_LIKE, second))
+    assert [e.id for e in plugin.client.list_endpoints(HOST)] == [EP_LIKE]
+
+
+def test_concurrent_endpoints_never_share_a_veth_name(plugin: Plugin) -> None:
+    """Twelve CreateEndpoints at once whose ids share their first 11 characters: exactly
+    one is stored, the others are refused naming it; the rest of the store is consistent."""
+    plugin.ok("net", "CreateNetwork", create_network(NET))
+    addresses = []
+    for _ in range(12):
+        status, answer = plugin.ipam("RequestAddress", request_address("calico-v4"))
+        assert status == 200
+        addresses.append(answer["Address"])
+    endpoint_ids = [EP[:11] + f"{n:053x}" for n in range(12)]
+
+    def create(n: int) -> tuple[int, Any]:
+        return plugin.net("CreateEndpoint", create_endpoint(NET, endpoint_ids[n],
+                                                            addresses[n]))
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(create, range(12)))
+    assert sorted(status for status, _ in answers) == [200] + [500] * 11, answers
+    [stored] = plugin.client.list_endpoints(HOST)
+    for status, answer in answers:
+        if status == 500:
+            assert answer["Err"].startswith(f"interface: cali{EP[:11]} is endpoint "
+                                            f"{stored.id}'s"), answer
+    assert plugin.client.ipam.check() == []
+    from calico_lib.snapshot import load_snapshot
+
+    assert load_snapshot(plugin.client.store, HOST).unreadable == ()
+
+
+def test_put_endpoint_refuses_an_interface_in_use(plugin: Plugin) -> None:
+    """The Client API too, against endpoints written with or without the index (an
+    operator's `calicoctl endpoint add`); moving an endpoint to another interface frees
+    its old one."""
+    client = plugin.client
+    client.add_endpoint(Endpoint("e1", HOST, "caliweb"))  # no index entry
+    with pytest.raises(calico_lib.AlreadyExistsError, match="interface: caliweb is endpoint "
+                       f"e1's on {HOST}"):
+        client.put_endpoint(Endpoint("e0", HOST, "caliweb"))
+    assert client.put_endpoint(Endpoint("e2", HOST, "calidb")) is True
+    with pytest.raises(calico_lib.AlreadyExistsError, match="endpoint e2's"):
+        client.put_endpoint(Endpoint("e3", HOST, "calidb"))
+    assert client.put_endpoint(Endpoint("e2", HOST, "calidb2")) is True
+    assert client.put_endpoint(Endpoint("e3", HOST, "calidb")) is True
+    assert client.put_endpoint(Endpoint("e3", HOST, "calidb")) is False
+    assert client.put_endpoint(Endpoint("e1", OTHER, "caliweb")) is True  # another host's
+    assert sorted((e.host, e.id, e.interface) for e in client.list_endpoints()) == [
+        (HOST, "e1", "caliweb"), (HOST, "e2", "calidb2"), (HOST, "e3", "calidb"),
+        (OTHER, "e1", "caliweb")]
+
+
+def test_the_interface_index_is_rebuilt_when_it_grows(plugin: Plugin) -> None:
+    """Ended endpoints leave their entries in the host's index; it is rebuilt from the
+    endpoint records before it holds more than twice them plus INTERFACE_INDEX_SLACK, so
+    it stays small however many containers come and go; an unreadable index is rebuilt."""
+    from calico_lib.ipam import INTERFACE_INDEX_SLACK
+
+    ipam = plugin.client.ipam
+
+    def index() -> dict[str, Any]:
+        return json.loads(plugin.client.store.get(keys.interface_index(HOST)).value)
+
+    ipam.claim([], "keep", HOST, Endpoint("keep", HOST, "calikeep"))
+    for n in range(INTERFACE_INDEX_SLACK + 10):
+        endpoint_id = f"e{n}"
+        ipam.claim([], endpoint_id, HOST, Endpoint(endpoint_id, HOST, f"cali{endpoint_id}"))
+        ipam.end_endpoint(HOST, endpoint_id)
+        assert len(index()["interfaces"]) <= 2 * index()["listed"] + INTERFACE_INDEX_SLACK + 1
+    assert len(index()["interfaces"]) < INTERFACE_INDEX_SLACK
+    assert index()["interfaces"]["calikeep"] == "keep"
+    plugin.client.store.put(keys.interface_index(HOST), "{not json")
+    with pytest.raises(calico_lib.AlreadyExistsError, match="endpoint keep's"):
+        ipam.claim([], "other", HOST, Endpoint("other", HOST, "calikeep"))
+    ipam.claim([], "other", HOST, Endpoint("other", HOST, "caliother"))
+    assert index() == {"interfaces": {"calikeep": "keep", "caliother": "other"}, "listed": 1}

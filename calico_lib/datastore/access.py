@@ -67,6 +67,7 @@ def host_permissions(node: str) -> list[Permission]:
         Permission(keys.node(node), False, READWRITE),
         Permission(keys.NODES_GUARD, False, READWRITE),
         Permission(keys.endpoints(node), True, READWRITE),
+        Permission(keys.interface_index(node), False, READWRITE),
         Permission(keys.affinities(node), True, READWRITE),
         Permission(keys.docker_networks(node), True, READWRITE),
         Permission(keys.BLOCKS, True, READWRITE),

@@ -27,7 +27,8 @@ import netaddr
 from .. import keys
 from ..client import Client
 from ..errors import CalicoError, NotFoundError, ValidationError
-from ..model import Endpoint, Profile, parse_address
+from ..ipam import interface_owner
+from ..model import Endpoint, Profile, _name, parse_address, parse_network, show
 from ..records import decode
 from ..txn import dumps
 from .docker_api import DockerAPI, DockerError
@@ -43,6 +44,12 @@ DOCKER_OPTIONS = {"com.docker.network.enable_ipv4", "com.docker.network.enable_i
 GENERIC_OPTIONS: set[str] = set()  # calico networks take no -o options yet
 #: the PoolIDs RequestPool hands out: the family, and with --subnet the pool
 POOL_ID_RE = re.compile(r"calico-v([46])(?::(.+))?")
+#: what NetworkIDs and EndpointIDs may be (the model's endpoint id rule): they become keys,
+#: interface names and log lines
+ID_RULE = "letters, digits, '_', '.', '-', at most 128 characters (Docker's ids are 64 hex " \
+          "digits)"
+#: unknown option names an error quotes at most
+SHOWN_OPTIONS = 5
 
 log = logging.getLogger("calico-docker-plugin")
 
@@ -101,11 +108,75 @@ def container_mac(endpoint_id: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a refusal (the value itself may be large or nested)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
 def _field(body: dict[str, Any], name: str) -> str:
+    """A string field Docker always sends."""
     value = body.get(name)
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise DriverError(f"{name}: missing; Docker always sends it")
+    if not isinstance(value, str):
+        raise DriverError(f"{name}: missing ({_kind(value)} instead of a string); Docker "
+                          "always sends it")
     return value
+
+
+def _id(body: dict[str, Any], name: str) -> str:
+    """A NetworkID or EndpointID, checked before it becomes a key, a name or a log line."""
+    return _name(name, _field(body, name), what=ID_RULE)
+
+
+#: the JSON types of the body fields the driver reads, and how a refusal names them
+_TYPES: dict[type, str] = {str: "a string", dict: "an object", list: "a list",
+                           bool: "true or false"}
+
+
+def _typed(body: dict[str, Any], name: str, kind: type, default: Any = None,
+           label: str | None = None) -> Any:
+    """An optional field of ``body`` of JSON type ``kind`` (null: ``default``); any other
+    type is refused naming the field (``label``, else ``name``)."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise DriverError(f"{label or name}: {_kind(value)} is not allowed; use "
+                          f"{_TYPES[kind]}")
+    return value
+
+
+def _text(body: dict[str, Any], name: str, default: str | None = "",
+          label: str | None = None) -> Any:
+    return _typed(body, name, str, default, label)
+
+
+def _mapping(body: dict[str, Any], name: str, label: str | None = None) -> dict[str, Any]:
+    return _typed(body, name, dict, {}, label)  # type: ignore[no-any-return]
+
+
+def _list(body: dict[str, Any], name: str, label: str | None = None) -> list[Any]:
+    return _typed(body, name, list, [], label)  # type: ignore[no-any-return]
+
+
+def _record(kv: Any) -> dict[str, Any]:
+    """A stored Docker network record ({} when absent or unreadable)."""
+    try:
+        record = json.loads(kv.value) if kv else {}
+    except (ValueError, RecursionError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _subnet_pools(record: Any) -> list[str]:
@@ -159,11 +230,12 @@ class Driver:
                 "GlobalDefaultAddressSpace": ADDRESS_SPACE_GLOBAL}
 
     def request_pool(self, body: dict[str, Any]) -> dict[str, Any]:
-        version = 6 if body.get("V6") else 4
-        if body.get("SubPool"):
-            raise DriverError("--ip-range is not supported: Calico assigns from whole pools")
+        version = 6 if _typed(body, "V6", bool, False) else 4
+        if _text(body, "SubPool"):
+            raise DriverError("SubPool: --ip-range is not supported: Calico assigns from "
+                              "whole pools")
+        wanted = _text(body, "Pool")
         pools = [p for p in self.client.list_pools() if p.version == version]
-        wanted = body.get("Pool") or ""
         gateway = "0.0.0.0/0" if version == 4 else "::/0"
         if not wanted:
             if not any(not p.disabled for p in pools):
@@ -171,14 +243,11 @@ class Driver:
                                   f"`calicoctl pool add CIDR`")
             return {"PoolID": f"calico-v{version}", "Pool": gateway,
                     "Data": {"com.docker.network.gateway": gateway}}
-        try:
-            net = str(netaddr.IPNetwork(wanted).cidr)
-        except (netaddr.AddrFormatError, ValueError):
-            raise DriverError(f"--subnet {wanted!r} is not a CIDR") from None
+        net = str(parse_network("--subnet", wanted))  # what Docker's user gave
         if net not in {p.cidr for p in pools}:
             known = ", ".join(p.cidr for p in pools) or "none"
-            raise DriverError(f"--subnet {wanted} is not a Calico IPv{version} pool; "
-                              f"pools: {known}")
+            raise DriverError(f"--subnet {net} is not a Calico IPv{version} pool; use one "
+                              f"of the pools: {known}")
         return {"PoolID": f"calico-v{version}:{net}", "Pool": net,
                 "Data": {"com.docker.network.gateway": gateway}}
 
@@ -189,26 +258,29 @@ class Driver:
         pool_id = _field(body, "PoolID")
         match = POOL_ID_RE.fullmatch(pool_id)
         if match is None:
-            raise DriverError(f"PoolID {pool_id!r} was not made by calico-ipam")
-        version, subnet = int(match.group(1)), match.group(2)
-        only = [subnet] if subnet else self._shared_pools(version)
-        options = body.get("Options") or {}
+            raise DriverError(f"PoolID: {show(pool_id)} was not made by calico-ipam; use a "
+                              "network created with --ipam-driver calico-ipam")
+        version = int(match.group(1))
+        subnet = match.group(2) and str(parse_network("PoolID", match.group(2), version))
+        options = _mapping(body, "Options")
+        wanted = _text(body, "Address")
+        only = [subnet] if subnet else None
         if options.get("RequestAddressType") == "com.docker.network.gateway":
             # Docker asks for a gateway only when the pool named none; ours is link-local.
             return {"Address": f"{GATEWAY_V4}/32" if version == 4 else f"{GATEWAY_V6}/128",
                     "Data": {}}
         handle = self.client.ipam.new_pending_handle()
         prefix = 32 if version == 4 else 128
-        wanted = body.get("Address")
         if wanted:
             addr = parse_address("Address", wanted)
             if addr.version != version:
                 raise DriverError(f"Address: {addr} is IPv{addr.version}; this network's "
-                                  f"pool {pool_id} is IPv{version}")
+                                  f"pool is IPv{version}")
             if subnet and addr not in netaddr.IPNetwork(subnet):
                 raise DriverError(f"Address: {addr} is outside the network's subnet {subnet}")
             self.client.ipam.assign_ip(str(addr), handle, self.hostname)
             return {"Address": f"{addr}/{prefix}", "Data": {}}
+        only = only or self._shared_pools(version)
         result = self.client.ipam.auto_assign(self.hostname, handle,
                                               num_ipv4=1 if version == 4 else 0,
                                               num_ipv6=1 if version == 6 else 0, pools=only)
@@ -221,11 +293,7 @@ class Driver:
         leaves none."""
         dedicated: set[str] = set()
         for kv in self.client.store.list(keys.DOCKER_NETWORKS):
-            try:
-                record = json.loads(kv.value)
-            except ValueError:
-                continue
-            dedicated.update(_subnet_pools(record))
+            dedicated.update(_subnet_pools(_record(kv)))
         shared = [p.cidr for p in self.client.list_pools()
                   if p.version == version and not p.disabled and p.cidr not in dedicated]
         return shared or None
@@ -247,27 +315,40 @@ class Driver:
         return {"Scope": "local", "ConnectivityScope": "global"}
 
     def create_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        network_id = _field(body, "NetworkID")
-        options = body.get("Options") or {}
+        network_id = _id(body, "NetworkID")
+        options = _mapping(body, "Options")
+        generic = _mapping(options, "com.docker.network.generic",
+                           label="Options.com.docker.network.generic")
         unknown = sorted(k for k in options if k not in DOCKER_OPTIONS)
-        generic = options.get("com.docker.network.generic") or {}
         unknown += sorted(k for k in generic if k not in GENERIC_OPTIONS)
         if unknown:
-            raise DriverError(f"unknown option(s) {', '.join(unknown)}: calico networks take "
-                              "no -o options")
-        data = (body.get("IPv4Data") or []) + (body.get("IPv6Data") or [])
-        spaces = {d.get("AddressSpace") for d in data}
-        if spaces - {ADDRESS_SPACE_LOCAL, ADDRESS_SPACE_GLOBAL}:
-            raise DriverError("calico networks need Calico's IPAM: create the network with "
-                              "--ipam-driver calico-ipam")
+            named = ", ".join(show(k) for k in unknown[:SHOWN_OPTIONS])
+            more = f" and {len(unknown) - SHOWN_OPTIONS} more" \
+                if len(unknown) > SHOWN_OPTIONS else ""
+            raise DriverError(f"Options: unknown option(s) {named}{more}: calico networks "
+                              "take no -o options")
+        pools = []
+        for name in ("IPv4Data", "IPv6Data"):
+            for i, data in enumerate(_list(body, name)):
+                label = f"{name}[{i}]"
+                if not isinstance(data, dict):
+                    raise DriverError(f"{label}: {_kind(data)} is not allowed; use an object")
+                space = _text(data, "AddressSpace", label=f"{label}.AddressSpace")
+                if space not in (ADDRESS_SPACE_LOCAL, ADDRESS_SPACE_GLOBAL):
+                    raise DriverError(f"{label}.AddressSpace: {show(space)} is not Calico's: "
+                                      "calico networks need Calico's IPAM; create the "
+                                      "network with --ipam-driver calico-ipam")
+                pool = _text(data, "Pool", None, label=f"{label}.Pool")
+                pools.append(None if pool is None else str(parse_network(f"{label}.Pool",
+                                                                         pool)))
         record = {"id": network_id,
                   "ipv6": bool(options.get("com.docker.network.enable_ipv6")),
-                  "pools": [d.get("Pool") for d in data]}
+                  "pools": pools}
         self.client.store.put(keys.docker_network(self.hostname, network_id), dumps(record))
         return {}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.client.store.delete(keys.docker_network(self.hostname, _field(body, "NetworkID")))
+        self.client.store.delete(keys.docker_network(self.hostname, _id(body, "NetworkID")))
         return {}
 
     def _profile_for(self, network_id: str) -> str:
@@ -277,7 +358,7 @@ class Driver:
         has no record gets the default rules from every host's snapshot. A profile of
         that name that an operator made for other uses is refused, never joined."""
         kv = self.client.store.get(keys.docker_network(self.hostname, network_id))
-        record = json.loads(kv.value) if kv else {"id": network_id}
+        record = _record(kv) or {"id": network_id}
         name = record.get("name")
         if not name:
             try:
@@ -308,23 +389,29 @@ class Driver:
         return name
 
     def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
-        network_id, endpoint_id = _field(body, "NetworkID"), _field(body, "EndpointID")
-        interface = body.get("Interface") or {}
-        addresses = [a for a in (_strip(interface.get("Address")),
-                                 _strip(interface.get("AddressIPv6"))) if a]
-        if not addresses:
+        network_id, endpoint_id = _id(body, "NetworkID"), _id(body, "EndpointID")
+        interface = _mapping(body, "Interface")
+        found = {}
+        for name, version in (("Address", 4), ("AddressIPv6", 6)):
+            address = _text(interface, name, label=f"Interface.{name}")
+            if address:
+                found[version] = str(parse_address(f"Interface.{name}", address, version))
+        if not found:
             raise DriverError("Interface: no address; the network must use --ipam-driver "
                               "calico-ipam")
+        addresses = list(found.values())
+        mac = _text(interface, "MacAddress", label="Interface.MacAddress") or \
+            container_mac(endpoint_id)
         profile = self._profile_for(network_id)
-        mac = interface.get("MacAddress") or container_mac(endpoint_id)
         endpoint = Endpoint(
             id=endpoint_id, host=self.hostname, interface=host_veth(endpoint_id), mac=mac,
-            ipv4_nets=[a for a in addresses if ":" not in a],
-            ipv6_nets=[a for a in addresses if ":" in a], profiles=[profile],
+            ipv4_nets=[found[4]] if 4 in found else [],
+            ipv6_nets=[found[6]] if 6 in found else [], profiles=[profile],
             labels={"docker-network": network_id[:63]})
         # One transaction: the addresses go from this host's pending handles to the
         # endpoint's own handle (its id) and the endpoint record is written; an address
-        # held by anything else is refused and nothing changes.
+        # held by anything else, or a host veth name another endpoint of this host has
+        # (ids alike in their first 11 characters), is refused and nothing changes.
         self.client.ipam.claim(addresses, endpoint_id, self.hostname, endpoint)
         # Docker gave the addresses; it expects an empty Interface back in that case.
         return {"Interface": {}} if interface else {"Interface": {"MacAddress": mac}}
@@ -333,7 +420,7 @@ class Driver:
         return {"Value": {}}
 
     def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
-        endpoint_id = _field(body, "EndpointID")
+        endpoint_id = _id(body, "EndpointID")
         self._forget(endpoint_id)
         # the record and the addresses go together: no moment where either is left alone
         if self.client.ipam.end_endpoint(self.hostname, endpoint_id) is None:
@@ -343,13 +430,14 @@ class Driver:
         return {}
 
     def join(self, body: dict[str, Any]) -> dict[str, Any]:
-        endpoint_id = _field(body, "EndpointID")
+        endpoint_id, network_id = _id(body, "EndpointID"), _id(body, "NetworkID")
+        sandbox = _text(body, "SandboxKey")
         try:
             endpoint = self.client.get_endpoint(self.hostname, endpoint_id)
         except (NotFoundError, ValidationError):
-            raise DriverError(f"endpoint {endpoint_id[:12]} is unknown: CreateEndpoint "
-                              "first") from None
-        subnets = self._subnets(_field(body, "NetworkID"))
+            raise DriverError(f"EndpointID: endpoint {endpoint_id[:12]} is unknown: "
+                              "CreateEndpoint first") from None
+        subnets = self._subnets(network_id)
         # Docker binds a next-hop route to the interface of its next hop's most specific
         # route, so each interface's routes go through a next hop only it has a connected
         # route to: IPv4 the gateway address its own gateway route holds alone, IPv6 a
@@ -358,7 +446,6 @@ class Driver:
             ":" in s for s in subnets) else None
         routes: list[dict[str, Any]] = []
         hop4 = GATEWAY_V4
-        sandbox = str(body.get("SandboxKey") or "")
         if endpoint.ipv4_nets:
             connected = self._gateway_route_for(sandbox, endpoint_id)
             routes.append({"Destination": connected, "RouteType": 1, "NextHop": ""})
@@ -433,12 +520,24 @@ class Driver:
     def _subnets(self, network_id: str) -> list[str]:
         """The pools a network was created on with --subnet (none for a whole-pool one)."""
         kv = self.client.store.get(keys.docker_network(self.hostname, network_id))
-        return _subnet_pools(json.loads(kv.value)) if kv else []
+        return _subnet_pools(_record(kv))
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
-        endpoint_id = _field(body, "EndpointID")
+        endpoint_id = _id(body, "EndpointID")
         self._forget(endpoint_id)
-        self.delete_veth(host_veth(endpoint_id))
+        interface = host_veth(endpoint_id)
+        # the veth of another endpoint of this host (a refused CreateEndpoint of an id alike
+        # in its first 11 characters) is never deleted
+        try:
+            owner = interface_owner(self.client.store, self.hostname, interface)
+        except CalicoError as exc:  # the datastore is away: the veth goes as it always did
+            log.warning("Leave %s: cannot read the interface index: %s", endpoint_id[:12], exc)
+            owner = None
+        if owner not in (None, endpoint_id):
+            log.warning("Leave %s: %s is endpoint %s's; left alone", endpoint_id[:12],
+                        interface, owner[:12])
+            return {}
+        self.delete_veth(interface)
         return {}
 
     def nothing(self, body: dict[str, Any]) -> dict[str, Any]:

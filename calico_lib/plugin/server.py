@@ -29,6 +29,7 @@ from ..agent import resolve_hostname
 from ..client import connect
 from ..dataplane.veth import add_address, create_veth, delete_veth, gateway_prefixes
 from ..errors import CalicoError
+from ..model import show
 from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 from .docker_api import DEFAULT_DOCKER_SOCKET, DockerAPI
 from .docker_sync import Syncer
@@ -42,6 +43,8 @@ READ_TIMEOUT = 10.0
 #: connections served at once per socket (one thread each)
 MAX_CONNECTIONS = 128
 INTERNAL_ERROR = "internal error (see the plugin's log)"
+#: the longest error message an answer carries
+MAX_MESSAGE = 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -205,7 +208,8 @@ class _Request(BaseHTTPRequestHandler):
         handler = self.server.handlers.get(self.path)
         if handler is None:
             self.close_connection = True  # its body is left unread
-            return self._answer(404, {self.server.error_field: f"unknown call {self.path}"})
+            return self._answer(404, {self.server.error_field:
+                                      f"path: unknown call {show(self.path)}"})
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -254,6 +258,9 @@ class _Request(BaseHTTPRequestHandler):
         self._answer(code, {self.server.error_field: text})
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
+        if status != 200:  # every refusal quotes its values; this keeps any slip one line
+            field = self.server.error_field
+            body = {**body, field: one_line(str(body[field]))}
         if status != 200 and "Err" not in body:
             # Docker's plugin client takes the message of a failed call from "Err" and
             # otherwise shows the raw JSON body: IPAM errors carry "Err" besides "Error".
@@ -270,6 +277,14 @@ class _Request(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug(format, *args)
+
+
+def one_line(message: str) -> str:
+    """An error message as an answer carries it: one printable line (control, separator
+    and invisible characters escaped), at most MAX_MESSAGE characters."""
+    if not message.isprintable():
+        message = repr(message)[1:-1]
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 3] + "..."
 
 
 def serve(driver: Driver, socket_dir: str) -> list[_Server]:

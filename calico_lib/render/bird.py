@@ -8,6 +8,7 @@ and peers with the other reflectors; the others peer with the reflectors only).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import jinja2
@@ -42,8 +43,12 @@ class Session:
 
 
 def protocol_name(prefix: str, address: str) -> str:
-    """Mesh_10_0_0_2, Global_fd00__1: BIRD names allow no dots or colons."""
-    return f"{prefix}_{address.replace('.', '_').replace(':', '_')}"
+    """Mesh_10_0_0_2, Global_fd00__1: BIRD names allow no dots or colons. IPv6 is written in
+    its canonical compressed form without a dotted quad (::1.0.0.2 is ::100:2), so two
+    addresses never share a name: an IPv4 name never holds "__", an IPv6 one with fewer
+    than seven "_" always does."""
+    text = ipaddress.ip_address(address).compressed
+    return f"{prefix}_{text.replace('.', '_').replace(':', '_')}"
 
 
 def _address(node: Node, version: int) -> str | None:

@@ -131,9 +131,11 @@ class RuleRenderer:
                                     self.tag_members.get(tag, frozenset()))
         return name
 
-    def nets(self, nets: list[str], direction: str, negate: bool) -> str:
+    def nets(self, nets: list[str], direction: str, negate: bool, as_set: bool = False) -> str:
+        """A match on a CIDR list: `-s`/`-d` for one CIDR, else (or with ``as_set``: one
+        rule takes a single `-s` and a single `-d`) a hash:net set."""
         bang = "! " if negate else ""
-        if len(nets) == 1:
+        if len(nets) == 1 and not as_set:
             return f"{bang}{'-s' if direction == 'src' else '-d'} {nets[0]}"
         name = names.net_set(tuple(nets), self.version)
         self.sets[name] = IpSet(name, "hash:net", self.version, frozenset(nets))
@@ -159,11 +161,12 @@ class RuleRenderer:
             matches.append(f"! -p {_protocol(rule.not_protocol, v)}")
         for direction in ("src", "dst"):
             nets = _version_nets(getattr(rule, f"{direction}_net"), v)
-            if nets and not any(_is_any(n) for n in nets):  # a /0 needs no address match
+            positive = bool(nets) and not any(_is_any(n) for n in nets)  # /0: no match
+            if positive:
                 matches.append(self.nets(nets, direction, False))
             excluded = _version_nets(getattr(rule, f"not_{direction}_net"), v)
             if excluded:
-                matches.append(self.nets(excluded, direction, True))
+                matches.append(self.nets(excluded, direction, True, as_set=positive))
             tag = getattr(rule, f"{direction}_tag")
             if tag:
                 matches.append(f"-m set --match-set {self.tag(tag)} {direction}")

@@ -3,7 +3,8 @@
 """Glue between the calico.docker modules and ``calico_lib``, where all the logic lives.
 
 A module builds its ``AnsibleModule`` with ``calico_module`` (adds the ``datastore`` option,
-check mode, and fails with one clear message when ``calico_lib`` is missing), then calls
+check mode, fails with one clear message when ``calico_lib`` is missing, and every failure
+message is one printable line, Ansible's own argument refusals included), then calls
 ``run(module, work)``: ``work(client)`` gets a ``calico_lib.Client`` on the datastore the
 ``datastore`` option names (resolved like calicoctl) and returns the result dict; any error
 of the library ends the run with ``fail_json(msg=<its one-line message>)``.
@@ -15,7 +16,7 @@ import os
 import socket
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.calico.docker.plugins.module_utils.messages import OneLineModule
 
 try:
     import calico_lib
@@ -83,11 +84,12 @@ def require_calico_lib(module):
 
 
 def calico_module(argument_spec, datastore=True, **kwargs):
-    """An ``AnsibleModule`` with check mode, plus the ``datastore`` option unless told not."""
+    """An ``AnsibleModule`` with check mode, plus the ``datastore`` option unless told not;
+    its failure messages are one line (``messages.OneLineModule``)."""
     spec = dict(argument_spec)
     if datastore:
         spec.update(datastore_argument_spec())
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
+    module = OneLineModule(argument_spec=spec, supports_check_mode=True, **kwargs)
     require_calico_lib(module)
     return module
 

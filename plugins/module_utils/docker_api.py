@@ -12,6 +12,8 @@ import json
 import socket
 from urllib.parse import quote
 
+from ansible_collections.calico.docker.plugins.module_utils.messages import one_line, show
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
@@ -19,7 +21,7 @@ class DockerError(Exception):
     """Docker refused a request or cannot be reached; the message is one line."""
 
     def __init__(self, message, status=None):
-        super().__init__(message)
+        super().__init__(one_line(message))
         self.status = status
 
 
@@ -38,7 +40,7 @@ def socket_path(docker_host):
     """The socket path of a C(unix://) docker_host URL."""
     if not isinstance(docker_host, str) or not docker_host.startswith("unix://") \
             or len(docker_host) <= len("unix://"):
-        raise DockerError(f"docker_host: {docker_host!r} is not supported; use "
+        raise DockerError(f"docker_host: {show(docker_host)} is not supported; use "
                           "unix:///path/to/docker.sock")
     return docker_host[len("unix://"):]
 
@@ -61,7 +63,9 @@ class DockerAPI:
             reply = conn.getresponse()
             raw = reply.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise DockerError(f"cannot reach Docker at {self.path}: {exc}") from None
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise DockerError(f"docker_host: cannot reach Docker at {show(self.path)}: "
+                              f"{reason}") from None
         finally:
             conn.close()
         try:

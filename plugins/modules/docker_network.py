@@ -21,7 +21,11 @@ description:
     says what differs, unless O(recreate=true).
 options:
   name:
-    description: The network's name (and its Calico profile's name).
+    description:
+      - The network's name (and its Calico profile's name), so it follows the profile-name
+        rule - letters, digits, C(_), C(.), C(-), starting with a letter or digit, at most 128
+        characters. Any other name is refused before Docker is asked (Docker would create a
+        network that no container can join).
     type: str
     required: true
   subnet:
@@ -145,12 +149,15 @@ diff:
 
 import ipaddress
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.calico.docker.plugins.module_utils.docker_api import (
     DEFAULT_DOCKER_HOST,
     DockerAPI,
     DockerError,
+)
+from ansible_collections.calico.docker.plugins.module_utils.messages import (
+    OneLineModule,
+    name_problem,
+    show,
 )
 
 DRIVER = "calico"
@@ -175,8 +182,8 @@ def parse_subnets(values, ipv6):
         try:
             nets.append(ipaddress.ip_network(str(value).strip(), strict=False))
         except ValueError:
-            raise SettingsError(f"subnet: {value!r} is not a CIDR; use a pool's CIDR such "
-                                "as 10.65.0.0/16 or fd00:65::/48") from None
+            raise SettingsError(f"subnet: {show(value)} is not a CIDR; use a pool's CIDR "
+                                "such as 10.65.0.0/16 or fd00:65::/48") from None
     for net in nets:
         if net.version == 6 and not ipv6:
             raise SettingsError(f"subnet: {net} is IPv6; set ipv6: true for an IPv6 pool")
@@ -209,6 +216,12 @@ def differences(have, want):
 
 def ensure(module, docker):
     p = module.params
+    if p["state"] == "present":
+        # the network's containers join the profile of its name: Docker would create a
+        # network under a name no profile can have, and then refuse every container
+        problem = name_problem("name", p["name"])
+        if problem:
+            raise SettingsError(problem)
     current = docker.find_network(p["name"])
     before = settings(current) if current else {}
     if p["state"] == "absent":
@@ -246,7 +259,7 @@ def ensure(module, docker):
 
 
 def main():
-    module = AnsibleModule(
+    module = OneLineModule(
         argument_spec={
             "name": {"type": "str", "required": True},
             "subnet": {"type": "list", "elements": "str", "default": [],

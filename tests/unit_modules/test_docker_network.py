@@ -204,3 +204,48 @@ def test_docker_unreachable(tmp_path) -> None:
     msg = failed(docker_network, {"name": "frontend",
                                   "docker_host": f"unix://{tmp_path}/none.sock"})
     assert "cannot reach Docker" in msg
+
+
+@pytest.mark.parametrize("name", ["web\n", "x" * 129, "web name", "-web", "w\u0435b", ""],
+                         ids=repr)
+def test_names_no_profile_can_have_are_refused_before_docker(docker, name) -> None:
+    """A network's containers join the profile of its name: a name no profile can have
+    (a YAML block scalar's newline, too long, a space) would make a network no container
+    can join. Refused in one line naming the option, the value escaped; Docker is not
+    asked."""
+    fake, host = docker
+    msg = failed(docker_network, {"name": name, "docker_host": host})
+    assert msg.startswith("name: ") and msg.isprintable(), msg
+    assert "at most 128 characters" in msg
+    assert fake.requests == []
+
+
+def test_a_long_name_is_quoted_shortened(docker) -> None:
+    fake, host = docker
+    msg = failed(docker_network, {"name": "x" * 5000, "docker_host": host})
+    assert "'" + "x" * 60 + "... " in msg and "x" * 61 not in msg
+
+
+def test_absent_takes_any_name(docker) -> None:
+    """Removing is never refused for its name (a network made outside Ansible)."""
+    fake, host = docker
+    fake.add("web name")
+    out = ok(docker_network, {"name": "web name", "state": "absent", "docker_host": host})
+    assert out["changed"] is True and fake.by_name("web name") is None
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"state": "present\n"}, "state"),
+    ({"ipv6": "maybe\n"}, "ipv6"),
+    ({"colour\nforged": 1}, "colour"),
+    ({"subnet": ["10.65.0.0/33\n"]}, "subnet"),
+    ({"docker_host": "unix:///nonexistent\nforged"}, "docker_host"),
+    ({"docker_host": "tcp://x\u2028y"}, "docker_host"),
+], ids=["state", "bool", "unsupported", "subnet", "unreachable", "scheme"])
+def test_refusals_are_one_printable_line(docker, args, field) -> None:
+    """Ansible's own argument checks quote values raw; the module's failures are one
+    printable line all the same (the value escaped)."""
+    fake, host = docker
+    msg = failed(docker_network, dict({"name": "web", "docker_host": host}, **args))
+    assert msg.isprintable() and field in msg, msg
+    assert fake.writes() == []

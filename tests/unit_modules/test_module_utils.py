@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 
-from ansible_collections.calico.docker.plugins.module_utils import calico
+import pytest
+
+from ansible_collections.calico.docker.plugins.module_utils import calico, messages
 from ansible_collections.calico.docker.plugins.modules import ip_pool
 from tests.unit_modules.helpers import client, ok
 
@@ -58,7 +60,7 @@ def test_missing_calico_lib_fails_with_one_clear_message() -> None:
 def test_docker_network_needs_no_calico_lib(tmp_path) -> None:
     out = run_without_lib("docker_network", {"name": "x",
                                              "docker_host": f"unix://{tmp_path}/none.sock"})
-    assert out["msg"].startswith("cannot reach Docker")
+    assert out["msg"].startswith("docker_host: cannot reach Docker")
 
 
 def test_datastore_from_the_environment(url, tmp_path, monkeypatch) -> None:
@@ -103,3 +105,39 @@ def test_check_mode_and_info_never_create_a_store(tmp_path) -> None:
     assert not (tmp_path / "new").exists()  # ... and nothing was made
     ok(ip_pool, {"cidr": "10.65.0.0/16", "datastore": url})  # a real run creates it
     assert (tmp_path / "new" / "calico.db").exists()
+
+
+def test_docker_network_checks_names_without_calico_lib(tmp_path) -> None:
+    """Without calico_lib, the profile-name rule and the quoting are the module_utils' own
+    copies (kept equal to the model's below)."""
+    out = run_without_lib("docker_network", {"name": "web\nname",
+                                             "docker_host": f"unix://{tmp_path}/none.sock"})
+    assert out["failed"] is True
+    assert out["msg"] == ("name: 'web\\nname' is not allowed; use letters, digits, '_', '.', "
+                          "'-', starting with a letter or digit, at most 128 characters")
+
+
+def test_messages_fallbacks_are_the_models() -> None:
+    from calico_lib import model
+
+    assert messages.FALLBACK_NAME_RE.pattern == model.NAME_RE.pattern
+    assert messages.FALLBACK_SHOW_MAX == model.SHOW_MAX
+    assert messages.NAME_RE is model.NAME_RE and messages.show is model.show
+    for value in ("web", "web\n", "x" * 300, "\ud800", 5, None, ["a\u2028b"], "w\u0435b"):
+        assert messages.fallback_show(value) == model.show(value)
+    try:
+        model._name("name", "web name")
+    except model.ValidationError as exc:
+        assert messages.name_problem("name", "web name") == str(exc)
+    assert messages.name_problem("name", "web") is None
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("value of state must be one of: present, absent, got: present\n",
+     "value of state must be one of: present, absent, got: present\\n"),
+    ("a\u2028b\x1b[2J\u200b", "a\\u2028b\\x1b[2J\\u200b"),
+    ("fine: one line", "fine: one line"),
+    ("x" * 2000, "x" * (messages.MAX_MESSAGE - 3) + "..."),
+])
+def test_one_line(message, expected) -> None:
+    assert messages.one_line(message) == expected
