@@ -8,7 +8,9 @@ connection, so ``playbooks/site.yml`` deploys to them exactly as to real hosts.
     calico-lab-1 … calico-lab-N   node containers (fixed names, see ARCHITECTURE.md)
     calico-lab-fabric             their network: 172.31.250.0/24 (+ fd7a:ca1:1ab::/64)
     calico-lab-node:<hash>        the node image; <hash> is a content hash of its recipe
-    /var/lib/calico-lab           state: lab.json, inventory.yml, deploy.log
+    /var/lib/calico-lab           state: lab.json, inventory.yml, deploy.log, and pki/ (the
+                                  CA and certificates of the lab's etcd, which runs with TLS
+                                  and client certificates as everywhere)
 
 ``up`` runs these steps, each announced on one line and timed; a failure raises
 :class:`LabError` naming the step and the reason (the last lines of the failing command):
@@ -273,6 +275,10 @@ class Lab:
     @property
     def inventory_path(self) -> str:
         return os.path.join(self.state_dir, "inventory.yml")
+
+    @property
+    def pki_dir(self) -> str:
+        return os.path.join(self.state_dir, "pki")
 
     @property
     def state_path(self) -> str:
@@ -800,6 +806,9 @@ class Lab:
                     "ansible_docker_extra_args": f"-H {self.docker_host}",
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "ansible_user": "root",
+                    # the controller side of etcd's TLS (calico.docker.pki): the CA and
+                    # every certificate, kept with the lab's state (`down` removes them)
+                    "pki_dir": self.pki_dir,
                     **lab_variables(specs, self.ipv6),
                 },
                 "children": {
@@ -965,8 +974,9 @@ POOL6 = "fd00:200::/64"
 
 def lab_variables(specs: Sequence[NodeSpec], ipv6: bool) -> dict[str, Any]:
     """site.yml's variables for the lab (see inventory/example/group_vars): etcd on the first
-    node, the mesh, one pool per IP version, networks frontend and backend on every node with
-    Calico's default profile rules (members reach each other, nothing else gets in)."""
+    node (over TLS with client certificates, the roles' default), the mesh, one pool per IP
+    version, networks frontend and backend on every node with Calico's default profile rules
+    (members reach each other, nothing else gets in)."""
     pools: list[dict[str, Any]] = [{"cidr": POOL4, "nat_outgoing": True}]
     networks: list[dict[str, Any]] = [{"name": "frontend"}, {"name": "backend"}]
     if ipv6:
@@ -976,7 +986,9 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool) -> dict[str, Any]:
     return {
         "policy_pools": pools,
         "policy_bgp": {"as_number": 64512, "node_to_node_mesh": True},
-        "policy_profiles": [{"name": n["name"], "default_rules": True} for n in networks],
+        # the networks' profiles (docker_network: the plugin puts their containers there)
+        "policy_profiles": [{"name": n["name"], "default_rules": True, "docker_network": True}
+                            for n in networks],
         "docker_calico_networks": networks,
     }
 

@@ -8,6 +8,10 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
      tcp/80 and tcp/8080;
   2. BGP: every node's sessions Established (`calicoctl node status` in the node), and a
      route on every node to every other node's address blocks, via that node;
+  2b. the datastore: etcd answers only TLS with a client certificate of the lab's CA. From
+     a workload container on every node, a plain-HTTP request and a TLS request without a
+     client certificate to every etcd member (read everything, write a key) get no data,
+     while calicoctl on every node (with that host's own certificate) works;
   3. a connectivity matrix, IPv4 and IPv6 (when the lab has IPv6): ping, tcp/80 and tcp/8080
      from every container to every other. Same network (across nodes) passes, across
      networks everything is dropped;
@@ -253,6 +257,88 @@ class Demo:
                     missing.append(f"{node}: a route to {cidr} (of {owner}) via {via}")
         return missing, rows
 
+    # ---------------------------------------------------------------- 2b: the datastore
+
+    def etcd_members(self) -> list[tuple[str, str]]:
+        """(node, fabric IPv4 address) of every etcd member, from the lab's inventory."""
+        import yaml  # ansible's dependency
+
+        with open(self.state["inventory"]) as handle:
+            inventory = yaml.safe_load(handle)
+        members = (inventory["all"].get("children", {}).get("etcd") or {}).get("hosts") or {}
+        return [(name, self.fabric[name][0]) for name in members if name in self.fabric]
+
+    def workload_probe(self, w: Workload, jobs: list[tuple[str, str]]) -> dict[str, str]:
+        """Run busybox wget in workload ``w`` for each (key, wget arguments); the output
+        (errors included) and exit status of each."""
+        script = "\n".join(
+            # busybox's `wget -T` crashes (1.35, static): `timeout` bounds it instead
+            f"out=$(timeout 5 wget -q -O - {args} 2>&1); "
+            f"echo \"{key} rc=$? $(echo $out | head -c 300)\""
+            for key, args in jobs)
+        out = self.lab.node_exec(w.node, "docker", "exec", w.name, "sh", "-c", script,
+                                 step="datastore", timeout=120).stdout
+        return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines()
+                if " " in line}
+
+    def check_datastore(self) -> None:
+        members = self.etcd_members()
+        heading("The datastore: etcd over TLS, only with a client certificate of the lab's CA")
+        if not members:
+            self.report.check(False, "the lab's inventory names the etcd members")
+            return
+        # everything (key \0 to the end) and a write, as a workload would try them
+        read = "--post-data '{\"key\":\"AA==\",\"range_end\":\"AA==\"}'"
+        write = ("--post-data '{\"key\":\"L2NhbGljby9pbnRydWRlcg==\","
+                 "\"value\":\"eA==\"}'")  # /calico/intruder = x
+        probes = []
+        for name, addr in members:
+            for scheme, extra in (("plain HTTP", ""), ("TLS, no client cert",
+                                                       "--no-check-certificate ")):
+                url = ("http" if scheme == "plain HTTP" else "https") + f"://{addr}:2379"
+                probes.append((name, addr, scheme, "read", f"{extra}{read} {url}/v3/kv/range"))
+                probes.append((name, addr, scheme, "write", f"{extra}{write} {url}/v3/kv/put"))
+        sources: list[Workload] = []  # one workload on every node that has one
+        for w in self.workloads:
+            if all(s.node != w.node for s in sources):
+                sources.append(w)
+        rows = []
+        for w in sources:
+            jobs = [(f"q{i}", p[4]) for i, p in enumerate(probes)]
+            results = self.workload_probe(w, jobs)
+            for i, (name, addr, scheme, what, _) in enumerate(probes):
+                got = results.get(f"q{i}", "rc=? (no answer)")
+                leaked = '"header"' in got or '"kvs"' in got
+                reason = got.split(" ", 1)[1] if " " in got else got
+                rows.append([w.label, f"{name} ({addr})", scheme, what,
+                             "DATA!" if leaked else "refused",
+                             reason.replace("wget: ", "")[:60]])
+                self.report.check(not leaked, f"{w.label} -> etcd {name}: {scheme} {what} "
+                                  "gets no data", quiet=True)
+        table(rows, ["FROM", "ETCD MEMBER", "REQUEST", "WHAT", "RESULT", "WHY"])
+        failed = [f for f in self.report.failures if "gets no data" in f]
+        if not failed:
+            print(f"  ok    from a workload on every node: {len(rows)} requests to "
+                  f"{len(members)} etcd member(s) without a client certificate, none got data")
+
+        heading("calicoctl on every node, with the host's own certificate (calico.conf)")
+        rows = []
+        for node in self.nodes:
+            subject = self.sh(node, "openssl x509 -noout -subject -in /etc/calico/pki/client.crt "
+                                    "2>/dev/null || echo '?'", check=False).strip()
+            url = self.sh(node, "sed -n 's/^datastore = //p' /etc/calico/calico.conf",
+                          check=False).strip()
+            code, pools = self.calicoctl(node, "pool", "list")
+            ok = code == 0 and isinstance(pools, list) and len(pools) > 0
+            rows.append([node, subject.replace("subject=", "").strip(), url,
+                         f"{len(pools)} pools" if ok else f"exit {code}: {str(pools)[:60]}"])
+            self.report.check(ok and url.startswith("etcds://"),
+                              f"{node}: calicoctl works over etcds:// with its own certificate",
+                              quiet=True)
+        table(rows, ["NODE", "CLIENT CERTIFICATE", "DATASTORE", "calicoctl pool list"])
+        if not [f for f in self.report.failures if "calicoctl works" in f]:
+            print("  ok    calicoctl works on every node")
+
     # ---------------------------------------------------------------- 3/4: the matrix
 
     def expected(self, src: Workload, dst: Workload, probe: str, after: bool) -> bool:
@@ -393,6 +479,7 @@ class Demo:
         self.check_lab()
         self.start_workloads()
         self.check_bgp()
+        self.check_datastore()
         heading("Connectivity with Calico's default profiles")
         self.matrix(after=False)
         self.change_policy()

@@ -126,6 +126,14 @@ def test_inventory_names_the_nodes_and_their_fabric_addresses() -> None:
                                      "node_bgp_ipv6": "fd7a:ca1:1ab::13"}
     assert [n["name"] for n in inventory["vars"]["docker_calico_networks"]] == \
         ["frontend", "backend"]
+    # etcd's TLS, the default: the CA and certificates with the lab's state
+    assert inventory["vars"]["pki_dir"] == "/var/lib/calico-lab/pki"
+    assert Lab(prefix="calico-labtest", state_dir="/tmp/x").inventory(specs)["all"]["vars"][
+        "pki_dir"] == "/tmp/x/pki"
+    assert not any(k.startswith(("node_datastore", "etcd_pki", "policy_etcd"))
+                   for k in inventory["vars"]), "TLS is not an option the lab turns on"
+    # the networks' profiles are marked as theirs (the plugin refuses an operator's profile)
+    assert all(p["docker_network"] for p in inventory["vars"]["policy_profiles"])
     assert Lab(nodes=2).node_specs()[1].ip6 is None
 
 
@@ -218,6 +226,7 @@ def test_two_nodes_boot_run_docker_inside_and_go_away(tmp_path, dockerd: None) -
         assert os.path.dirname(inventory) == state_dir
         text = open(inventory).read()
         assert all(name in text for name in names)
+        assert f"pki_dir: {state_dir}/pki" in text  # etcd's CA, kept with the lab's state
         assert json.load(open(os.path.join(state_dir, "lab.json")))["nodes"][1]["ip6"] == \
             "fd7a:ca1:1ac::12"
 

@@ -30,6 +30,7 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint
 from tests.netns import Lab, missing_requirements
+from tests.pki import Pki
 from tests.playbooks.harness import (
     HERE,
     REPO,
@@ -303,64 +304,92 @@ def env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def test_etcd_role_three_members(lab: Lab, tmp_path: Path) -> None:
-    """The etcd role's configuration of three members forms one healthy cluster.
+def cert_info(path: Path) -> dict[str, object]:
+    """A PEM certificate's CN, OU and O (None when absent), subject alternative names,
+    extended key usages, serial and issuer."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
 
-    No systemd here: the first run (without its health check) writes each member's
-    environment file, the test starts etcd with it in each namespace (as etcd.service would),
-    then the whole role runs again: healthy everywhere, nothing to change.
-    """
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd is not installed")
-    hosts = [lab.host(f"e{i}") for i in (1, 2, 3)]
-    host_vars = {}
-    for host in hosts:
-        values = netns_host_vars(host.name, host.ns, tmp_path, "unused")
-        root = tmp_path / host.name
-        host_vars[host.name] = {
-            k: v for k, v in values.items()
-            if k.startswith("ansible_")} | {
-            "etcd_manage_packages": False,
-            "etcd_manage_services": False,
-            "etcd_config_file": str(root / "etcd.env"),
-            "etcd_data_dir": str(root / "data"),
-            "etcd_health_delay": 1,
-        }
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"children": {"etcd": {"hosts": host_vars}}}}))
-    play = HERE / "etcd_play.yml"
-
-    first = playbook(play, inventory, "--skip-tags", "etcd_health", workdir=tmp_path).check()
-    assert all(first.recap[h.name]["changed"] == 2 for h in hosts), first.output
-    members = "e1=http://198.18.0.2:2380,e2=http://198.18.0.3:2380,e3=http://198.18.0.4:2380"
-    procs = []
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
     try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = sorted(str(n.value) for n in names)
+    except x509.ExtensionNotFound:
+        sans = []
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = []
+    def name(oid: x509.ObjectIdentifier) -> str | None:
+        found = cert.subject.get_attributes_for_oid(oid)
+        return str(found[0].value) if found else None
+
+    return {"cn": name(NameOID.COMMON_NAME), "ou": name(NameOID.ORGANIZATIONAL_UNIT_NAME),
+            "o": name(NameOID.ORGANIZATION_NAME), "sans": sans,
+            "usage": sorted(u._name for u in usage), "serial": cert.serial_number,
+            "issuer": cert.issuer.rfc4514_string()}
+
+
+def file_mode(path: Path) -> tuple[str, str]:
+    import grp
+    import pwd
+
+    st = path.stat()
+    return oct(st.st_mode & 0o777), f"{pwd.getpwuid(st.st_uid).pw_name}:" \
+        f"{grp.getgrgid(st.st_gid).gr_name}"
+
+
+class Curl:
+    """curl inside a namespace against etcd's JSON gateway: (exit code, output)."""
+
+    def __init__(self, lab: Lab, ns: str) -> None:
+        self.lab, self.ns = lab, ns
+
+    def __call__(self, url: str, body: dict[str, str] | None = None,
+                 *tls: str) -> tuple[int, str]:
+        argv = ["curl", "-sS", "--http1.1", "--max-time", "5", *tls, url]
+        if body is not None:
+            argv += ["-d", json.dumps(body)]
+        proc = self.lab.exec(self.ns, *argv, check=False, timeout=15)
+        return proc.returncode, proc.stdout + proc.stderr
+
+
+def b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def served_certificate(lab: Lab, ns: str, address: str, port: int, ca: Path, cert: Path,
+                       key: Path) -> bytes:
+    """The DER certificate a TLS server presents to a new connection (from namespace ns)."""
+    code = ("import socket, ssl, sys\n"
+            "ctx = ssl.create_default_context(cafile=sys.argv[3])\n"
+            "ctx.load_cert_chain(sys.argv[4], sys.argv[5])\n"
+            "with socket.create_connection((sys.argv[1], int(sys.argv[2])), 5) as raw:\n"
+            "    with ctx.wrap_socket(raw, server_hostname=sys.argv[1]) as tls:\n"
+            "        print(tls.getpeercert(binary_form=True).hex())\n")
+    out = lab.exec(ns, sys.executable, "-c", code, address, str(port), str(ca), str(cert),
+                   str(key)).stdout
+    return bytes.fromhex(out.strip())
+
+
+class EtcdCluster:
+    """etcd started in each namespace from the environment file the role wrote (as
+    etcd.service would: there is no systemd here); stopped by ``stop``."""
+
+    def __init__(self, lab: Lab, hosts: list, tmp_path: Path) -> None:
+        self.procs: list[tuple[subprocess.Popen, object]] = []
         for host in hosts:
             env = env_file(tmp_path / host.name / "etcd.env")
-            assert env["ETCD_INITIAL_CLUSTER"] == members
-            assert env["ETCD_LISTEN_CLIENT_URLS"] == (
-                f"http://{host.ipv4}:2379,http://127.0.0.1:2379")
-            log = open(tmp_path / f"{host.name}.log", "wb")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen(
-                ["ip", "netns", "exec", host.ns, "etcd"], env={"PATH": os.environ["PATH"], **env},
+            log = open(tmp_path / f"{host.name}.log", "wb")  # noqa: SIM115 - closed in stop
+            self.procs.append((subprocess.Popen(
+                ["ip", "netns", "exec", host.ns, "etcd"],
+                env={"PATH": os.environ["PATH"], **env},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT), log))
 
-        again = playbook(play, inventory, workdir=tmp_path).check()
-        assert again.changed() == 0, again.output
-        assert again.output.count("Wait until the member is healthy") == 1
-
-        # one cluster: what one member stores, another serves (from inside e1, the node
-        # role's default datastore URL for this etcd group)
-        url = "etcd://198.18.0.2:2379,198.18.0.3:2379,198.18.0.4:2379"
-        code = ("import sys, calico_lib\n"
-                "with calico_lib.connect(sys.argv[1]) as c:\n"
-                "    c.add_pool(calico_lib.IPPool('10.77.0.0/16'))\n"
-                "with calico_lib.connect('etcd://198.18.0.4:2379') as c:\n"
-                "    print([p.cidr for p in c.list_pools()])\n")
-        out = lab.exec(hosts[0].ns, sys.executable, "-c", code, url, timeout=60).stdout
-        assert out.strip() == "['10.77.0.0/16']"
-    finally:
-        for proc, log in procs:
+    def stop(self) -> None:
+        for proc, log in self.procs:
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -368,6 +397,288 @@ def test_etcd_role_three_members(lab: Lab, tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+def etcd_inventory(lab: Lab, tmp_path: Path, names: list[str]) -> tuple[list, Path]:
+    """Namespace hosts in the etcd group, without packages or systemd, every file of the
+    role (configuration, data, TLS files) in tmp_path/NAME; the controller's PKI in the
+    default place beside the inventory (tmp_path/calico-pki)."""
+    hosts = [lab.host(name) for name in names]
+    host_vars = {}
+    for host in hosts:
+        values = netns_host_vars(host.name, host.ns, tmp_path, "unused")
+        root = tmp_path / host.name
+        host_vars[host.name] = {
+            k: v for k, v in values.items() if k.startswith("ansible_")} | {
+            "etcd_manage_packages": False,
+            "etcd_manage_services": False,
+            "etcd_address": host.ipv4,
+            "etcd_config_file": str(root / "etcd.env"),
+            "etcd_data_dir": str(root / "data"),
+            "etcd_pki_dir": str(root / "etcd-pki"),
+            "etcd_health_delay": 1,
+        }
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"etcd": {"hosts": host_vars}}}}))
+    return hosts, inventory
+
+
+def test_etcd_role_three_members_over_tls(lab: Lab, tmp_path: Path) -> None:
+    """The etcd role makes a CA on the controller, issues every member's certificates,
+    and configures three members that form one healthy cluster over TLS only.
+
+    No systemd here: the first run (without its health check) writes each member's
+    files, the test starts etcd with its environment file in each namespace (as
+    etcd.service would), then the whole role runs again: healthy everywhere over TLS with
+    a client certificate, nothing to change. Then, from a member's namespace: a request
+    with a client certificate of the CA reads and writes; one without a client certificate,
+    one over plain HTTP and one with a certificate of another CA get no data; a client
+    certificate cannot join the peer port. Certificates about to expire are reissued (the
+    CA never is) and etcd serves the new one at once, without a restart.
+    """
+    if shutil.which("etcd") is None or shutil.which("curl") is None:
+        pytest.skip("etcd and curl are needed")
+    hosts, inventory = etcd_inventory(lab, tmp_path, ["e1", "e2", "e3"])
+    play = HERE / "etcd_play.yml"
+    pki = tmp_path / "calico-pki"
+
+    first = playbook(play, inventory, "--skip-tags", "etcd_health", workdir=tmp_path).check()
+    assert all(first.recap[h.name]["changed"] >= 5 for h in hosts), first.output
+    # the controller's PKI: one CA, made once; the administrator's certificate once
+    assert file_mode(pki)[0] == "0o700"
+    assert (pki / ".gitignore").read_text().splitlines()[-1] == "*"
+    ca = cert_info(pki / "ca.crt")
+    assert ca["cn"] == "Calico etcd CA"
+    assert cert_info(pki / "root.crt")["cn"] == "root"
+    assert file_mode(pki / "ca.key")[0] == file_mode(pki / "root.key")[0] == "0o600"
+    members = ("e1=https://198.18.0.2:2380,e2=https://198.18.0.3:2380,"
+               "e3=https://198.18.0.4:2380")
+    for host in hosts:
+        root = tmp_path / host.name
+        files = root / "etcd-pki"
+        env = env_file(root / "etcd.env")
+        assert env["ETCD_INITIAL_CLUSTER"] == members
+        assert env["ETCD_LISTEN_CLIENT_URLS"] == (
+            f"https://{host.ipv4}:2379,https://127.0.0.1:2379")
+        assert env["ETCD_ADVERTISE_CLIENT_URLS"] == f"https://{host.ipv4}:2379"
+        assert env["ETCD_LISTEN_PEER_URLS"] == f"https://{host.ipv4}:2380"
+        assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+        assert env["ETCD_PEER_CERT_ALLOWED_CN"] == "etcd-peer"
+        assert env["ETCD_TRUSTED_CA_FILE"] == env["ETCD_PEER_TRUSTED_CA_FILE"] == \
+            str(files / "ca.crt")
+        assert (env["ETCD_CERT_FILE"], env["ETCD_KEY_FILE"]) == (
+            str(files / "server.crt"), str(files / "server.key"))
+        assert (env["ETCD_PEER_CERT_FILE"], env["ETCD_PEER_KEY_FILE"]) == (
+            str(files / "peer.crt"), str(files / "peer.key"))
+        assert not any("http://" in v for v in env.values()), env
+        # the member's files: keys 0600, etcd's own owned by etcd
+        assert file_mode(files) == ("0o750", "root:etcd")
+        assert file_mode(files / "server.key") == ("0o600", "etcd:etcd")
+        assert file_mode(files / "peer.key") == ("0o600", "etcd:etcd")
+        assert file_mode(files / "root.key") == ("0o600", "root:root")
+        assert (files / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+        server, peer = cert_info(files / "server.crt"), cert_info(files / "peer.crt")
+        names = sorted([host.ipv4, host.name, "127.0.0.1", "localhost"])
+        assert server == server | {"cn": f"etcd-member.{host.name}", "sans": names,
+                                   "usage": ["clientAuth", "serverAuth"],
+                                   "issuer": ca["issuer"]}
+        assert peer == peer | {"cn": "etcd-peer", "sans": names,
+                               "usage": ["clientAuth", "serverAuth"]}
+
+    cluster = EtcdCluster(lab, hosts, tmp_path)
+    try:
+        again = playbook(play, inventory, workdir=tmp_path).check()
+        assert again.changed() == 0, again.output
+        assert again.output.count(
+            "TASK [calico.docker.etcd : Wait until the member is healthy]") == 1
+
+        curl = Curl(lab, hosts[0].ns)
+        e1 = tmp_path / "e1" / "etcd-pki"
+        tls = ("--cacert", str(e1 / "ca.crt"))
+        admin = (*tls, "--cert", str(e1 / "root.crt"), "--key", str(e1 / "root.key"))
+        code, out = curl("https://198.18.0.2:2379/v3/kv/put",
+                         {"key": b64("/calico/test"), "value": b64("tls")}, *admin)
+        assert code == 0 and '"revision"' in out, out
+        for host in hosts:
+            base = f"{host.ipv4}:2379"
+            query = {"key": b64("/calico/test")}
+            # a client certificate of the CA: one cluster, what one member stored
+            code, out = curl(f"https://{base}/v3/kv/range", query, *admin)
+            assert code == 0 and b64("tls") in out, out
+            # no client certificate: the TLS handshake fails, nothing is read or written
+            for path, body in (("range", query),
+                               ("put", {"key": b64("/calico/x"), "value": b64("x")})):
+                code, out = curl(f"https://{base}/v3/kv/{path}", body, *tls)
+                assert code != 0 and "kvs" not in out and "revision" not in out, out
+            # plain HTTP: no listener answers it with data
+            code, out = curl(f"http://{base}/v3/kv/range", query)
+            assert "kvs" not in out and "revision" not in out, out
+            # a certificate of another CA: refused
+            other = Pki(tmp_path / "other-ca").issue("root")
+            code, out = curl(f"https://{base}/v3/kv/range", query, *tls, "--cert", other.cert,
+                             "--key", other.key)
+            assert code != 0 and "kvs" not in out, out
+            # the peer port takes the peer certificate only, not a client certificate
+            peer_port = f"https://{host.ipv4}:2380/members"
+            code, out = curl(peer_port, None, *admin)
+            assert code != 0 and "peerURLs" not in out, out
+            code, out = curl(peer_port, None, *tls, "--cert", str(e1 / "peer.crt"),
+                             "--key", str(e1 / "peer.key"))
+            assert code == 0 and "peerURLs" in out, out
+
+        # the library over TLS: the node role's default URL for this group, and the CA's
+        # administrator certificate
+        url = "etcds://198.18.0.2:2379,198.18.0.3:2379,198.18.0.4:2379"
+        code = ("import sys, calico_lib\n"
+                "tls = dict(etcd_ca=sys.argv[2], etcd_cert=sys.argv[3], etcd_key=sys.argv[4])\n"
+                "with calico_lib.connect(sys.argv[1], **tls) as c:\n"
+                "    c.add_pool(calico_lib.IPPool('10.77.0.0/16'))\n"
+                "with calico_lib.connect('etcds://198.18.0.4:2379', **tls) as c:\n"
+                "    print([p.cidr for p in c.list_pools()])\n")
+        out = lab.exec(hosts[0].ns, sys.executable, "-c", code, url, str(e1 / "ca.crt"),
+                       str(e1 / "root.crt"), str(e1 / "root.key"), timeout=60).stdout
+        assert out.strip() == "['10.77.0.0/16']"
+
+        # renewal: every certificate within pki_renew_days of its end is reissued (here:
+        # all of them); the CA is not; etcd serves the new certificate to the next
+        # connection without a restart
+        ca_before = (pki / "ca.crt").read_bytes()
+        serials = {h.name: cert_info(tmp_path / h.name / "etcd-pki" / "server.crt")["serial"]
+                   for h in hosts}
+        renewed = playbook(play, inventory, "-e", "pki_renew_days=400",
+                           workdir=tmp_path).check()
+        assert "RUNNING HANDLER [calico.docker.etcd : Restart etcd]" not in renewed.output
+        assert (pki / "ca.crt").read_bytes() == ca_before
+        for host in hosts:
+            files = tmp_path / host.name / "etcd-pki"
+            assert cert_info(files / "server.crt")["serial"] != serials[host.name]
+            served = served_certificate(lab, hosts[0].ns, host.ipv4, 2379, e1 / "ca.crt",
+                                        e1 / "root.crt", e1 / "root.key")
+            from cryptography import x509
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            current = x509.load_pem_x509_certificate((files / "server.crt").read_bytes())
+            assert served == current.public_bytes(Encoding.DER), host.name
+        assert all(p.poll() is None for p, _ in cluster.procs), "etcd restarted or died"
+
+        settled = playbook(play, inventory, workdir=tmp_path).check()
+        assert settled.changed() == 0, settled.output
+    finally:
+        cluster.stop()
+
+
+def test_site_over_tls_and_client_certificate_rotation(lab: Lab, tmp_path: Path) -> None:
+    """site.yml (without the docker play) on two namespace hosts, e1 also the etcd member:
+    every Calico host gets the CA and its own client certificate (CN calico-host.NODE, key
+    0600) and calico.conf names them with the etcds:// URL; the node registers itself with
+    its certificate and the policy role writes with the operator's, installed on e1 only.
+    A second run changes nothing. ``pki_reissue=h2`` reissues h2's client certificate with
+    a new key, installs it on h2 and restarts h2's daemons only; e1 and the CA stay as
+    they are, and the next run changes nothing again.
+    """
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed")
+    e1, h2 = lab.host("e1"), lab.host("h2")
+    host_vars = {}
+    for host in (e1, h2):
+        values = netns_host_vars(host.name, host.ns, tmp_path, "unused")
+        root = tmp_path / host.name
+        # the node role's default datastore (etcds:// on the etcd group) and certificates
+        values.pop("node_datastore")
+        values |= {"node_pki_dir": str(root / "pki"),
+                   "policy_datastore": "etcds://198.18.0.2:2379"}
+        host_vars[host.name] = values
+    host_vars["e1"] |= {
+        "etcd_address": e1.ipv4,
+        "etcd_manage_packages": False,
+        "etcd_manage_services": False,
+        "etcd_config_file": str(tmp_path / "e1" / "etcd.env"),
+        "etcd_data_dir": str(tmp_path / "e1" / "data"),
+        "etcd_pki_dir": str(tmp_path / "e1" / "etcd-pki"),
+        "etcd_health_delay": 1,
+    }
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {
+        "hosts": {"h2": host_vars["h2"]},
+        "children": {"etcd": {"hosts": {"e1": host_vars["e1"]}}}}}))
+    pki = tmp_path / "calico-pki"
+
+    def site(*args: str) -> object:
+        return playbook(SITE, inventory, *POLICY, "--skip-tags", "docker", *args,
+                        workdir=tmp_path).check()
+
+    site("--tags", "etcd", "--skip-tags", "etcd_health")
+    cluster = EtcdCluster(lab, [e1], tmp_path)
+    try:
+        first = site()
+        assert first.recap["e1"]["changed"] > 0 and first.recap["h2"]["changed"] > 0
+        url = "etcds://198.18.0.2:2379"
+        for host in (e1, h2):
+            root = tmp_path / host.name
+            files = root / "pki"
+            conf = (root / "calico.conf").read_text()
+            assert f"datastore = {url}" in conf
+            for key, name in (("etcd_ca", "ca.crt"), ("etcd_cert", "client.crt"),
+                              ("etcd_key", "client.key")):
+                assert f"{key} = {files / name}" in conf, conf
+            assert (files / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+            client = cert_info(files / "client.crt")
+            # no CN (etcd's gateway refuses one once auth is on): the user's name is the OU
+            assert (client["cn"], client["ou"], client["o"]) == (
+                None, f"calico-host.{host.name}", "calico")
+            assert client["usage"] == ["clientAuth"] and client["sans"] == []
+            assert file_mode(files / "client.key") == ("0o600", "root:root")
+            agent = (root / "calico-agent.env").read_text()
+            assert (f"--datastore {url} --etcd-ca {files / 'ca.crt'} --etcd-cert "
+                    f"{files / 'client.crt'} --etcd-key {files / 'client.key'}") in agent
+        # the operator's certificate on the policy host (the first etcd member) only
+        operator = tmp_path / "e1" / "pki"
+        op = cert_info(operator / "operator.crt")
+        assert (op["cn"], op["ou"]) == (None, "calico-operator")
+        assert file_mode(operator / "operator.key") == ("0o600", "root:root")
+        assert not (tmp_path / "h2" / "pki" / "operator.key").exists()
+        tls = {"etcd_ca": str(operator / "ca.crt"), "etcd_cert": str(operator / "operator.crt"),
+               "etcd_key": str(operator / "operator.key")}
+        code = ("import json, sys, calico_lib\n"
+                "with calico_lib.connect(sys.argv[1], **json.loads(sys.argv[2])) as c:\n"
+                "    print(json.dumps([sorted(n.name for n in c.list_nodes()),\n"
+                "                      sorted(p.cidr for p in c.list_pools())]))\n")
+        out = lab.exec(e1.ns, sys.executable, "-c", code, url, json.dumps(tls), timeout=60)
+        assert json.loads(out.stdout) == [["e1", "h2"], ["10.65.0.0/16", "fd00:65::/64"]]
+
+        again = site()
+        assert again.changed() == 0, again.output
+
+        # rotation of h2's client certificate
+        ca = (pki / "ca.crt").read_bytes()
+        before = {h: ((tmp_path / h / "pki" / "client.crt").read_bytes(),
+                      (tmp_path / h / "pki" / "client.key").read_bytes()) for h in ("e1", "h2")}
+        rotated = site("-e", "pki_reissue=h2")
+        assert rotated.recap["e1"]["changed"] == 0, rotated.output
+        assert rotated.recap["h2"]["changed"] > 0, rotated.output
+        after = {h: ((tmp_path / h / "pki" / "client.crt").read_bytes(),
+                     (tmp_path / h / "pki" / "client.key").read_bytes()) for h in ("e1", "h2")}
+        assert after["e1"] == before["e1"]
+        assert after["h2"][0] != before["h2"][0] and after["h2"][1] != before["h2"][1]
+        assert (pki / "ca.crt").read_bytes() == ca
+        assert cert_info(tmp_path / "h2" / "pki" / "client.crt")["ou"] == "calico-host.h2"
+        # only h2's daemons are restarted (skipped here: no systemd, but notified)
+        handler = rotated.output.split("RUNNING HANDLER [calico.docker.node : Restart the "
+                                       "calico-agent]", 1)
+        assert len(handler) == 2, rotated.output
+        section = handler[1].split("RUNNING HANDLER", 1)[0].split("TASK [", 1)[0]
+        assert "[h2]" in section and "[e1]" not in section, section
+        # the reissued certificate works
+        tls_h2 = {"etcd_ca": str(tmp_path / "h2" / "pki" / "ca.crt"),
+                  "etcd_cert": str(tmp_path / "h2" / "pki" / "client.crt"),
+                  "etcd_key": str(tmp_path / "h2" / "pki" / "client.key")}
+        out = lab.exec(e1.ns, sys.executable, "-c", code, url, json.dumps(tls_h2), timeout=60)
+        assert json.loads(out.stdout)[0] == ["e1", "h2"]
+
+        settled = site()
+        assert settled.changed() == 0, settled.output
+    finally:
+        cluster.stop()
 
 
 # ------------------------------------------------------------------ calico_lib from a wheelhouse

@@ -139,6 +139,7 @@ def netns_host_vars(name: str, ns: str, workdir: Path, url: str) -> dict[str, ob
         "node_bird_config": str(root / "bird.conf"),
         "node_bird_socket": str(root / "bird.ctl"),
         "node_lock_file": str(root / "dataplane.lock"),
+        "node_tmpfiles_file": str(root / "tmpfiles.conf"),
         "node_systemd_dir": str(root),
         "node_agent_env_file": str(root / "calico-agent.env"),
         "policy_python": python,
