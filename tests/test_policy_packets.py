@@ -733,3 +733,29 @@ def test_open_connection_is_cut_by_a_new_deny_rule(lab: Lab, client, url, host) 
     conn.wait_for("TIMEOUT three")
     conn.stop()
     server.stop()
+
+
+def test_no_policy_can_cut_the_host_off_from_ssh_etcd_or_bgp(lab: Lab, client, url,
+                                                             host) -> None:
+    """Failsafe, as Felix's: Calico's chains see only traffic from or to `cali` interfaces,
+    so the harshest policy (every profile denying everything, workloads to host dropped)
+    leaves the host's own SSH, etcd and BGP traffic untouched, both ways."""
+    client.put_profile(Profile("closed", tags=["closed"],
+                               inbound_rules=[Rule(action="deny")],
+                               outbound_rules=[Rule(action="deny")]))
+    client.set_agent_config(default_endpoint_to_host_action="drop")
+    workload(lab, client, host, "a", ["closed"])
+    lab.agent(host, url)
+    outside = lab.outside
+    assert outside is not None
+    for port in (22, 2379, 179):
+        listener = lab.listen(host.ns, host.ipv4, port)
+        try:
+            assert lab.connect(outside, host.ipv4, port) == OUTSIDE4, port
+        finally:
+            listener.stop()
+        listener = lab.listen(outside, OUTSIDE4, port)
+        try:
+            assert lab.connect(host.ns, OUTSIDE4, port) == host.ipv4, port
+        finally:
+            listener.stop()

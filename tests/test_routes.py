@@ -361,3 +361,15 @@ def test_routes_come_back_after_the_link_went_down(bed: Bed) -> None:
     assert report["links_up"] == [bed.cali] and len(report["added"]) == 2
     assert report["sysctl_writes"] == 0
     assert bed.ping(bed.host.ipv4)
+
+
+def test_a_block_holding_a_hosts_address_is_never_blackholed() -> None:
+    """Failsafe: a pool drawn over the hosts' own network by mistake must not cut a host
+    off from the other hosts (their etcd, their BGP sessions, SSH)."""
+    from calico_lib.model import BGPPeer, Node
+
+    snap = Snapshot(hostname="h1", blocks=("192.0.2.0/26", "192.0.2.64/26", "10.65.0.0/26"),
+                    nodes={"h1": Node("h1", ipv4="192.0.2.11"),
+                           "h2": Node("h2", ipv4="192.0.2.12")},
+                    peers=(BGPPeer("192.0.2.70", 65000),))
+    assert desired_routes(snap) == [RouteSpec("10.65.0.0/26")]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import netaddr
+
 from ..snapshot import Snapshot
 
 #: The routing protocol number stamped on every route we install, so that stale ones (an
@@ -46,5 +48,15 @@ def desired_routes(snapshot: Snapshot) -> list[RouteSpec]:
         if endpoint.state == "active"
         for net in (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
     }
-    routes |= {RouteSpec(dst=block) for block in snapshot.blocks}
+    # Failsafe: a block that holds a node's or BGP peer's address (a pool drawn over the
+    # hosts' own network by mistake) is not blackholed: that would cut this host off from
+    # the other hosts, their etcd and their BGP sessions.
+    infrastructure = [netaddr.IPAddress(a) for a in _infrastructure(snapshot)]
+    routes |= {RouteSpec(dst=block) for block in snapshot.blocks
+               if not any(a in netaddr.IPNetwork(block) for a in infrastructure)}
     return sorted(routes, key=lambda r: (r.dst, r.interface or ""))
+
+
+def _infrastructure(snapshot: Snapshot) -> set[str]:
+    found = {a for n in snapshot.nodes.values() for a in (n.ipv4, n.ipv6) if a}
+    return found | {p.address for p in snapshot.peers}
