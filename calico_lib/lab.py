@@ -10,7 +10,10 @@ connection, so ``playbooks/site.yml`` deploys to them exactly as to real hosts.
     calico-lab-node:<hash>        the node image; <hash> is a content hash of its recipe
     /var/lib/calico-lab           state: lab.json, inventory.yml, deploy.log, and pki/ (the
                                   CA and certificates of the lab's etcd, which runs with TLS
-                                  and client certificates as everywhere)
+                                  and client certificates as everywhere, and in
+                                  pki/.passwords/ the etcd users' passwords: every node is
+                                  its own etcd user calico-host.<node>, the policy host
+                                  also has calico-operator's and root's)
 
 ``up`` runs these steps, each announced on one line and timed; a failure raises
 :class:`LabError` naming the step and the reason (the last lines of the failing command):
@@ -806,8 +809,10 @@ class Lab:
                     "ansible_docker_extra_args": f"-H {self.docker_host}",
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "ansible_user": "root",
-                    # the controller side of etcd's TLS (calico.docker.pki): the CA and
-                    # every certificate, kept with the lab's state (`down` removes them)
+                    # the controller side of etcd's TLS and users (calico.docker.pki): the
+                    # CA, every certificate and every etcd user's password (.passwords/),
+                    # kept with the lab's state (`down` removes them); etcd's
+                    # authentication is on, the roles' default (etcd_auth)
                     "pki_dir": self.pki_dir,
                     **lab_variables(specs, self.ipv6),
                 },

@@ -11,7 +11,13 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
   2b. the datastore: etcd answers only TLS with a client certificate of the lab's CA. From
      a workload container on every node, a plain-HTTP request and a TLS request without a
      client certificate to every etcd member (read everything, write a key) get no data,
-     while calicoctl on every node (with that host's own certificate) works;
+     while calicoctl on every node (with that host's own certificate and etcd user) works;
+  2c. least privilege: etcd's authentication is on and every host is its own etcd user
+     (calico-host.<node>). A Python snippet with calico_lib on node 2, with node 2's own
+     credentials (calico.conf), tries to write node 1's endpoint record
+     /calico/v1/endpoints/<node 1>/probe and a profile: both "permission denied"; calicoctl
+     with the operator's credentials on the policy host (user calico-operator) writes a
+     profile and another host's endpoint record (and removes them again);
   3. a connectivity matrix, IPv4 and IPv6 (when the lab has IPv6): ping, tcp/80 and tcp/8080
      from every container to every other. Same network (across nodes) passes, across
      networks everything is dropped;
@@ -45,6 +51,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from calico_lib.lab import Lab, LabError, read_state  # noqa: E402
 
 CALICOCTL = "/opt/calico/venv/bin/calicoctl"
+PYTHON = "/opt/calico/venv/bin/python"
+PKI = "/etc/calico/pki"
+#: calicoctl as the operator: the operator's certificate and etcd user (on the policy host)
+OPERATOR = ("--etcd-cert", f"{PKI}/operator.crt", "--etcd-key", f"{PKI}/operator.key",
+            "--etcd-user", "calico-operator", "--etcd-password-file", f"{PKI}/operator-password")
+#: run on a node with calico_lib and that node's own credentials (calico.conf): try to write
+#: another host's endpoint record and a profile; prints each outcome as JSON
+HOST_WRITES = '''
+import json, sys, calico_lib
+from calico_lib.datastore import Put
+from calico_lib.errors import CalicoError
+key, out = sys.argv[1], {}
+with calico_lib.connect() as c:
+    out["user"] = c.store.user
+    for name, write in ((key, lambda: c.store.txn([], [Put(key, "{}")])),
+                        ("profile demo-probe", lambda: c.add_profile("demo-probe"))):
+        try:
+            write()
+            out[name] = "WRITTEN"
+        except CalicoError as exc:
+            out[name] = str(exc)
+print(json.dumps(out))
+'''
 DEMO_LABEL = "calico-demo"
 IMAGE = "busybox"
 #: every workload serves HTTP on both ports (busybox httpd, /www/index.html)
@@ -118,6 +147,8 @@ class Demo:
     def calicoctl(self, node: str, *args: str) -> Any:
         proc = self.lab.node_exec(node, CALICOCTL, *args, "-o", "json", step="demo",
                                   check=False)
+        if proc.returncode != 0 and not proc.stdout.strip():
+            return proc.returncode, proc.stderr.strip()
         try:
             return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
         except ValueError:
@@ -321,23 +352,87 @@ class Demo:
             print(f"  ok    from a workload on every node: {len(rows)} requests to "
                   f"{len(members)} etcd member(s) without a client certificate, none got data")
 
-        heading("calicoctl on every node, with the host's own certificate (calico.conf)")
+        heading("calicoctl on every node, with the host's own certificate and etcd user "
+                "(calico.conf)")
         rows = []
         for node in self.nodes:
-            subject = self.sh(node, "openssl x509 -noout -subject -in /etc/calico/pki/client.crt "
+            subject = self.sh(node, f"openssl x509 -noout -subject -in {PKI}/client.crt "
                                     "2>/dev/null || echo '?'", check=False).strip()
-            url = self.sh(node, "sed -n 's/^datastore = //p' /etc/calico/calico.conf",
-                          check=False).strip()
+            conf = dict(line.split(" = ", 1) for line in self.sh(
+                node, "cat /etc/calico/calico.conf", check=False).splitlines()
+                if " = " in line and not line.startswith("#"))
+            url, user = conf.get("datastore", ""), conf.get("etcd_user", "")
+            mode = self.sh(node, f"stat -c '%a %U' {conf.get('etcd_password_file', '-')} "
+                                 "2>/dev/null || echo missing", check=False).strip()
             code, pools = self.calicoctl(node, "pool", "list")
             ok = code == 0 and isinstance(pools, list) and len(pools) > 0
-            rows.append([node, subject.replace("subject=", "").strip(), url,
+            rows.append([node, subject.replace("subject=", "").strip(), user or "-", mode,
                          f"{len(pools)} pools" if ok else f"exit {code}: {str(pools)[:60]}"])
             self.report.check(ok and url.startswith("etcds://"),
                               f"{node}: calicoctl works over etcds:// with its own certificate",
                               quiet=True)
-        table(rows, ["NODE", "CLIENT CERTIFICATE", "DATASTORE", "calicoctl pool list"])
-        if not [f for f in self.report.failures if "calicoctl works" in f]:
-            print("  ok    calicoctl works on every node")
+            self.report.check(user == f"calico-host.{node}" and mode == "600 root",
+                              f"{node}: its own etcd user calico-host.{node}, password file "
+                              "0600 root", quiet=True)
+        table(rows, ["NODE", "CLIENT CERTIFICATE", "ETCD USER", "PASSWORD FILE",
+                     "calicoctl pool list"])
+        if not [f for f in self.report.failures if "calicoctl works" in f
+                or "its own etcd user" in f]:
+            print("  ok    calicoctl works on every node, each as its own etcd user")
+        self.check_least_privilege(members[0][0])
+
+    def check_least_privilege(self, policy_host: str) -> None:
+        heading("Least privilege: a host's etcd user writes only its own records; the "
+                "operator's writes everything")
+        if len(self.nodes) < 2:
+            print("  one node: no other host to write for")
+            return
+        host, victim = self.nodes[1], self.nodes[0]
+        key = f"/calico/v1/endpoints/{victim}/probe"
+        proc = self.lab.node_exec(host, PYTHON, "-c", HOST_WRITES, key, step="least privilege",
+                                  check=False, timeout=60)
+        try:
+            result = json.loads(proc.stdout)
+        except ValueError:
+            result = {"user": "?", key: proc.stderr.strip()[-200:],
+                      "profile demo-probe": proc.stderr.strip()[-200:]}
+        rows = []
+        for what in (key, "profile demo-probe"):
+            got = str(result.get(what, "?"))
+            denied = "permission denied" in got
+            rows.append([f"{result.get('user')} (calico_lib on {host})", what,
+                         "refused" if denied else got[:70],
+                         got.split(": ", 1)[-1][:70] if denied else ""])
+            self.report.check(result.get("user") == f"calico-host.{host}" and denied,
+                              f"{host}'s own etcd user may not write {what}", quiet=True)
+        if any(r[2] == "WRITTEN" for r in rows):  # put it right, as the operator
+            self.lab.node_exec(policy_host, CALICOCTL, *OPERATOR, "endpoint", "remove",
+                               "--host", victim, "probe", step="least privilege", check=False)
+
+        # the operator, on the policy host: a profile and another host's endpoint record
+        other = self.nodes[-1] if self.nodes[-1] != policy_host else self.nodes[1]
+        steps = [("profile demo-probe", ["profile", "add", "demo-probe"]),
+                 (f"/calico/v1/endpoints/{other}/probe",
+                  ["endpoint", "add", "--host", other, "--interface", "calidemoprobe",
+                   "--profile", "demo-probe", "--id", "probe"])]
+        for what, args in steps:
+            proc = self.lab.node_exec(policy_host, CALICOCTL, *OPERATOR, *args,
+                                      step="least privilege", check=False, timeout=60)
+            ok = proc.returncode == 0
+            rows.append([f"calico-operator (calicoctl on {policy_host})", what,
+                         "written" if ok else "FAILED",
+                         "" if ok else (proc.stderr or proc.stdout).strip()[-70:]])
+            self.report.check(ok, f"the operator writes {what} (calicoctl on {policy_host})",
+                              quiet=True)
+        for args in (["endpoint", "remove", "--host", other, "probe"],
+                     ["profile", "remove", "demo-probe"]):  # and removes them again
+            self.lab.node_exec(policy_host, CALICOCTL, *OPERATOR, *args,
+                               step="least privilege", check=False, timeout=60)
+        table(rows, ["WHO", "WRITES", "RESULT", "WHY"])
+        if not [f for f in self.report.failures if "may not write" in f
+                or "the operator writes" in f]:
+            print(f"  ok    {host}'s credentials are refused {victim}'s endpoint record and a "
+                  "profile; the operator's write both")
 
     # ---------------------------------------------------------------- 3/4: the matrix
 

@@ -130,8 +130,9 @@ def test_inventory_names_the_nodes_and_their_fabric_addresses() -> None:
     assert inventory["vars"]["pki_dir"] == "/var/lib/calico-lab/pki"
     assert Lab(prefix="calico-labtest", state_dir="/tmp/x").inventory(specs)["all"]["vars"][
         "pki_dir"] == "/tmp/x/pki"
-    assert not any(k.startswith(("node_datastore", "etcd_pki", "policy_etcd"))
-                   for k in inventory["vars"]), "TLS is not an option the lab turns on"
+    assert not any(k.startswith(("node_datastore", "etcd_pki", "policy_etcd", "etcd_auth"))
+                   for k in inventory["vars"]), \
+        "TLS and etcd's users (passwords in pki_dir) are not options the lab turns on"
     # the networks' profiles are marked as theirs (the plugin refuses an operator's profile)
     assert all(p["docker_network"] for p in inventory["vars"]["policy_profiles"])
     assert Lab(nodes=2).node_specs()[1].ip6 is None

@@ -8,7 +8,14 @@
   dataplane plays, without systemd, packages or the venv install) converges, runs again with
   ``changed=0``; after a profile change, ``--check --diff`` shows the iptables rule diff and
   leaves every namespace's iptables as they were; the real run applies it, and the next run
-  changes nothing;
+  changes nothing; the daemons' units carry each argument as one systemd word (spaces,
+  quotes, %, $, control characters), which ``systemd-analyze verify`` accepts;
+* site.yml over TLS with a real etcd in a namespace and etcd authentication (the default):
+  each host's etcd user writes its own records and is refused another host's and any
+  policy, the operator's writes them; a second run and ``--check --diff`` change nothing and
+  no run prints a password; ``pki_reissue`` makes a host's password anew, a host added while
+  authentication is on gets its user first, a host removed loses it; ``etcd_auth: false``
+  leaves etcd's users alone;
 * the node role's calico_lib install from a controller-built wheelhouse into a virtualenv
   (needs the package index on the controller, as in production), idempotent, and
   reinstalled exactly when the source changed;
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +69,59 @@ def intent(url: str) -> dict[str, object]:
         }
 
 
+def systemd_words(line: str) -> list[str]:
+    """The words systemd makes of an ExecStart= value, for what the roles write: words in
+    double quotes (or bare), C escapes (\\\\, \\", \\xNN, \\n, ...) inside, then "%%" -> "%"
+    (specifiers) and "$$" -> "$" (variables). A bare "%" or "$" would be expanded by
+    systemd: refused here."""
+    escapes = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+               "v": "\v", "\\": "\\", '"': '"', "'": "'", "s": " "}
+    words, i = [], 0
+    while i < len(line):
+        if line[i] == " ":
+            i += 1
+            continue
+        word, quoted = [], line[i] == '"'
+        i += quoted
+        while i < len(line) and (quoted or line[i] != " "):
+            c = line[i]
+            if quoted and c == '"':
+                i += 1
+                break
+            if c == "\\":
+                nxt = line[i + 1]
+                if nxt == "x":
+                    word.append(chr(int(line[i + 2:i + 4], 16)))
+                    i += 4
+                    continue
+                word.append(escapes[nxt])
+                i += 2
+                continue
+            word.append(c)
+            i += 1
+        else:
+            assert not quoted, f"unterminated quote in {line!r}"
+        text = "".join(word)
+        bare = re.sub(r"%%|\$\$", "", text)
+        assert "%" not in bare and "$" not in bare, f"systemd would expand {text!r}"
+        words.append(re.sub(r"%%|\$\$", lambda m: m.group()[0], text))
+    return words
+
+
+def unit_exec(path: Path) -> list[str]:
+    """The argv of a unit file's (only) ExecStart= line, as systemd reads it."""
+    # systemd ends a line at \n only (not at \u2028 as str.splitlines does)
+    lines = [line for line in path.read_text().split("\n") if line.startswith("ExecStart=")]
+    assert len(lines) == 1, lines
+    return systemd_words(lines[0][len("ExecStart="):])
+
+
+#: every kind of character an argument can hold: spaces, quotes, a backslash, systemd's
+#: specifier and variable signs, a lone semicolon, control characters, non-ASCII
+HOSTILE = ["a value with spaces", 'say "hi"', "it's", "back\\slash\\", "100% %n %%",
+           "$HOME ${HOME} $$", ";", "\\;", "line\nbreak\ttab\x01\x7f", "é \u2028", "", " lead"]
+
+
 # ------------------------------------------------------------------ static checks
 
 
@@ -96,6 +157,34 @@ def test_ansible_lint_production_profile(tmp_path: Path) -> None:
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ the units' ExecStart
+
+
+def test_exec_start_quotes_every_argument_for_systemd(tmp_path: Path) -> None:
+    """The roles write each daemon argument as one systemd word, whatever it holds: the
+    line parses back to exactly the argv (the rules of systemd.service(5)), and systemd's
+    own parser (systemd-analyze verify, where installed) takes the unit without a word."""
+    argv = ["/bin/echo", *HOSTILE]
+    (tmp_path / "vars.json").write_text(json.dumps({
+        "systemd_exec_argv": argv, "systemd_exec_unit": str(tmp_path / "quote.service")}))
+    inventory = write_inventory(tmp_path / "inventory.yml", {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}})
+    playbook(HERE / "systemd_exec.yml", inventory, "-e", f"@{tmp_path / 'vars.json'}",
+             workdir=tmp_path).check()
+    unit = tmp_path / "quote.service"
+    line = next(x for x in unit.read_text().split("\n") if x.startswith("ExecStart="))
+    assert line.startswith('ExecStart="/bin/echo" "a value with spaces" "say \\"hi\\"" '
+                           '"it\'s" "back\\\\slash\\\\" "100%% %%n %%%%" '
+                           '"$$HOME $${HOME} $$$$" ";" "\\\\;" '
+                           '"line\\x0abreak\\x09tab\\x01\\x7f"'), line
+    assert unit_exec(unit) == argv
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0 and not proc.stderr.strip(), proc
 
 
 # ------------------------------------------------------------------ localhost: the policy role
@@ -192,8 +281,16 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
             ctr = lab.container(host, f"c{host.index}", ipv4=[address])
             client.add_endpoint(Endpoint(id=ctr.id, host=host.name, interface=ctr.interface,
                                          mac=ctr.mac, ipv4_nets=[address], profiles=[profile]))
-    inventory = write_inventory(tmp_path / "inventory.yml", {
-        h.name: netns_host_vars(h.name, h.ns, tmp_path, url) for h in hosts})
+    host_vars = {h.name: netns_host_vars(h.name, h.ns, tmp_path, url) for h in hosts}
+    for host in hosts:
+        # each extra argument reaches the daemon as one argument, whatever it holds
+        host_vars[host.name] |= {"node_agent_extra_args": ["--probe", *HOSTILE],
+                                 "docker_plugin_extra_args": ["--probe", *HOSTILE]}
+        # the options line an older version wrote goes; the administrator's line stays
+        (tmp_path / host.name / "calico-agent.env").write_text(
+            '# Ansible managed\n# Options of calico-agent.service (split at spaces by '
+            'systemd).\nCALICO_AGENT_OPTS="--hostname x"\nPYTHONFAULTHANDLER=1\n')
+    inventory = write_inventory(tmp_path / "inventory.yml", host_vars)
 
     def site(*args: str) -> object:
         return playbook(SITE, inventory, *args, workdir=tmp_path).check()
@@ -213,18 +310,23 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
         assert f"router id {nodes[host.name]};" in bird
         assert "198.18.0.254" in bird  # the global peer
         assert PASSWORD not in first.output
-        # the units, from calico_lib/data, with this host's options (not started: no systemd)
+        # the units, from calico_lib/data, with this host's arguments in ExecStart, each
+        # quoted for systemd (not started: no systemd here)
         agent = (root / "calico-agent.service").read_text()
-        assert "ExecStart=/opt/calico/venv/bin/calico-agent $CALICO_AGENT_OPTS" in agent
+        assert unit_exec(root / "calico-agent.service") == [
+            "/opt/calico/venv/bin/calico-agent", "--hostname", host.name,
+            "--bird-config", f"{root}/bird.conf", "--bird-socket", f"{root}/bird.ctl",
+            "--lock-file", f"{root}/dataplane.lock", "--datastore", url, "--probe", *HOSTILE]
         assert f"EnvironmentFile=-{root}/calico-agent.env" in agent
-        assert (root / "calico-agent.env").read_text().splitlines()[-1] == (
-            f'CALICO_AGENT_OPTS="--hostname {host.name} --bird-config {root}/bird.conf '
-            f'--bird-socket {root}/bird.ctl --lock-file {root}/dataplane.lock '
-            f'--datastore {url}"')
+        assert "CapabilityBoundingSet=CAP_NET_ADMIN" in agent  # the rest is the library's
+        assert (root / "calico-agent.env").read_text() == "PYTHONFAULTHANDLER=1\n"
         plugin = (root / "calico-docker-plugin.service").read_text()
         assert "Before=docker.service" in plugin
-        assert "ExecStart=/opt/calico/venv/bin/calico-docker-plugin $CALICO_PLUGIN_OPTS" in plugin
-        assert f"--hostname {host.name}" in (root / "calico-docker-plugin.env").read_text()
+        assert unit_exec(root / "calico-docker-plugin.service") == [
+            "/opt/calico/venv/bin/calico-docker-plugin", "--socket-dir", "/run/docker/plugins",
+            "--docker-socket", "/var/run/docker.sock", "--lock-file", f"{root}/dataplane.lock",
+            "--hostname", host.name, "--probe", *HOSTILE]
+        assert not (root / "calico-docker-plugin.env").exists()
     h2_rules = lab.exec(hosts[1].ns, "iptables-save").stdout
     assert "--dports 80 " in h2_rules or "--dport 80 " in h2_rules, h2_rules
 
@@ -282,7 +384,8 @@ def test_docker_role_networks(tmp_path: Path) -> None:
         }})
         play = HERE / "docker_play.yml"
         first = playbook(play, inventory, workdir=tmp_path).check()
-        assert first.recap["dockhost"]["changed"] == 3, first.output
+        # the unit and the two networks (the role writes no options file any more)
+        assert first.recap["dockhost"]["changed"] == 2, first.output
         for network in networks:
             info = json.loads(lab.docker("network", "inspect", network["name"]).stdout)[0]
             assert (info["Driver"], info["IPAM"]["Driver"]) == ("calico", "calico-ipam")
@@ -567,26 +670,93 @@ def test_etcd_role_three_members_over_tls(lab: Lab, tmp_path: Path) -> None:
         cluster.stop()
 
 
-def test_site_over_tls_and_client_certificate_rotation(lab: Lab, tmp_path: Path) -> None:
-    """site.yml (without the docker play) on two namespace hosts, e1 also the etcd member:
-    every Calico host gets the CA and its own client certificate (CN calico-host.NODE, key
-    0600) and calico.conf names them with the etcds:// URL; the node registers itself with
-    its certificate and the policy role writes with the operator's, installed on e1 only.
-    A second run changes nothing. ``pki_reissue=h2`` reissues h2's client certificate with
-    a new key, installs it on h2 and restarts h2's daemons only; e1 and the CA stay as
-    they are, and the next run changes nothing again.
+#: run in a host's namespace with that host's etcd files: what each write does ("ok" or
+#: the library's one-line error). Own records (an endpoint, an address from the shared IPAM
+#: blocks) are written and removed again; the others must be refused.
+PROBE = """\
+import json, sys, calico_lib
+from calico_lib import Endpoint, IPPool, Node
+from calico_lib.errors import CalicoError
+url, options, me, other = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+only = sys.argv[5].split(",") if len(sys.argv) > 5 else None
+out = {}
+def attempt(name, write):
+    if only is not None and name not in only:
+        return
+    try:
+        write()
+        out[name] = "ok"
+    except CalicoError as exc:
+        out[name] = str(exc)
+with calico_lib.connect(url, **options) as c:
+    out["nodes"] = sorted(n.name for n in c.list_nodes())
+    def own():
+        c.add_endpoint(Endpoint("probe-" + me, me, "caliprobe" + me))
+        c.remove_endpoint(me, "probe-" + me)
+    attempt("own endpoint", own)
+    def ipam():
+        c.ipam.auto_assign(me, "probe-" + me, num_ipv4=1)
+        c.ipam.release_handle("probe-" + me)
+    attempt("own address", ipam)
+    def others():
+        c.add_endpoint(Endpoint("probe-" + me, other, "caliprobe" + me))
+        c.remove_endpoint(other, "probe-" + me)
+    attempt("other host's endpoint", others)
+    attempt("other host's node", lambda: c.put_node(Node(other, ipv4="198.18.0.200")))
+    def profile():
+        c.add_profile("probe-" + me)
+        c.remove_profile("probe-" + me)
+    attempt("profile", profile)
+    def pool():
+        c.add_pool(IPPool("10.99.0.0/16"))
+        c.remove_pool("10.99.0.0/16")
+    attempt("pool", pool)
+print(json.dumps(out))
+"""
+
+#: etcd's users, listed as etcd's root (its password file on the policy host)
+USERS = """\
+import sys
+from calico_lib.datastore import open_datastore
+store = open_datastore(sys.argv[1], etcd_ca=sys.argv[2], etcd_cert=sys.argv[3],
+                       etcd_key=sys.argv[4], etcd_user="root", etcd_password_file=sys.argv[5])
+print(" ".join(sorted(store._post("/auth/user/list", {}).get("users", []))))
+"""
+
+OWN_ONLY = {"own endpoint": "ok", "own address": "ok"}
+REFUSED = ("other host's endpoint", "other host's node", "profile", "pool")
+
+
+@pytest.mark.slow
+def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
+    """site.yml (without the docker play) over TLS with etcd authentication, the default:
+    on namespace hosts, e1 also the etcd member and the policy host.
+
+    Every Calico host gets the CA, its own client certificate (no CN, OU calico-host.NODE)
+    and its etcd password (0600, made once on the controller in calico-pki/.passwords/),
+    and calico.conf names them; e1 also gets the operator's certificate and password and
+    etcd root's password. After the first run etcd's authentication is on: each host's
+    user writes its own records (an endpoint, addresses from the shared IPAM blocks) and is
+    refused another host's endpoint and node record, a profile and a pool; the operator
+    (calicoctl's credentials on e1) writes them; without credentials nothing is read. No
+    password is ever printed, --check --diff included. A second run changes nothing.
+
+    ``pki_reissue=h2`` makes h2's client certificate and etcd password anew: etcd takes
+    the password before h2 registers with it, only h2's daemons restart. A host added to
+    the inventory while authentication is on gets its user before it registers; a host
+    removed from the inventory loses its user on the next run.
     """
     if shutil.which("etcd") is None:
         pytest.skip("etcd is not installed")
-    e1, h2 = lab.host("e1"), lab.host("h2")
+    e1, h2, h3 = lab.host("e1"), lab.host("h2"), lab.host("h3")
+    url = "etcds://198.18.0.2:2379"
     host_vars = {}
-    for host in (e1, h2):
+    for host in (e1, h2, h3):
         values = netns_host_vars(host.name, host.ns, tmp_path, "unused")
         root = tmp_path / host.name
         # the node role's default datastore (etcds:// on the etcd group) and certificates
         values.pop("node_datastore")
-        values |= {"node_pki_dir": str(root / "pki"),
-                   "policy_datastore": "etcds://198.18.0.2:2379"}
+        values |= {"node_pki_dir": str(root / "pki"), "policy_datastore": url}
         host_vars[host.name] = values
     host_vars["e1"] |= {
         "etcd_address": e1.ipv4,
@@ -598,10 +768,234 @@ def test_site_over_tls_and_client_certificate_rotation(lab: Lab, tmp_path: Path)
         "etcd_health_delay": 1,
     }
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {
-        "hosts": {"h2": host_vars["h2"]},
-        "children": {"etcd": {"hosts": {"e1": host_vars["e1"]}}}}}))
+
+    def write_inventory(*names: str) -> None:
+        inventory.write_text(json.dumps({"all": {
+            "hosts": {name: host_vars[name] for name in names},
+            "children": {"etcd": {"hosts": {"e1": host_vars["e1"]}}}}}))
+
+    write_inventory("h2")
     pki = tmp_path / "calico-pki"
+    runs = []
+
+    def site(*args: str) -> object:
+        run = playbook(SITE, inventory, *POLICY, "--skip-tags", "docker", *args,
+                       workdir=tmp_path).check()
+        runs.append(run)
+        return run
+
+    def files(name: str) -> Path:
+        return tmp_path / name / "pki"
+
+    def credentials(name: str, user: str, password: str, cert: str = "client") -> str:
+        return json.dumps({"etcd_ca": str(files(name) / "ca.crt"),
+                           "etcd_cert": str(files(name) / f"{cert}.crt"),
+                           "etcd_key": str(files(name) / f"{cert}.key"),
+                           "etcd_user": user,
+                           "etcd_password_file": str(files(name) / password)})
+
+    def probe(host: object, other: str, options: str | None = None,
+              only: tuple[str, ...] = ()) -> dict[str, object]:
+        options = options or credentials(host.name, f"calico-host.{host.name}",
+                                         "etcd-password")
+        out = lab.exec(host.ns, sys.executable, "-c", PROBE, url, options, host.name, other,
+                       *([",".join(only)] if only else []), timeout=60)
+        return json.loads(out.stdout)
+
+    def intent_of(host: object) -> list[calico_lib.IPPool]:
+        code = ("import json, sys, calico_lib\n"
+                "with calico_lib.connect(sys.argv[1], **json.loads(sys.argv[2])) as c:\n"
+                "    print(json.dumps([p.to_dict() for p in c.list_pools()]))\n")
+        out = lab.exec(host.ns, sys.executable, "-c", code, url,
+                       credentials(host.name, f"calico-host.{host.name}", "etcd-password"),
+                       timeout=60)
+        return sorted((calico_lib.IPPool.from_dict(p) for p in json.loads(out.stdout)),
+                      key=lambda p: p.cidr)
+
+    def users() -> list[str]:
+        out = lab.exec(e1.ns, sys.executable, "-c", USERS, url,
+                       str(files("e1") / "ca.crt"), str(files("e1") / "operator.crt"),
+                       str(files("e1") / "operator.key"),
+                       str(files("e1") / "root-password"), timeout=60)
+        return out.stdout.split()
+
+    site("--tags", "etcd", "--skip-tags", "etcd_health")
+    cluster = EtcdCluster(lab, [e1], tmp_path)
+    try:
+        first = site()
+        assert first.recap["e1"]["changed"] > 0 and first.recap["h2"]["changed"] > 0
+        # the controller's passwords: one file per user, 0600, 32 letters and digits
+        passwords = pki / ".passwords"
+        assert file_mode(passwords)[0] == "0o700"
+        assert sorted(p.name for p in passwords.iterdir()) == [
+            "calico-host.e1", "calico-host.h2", "calico-operator", "root"]
+        for path in passwords.iterdir():
+            assert file_mode(path)[0] == "0o600", path
+            assert re.fullmatch(r"[A-Za-z0-9]{32}\n", path.read_text()), path
+        # the PKI folder in an inventory folder (the default beside inventory/NAME/): Ansible
+        # reads every file there as inventory but hidden ones; no password becomes a host
+        folder = tmp_path / "inventory-folder"
+        folder.mkdir()
+        (folder / "hosts.yml").write_text(inventory.read_text())
+        (folder / "calico-pki").symlink_to(pki)
+        listed = subprocess.run([ansible_command("ansible-inventory"), "-i", str(folder),
+                                 "--list"], cwd=REPO, env=ansible_env(tmp_path),
+                                capture_output=True, text=True, timeout=120, check=True)
+        data = json.loads(listed.stdout)
+        assert sorted({h for group in data.values() for h in group.get("hosts", [])}
+                      | set(data["_meta"]["hostvars"])) == ["e1", "h2"], data
+        assert not any(p.read_text().strip() in listed.stdout + listed.stderr
+                       for p in passwords.iterdir())
+        for host in (e1, h2):
+            root = tmp_path / host.name
+            conf = (root / "calico.conf").read_text()
+            assert f"datastore = {url}" in conf
+            for key, value in (("etcd_ca", files(host.name) / "ca.crt"),
+                               ("etcd_cert", files(host.name) / "client.crt"),
+                               ("etcd_key", files(host.name) / "client.key"),
+                               ("etcd_user", f"calico-host.{host.name}"),
+                               ("etcd_password_file", files(host.name) / "etcd-password")):
+                assert f"{key} = {value}" in conf, conf
+            assert (files(host.name) / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+            client = cert_info(files(host.name) / "client.crt")
+            # no CN (etcd's gateway refuses one once auth is on): the user's name is the OU
+            assert (client["cn"], client["ou"], client["o"]) == (
+                None, f"calico-host.{host.name}", "calico")
+            assert client["usage"] == ["clientAuth"] and client["sans"] == []
+            assert file_mode(files(host.name) / "client.key") == ("0o600", "root:root")
+            assert file_mode(files(host.name) / "etcd-password") == ("0o600", "root:root")
+            assert (files(host.name) / "etcd-password").read_text() == (
+                passwords / f"calico-host.{host.name}").read_text()
+            # the agent's unit: its arguments (conf elsewhere: the etcd files and user too)
+            agent = unit_exec(root / "calico-agent.service")
+            assert agent[agent.index("--datastore"):] == [
+                "--datastore", url, "--etcd-ca", str(files(host.name) / "ca.crt"),
+                "--etcd-cert", str(files(host.name) / "client.crt"),
+                "--etcd-key", str(files(host.name) / "client.key"),
+                "--etcd-user", f"calico-host.{host.name}",
+                "--etcd-password-file", str(files(host.name) / "etcd-password")]
+        # the operator's certificate and password, and etcd root's, on the policy host only
+        op = cert_info(files("e1") / "operator.crt")
+        assert (op["cn"], op["ou"]) == (None, "calico-operator")
+        for name in ("operator.key", "operator-password", "root-password"):
+            assert file_mode(files("e1") / name) == ("0o600", "root:root"), name
+            assert not (files("h2") / name).exists()
+        assert (files("e1") / "root-password").read_text() == (passwords / "root").read_text()
+        # what the access step did, shown without a password
+        assert '"users added: root, calico-host.e1, calico-host.h2, calico-operator"' \
+            in first.output, first.output
+        assert '"authentication turned on: yes"' in first.output
+
+        # a second run changes nothing; a preview neither, and shows no password
+        again = site()
+        assert again.changed() == 0, again.output
+        preview = site("--check", "--diff")
+        assert preview.changed() == 0, preview.output
+
+        # authentication is on: etcd's users are Calico's; each host writes its own records
+        assert users() == ["calico-host.e1", "calico-host.h2", "calico-operator", "root"]
+        for host, other in ((h2, "e1"), (e1, "h2")):
+            result = probe(host, other)
+            assert result["nodes"] == ["e1", "h2"], result  # registered as their own users
+            assert result | OWN_ONLY == result, result
+            for what in REFUSED:
+                assert result[what].startswith(
+                    f"etcd 198.18.0.2:2379: permission denied: user calico-host.{host.name} "), \
+                    (what, result)
+        # the operator (calicoctl's credentials on the policy host) writes another host's
+        # endpoint and a profile; the pools are the policy role's, written as the operator
+        operator = probe(e1, "h2", credentials("e1", "calico-operator", "operator-password",
+                                               cert="operator"),
+                         only=("other host's endpoint", "profile"))
+        assert operator == {"nodes": ["e1", "h2"], "other host's endpoint": "ok",
+                            "profile": "ok"}, operator
+        assert [p.cidr for p in intent_of(h2)] == ["10.65.0.0/16", "fd00:65::/64"]
+        # no credentials: nothing is read
+        anonymous = json.dumps({"etcd_ca": str(files("h2") / "ca.crt"),
+                                "etcd_cert": str(files("h2") / "client.crt"),
+                                "etcd_key": str(files("h2") / "client.key")})
+        code = ("import json, sys, calico_lib\n"
+                "with calico_lib.connect(sys.argv[1], **json.loads(sys.argv[2])) as c:\n"
+                "    c.list_pools()\n")
+        out = lab.exec(h2.ns, sys.executable, "-c", code, url, anonymous, check=False,
+                       timeout=60)
+        assert out.returncode != 0 and "authentication is on" in out.stderr, out
+
+        # rotation of h2's client certificate and etcd password
+        ca = (pki / "ca.crt").read_bytes()
+        secrets = {h: [(files(h) / n).read_bytes() for n in
+                       ("client.crt", "client.key", "etcd-password")] for h in ("e1", "h2")}
+        rotated = site("-e", "pki_reissue=h2")
+        assert rotated.recap["e1"]["changed"] > 0, rotated.output  # etcd took the password
+        assert rotated.recap["h2"]["changed"] > 0, rotated.output
+        after = {h: [(files(h) / n).read_bytes() for n in
+                     ("client.crt", "client.key", "etcd-password")] for h in ("e1", "h2")}
+        assert after["e1"] == secrets["e1"]
+        assert all(a != b for a, b in zip(after["h2"], secrets["h2"], strict=True))
+        assert after["h2"][2] == (passwords / "calico-host.h2").read_bytes()
+        assert (pki / "ca.crt").read_bytes() == ca
+        assert '"passwords set: calico-host.h2"' in rotated.output, rotated.output
+        # ... before h2 registered with it
+        access_at = rotated.output.index('"passwords set: calico-host.h2"')
+        assert access_at < rotated.output.index("TASK [calico.docker.node : Register this host")
+        # only h2's daemons are restarted (skipped here: no systemd, but notified)
+        handler = rotated.output.split("RUNNING HANDLER [calico.docker.node : Restart the "
+                                       "calico-agent]", 1)
+        assert len(handler) == 2, rotated.output
+        section = handler[1].split("RUNNING HANDLER", 1)[0].split("TASK [", 1)[0]
+        assert "[h2]" in section and "[e1]" not in section, section
+        result = probe(h2, "e1")  # the new password works; still h2's records only
+        assert result | OWN_ONLY == result and "permission denied" in result["profile"], result
+
+        # a host added while authentication is on: its user exists before it registers
+        write_inventory("h2", "h3")
+        added = site()
+        assert added.recap["h3"]["changed"] > 0, added.output
+        assert '"users added: calico-host.h3"' in added.output, added.output
+        result = probe(h3, "h2")
+        assert result["nodes"] == ["e1", "h2", "h3"], result
+        assert result | OWN_ONLY == result and "permission denied" in result["profile"], result
+        assert "calico-host.h3" in users()
+
+        # a host removed from the inventory loses its etcd user
+        write_inventory("h2")
+        removed = site()
+        assert '"users removed: calico-host.h3"' in removed.output, removed.output
+        assert users() == ["calico-host.e1", "calico-host.h2", "calico-operator", "root"]
+        result = lab.exec(h3.ns, sys.executable, "-c", PROBE, url,
+                          credentials("h3", "calico-host.h3", "etcd-password"), "h3", "h2",
+                          check=False, timeout=60)
+        assert result.returncode != 0 and "authentication failed" in result.stderr, result
+
+        # no run printed a password
+        secrets = [p.read_text().strip() for p in passwords.iterdir()]
+        for run in runs:
+            for secret in secrets:
+                assert secret not in run.output
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_site_over_tls_with_etcd_auth_off(lab: Lab, tmp_path: Path) -> None:
+    """``etcd_auth: false`` (etcd's users managed otherwise): no password is made or
+    installed, calico.conf names no etcd user, etcd's authentication stays off (a client
+    certificate of the CA alone reads), and a second run changes nothing."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed")
+    e1 = lab.host("e1")
+    url = "etcds://198.18.0.2:2379"
+    root = tmp_path / "e1"
+    values = netns_host_vars("e1", e1.ns, tmp_path, "unused")
+    values.pop("node_datastore")
+    values |= {"node_pki_dir": str(root / "pki"), "policy_datastore": url,
+               "etcd_address": e1.ipv4, "etcd_manage_packages": False,
+               "etcd_manage_services": False, "etcd_config_file": str(root / "etcd.env"),
+               "etcd_data_dir": str(root / "data"), "etcd_pki_dir": str(root / "etcd-pki"),
+               "etcd_health_delay": 1}
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {
+        "vars": {"etcd_auth": False}, "children": {"etcd": {"hosts": {"e1": values}}}}}))
 
     def site(*args: str) -> object:
         return playbook(SITE, inventory, *POLICY, "--skip-tags", "docker", *args,
@@ -611,72 +1005,28 @@ def test_site_over_tls_and_client_certificate_rotation(lab: Lab, tmp_path: Path)
     cluster = EtcdCluster(lab, [e1], tmp_path)
     try:
         first = site()
-        assert first.recap["e1"]["changed"] > 0 and first.recap["h2"]["changed"] > 0
-        url = "etcds://198.18.0.2:2379"
-        for host in (e1, h2):
-            root = tmp_path / host.name
-            files = root / "pki"
-            conf = (root / "calico.conf").read_text()
-            assert f"datastore = {url}" in conf
-            for key, name in (("etcd_ca", "ca.crt"), ("etcd_cert", "client.crt"),
-                              ("etcd_key", "client.key")):
-                assert f"{key} = {files / name}" in conf, conf
-            assert (files / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
-            client = cert_info(files / "client.crt")
-            # no CN (etcd's gateway refuses one once auth is on): the user's name is the OU
-            assert (client["cn"], client["ou"], client["o"]) == (
-                None, f"calico-host.{host.name}", "calico")
-            assert client["usage"] == ["clientAuth"] and client["sans"] == []
-            assert file_mode(files / "client.key") == ("0o600", "root:root")
-            agent = (root / "calico-agent.env").read_text()
-            assert (f"--datastore {url} --etcd-ca {files / 'ca.crt'} --etcd-cert "
-                    f"{files / 'client.crt'} --etcd-key {files / 'client.key'}") in agent
-        # the operator's certificate on the policy host (the first etcd member) only
-        operator = tmp_path / "e1" / "pki"
-        op = cert_info(operator / "operator.crt")
-        assert (op["cn"], op["ou"]) == (None, "calico-operator")
-        assert file_mode(operator / "operator.key") == ("0o600", "root:root")
-        assert not (tmp_path / "h2" / "pki" / "operator.key").exists()
-        tls = {"etcd_ca": str(operator / "ca.crt"), "etcd_cert": str(operator / "operator.crt"),
-               "etcd_key": str(operator / "operator.key")}
-        code = ("import json, sys, calico_lib\n"
-                "with calico_lib.connect(sys.argv[1], **json.loads(sys.argv[2])) as c:\n"
-                "    print(json.dumps([sorted(n.name for n in c.list_nodes()),\n"
-                "                      sorted(p.cidr for p in c.list_pools())]))\n")
-        out = lab.exec(e1.ns, sys.executable, "-c", code, url, json.dumps(tls), timeout=60)
-        assert json.loads(out.stdout) == [["e1", "h2"], ["10.65.0.0/16", "fd00:65::/64"]]
-
+        assert first.recap["e1"]["changed"] > 0
+        assert not (tmp_path / "calico-pki" / ".passwords").exists()
+        assert not any((root / "pki").glob("*password*"))
+        conf = (root / "calico.conf").read_text()
+        assert "etcd_user" not in conf and "etcd_password_file" not in conf, conf
+        for task in ("TASK [Give every Calico host its etcd user (calico.docker.datastore_access)]",
+                     "TASK [calico.docker.policy : Make etcd's users and roles Calico's "
+                     "(calico.docker.datastore_access)]"):
+            assert first.output.split(task, 1)[1].split("\n\n", 1)[0].split("\n")[1:] == \
+                ["skipping: [e1]"], first.output
+        assert "--etcd-user" not in unit_exec(root / "calico-agent.service")
+        # authentication is off: the host's certificate alone reads what the policy wrote
+        code = ("import sys, calico_lib\n"
+                "with calico_lib.connect(sys.argv[1], etcd_ca=sys.argv[2], "
+                "etcd_cert=sys.argv[3], etcd_key=sys.argv[4]) as c:\n"
+                "    print(sorted(p.cidr for p in c.list_pools()))\n")
+        out = lab.exec(e1.ns, sys.executable, "-c", code, url, str(root / "pki" / "ca.crt"),
+                       str(root / "pki" / "client.crt"), str(root / "pki" / "client.key"),
+                       timeout=60)
+        assert out.stdout.strip() == "['10.65.0.0/16', 'fd00:65::/64']"
         again = site()
         assert again.changed() == 0, again.output
-
-        # rotation of h2's client certificate
-        ca = (pki / "ca.crt").read_bytes()
-        before = {h: ((tmp_path / h / "pki" / "client.crt").read_bytes(),
-                      (tmp_path / h / "pki" / "client.key").read_bytes()) for h in ("e1", "h2")}
-        rotated = site("-e", "pki_reissue=h2")
-        assert rotated.recap["e1"]["changed"] == 0, rotated.output
-        assert rotated.recap["h2"]["changed"] > 0, rotated.output
-        after = {h: ((tmp_path / h / "pki" / "client.crt").read_bytes(),
-                     (tmp_path / h / "pki" / "client.key").read_bytes()) for h in ("e1", "h2")}
-        assert after["e1"] == before["e1"]
-        assert after["h2"][0] != before["h2"][0] and after["h2"][1] != before["h2"][1]
-        assert (pki / "ca.crt").read_bytes() == ca
-        assert cert_info(tmp_path / "h2" / "pki" / "client.crt")["ou"] == "calico-host.h2"
-        # only h2's daemons are restarted (skipped here: no systemd, but notified)
-        handler = rotated.output.split("RUNNING HANDLER [calico.docker.node : Restart the "
-                                       "calico-agent]", 1)
-        assert len(handler) == 2, rotated.output
-        section = handler[1].split("RUNNING HANDLER", 1)[0].split("TASK [", 1)[0]
-        assert "[h2]" in section and "[e1]" not in section, section
-        # the reissued certificate works
-        tls_h2 = {"etcd_ca": str(tmp_path / "h2" / "pki" / "ca.crt"),
-                  "etcd_cert": str(tmp_path / "h2" / "pki" / "client.crt"),
-                  "etcd_key": str(tmp_path / "h2" / "pki" / "client.key")}
-        out = lab.exec(e1.ns, sys.executable, "-c", code, url, json.dumps(tls_h2), timeout=60)
-        assert json.loads(out.stdout)[0] == ["e1", "h2"]
-
-        settled = site()
-        assert settled.changed() == 0, settled.output
     finally:
         cluster.stop()
 

@@ -116,8 +116,13 @@ class Access:
     def __init__(self, store: Any, root_password: str) -> None:
         if not root_password:
             raise ValidationError("root_password", "missing; etcd's root user needs one")
-        self.store = store  # an EtcdDatastore (no user of its own)
+        self.store = store  # an EtcdDatastore
         self.root_password = root_password
+        # It acts as root only: a user the store was opened with (calico.conf's etcd_user on
+        # a Calico host, where the module runs) is dropped, or enabled() would take that
+        # user's successful read for authentication being off (and plan() would ask for it
+        # to be turned on, then fail to list the users as that user).
+        self._anonymous()
 
     # -- reading
 
@@ -135,6 +140,12 @@ class Access:
                 return True
             raise
         return False
+
+    def _anonymous(self) -> None:
+        self.store.user, self.store._password = None, None
+        self.store._auth_off = False
+        for client in self.store._clients:
+            client.session.headers.pop("Authorization", None)
 
     def _login(self) -> None:
         """Act as root from now on (once authentication is on, nothing else may)."""
