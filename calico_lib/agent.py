@@ -24,6 +24,11 @@ from .errors import CalicoError, CompactedError, DatastoreError
 from .reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 
 log = logging.getLogger("calico-agent")
+#: the longest wait between reconciles that fail; a datastore that does not answer is
+#: retried more often: an attempt costs a refused connection, and the host must catch up
+#: within seconds of the datastore's return
+MAX_BACKOFF = 30.0
+DATASTORE_BACKOFF = 2.0
 
 
 def resolve_hostname(hostname: str | None) -> str:
@@ -80,12 +85,14 @@ class Agent:
                 revision = self.reconcile_once(verify)
                 backoff = 1.0
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+                limit = DATASTORE_BACKOFF if isinstance(exc, DatastoreError) else MAX_BACKOFF
+                backoff = min(backoff, limit)
                 if isinstance(exc, CalicoError):
                     log.error("reconcile failed: %s (retrying in %.0fs)", exc, backoff)
                 else:  # a bug: keep its traceback, keep the host reconciling
                     log.exception("reconcile crashed (retrying in %.0fs)", backoff)
                 self._sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, limit)
                 verify = True
                 continue
             verify = self._wait_for_change(revision) == "resync"

@@ -330,7 +330,7 @@ def busybox_image_tar() -> bytes:
 class DockerLab:
     def __init__(self, hostname: str = "dockhost", pools: Sequence[str] = (POOL4, POOL6),
                  socket_dir: str = PLUGIN_DIR, sync_interval: float = 10.0,
-                 sync_grace: float = 30.0) -> None:
+                 sync_grace: float = 30.0, datastore_url: str = "") -> None:
         self.tag = "caldock-" + uuid.uuid4().hex[:6]
         self.ns = self.tag
         self.hostname = hostname
@@ -341,7 +341,8 @@ class DockerLab:
         self.workdir = ""
         self.docker_socket = ""
         self.pid_file = ""
-        self.datastore_url = ""
+        #: given: a datastore the namespace can reach (e.g. etcd); else a fresh SQLite file
+        self.datastore_url = datastore_url
         self.lock_file = ""
         self.dockerd: subprocess.Popen[bytes] | None = None
         self.plugin: subprocess.Popen[bytes] | None = None
@@ -369,7 +370,8 @@ class DockerLab:
         os.chmod(self.workdir, 0o711)
         self.docker_socket = os.path.join(self.workdir, "docker.sock")
         self.pid_file = os.path.join(self.workdir, "docker.pid")
-        self.datastore_url = "sqlite:///" + os.path.join(self.workdir, "calico.db")
+        self.datastore_url = self.datastore_url or \
+            "sqlite:///" + os.path.join(self.workdir, "calico.db")
         self.lock_file = os.path.join(self.workdir, "dataplane.lock")
         self._make_namespace()
         self._add_pools()

@@ -102,3 +102,29 @@ def test_agent_once_reports_bad_datastore(host) -> None:
          "--lock-file", host["lock"]], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "etcd unreachable" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_agent_retries_a_datastore_that_does_not_answer_every_2_s() -> None:
+    """(fault campaign) After a 30 s etcd outage the agent's back-off had grown to 16 s:
+    the host caught up that long after etcd was back. A datastore error is retried every
+    2 s; other failures still back off to 30 s."""
+    from calico_lib.agent import Agent
+    from calico_lib.errors import CalicoError, DatastoreUnavailable
+
+    agent = Agent.__new__(Agent)
+    agent.stopping = False
+    failures: list[Exception] = [DatastoreUnavailable("etcd: no endpoint answers")] * 6 + \
+        [CalicoError("ipsets: restore failed")] * 6
+    sleeps: list[float] = []
+
+    def reconcile_once(verify: bool = True) -> int:
+        if failures:
+            raise failures.pop(0)
+        agent.stopping = True
+        return 1
+
+    agent.reconcile_once = reconcile_once  # type: ignore[method-assign]
+    agent._sleep = sleeps.append  # type: ignore[method-assign]
+    agent._wait_for_change = lambda revision: "change"  # type: ignore[method-assign]
+    agent.run()
+    assert sleeps == [1, 2, 2, 2, 2, 2, 2, 4, 8, 16, 30, 30]

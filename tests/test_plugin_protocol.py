@@ -1028,6 +1028,34 @@ def test_an_endpoint_whose_veth_name_is_taken_is_refused(plugin: Plugin) -> None
     assert [e.id for e in plugin.client.list_endpoints(HOST)] == [EP_LIKE]
 
 
+@pytest.mark.parametrize(("kind", "method", "field"), [
+    ("net", "Join", "EndpointID"), ("net", "CreateEndpoint", "NetworkID"),
+    ("net", "DeleteEndpoint", "EndpointID"), ("ipam", "RequestAddress", "PoolID")])
+def test_a_call_resent_without_its_body_says_so(plugin: Plugin, kind: str, method: str,
+                                                field: str) -> None:
+    """(fault campaign) Docker's plugin client resends a call whose connection broke (the
+    plugin was killed during it) without its body: "EndpointID: missing; Docker always
+    sends it" read like a Docker bug. The answer says what happened and what to do."""
+    message = plugin.error(kind, method, None)
+    assert message == (f"{field}: missing: the request was empty, as Docker resends a call "
+                       "the plugin was restarted in the middle of; run the command again")
+    assert plugin.client.list_endpoints() == [] and plugin.hooks.calls == []
+
+
+def test_delete_endpoint_removes_the_veth_a_failed_join_left(plugin: Plugin) -> None:
+    """(fault campaign) The plugin killed during Join after it made the veth: Docker's
+    resent Join fails (no body) and Docker deletes the endpoint without a Leave, which left
+    the veth behind for good. DeleteEndpoint deletes it, never another endpoint's."""
+    started(plugin, EP)
+    plugin.hooks.calls.clear()
+    plugin.ok("net", "DeleteEndpoint", ids(NET, EP_LIKE), replay=False)  # not EP's veth
+    assert plugin.hooks.calls == [("reconcile",)]
+    plugin.error("net", "Join", None)
+    plugin.ok("net", "DeleteEndpoint", ids(NET, EP), replay=False)
+    assert plugin.hooks.calls[1:] == [("delete_veth", f"cali{EP[:11]}"), ("reconcile",)]
+    assert plugin.client.list_endpoints() == []
+
+
 def test_concurrent_endpoints_never_share_a_veth_name(plugin: Plugin) -> None:
     """Twelve CreateEndpoints at once whose ids share their first 11 characters: exactly
     one is stored, the others are refused naming it; the rest of the store is consistent."""

@@ -115,3 +115,19 @@ def _gateway_routes(path: str, target: ipaddress.IPv4Address | ipaddress.IPv6Add
     except (OSError, NetlinkError, ValueError):
         return None
     return found
+
+
+def unjoined_veths(prefix: str = "cali") -> list[str]:
+    """Host-side veths whose peer is still in this namespace: no container ever got them
+    (a Join that failed after making the pair). A joined veth's peer is in the container's
+    namespace, which the kernel names by its id (IFLA_LINK_NETNSID)."""
+    found = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            if name.startswith(prefix) and kind == "veth" \
+                    and link.get_attr("IFLA_LINK_NETNSID") is None:
+                found.append(name)
+    return sorted(found)

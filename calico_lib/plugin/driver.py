@@ -126,6 +126,12 @@ def _kind(value: Any) -> str:
 def _field(body: dict[str, Any], name: str) -> str:
     """A string field Docker always sends."""
     value = body.get(name)
+    if not body:
+        # Docker's plugin client resends a call whose connection broke (the plugin was
+        # killed or restarted during it), but without its body
+        raise DriverError(f"{name}: missing: the request was empty, as Docker resends a "
+                          "call the plugin was restarted in the middle of; run the command "
+                          "again")
     if value is None or value == "":
         raise DriverError(f"{name}: missing; Docker always sends it")
     if not isinstance(value, str):
@@ -204,7 +210,8 @@ class Driver:
                  create_veth: Callable[[str, str, str | None], bool] | None = None,
                  delete_veth: Callable[[str], bool] | None = None,
                  gateway_prefixes: Callable[[str, str], set[int] | None] | None = None,
-                 add_address: Callable[[str, str], bool] | None = None) -> None:
+                 add_address: Callable[[str, str], bool] | None = None,
+                 forgotten: Callable[..., None] | None = None) -> None:
         self.client = client
         self.hostname = hostname
         self.docker = docker
@@ -214,6 +221,9 @@ class Driver:
         self.delete_veth = delete_veth or (lambda host: True)
         self.gateway_prefixes = gateway_prefixes or (lambda sandbox, gateway: set())
         self.add_address = add_address or (lambda interface, address: True)
+        # told what Docker is done with but this call could not free (the Docker sync
+        # frees it at its next pass: Syncer.forgotten(endpoint_id=, address=))
+        self.forgotten = forgotten or (lambda **_: None)
         # SandboxKey -> endpoint id -> the gateway route prefix its Join answered: Docker
         # joins every network of a container it starts before the namespace exists
         # (`docker create`, `network connect`, `start`; compose does that)
@@ -304,7 +314,17 @@ class Driver:
             return {}  # the gateway RequestPool named: never allocated
         # Freed only from this host's pending handles and ended endpoints; anything else
         # is refused (InUseError: the server answers with it and logs it).
-        owner = self.client.ipam.release_for_host(address, self.hostname)
+        try:
+            owner = self.client.ipam.release_for_host(address, self.hostname)
+        except CalicoError:
+            # at boot Docker hands back the addresses of the endpoints it lost, whose
+            # records still hold them; or the datastore is away: the sync checks with
+            # Docker and frees what it no longer has
+            try:
+                self.forgotten(address=str(netaddr.IPAddress(address)))
+            except (netaddr.AddrFormatError, TypeError, ValueError):
+                pass  # not an address: refused, nothing to free
+            raise
         if owner is not None:
             log.info("released %s (handle %s)", address, owner)
         return {}
@@ -422,8 +442,16 @@ class Driver:
     def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _id(body, "EndpointID")
         self._forget(endpoint_id)
+        # Docker does not Leave a Join that failed after the veth was made (the plugin was
+        # killed during it, and Docker's retry came without its body): the veth goes here
+        self.delete_own_veth(endpoint_id, "DeleteEndpoint")
         # the record and the addresses go together: no moment where either is left alone
-        if self.client.ipam.end_endpoint(self.hostname, endpoint_id) is None:
+        try:
+            ended = self.client.ipam.end_endpoint(self.hostname, endpoint_id)
+        except CalicoError:
+            self.forgotten(endpoint_id=endpoint_id)  # Docker deletes it all the same
+            raise
+        if ended is None:
             log.warning("DeleteEndpoint %s: its handle belongs to another host; its "
                         "addresses were left alone", endpoint_id[:12])
         self.reconcile()
@@ -525,20 +553,30 @@ class Driver:
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _id(body, "EndpointID")
         self._forget(endpoint_id)
+        self.delete_own_veth(endpoint_id, "Leave", datastore_away=True)
+        return {}
+
+    def delete_own_veth(self, endpoint_id: str, call: str, datastore_away: bool = False
+                        ) -> None:
+        """Delete the endpoint's host veth, never that of another endpoint of this host (a
+        refused CreateEndpoint of an id alike in its first 11 characters). When the
+        datastore cannot say whose it is, ``datastore_away`` decides."""
         interface = host_veth(endpoint_id)
-        # the veth of another endpoint of this host (a refused CreateEndpoint of an id alike
-        # in its first 11 characters) is never deleted
         try:
             owner = interface_owner(self.client.store, self.hostname, interface)
-        except CalicoError as exc:  # the datastore is away: the veth goes as it always did
-            log.warning("Leave %s: cannot read the interface index: %s", endpoint_id[:12], exc)
-            owner = None
+        except CalicoError as exc:
+            log.warning("%s %s: cannot read the interface index: %s", call, endpoint_id[:12],
+                        exc)
+            if not datastore_away:
+                return
+            owner = None  # Leave: the veth goes as it always did
         if owner not in (None, endpoint_id):
-            log.warning("Leave %s: %s is endpoint %s's; left alone", endpoint_id[:12],
+            log.warning("%s %s: %s is endpoint %s's; left alone", call, endpoint_id[:12],
                         interface, owner[:12])
-            return {}
-        self.delete_veth(interface)
-        return {}
+            return
+        if self.delete_veth(interface) and call != "Leave":
+            log.info("%s %s: deleted %s (no Leave came for it)", call, endpoint_id[:12],
+                     interface)
 
     def nothing(self, body: dict[str, Any]) -> dict[str, Any]:
         """DiscoverNew/Delete, Program/RevokeExternalConnectivity: nothing to do."""

@@ -27,7 +27,13 @@ from typing import Any
 from .. import datastore, logsafe
 from ..agent import resolve_hostname
 from ..client import connect
-from ..dataplane.veth import add_address, create_veth, delete_veth, gateway_prefixes
+from ..dataplane.veth import (
+    add_address,
+    create_veth,
+    delete_veth,
+    gateway_prefixes,
+    unjoined_veths,
+)
 from ..errors import CalicoError
 from ..model import show
 from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
@@ -343,12 +349,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                            verify=False)
         log.info("%s", report.summary())
 
-    driver = Driver(client, hostname, DockerAPI(args.docker_socket), reconcile=program,
+    docker = DockerAPI(args.docker_socket)
+    syncer = Syncer(client, hostname, docker, args.docker_sync_interval,
+                    args.docker_sync_grace, after_change=program,
+                    list_unjoined=unjoined_veths, delete_link=delete_veth)
+    driver = Driver(client, hostname, docker, reconcile=program,
                     create_veth=create_veth, delete_veth=delete_veth,
-                    gateway_prefixes=gateway_prefixes, add_address=add_address)
+                    gateway_prefixes=gateway_prefixes, add_address=add_address,
+                    forgotten=syncer.forgotten if args.docker_sync_interval > 0 else None)
+    # an endpoint the sync freed may still have its veth (its DeleteEndpoint failed)
+    syncer.after_free = lambda ids: [driver.delete_own_veth(i, "docker sync") for i in ids]
     servers = serve(driver, args.socket_dir)
-    syncer = Syncer(client, hostname, driver.docker, args.docker_sync_interval,
-                    args.docker_sync_grace, after_change=program)
     if args.docker_sync_interval > 0:
         syncer.start()
     log.info("serving calico.sock and calico-ipam.sock in %s for host %s (%s)",
@@ -357,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
-    syncer.stop.set()
+    syncer.halt()
     for server in servers:
         server.shutdown()
         server.server_close()
