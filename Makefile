@@ -6,8 +6,10 @@ PYTEST_ARGS ?=
 deps:
 	bash scripts/install-deps.sh
 
+# The whole suite: pytest, the lab tests and the molecule scenario (scripts/run-tests.sh runs
+# them in two parts side by side); PYTEST_ARGS="..." runs pytest alone with those arguments.
 test: deps
-	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+	sh scripts/run-tests.sh $(PYTEST_ARGS)
 
 molecule: deps
 	bash scripts/molecule-test.sh

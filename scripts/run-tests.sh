@@ -1,0 +1,45 @@
+#!/bin/sh
+# The whole test suite (`make test`). With arguments: pytest with them, alone
+# (`make test PYTEST_ARGS="-k bgp"`).
+#
+# Without: two parts side by side, since each mostly waits (daemons starting, BGP timers,
+# lab nodes booting) and one after the other they take too long:
+#   A. on this machine's dockerd: the lab's node image (built once, cached by its tag), the
+#      lab tests (tests/test_lab.py, tests/test_lab_restart.py), then the molecule scenario
+#      (scripts/molecule-test.sh). Its output is printed, whole, when it ends.
+#   B. everything else: network namespaces, real etcd and BIRD, dockerd in a namespace.
+# They share no names: A's nodes and Docker networks have their own prefixes and subnets,
+# B's namespaces a random tag. The image step starts dockerd before either needs it, so no
+# test stops it under the other. Exits 1 when either part failed.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=.venv/bin/python
+
+if [ "$#" -gt 0 ]; then
+    exec "$py" -m pytest -q "$@"
+fi
+
+log=$(mktemp)
+(
+    set -e
+    "$py" -m calico_lib.cli lab image
+    "$py" -m pytest -q -p no:cacheprovider tests/test_lab.py tests/test_lab_restart.py
+    sh scripts/molecule-test.sh
+) >"$log" 2>&1 &
+host_part=$!
+# Ctrl-C or a kill ends both parts (each cleans up what it made)
+trap 'kill "$host_part" 2>/dev/null; wait "$host_part"; rm -f "$log"; exit 130' INT TERM
+
+status=0
+"$py" -m pytest -q --ignore=tests/test_lab.py --ignore=tests/test_lab_restart.py || status=1
+
+echo "==> waiting for the lab tests and the molecule scenario (on this machine's dockerd)"
+wait "$host_part" || status=1
+cat "$log"
+rm -f "$log"
+trap - INT TERM
+if [ "$status" -ne 0 ]; then
+    echo "make test: FAILED (see above: pytest, then the lab tests and molecule)"
+fi
+exit "$status"
