@@ -5,12 +5,14 @@
 # Without: two parts side by side, since each mostly waits (daemons starting, BGP timers,
 # lab nodes booting) and one after the other they take too long:
 #   A. on this machine's dockerd: the lab's node image (built once, cached by its tag), the
-#      lab tests (tests/test_lab.py, tests/test_lab_restart.py), then the molecule scenario
+#      lab tests (tests/test_lab.py, tests/test_lab_restart.py) and the longest site.yml
+#      runs over TLS (in namespaces of their own), then the molecule scenario
 #      (scripts/molecule-test.sh). Its output is printed, whole, when it ends.
-#   B. everything else: network namespaces, real etcd and BIRD, dockerd in a namespace.
+#   B. everything else: network namespaces, real etcd and BIRD, dockerd in a namespace (all
+#      the tests with a namespaced dockerd stay here: they share /run/docker/plugins).
 # They share no names: A's nodes and Docker networks have their own prefixes and subnets,
-# B's namespaces a random tag. The image step starts dockerd before either needs it, so no
-# test stops it under the other. Exits 1 when either part failed.
+# every test's namespaces a random tag. The image step starts dockerd before either needs
+# it, so no test stops it under the other. Exits 1 when either part failed.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -20,11 +22,18 @@ if [ "$#" -gt 0 ]; then
     exec "$py" -m pytest -q "$@"
 fi
 
+# part A's pytest tests: whole files, and single tests of files part B runs
+files_a="tests/test_lab.py tests/test_lab_restart.py"
+tests_a="tests/test_playbooks.py::test_site_over_tls_with_a_user_per_host
+tests/test_playbooks.py::test_site_over_tls_with_etcd_auth_off
+tests/test_playbooks.py::test_etcd_role_three_members_over_tls"
+
 log=$(mktemp)
 (
     set -e
     "$py" -m calico_lib.cli lab image
-    "$py" -m pytest -q -p no:cacheprovider tests/test_lab.py tests/test_lab_restart.py
+    # shellcheck disable=SC2086 # word lists
+    "$py" -m pytest -q -p no:cacheprovider --durations=10 $files_a $tests_a
     sh scripts/molecule-test.sh
 ) >"$log" 2>&1 &
 host_part=$!
@@ -32,7 +41,10 @@ host_part=$!
 trap 'kill "$host_part" 2>/dev/null; wait "$host_part"; rm -f "$log"; exit 130' INT TERM
 
 status=0
-"$py" -m pytest -q --ignore=tests/test_lab.py --ignore=tests/test_lab_restart.py || status=1
+set --
+for f in $files_a; do set -- "$@" "--ignore=$f"; done
+for t in $tests_a; do set -- "$@" "--deselect=$t"; done
+"$py" -m pytest -q --durations=15 "$@" || status=1
 
 echo "==> waiting for the lab tests and the molecule scenario (on this machine's dockerd)"
 wait "$host_part" || status=1
