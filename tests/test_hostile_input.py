@@ -1463,41 +1463,12 @@ def test_modules_fail_in_one_line_or_store_what_renders(modules: None, stores: S
 @pytest.fixture
 def fake_docker(tmp_path: Path) -> Iterator[tuple[Any, str]]:
     """The Docker Engine API of tests/unit_modules/test_docker_network on a unix socket."""
-    import socketserver
-    from http.server import BaseHTTPRequestHandler
-
     from tests.unit_modules.test_docker_network import FakeDocker as FakeEngine
+    from tests.unit_modules.test_docker_network import serve_engine
 
     fake = FakeEngine()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            status, answer = fake.handle(self.command, self.path, body)
-            data = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _serve  # noqa: N815
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    path = str(tmp_path / "docker.sock")
-    server = socketserver.ThreadingUnixStreamServer(path, Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield fake, f"unix://{path}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_engine(fake, str(tmp_path / "docker.sock")) as url:
+        yield fake, url
 
 
 @fast(50)

@@ -7,6 +7,7 @@ import socketserver
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -72,9 +73,9 @@ class FakeDocker:
         return [r for r in self.requests if r[0] != "GET"]
 
 
-@pytest.fixture
-def docker(tmp_path) -> Iterator[tuple[FakeDocker, str]]:
-    fake = FakeDocker()
+@contextmanager
+def serve_engine(fake: FakeDocker, path: str) -> Iterator[str]:
+    """``fake`` as the Docker Engine API on a unix socket at ``path``; its docker_host URL."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -90,20 +91,26 @@ def docker(tmp_path) -> Iterator[tuple[FakeDocker, str]]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_DELETE = _serve
+        do_GET = do_POST = do_DELETE = _serve  # noqa: N815
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    path = str(tmp_path / "docker.sock")
     server = socketserver.ThreadingUnixStreamServer(path, Handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield fake, f"unix://{path}"
+        yield f"unix://{path}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def docker(tmp_path) -> Iterator[tuple[FakeDocker, str]]:
+    fake = FakeDocker()
+    with serve_engine(fake, str(tmp_path / "docker.sock")) as url:
+        yield fake, url
 
 
 @pytest.mark.parametrize("args, field", [
