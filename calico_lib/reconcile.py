@@ -15,17 +15,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import __version__
 from .dataplane import conntrack, ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
-from .dataplane.routes import RouteReport, apply_routes
+from .dataplane.routes import RouteReport, apply_route_changes, apply_routes
 from .dataplane.runner import CommandError
 from .datastore import Datastore
 from .errors import CalicoError
 from .records import Reporter, Unreadable
 from .render import names
 from .render.bird import render_bird
-from .render.policy import render_policy
-from .render.routes import desired_routes
+from .render.policy import IpSet, PolicyRenderer
+from .render.routes import RouteSpec, desired_routes
 from .snapshot import Snapshot, load_snapshot
 
 DEFAULT_LOCK_FILE = "/run/calico/dataplane.lock"
@@ -111,11 +112,13 @@ class Report:
 class Dataplane:
     """Applies snapshots to this host's kernel and remembers what it last applied.
 
-    ``apply(snapshot, verify=True)`` reads iptables and ipsets and repairs any difference.
-    ``verify=False`` trusts the memory of the last apply instead of reading the kernel:
-    an unchanged snapshot costs a netlink route check, and a changed one writes only the
-    tables and sets whose render changed, without reading anything. ``reconcile`` only
-    lets a caller trust its memory when no other writer touched the dataplane since.
+    ``apply(snapshot, verify=True)`` reads iptables, ipsets and routes and repairs any
+    difference. ``verify=False`` trusts the memory of the last apply instead of reading
+    the kernel: an unchanged snapshot costs nothing, and a changed one renders only the
+    profiles and endpoints that changed (``PolicyRenderer``) and writes only the chains,
+    sets and routes that differ, so its cost follows the change, not the host's size.
+    ``reconcile`` only lets a caller trust its memory when no other writer touched the
+    dataplane since, or when the other writer applied the very snapshot it holds.
     """
 
     def __init__(self, bird_config: str | None = None,
@@ -126,12 +129,23 @@ class Dataplane:
         self.records = Reporter()
         #: the stamp this dataplane wrote after its last apply (see ``reconcile``)
         self.stamp: str | None = None
+        self.renderer = PolicyRenderer()
         self._input: Snapshot | None = None
         self._tables: dict[tuple[int, str], iptables.KernelTable] = {}
-        self._sets: dict[str, ipsets.KernelSet] | None = None
+        self._sets: dict[str, IpSet] | None = None
+        self._routes: list[RouteSpec] = []
 
     def forget(self) -> None:
-        self._input, self._tables, self._sets = None, {}, None
+        self._input, self._tables, self._sets, self._routes = None, {}, None, []
+
+    def adopt(self, snapshot: Snapshot) -> None:
+        """Take the kernel to hold ``snapshot``'s render: another writer just applied it
+        (``reconcile`` checks its stamp), so this one need not read the kernel."""
+        policy = self.renderer.render(snapshot)
+        self._input = replace(snapshot, revision=0)
+        self._tables = {(t.version, t.name): iptables.as_kernel(t) for t in policy.tables}
+        self._sets = dict(policy.ipsets)
+        self._routes = desired_routes(snapshot)
 
     def apply(self, snapshot: Snapshot, check_mode: bool = False,
               verify: bool = True) -> Report:
@@ -144,17 +158,21 @@ class Dataplane:
         start = time.perf_counter()
         self.records.report(snapshot.unreadable)
         trust = not verify and not check_mode and self._sets is not None
-        routes = desired_routes(snapshot)
         if trust and replace(snapshot, revision=0) == self._input:
-            return self._routes_only(snapshot, routes, start)
-        policy = render_policy(snapshot)
-        known_sets = self._sets if trust else None
+            report = Report(snapshot.revision, ipsets.SetPlan(), verified=False,
+                            unreadable=snapshot.unreadable)
+            report.seconds = time.perf_counter() - start
+            return report
+        routes = desired_routes(snapshot)
+        policy = self.renderer.render(snapshot)
+        known_sets, known_routes = self._sets, self._routes
         known_tables = self._tables if trust else {}
         if not check_mode:
             self.forget()  # until this apply has fully succeeded
-        set_plan = ipsets.plan_sets(policy.ipsets,
-                                    known_sets if known_sets is not None
-                                    else ipsets.read_sets())
+        if trust and known_sets is not None:
+            set_plan = ipsets.plan_changes(policy.ipsets, known_sets)
+        else:
+            set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
         report = Report(snapshot.revision, set_plan, check_mode=check_mode, verified=not trust,
                         unreadable=snapshot.unreadable)
         failures: list[str] = []
@@ -176,7 +194,8 @@ class Dataplane:
         if not check_mode:
             if not failures:  # stale sets may still be named by rules that failed to go
                 _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
-            report.routes = apply_routes(routes)
+            report.routes = (apply_route_changes(known_routes, routes) if trust
+                             else apply_routes(routes))
             # open connections the new policy may no longer allow: judged again
             report.conntrack_flushed = conntrack.flush(
                 _policy_changed(snapshot, report.tables) | set_plan.left)
@@ -188,17 +207,13 @@ class Dataplane:
             raise DataplaneError("; ".join(failures) + " (everything else was applied: "
                                  + report.summary() + ")")
         if not check_mode:
+            missing = set(report.routes.missing_interfaces) if report.routes else set()
             self._input, self._tables = replace(snapshot, revision=0), tables
-            self._sets = ipsets.as_kernel(policy.ipsets)
-        return report
-
-    def _routes_only(self, snapshot: Snapshot, routes: list, start: float) -> Report:
-        """Rules and sets are as this process left them; routes are cheap to check and go
-        with their veth (a container that joined again needs them back)."""
-        report = Report(snapshot.revision, ipsets.SetPlan(), verified=False,
-                        unreadable=snapshot.unreadable)
-        report.routes = apply_routes(routes)
-        report.seconds = time.perf_counter() - start
+            self._sets = dict(policy.ipsets)
+            # a route whose interface does not exist yet is tried again next time
+            self._routes = [r for r in routes if r.interface not in missing]
+            if missing:
+                self._input = None
         return report
 
 
@@ -244,20 +259,47 @@ def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FIL
 
     Long-running callers (the agent, the plugin) pass their ``dataplane`` and
     ``verify=False`` when a datastore change, not a resync, triggered the call. Its memory
-    is trusted only while the stamp file beside the lock still holds the stamp it wrote
-    after its last apply: any other writer in between makes it read the kernel again.
+    is trusted while the stamp file beside the lock still holds the stamp it wrote after
+    its last apply. A stamp names the datastore revision its writer applied: when another
+    writer (the plugin, after the agent) reads that same revision, the kernel holds
+    exactly what it would render, and it adopts that instead of reading the kernel. Any
+    other stamp makes it read the kernel again.
     """
     dataplane = dataplane or Dataplane(bird_config, bird_socket)
     stamp_file = lock_file + ".stamp"
     with host_lock(lock_file):
-        trusted = not verify and dataplane.stamp is not None \
-            and _read_stamp(stamp_file) == dataplane.stamp
-        report = dataplane.apply(load_snapshot(store, hostname), check_mode=check_mode,
-                                 verify=not trusted)
-        if not check_mode and (report.changed or not trusted):
-            dataplane.stamp = uuid.uuid4().hex
-            _write_stamp(stamp_file, dataplane.stamp)
+        snapshot = load_snapshot(store, hostname)
+        stamp = _read_stamp(stamp_file)
+        trusted = not verify and not check_mode and stamp is not None and (
+            stamp == dataplane.stamp or _revision_of(stamp) == snapshot.revision)
+        if trusted and stamp != dataplane.stamp:
+            dataplane.adopt(snapshot)
+        try:
+            report = dataplane.apply(snapshot, check_mode=check_mode, verify=not trusted)
+        except Exception:
+            if not check_mode:  # the kernel may be anything now: nobody may trust it
+                dataplane.stamp = None
+                _write_stamp(stamp_file, f"failed {uuid.uuid4().hex}")
+            raise
+        if not check_mode:
+            if report.changed or not trusted:
+                dataplane.stamp = f"{STAMP_FORMAT} {snapshot.revision} {uuid.uuid4().hex}"
+                _write_stamp(stamp_file, dataplane.stamp)
+            else:  # nothing written: the stamp on file still describes the kernel
+                dataplane.stamp = stamp
         return report
+
+
+#: names the renderer's output format in stamps: writers of another release (during an
+#: upgrade) never adopt each other's state
+STAMP_FORMAT = f"v{__version__}"
+
+
+def _revision_of(stamp: str) -> int | None:
+    words = stamp.split()
+    if len(words) == 3 and words[0] == STAMP_FORMAT and words[1].isdigit():
+        return int(words[1])
+    return None
 
 
 def _read_stamp(path: str) -> str | None:

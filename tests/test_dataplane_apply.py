@@ -102,8 +102,9 @@ def test_endpoint_change_rewrites_only_its_chains(ns, monkeypatch) -> None:
         calls = counted_runs(monkeypatch)
         report = apply_snapshot(snapshot(4))
         filter4 = next(t for t in report.tables if t.version == 4 and t.table == "filter")
+        # one leaf of each dispatch tree, never its root or a sibling
         assert sorted(filter4.written) == sorted([
-            "cali-from-wl-dispatch", "cali-to-wl-dispatch", "cali-wl-sa-dispatch",
+            "cali-from-wl-dispatch-00", "cali-to-wl-dispatch-00", "cali-wl-sa-dispatch-00",
             "cali-sa4-cali00000000004", "cali-from-cali00000000004",
             "cali-to-cali00000000004"])
         assert report.sets.updated == ["cali4-t-web"] and not report.sets.created
@@ -207,12 +208,27 @@ def test_trusted_memory_writes_only_what_changed_and_yields_to_other_writers(
         assert not [c for c in calls if c[0].endswith("-save") or c[:2] == ["ipset", "save"]]
         restores = [c[0] for c in calls if "restore" in c[0] or c[1:2] == ["restore"]]
         assert restores == ["ipset", "iptables-restore"]  # IPv4 filter only: no IPv6 change
-        # Another writer (its own Dataplane) applies: our memory is no longer trusted.
+        # Another writer applied the very revision we read: its state is adopted unread.
         reconcile(client.store, "h", lock, dataplane=Dataplane(), verify=True)
+        calls.clear()
+        adopted = reconcile(client.store, "h", lock, dataplane=mine, verify=False)
+        assert not adopted.verified and not adopted.changed
+        assert not [c for c in calls if c[0].endswith("-save") or c[:2] == ["ipset", "save"]]
+        # Another writer applied, then the datastore moved on: its stamp names an older
+        # revision, so our memory is no longer trusted and the kernel is read.
+        reconcile(client.store, "h", lock, dataplane=Dataplane(), verify=True)
+        client.add_profile("db")  # no endpoint uses it: the render is unchanged
         calls.clear()
         again = reconcile(client.store, "h", lock, dataplane=mine, verify=False)
         assert again.verified and not again.changed
         assert any(c[0] == "iptables-save" for c in calls)
+        # What the memory holds after adopting and after reading is what the kernel has:
+        # a trusted change, then a fresh verified apply, finds nothing to repair.
+        reconcile(client.store, "h", lock, dataplane=Dataplane(), verify=True)
+        reconcile(client.store, "h", lock, dataplane=mine, verify=False)  # adopts
+        client.add_endpoint(snapshot(4).endpoints[3])
+        assert reconcile(client.store, "h", lock, dataplane=mine, verify=False).changed
+        assert not reconcile(client.store, "h", lock, dataplane=Dataplane()).changed
 
 
 # --------------------------------------------------------------------------- ipsets

@@ -12,6 +12,7 @@ Needs root and iproute2, iptables, ip6tables, ipset and ping.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterator
 
@@ -128,6 +129,40 @@ def test_same_profile_ping_and_tcp(lab: Lab, client, url, host, expect) -> None:
     expect.ping(b, a.ipv4[0], True)
     expect.tcp(a, b, b.ipv4[0], 8080, True)
     expect.tcp(b, a, a.ipv4[0], 8080, True)
+
+
+def test_joined_interface_is_dropped_until_its_rules_are_in(lab: Lab, client, url, host,
+                                                          expect) -> None:
+    """Join makes the veth and the routes and returns; the rules follow from a background
+    apply. In between, the dispatch trees do not know the interface: its traffic is
+    dropped both ways and to the host, IPv4 and IPv6, never let through by an accept."""
+    client.add_profile("web")
+    a = workload(lab, client, host, "a", ["web"])
+    lab.agent(host, url)
+    # the newcomer as Join leaves it: veth, addresses, routes (the plugin's own step)
+    new = lab.container(host, "new", ipv4=[f"10.65.{host.index}.9"],
+                        ipv6=[f"fd00:65::{host.index}:9"])
+    lab.exec(host.ns, sys.executable, "-c",
+             "import sys; from calico_lib.plugin.server import add_routes; "
+             "add_routes(sys.argv[1], sys.argv[2:])",
+             new.interface, f"{new.ipv4[0]}/32", f"{new.ipv6[0]}/128")
+    assert new.interface in lab.routes(host.ns, False, new.ipv4[0])
+    expect.ping(a, a.ipv4[0], True)  # the lab works
+    for version in (4, 6):
+        expect.ping(a, addr(new, version), False)
+        expect.ping(new, addr(a, version), False)
+        expect.tcp(a, new, addr(new, version), 8080, False)
+        expect.tcp(new, a, addr(a, version), 8080, False)
+    expect.ping(new, host.ipv4, False)
+    # the background apply: from then on it is a web container like the others
+    client.add_endpoint(Endpoint(id=new.id, host=host.name, interface=new.interface,
+                                 mac=new.mac, ipv4_nets=new.ipv4, ipv6_nets=new.ipv6,
+                                 profiles=["web"]))
+    lab.agent(host, url)
+    for version in (4, 6):
+        expect.ping(a, addr(new, version), True)
+        expect.ping(new, addr(a, version), True)
+    expect.ping(new, host.ipv4, True)
 
 
 def test_different_profiles_dropped_both_directions(lab: Lab, client, url, host,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 import netaddr
@@ -466,3 +467,91 @@ def test_names_from_the_issue_get_their_own_chains_and_sets() -> None:
             inbound = chains[names.profile_inbound(name)]
             assert inbound[0] == (f"-m set --match-set {tag} src "
                                   "-j MARK --set-xmark 0x10000/0x10000")
+
+
+# --------------------------------------------------------------------------- dispatch tree
+
+
+def _dispatch(chains: dict[str, list[str]], chain: str, interface: str) -> str:
+    """Where iptables sends a packet of ``interface`` through a dispatch tree: the endpoint
+    chain it reaches, or DROP (``-i NAME+`` matches names starting with NAME)."""
+    for rule in chains[chain]:
+        words = rule.split()
+        if words[0] == "-j":
+            return words[1]
+        name, target = words[1], words[3]
+        if interface == name or (name.endswith("+") and interface.startswith(name[:-1])):
+            return _dispatch(chains, target, interface) if target in chains else target
+    raise AssertionError(f"{chain} has no final rule")
+
+
+def test_dispatch_tree_sends_each_interface_to_its_own_chain_and_drops_the_rest() -> None:
+    """Names of every length (one to eleven characters after "cali"), names that are
+    prefixes of others, and look-alikes the tree does not know."""
+    interfaces = ["calia", "caliab", "caliabc", "caliabcdefghijk", "calib", "cali0",
+                  "cali01", "cali0123456789a", "cali_.-x", "caliZ", "caliA1"]
+    snapshot = Snapshot(hostname="h", revision=1, endpoints=tuple(
+        Endpoint(f"e{i}", "h", name, ipv4_nets=[f"10.65.0.{i + 1}"],
+                 ipv6_nets=[f"fd00::{i + 1}"]) for i, name in enumerate(interfaces)))
+    policy = render_policy(snapshot)
+    for version in (4, 6):
+        chains = policy.table(version, "filter").chains
+        for root, target in ((names.FROM_DISPATCH, names.from_endpoint),
+                             (names.TO_DISPATCH, names.to_endpoint),
+                             (names.SPOOF_DISPATCH,
+                              lambda i, v=version: names.source_check(i, v))):
+            tree = {c: r for c, r in chains.items() if c.startswith(root)}
+            for name in interfaces:
+                assert _dispatch(tree, root, name) == target(name), (root, name)
+            for stranger in ("calic", "caliabd", "caliabcd", "cali0x", "cali01x", "caliz",
+                             "calia_", "cali"):
+                assert _dispatch(tree, root, stranger) == "DROP", (root, stranger)
+            assert all(rules[-1] == "-j DROP" for rules in tree.values())
+
+
+def test_dispatch_tree_stays_shallow_at_ten_thousand_interfaces() -> None:
+    """A packet walks at most ~16 + 16 + a few dozen rules, however many containers."""
+    rng = random.Random(7)
+    interfaces = sorted({f"cali{rng.getrandbits(44):011x}" for _ in range(10000)})
+    snapshot = Snapshot(hostname="h", revision=1, endpoints=tuple(
+        Endpoint(f"e{i}", "h", name, ipv4_nets=[str(netaddr.IPAddress("10.64.0.1") + i)])
+        for i, name in enumerate(interfaces)))
+    chains = render_policy(snapshot).table(4, "filter").chains
+    tree = {c: r for c, r in chains.items() if c.startswith(names.FROM_DISPATCH)}
+    assert max(len(rules) for rules in tree.values()) < 80
+    assert len(tree[names.FROM_DISPATCH]) == 17  # 16 hex digits and the DROP
+
+
+def test_renderer_with_memory_renders_exactly_what_a_fresh_render_does() -> None:
+    """PolicyRenderer reuses what did not change; after every kind of change its output
+    equals render_policy's, and an unchanged endpoint's chains are the same objects."""
+    from dataclasses import replace
+
+    from calico_lib.render.policy import PolicyRenderer
+
+    base = rich_snapshot()
+    ep = base.local_endpoints[0]
+    profile = base.profiles[ep.profiles[0]]
+    steps = [
+        base,
+        replace(base, endpoints=base.endpoints + (
+            Endpoint("new", base.hostname, "calinew1", ipv4_nets=["10.65.9.9"],
+                     profiles=list(ep.profiles)),)),
+        replace(base, profiles={**base.profiles, profile.name: replace(
+            profile, inbound_rules=[Rule(protocol="tcp", dst_ports=[1234])],
+            tags=["moved"])}),
+        replace(base, endpoints=base.endpoints[1:]),
+        replace(base, config=AgentConfig(default_endpoint_to_host_action="drop")),
+        base,
+    ]
+    renderer = PolicyRenderer()
+    previous = None
+    for snapshot in steps:
+        got, want = renderer.render(snapshot), render_policy(snapshot)
+        assert got.ipsets == want.ipsets
+        assert [(t.version, t.name, t.chains) for t in got.tables] == \
+            [(t.version, t.name, t.chains) for t in want.tables]
+        if previous is not None and snapshot is steps[1]:
+            chain = names.from_endpoint(ep.interface)
+            assert got.table(4, "filter").chains[chain] is previous.table(4, "filter").chains[chain]
+        previous = got

@@ -87,7 +87,10 @@ class SetPlan:
     left: set[str] = field(default_factory=set)
 
 
-def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPlan:
+def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet],
+              stale: set[str] | None = None) -> SetPlan:
+    """What makes the kernel's cali sets ``desired``; every other set in ``kernel`` is
+    destroyed, or only those in ``stale`` when it is given."""
     plan = SetPlan()
     before: list[str] = []
     cleared: set[str] = set()  # leftover sets the `before` text already destroys
@@ -123,12 +126,21 @@ def plan_sets(desired: dict[str, IpSet], kernel: dict[str, KernelSet]) -> SetPla
             before += [f"del {name} {m}" for m in gone]
             before += [f"add {name} {m}" for m in added]
     plan.before = "\n".join(before) + "\n" if before else None
-    plan.destroyed = sorted(set(kernel) - set(desired))
+    plan.destroyed = sorted(set(kernel) - set(desired) if stale is None else stale)
     for name in plan.destroyed:
         if kernel[name].kind == "hash:ip":
             plan.left.update(m.split("/")[0] for m in kernel[name].members)
     plan.after = "".join(f"destroy {n}\n" for n in plan.destroyed if n not in cleared) or None
     return plan
+
+
+def plan_changes(desired: dict[str, IpSet], applied: dict[str, IpSet]) -> SetPlan:
+    """``plan_sets`` against what this process applied last, without reading the kernel:
+    a set equal to the one applied (its members compared as a whole) is not looked at."""
+    changed = {name: s for name, s in desired.items() if applied.get(name) != s}
+    before = {name: applied[name] for name in applied
+              if name in changed or name not in desired}
+    return plan_sets(changed, as_kernel(before), stale=set(before) - set(desired))
 
 
 def apply_before(plan: SetPlan) -> None:

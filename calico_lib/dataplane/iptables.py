@@ -49,6 +49,9 @@ class KernelTable:
     chains: dict[str, list[str | None]] = field(default_factory=dict)
     #: builtin chain -> the rules in it that jump to a cali chain, in order
     hooks: dict[str, list[Hook]] = field(default_factory=dict)
+    #: every cali chain's rules as this process applied them (memory, not a kernel read:
+    #: ``chains`` is then left empty and chains compare by their rules, without hashing)
+    specs: dict[str, list[str]] | None = None
 
 
 def parse_save(text: str) -> KernelTable:
@@ -77,7 +80,7 @@ def parse_save(text: str) -> KernelTable:
 def as_kernel(table: Table) -> KernelTable:
     """What the kernel holds once ``table`` has been applied."""
     return KernelTable(
-        chains={c: [rule_hash(s) for s in specs] for c, specs in table.chains.items()},
+        specs=dict(table.chains),
         hooks={builtin: [Hook(1, target, rule_hash(hook_spec(target)),
                               _with_comment(hook_spec(target)))]
                for builtin, target in table.hooks})
@@ -99,9 +102,15 @@ class TablePlan:
 
 def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
     """What must change so the kernel's cali chains and hooks match ``desired``."""
-    wanted = {chain: [rule_hash(s) for s in specs] for chain, specs in desired.chains.items()}
-    written = [c for c in desired.chains if kernel.chains.get(c) != wanted[c]]
-    removed = sorted(c for c in kernel.chains if c not in desired.chains)
+    if kernel.specs is not None:  # what we applied: unchanged chains are the same lists
+        applied = kernel.specs
+        written = [c for c, specs in desired.chains.items()
+                   if applied.get(c) is not specs and applied.get(c) != specs]
+        removed = sorted(c for c in applied if c not in desired.chains)
+    else:
+        written = [c for c, specs in desired.chains.items()
+                   if kernel.chains.get(c) != [rule_hash(s) for s in specs]]
+        removed = sorted(c for c in kernel.chains if c not in desired.chains)
     hook_lines = []
     fixed = 0
     for builtin, target in desired.hooks:

@@ -284,3 +284,79 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
         report.conntrack_flushed += conntrack.flush(
             str(n.network_address) for n in gone if n.prefixlen == n.max_prefixlen)
     return report
+
+
+def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpec],
+                        flush_conntrack: bool = True) -> RouteReport:
+    """``apply_routes`` for the difference between the routes this process applied last and
+    ``desired``, without listing the kernel's links or routes: the cost of a change does
+    not grow with the number of containers. New routes are added (``replace``: whatever
+    pointed there before is taken over), gone ones deleted; an interface that does not
+    exist yet is reported as missing (the route is tried again next time)."""
+    report = RouteReport()
+    before, after = set(applied), set(desired)
+    with IPRoute() as ipr:
+        interfaces: dict[str, int | None] = {}
+        for spec in sorted(after - before):
+            dst = _normalise(spec.dst)
+            if spec.interface is None:
+                where: dict[str, Any] = {"type": "blackhole"}
+            else:
+                if spec.interface not in interfaces:
+                    interfaces[spec.interface] = _link_ready(ipr, spec.interface, report)
+                oif = interfaces[spec.interface]
+                if oif is None:
+                    continue
+                where = {"oif": oif, "scope": RT_SCOPE_LINK}
+            try:
+                ipr.route("replace", dst=dst, proto=RTPROT_CALICO, table=MAIN_TABLE, **where)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise RouteError(f"adding route {dst} dev {spec.interface} failed: "
+                                     f"{exc}") from None
+                report.missing_interfaces.append(spec.interface or "")
+                continue
+            report.added.append(dst)
+        for spec in sorted(before - after):
+            dst = _normalise(spec.dst)
+            family = _family(dst)
+            try:
+                ipr.route("del", family=family, dst=dst, proto=RTPROT_CALICO,
+                          table=MAIN_TABLE,
+                          **({"type": "blackhole"} if spec.interface is None
+                             else {"scope": RT_SCOPE_LINK} if family == socket.AF_INET
+                             else {}))
+            except NetlinkError as exc:
+                if exc.code not in (errno.ESRCH, errno.ENODEV):  # gone with its veth
+                    raise RouteError(f"deleting route {dst} failed: {exc}") from None
+            report.removed.append(dst)
+    report.missing_interfaces = sorted(set(report.missing_interfaces))
+    if flush_conntrack and report.removed:
+        gone = [ipaddress.ip_network(dst) for dst in report.removed]
+        report.conntrack_flushed += conntrack.flush(
+            str(n.network_address) for n in gone if n.prefixlen == n.max_prefixlen)
+    return report
+
+
+def _link_ready(ipr: IPRoute, ifname: str, report: RouteReport) -> int | None:
+    """The index of ``ifname``, with its sysctls set and the link up; None (and reported
+    missing) when it does not exist."""
+    try:
+        link = ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise RouteError(f"reading link {ifname} failed: {exc}") from None
+        report.missing_interfaces.append(ifname)
+        return None
+    for template, value in INTERFACE_SYSCTLS:
+        report.sysctl_writes += _set_sysctl(template.format(ifname), value)
+    if not link["flags"] & IFF_UP:
+        try:
+            ipr.link("set", index=link["index"], state="up")
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise RouteError(f"setting {ifname} up failed: {exc}") from None
+            report.missing_interfaces.append(ifname)
+            return None
+        report.links_up.append(ifname)
+    return int(link["index"])

@@ -211,12 +211,17 @@ class Driver:
                  delete_veth: Callable[[str], bool] | None = None,
                  gateway_prefixes: Callable[[str, str], set[int] | None] | None = None,
                  add_address: Callable[[str, str], bool] | None = None,
-                 forgotten: Callable[..., None] | None = None) -> None:
+                 forgotten: Callable[..., None] | None = None,
+                 add_routes: Callable[[str, list[str]], Any] | None = None) -> None:
         self.client = client
         self.hostname = hostname
         self.docker = docker
         # The dataplane hooks are injected so protocol tests can run without root.
+        # ``reconcile`` asks for this host's rules to be programmed; the server's runs in
+        # the background, so no call waits for it (an interface without its rules yet is
+        # dropped by the dispatch chains, never let through).
         self.reconcile = reconcile or (lambda: None)
+        self.add_routes = add_routes or (lambda interface, nets: None)
         self.create_veth = create_veth or (lambda host, peer, mac: True)
         self.delete_veth = delete_veth or (lambda host: True)
         self.gateway_prefixes = gateway_prefixes or (lambda sandbox, gateway: set())
@@ -433,6 +438,9 @@ class Driver:
         # held by anything else, or a host veth name another endpoint of this host has
         # (ids alike in their first 11 characters), is refused and nothing changes.
         self.client.ipam.claim(addresses, endpoint_id, self.hostname, endpoint)
+        # its chains are programmed while Docker prepares the Join (they name an
+        # interface that does not exist yet: harmless)
+        self.reconcile()
         # Docker gave the addresses; it expects an empty Interface back in that case.
         return {"Interface": {}} if interface else {"Interface": {"MacAddress": mac}}
 
@@ -490,7 +498,10 @@ class Driver:
         try:
             if hop6:
                 self.add_address(endpoint.interface, hop6)
-            self.reconcile()  # routes and firewall exist before the container starts
+            # the container's routes now; its rules follow in the background (until they
+            # are in, the dispatch chains drop its traffic both ways)
+            self.add_routes(endpoint.interface, endpoint.ipv4_nets + endpoint.ipv6_nets)
+            self.reconcile()
         except CalicoError:
             self._forget(endpoint_id)
             if created:  # Docker will not Leave a failed Join: leave nothing behind

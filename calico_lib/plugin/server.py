@@ -27,6 +27,7 @@ from typing import Any
 from .. import datastore, logsafe
 from ..agent import resolve_hostname
 from ..client import connect
+from ..dataplane.routes import apply_route_changes
 from ..dataplane.veth import (
     add_address,
     create_veth,
@@ -37,6 +38,7 @@ from ..dataplane.veth import (
 from ..errors import CalicoError
 from ..model import show
 from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
+from ..render.routes import RouteSpec
 from .docker_api import DEFAULT_DOCKER_SOCKET, DockerAPI
 from .docker_sync import Syncer
 from .driver import Driver
@@ -330,6 +332,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Programmer:
+    """Programs this host's dataplane in a background thread, so that no Docker call
+    waits for it: requests that arrive while an apply runs are served together by the
+    next one (50 containers starting at once cost a few applies, not 50). A failed apply
+    is retried after a short pause; the agent's resync repairs whatever is left."""
+
+    RETRY = 1.0
+
+    def __init__(self, apply: Callable[[], Any]) -> None:
+        self._apply = apply
+        self._wanted = threading.Event()
+        self._stopping = False
+        #: applies that finished, successful or not (tests wait on it)
+        self.done = 0
+        self._thread = threading.Thread(target=self._run, name="programmer", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def halt(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stopping:
+                return
+            self._wanted.clear()
+            try:
+                log.info("%s", self._apply().summary())
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure
+                if isinstance(exc, CalicoError):
+                    log.error("programming the dataplane failed: %s (retrying)", exc)
+                else:
+                    log.exception("programming the dataplane crashed (retrying)")
+                self._wanted.set()
+                time.sleep(self.RETRY)
+            self.done += 1
+
+
+def add_routes(interface: str, nets: list[str]) -> None:
+    """The host routes of a joining container (the agent's and the background apply's
+    memory take them as theirs: the same protocol-80 routes)."""
+    report = apply_route_changes([], [RouteSpec(net, interface) for net in nets])
+    if report.missing_interfaces:
+        raise CalicoError(f"interface {interface} vanished while its routes were added")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logsafe.configure(args.log_level, "calico-docker-plugin")
@@ -343,11 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     hostname = resolve_hostname(args.hostname)
 
     dataplane = Dataplane()  # routes and firewall only: BIRD is the agent's
-
-    def program() -> None:
-        report = reconcile(client.store, hostname, args.lock_file, dataplane=dataplane,
-                           verify=False)
-        log.info("%s", report.summary())
+    programmer = Programmer(lambda: reconcile(client.store, hostname, args.lock_file,
+                                              dataplane=dataplane, verify=False))
+    program = programmer.request
 
     docker = DockerAPI(args.docker_socket)
     syncer = Syncer(client, hostname, docker, args.docker_sync_interval,
@@ -356,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     driver = Driver(client, hostname, docker, reconcile=program,
                     create_veth=create_veth, delete_veth=delete_veth,
                     gateway_prefixes=gateway_prefixes, add_address=add_address,
-                    forgotten=syncer.forgotten if args.docker_sync_interval > 0 else None)
+                    forgotten=syncer.forgotten if args.docker_sync_interval > 0 else None,
+                    add_routes=add_routes)
     # an endpoint the sync freed may still have its veth (its DeleteEndpoint failed)
     syncer.after_free = lambda ids: [driver.delete_own_veth(i, "docker sync") for i in ids]
     servers = serve(driver, args.socket_dir)
@@ -369,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     syncer.halt()
+    programmer.halt()
     for server in servers:
         server.shutdown()
         server.server_close()

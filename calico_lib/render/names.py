@@ -92,3 +92,9 @@ def all_hosts_set(version: int) -> str:
     """The BGP addresses of every node and peer: never masqueraded to, and closed to
     workloads' TCP 179."""
     return f"cali{version}-all-hosts"
+
+
+def dispatch_child(root: str, prefix: str) -> str:
+    """A chain of a dispatch tree: the interfaces whose names start with "cali" + prefix.
+    Interface names never start with "wl-", so no endpoint chain can take this name."""
+    return f"{root}-{prefix}"

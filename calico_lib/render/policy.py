@@ -20,6 +20,7 @@ profile set the mark, so profiles are tried in order and a deny rule drops at on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import netaddr
 
@@ -123,9 +124,12 @@ class RuleRenderer:
         self.version = version
         self.sets = sets
         self.tag_members = tag_members
+        #: every tag a rendered rule matched on
+        self.tags: set[str] = set()
 
     def tag(self, tag: str) -> str:
         name = names.tag_set(tag, self.version)
+        self.tags.add(tag)
         if name not in self.sets:
             self.sets[name] = IpSet(name, "hash:ip", self.version,
                                     self.tag_members.get(tag, frozenset()))
@@ -207,7 +211,18 @@ def _protocol(protocol: str | int, version: int) -> str:
 # --------------------------------------------------------------------------- chains
 
 
-def _profile_chains(profile: Profile, rr: RuleRenderer) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class _ProfileRender:
+    """One profile's chains for one IP version, and the sets its rules name."""
+
+    chains: dict[str, list[str]]
+    tags: frozenset[str]
+    net_sets: tuple[IpSet, ...]
+
+
+def _profile_chains(profile: Profile, version: int) -> _ProfileRender:
+    sets: dict[str, IpSet] = {}
+    rr = RuleRenderer(version, sets, {})
     chains = {}
     for chain_name, rules in ((names.profile_inbound(profile.name), profile.inbound_rules),
                               (names.profile_outbound(profile.name), profile.outbound_rules)):
@@ -215,7 +230,8 @@ def _profile_chains(profile: Profile, rr: RuleRenderer) -> dict[str, list[str]]:
         for rule in rules:
             specs += rr.render(rule)
         chains[chain_name] = specs
-    return chains
+    return _ProfileRender(chains, frozenset(rr.tags),
+                          tuple(s for s in sets.values() if s.kind == "hash:net"))
 
 
 #: ICMPv6 types a container sends from its link-local (or, for DAD, the unspecified)
@@ -278,51 +294,180 @@ def _endpoint_chains(ep: Endpoint, version: int,
     return chains
 
 
-def _filter_table(snapshot: Snapshot, version: int, rr: RuleRenderer) -> Table:
-    table = Table(version, "filter")
-    chains = table.chains
-    chains[names.FORWARD] = [
-        "-m conntrack --ctstate INVALID -j DROP",
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        f"-i cali+ -j {names.FROM_DISPATCH}",
-        f"-o cali+ -j {names.TO_DISPATCH}",
-        "-i cali+ -j ACCEPT",
-        "-o cali+ -j ACCEPT",
-    ]
-    chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
-    # Anti-spoofing first: the exemptions below accept only a container's own traffic (a
-    # DNS query sent with another container's address would have the host answer the
-    # victim, past the victim's inbound policy).
-    to_host = ["-m conntrack --ctstate INVALID -j DROP",
-               "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-               f"-j {names.SPOOF_DISPATCH}"]
-    if version == 4:
-        to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT"]
-    else:
-        to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT" for t in ND_TYPES]
-        to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT"]
-    to_host += ["-p udp -m udp --dport 53 -j ACCEPT", "-p tcp -m tcp --dport 53 -j ACCEPT"]
-    action = snapshot.config.default_endpoint_to_host_action.upper()
-    to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
-    chains[names.WL_TO_HOST] = to_host
+#: dispatch chains: (root chain, interface option, per-interface target)
+DISPATCH = (
+    (names.SPOOF_DISPATCH, "-i", "source_check"),
+    (names.FROM_DISPATCH, "-i", "from"),
+    (names.TO_DISPATCH, "-o", "to"),
+)
+#: characters of the interface name (after "cali") each level of the tree splits on
+DISPATCH_DEPTH = 2
 
-    # Endpoints without an address of this IP version get no chains here: the dispatch
-    # chains' final DROP covers their interfaces.
-    local = [e for e in snapshot.local_endpoints if e.state == "active"
-             and (e.ipv4_nets if version == 4 else e.ipv6_nets)]
-    chains[names.SPOOF_DISPATCH] = [
-        f"-i {e.interface} -g {names.source_check(e.interface, version)}"
-        for e in local] + ["-j DROP"]
-    chains[names.FROM_DISPATCH] = [f"-i {e.interface} -g {names.from_endpoint(e.interface)}"
-                                   for e in local] + ["-j DROP"]
-    chains[names.TO_DISPATCH] = [f"-o {e.interface} -g {names.to_endpoint(e.interface)}"
-                                 for e in local] + ["-j DROP"]
-    used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
-    for name in used:
-        chains.update(_profile_chains(snapshot.profiles[name], rr))
-    for ep in local:
-        chains.update(_endpoint_chains(ep, version, snapshot.profiles))
-    return table
+
+def _dispatch_tree(root: str, option: str, targets: dict[str, str]) -> dict[str, list[str]]:
+    """Dispatch to one chain per interface as a tree keyed by the name's first characters
+    after "cali" (as Felix does): a packet walks at most three short chains instead of one
+    rule per local interface, and adding an interface rewrites one small leaf. Every chain
+    ends in DROP: an interface the tree does not know never falls through to an accept.
+
+    ``targets``: interface -> its chain, in the order the rules list them."""
+    chains: dict[str, list[str]] = {root: []}
+
+    def node(prefix: str) -> str:
+        return names.dispatch_child(root, prefix) if prefix else root
+
+    for interface in sorted(targets):
+        suffix = interface[len("cali"):]
+        prefix = suffix[:min(len(suffix) - 1, DISPATCH_DEPTH)]
+        for depth in range(len(prefix)):  # the path from the root to this leaf
+            parent, child = node(prefix[:depth]), node(prefix[:depth + 1])
+            if child not in chains:
+                chains[child] = []
+                chains[parent].append(f"{option} cali{prefix[:depth + 1]}+ -g {child}")
+        chains[node(prefix)].append(f"{option} {interface} -g {targets[interface]}")
+    for rules in chains.values():
+        # exact names before prefixes: "calia" is matched by "calia+" too
+        rules.sort(key=lambda r: r.split()[1].endswith("+"))
+        rules.append("-j DROP")
+    return chains
+
+
+class PolicyRenderer:
+    """``render_policy`` with memory: the chains of a profile or an endpoint whose input is
+    unchanged since the last render are the same list objects as then, so a change costs
+    rendering what changed and the applier compares the rest by identity. Output is
+    exactly ``render_policy``'s."""
+
+    def __init__(self) -> None:
+        self._profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]] = {}
+        self._endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]] = {}
+        self._chains: dict[tuple[int, str], list[str]] = {}
+
+    def render(self, snapshot: Snapshot) -> Policy:
+        members = _tag_members(snapshot)
+        sets: dict[str, IpSet] = {}
+        profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]] = {}
+        endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]] = {}
+        chains_seen: dict[tuple[int, str], list[str]] = {}
+        tables = []
+        for version in (4, 6):
+            tags: set[str] = set()
+            table = self._filter_table(snapshot, version, profiles, endpoints, sets, tags)
+            for tag in sorted(tags):
+                name = names.tag_set(tag, version)
+                sets[name] = IpSet(name, "hash:ip", version,
+                                   members[version].get(tag, frozenset()))
+            for chain, specs in table.chains.items():  # equal lists: the old object
+                old = self._chains.get((version, chain))
+                if old is not None and old is not specs and old == specs:
+                    table.chains[chain] = old
+                chains_seen[(version, chain)] = table.chains[chain]
+            tables.append(table)
+            tables.append(_nat_table(snapshot, version, sets))
+        self._profiles, self._endpoints, self._chains = profiles, endpoints, chains_seen
+        return Policy(dict(sorted(sets.items())), tables)
+
+    def _profile(self, profile: Profile, version: int,
+                 seen: dict[tuple[int, str], tuple[Profile, _ProfileRender]]
+                 ) -> _ProfileRender:
+        key = (version, profile.name)
+        cached = self._profiles.get(key)
+        if cached is not None and (cached[0] is profile or cached[0] == profile):
+            seen[key] = cached
+            return cached[1]
+        rendered = _profile_chains(profile, version)
+        seen[key] = (profile, rendered)
+        return rendered
+
+    def _endpoint(self, ep: Endpoint, version: int, profiles: dict[str, Profile],
+                  seen: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]]
+                  ) -> dict[str, list[str]]:
+        known = tuple(p for p in ep.profiles if p in profiles)
+        # what the endpoint's chains depend on besides the endpoint itself
+        inputs = (ep, known, any(_allows_bgp(profiles[p]) for p in known))
+        key = (version, ep.interface)
+        cached = self._endpoints.get(key)
+        if cached is not None and (cached[0][0] is ep or cached[0] == inputs):
+            if cached[0][1:] == inputs[1:]:
+                seen[key] = cached
+                return cached[1]
+        chains = _endpoint_chains(ep, version, profiles)
+        seen[key] = (inputs, chains)
+        return chains
+
+    def _filter_table(self, snapshot: Snapshot, version: int,
+                      profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]],
+                      endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]],
+                      sets: dict[str, IpSet], tags: set[str]) -> Table:
+        table = Table(version, "filter")
+        chains = table.chains
+        chains[names.FORWARD] = [
+            "-m conntrack --ctstate INVALID -j DROP",
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            f"-i cali+ -j {names.FROM_DISPATCH}",
+            f"-o cali+ -j {names.TO_DISPATCH}",
+            "-i cali+ -j ACCEPT",
+            "-o cali+ -j ACCEPT",
+        ]
+        chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
+        # Anti-spoofing first: the exemptions below accept only a container's own traffic
+        # (a DNS query sent with another container's address would have the host answer
+        # the victim, past the victim's inbound policy).
+        to_host = ["-m conntrack --ctstate INVALID -j DROP",
+                   "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                   f"-j {names.SPOOF_DISPATCH}"]
+        if version == 4:
+            to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT"]
+        else:
+            to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"
+                        for t in ND_TYPES]
+            to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT"]
+        to_host += ["-p udp -m udp --dport 53 -j ACCEPT",
+                    "-p tcp -m tcp --dport 53 -j ACCEPT"]
+        action = snapshot.config.default_endpoint_to_host_action.upper()
+        to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
+        chains[names.WL_TO_HOST] = to_host
+
+        # Endpoints without an address of this IP version get no chains here: the
+        # dispatch chains' final DROP covers their interfaces.
+        local = [e for e in snapshot.local_endpoints if e.state == "active"
+                 and (e.ipv4_nets if version == 4 else e.ipv6_nets)]
+        per_kind = {
+            "source_check": lambda i: names.source_check(i, version),
+            "from": names.from_endpoint,
+            "to": names.to_endpoint,
+        }
+        for root, option, kind in DISPATCH:
+            chains.update(_dispatch_tree(root, option,
+                                         {e.interface: per_kind[kind](e.interface)
+                                          for e in local}))
+        used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
+        for name in used:
+            rendered = self._profile(snapshot.profiles[name], version, profiles)
+            chains.update(rendered.chains)
+            tags.update(rendered.tags)
+            sets.update((s.name, s) for s in rendered.net_sets)
+        for ep in local:
+            chains.update(self._endpoint(ep, version, snapshot.profiles, endpoints))
+        return table
+
+
+def _tag_members(snapshot: Snapshot) -> dict[int, dict[str, frozenset[str]]]:
+    """IP version -> tag -> the addresses of every active endpoint (any host) whose
+    profiles carry the tag."""
+    members: dict[int, dict[str, set[str]]] = {4: {}, 6: {}}
+    profiles = snapshot.profiles
+    for ep in snapshot.endpoints:
+        if ep.state != "active":
+            continue
+        tags = {t for p in ep.profiles if p in profiles for t in profiles[p].tags}
+        for version, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets)):
+            if not nets:
+                continue
+            for tag in tags:
+                members[version].setdefault(tag, set()).update(
+                    n.split("/")[0] for n in nets)
+    return {v: {t: frozenset(a) for t, a in by_tag.items()} for v, by_tag in members.items()}
 
 
 def host_addresses(snapshot: Snapshot, version: int) -> frozenset[str]:
@@ -353,23 +498,7 @@ def _nat_table(snapshot: Snapshot, version: int, sets: dict[str, IpSet]) -> Tabl
 
 def render_policy(snapshot: Snapshot) -> Policy:
     """Every ipset and every cali chain this host needs, for IPv4 and IPv6."""
-    members: dict[int, dict[str, set[str]]] = {4: {}, 6: {}}
-    for ep in snapshot.endpoints:
-        if ep.state != "active":
-            continue
-        tags = {t for p in ep.profiles if p in snapshot.profiles
-                for t in snapshot.profiles[p].tags}
-        for version, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets)):
-            for tag in tags:
-                members[version].setdefault(tag, set()).update(n.split("/")[0] for n in nets)
-    sets: dict[str, IpSet] = {}
-    tables = []
-    for version in (4, 6):
-        rr = RuleRenderer(version, sets,
-                          {t: frozenset(a) for t, a in members[version].items()})
-        tables.append(_filter_table(snapshot, version, rr))
-        tables.append(_nat_table(snapshot, version, sets))
-    return Policy(dict(sorted(sets.items())), tables)
+    return PolicyRenderer().render(snapshot)
 
 
 # --------------------------------------------------------------------------- text
