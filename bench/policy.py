@@ -651,8 +651,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
-def run_in_namespace(argv: list[str]) -> int:
-    """Re-run this script with --inside in a new network namespace; always delete it."""
+def run_in_namespace(argv: list[str], script: str | None = None) -> int:
+    """Re-run this script (or ``script``) with --inside in a new network namespace; always
+    delete it."""
     namespace = f"calib-{os.getpid()}"
     try:
         sh(["ip", "netns", "add", namespace])
@@ -666,7 +667,8 @@ def run_in_namespace(argv: list[str]) -> int:
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         child = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable,
-                                  str(Path(__file__).resolve()), "--inside", namespace, *argv],
+                                  str(Path(script or __file__).resolve()), "--inside", namespace,
+                                  *argv],
                                  env=env)
         return child.wait()
     except KeyboardInterrupt:  # the child got the same SIGINT: give it time to clean up

@@ -16,21 +16,45 @@ from collections.abc import Iterable
 from . import runner
 
 
+#: up to this many addresses are flushed directly; more, and the table is listed once
+#: first so that only the addresses it holds cost a `conntrack -D` each (a full apply on a
+#: host of 1,000 containers would otherwise run 4,000 commands)
+DIRECT = 4
+
+
 def flush(addresses: Iterable[str]) -> list[str]:
-    """Delete every flow from or to each address; returns the addresses flushed (none
-    when conntrack is not installed). conntrack exits 1 when nothing matched, the common
-    case."""
+    """Delete every flow from or to each address; returns the addresses whose flows are
+    gone (all of them; none when conntrack is not installed). conntrack exits 1 when
+    nothing matched, the common case."""
     if shutil.which("conntrack") is None:
         return []
-    done = []
-    for address in sorted(set(addresses)):
-        family = ["-f", "ipv6"] if ipaddress.ip_address(address).version == 6 else []
-        try:
+    wanted = sorted(set(addresses))
+    try:
+        tracked = None if len(wanted) <= DIRECT else _tracked(wanted)
+        for address in wanted:
+            if tracked is not None and str(ipaddress.ip_address(address)) not in tracked:
+                continue
+            family = ["-f", "ipv6"] if ipaddress.ip_address(address).version == 6 else []
             for direction in ("-s", "-d"):
                 runner.run(["conntrack", "-D", *family, direction, address], ok_codes=(0, 1))
-        except runner.CommandError as exc:
-            if exc.returncode == 127:  # vanished meanwhile: nothing to flush
-                return done
-            raise
-        done.append(address)
-    return done
+    except runner.CommandError as exc:
+        if exc.returncode == 127:  # vanished meanwhile: nothing to flush
+            return []
+        raise
+    return wanted
+
+
+def _tracked(addresses: list[str]) -> set[str]:
+    """The addresses that appear in the conntrack table (of the families asked about)."""
+    found: set[str] = set()
+    for version, family in ((4, []), (6, ["-f", "ipv6"])):
+        if not any(ipaddress.ip_address(a).version == version for a in addresses):
+            continue
+        table = runner.run(["conntrack", "-L", *family], ok_codes=(0, 1))
+        for word in table.split():
+            if word.startswith(("src=", "dst=")):
+                try:
+                    found.add(str(ipaddress.ip_address(word[4:])))
+                except ValueError:
+                    continue
+    return found
