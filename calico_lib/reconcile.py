@@ -7,6 +7,7 @@ The agent, the Docker plugin (at Join) and the Ansible dataplane module all call
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import time
 import uuid
@@ -22,7 +23,7 @@ from .dataplane.routes import RouteReport, apply_route_changes, apply_routes
 from .dataplane.runner import CommandError
 from .datastore import Datastore
 from .errors import CalicoError
-from .records import Reporter, Unreadable
+from .records import DecodeCache, Reporter, Unreadable
 from .render import names
 from .render.bird import render_bird
 from .render.policy import IpSet, PolicyRenderer
@@ -130,6 +131,8 @@ class Dataplane:
         #: the stamp this dataplane wrote after its last apply (see ``reconcile``)
         self.stamp: str | None = None
         self.renderer = PolicyRenderer()
+        #: the datastore records this dataplane read last (see ``load_snapshot``)
+        self.decoded = DecodeCache()
         self._input: Snapshot | None = None
         self._tables: dict[tuple[int, str], iptables.KernelTable] = {}
         self._sets: dict[str, IpSet] | None = None
@@ -194,11 +197,14 @@ class Dataplane:
         if not check_mode:
             if not failures:  # stale sets may still be named by rules that failed to go
                 _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
-            report.routes = (apply_route_changes(known_routes, routes) if trust
-                             else apply_routes(routes))
-            # open connections the new policy may no longer allow: judged again
+            report.routes = (apply_route_changes(known_routes, routes, flush_conntrack=False)
+                             if trust else apply_routes(routes, flush_conntrack=False))
+            # Open connections the new policy may no longer allow are judged again, and an
+            # address that left this host takes no flows with it to the next container
+            # that gets it: one flush for all of them.
             report.conntrack_flushed = conntrack.flush(
-                _policy_changed(snapshot, report.tables) | set_plan.left)
+                _policy_changed(snapshot, report.tables) | set_plan.left
+                | _host_addresses(report.routes.removed))
         if self.bird_config is not None:
             report.bird = apply_bird(render_bird(snapshot), self.bird_config,
                                      self.bird_socket, check_mode)
@@ -217,10 +223,18 @@ class Dataplane:
         return report
 
 
+def _host_addresses(dsts: list[str]) -> set[str]:
+    """The addresses of the host routes (/32, /128) among ``dsts`` (blocks are left out)."""
+    nets = [ipaddress.ip_network(dst) for dst in dsts]
+    return {str(n.network_address) for n in nets if n.prefixlen == n.max_prefixlen}
+
+
 def _policy_changed(snapshot: Snapshot, tables: list[iptables.TablePlan]) -> set[str]:
     """The addresses of the local endpoints whose rules were rewritten: their own chains,
-    or a chain of one of their profiles."""
-    written = {chain for plan in tables for chain in plan.written}
+    or a chain of one of their profiles. Chains that did not exist before (a new
+    endpoint's, a profile's first use here) judged no flow yet: they are not counted."""
+    written = {chain for plan in tables for chain in plan.written} - {
+        chain for plan in tables for chain in plan.created}
     out: set[str] = set()
     for ep in snapshot.local_endpoints:
         chains = {names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)}
@@ -268,7 +282,7 @@ def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FIL
     dataplane = dataplane or Dataplane(bird_config, bird_socket)
     stamp_file = lock_file + ".stamp"
     with host_lock(lock_file):
-        snapshot = load_snapshot(store, hostname)
+        snapshot = load_snapshot(store, hostname, dataplane.decoded)
         stamp = _read_stamp(stamp_file)
         trusted = not verify and not check_mode and stamp is not None and (
             stamp == dataplane.stamp or _revision_of(stamp) == snapshot.revision)

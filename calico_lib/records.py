@@ -78,14 +78,37 @@ def decode(kv: KeyValue, cls: Callable[..., T]) -> T:
     return obj
 
 
-def decode_all(kvs: Iterable[KeyValue], cls: Callable[..., T]
-               ) -> tuple[list[T], list[Unreadable]]:
+class DecodeCache:
+    """Records decoded by the last read, by key: a record stored with the same text is the
+    same object the next time (no JSON or validation work), which lets the renderer see
+    what did not change by identity. Only the keys of the last read are kept. The
+    objects are shared between reads: readers must not change them."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[Any, str, Any]] = {}
+        self._now: dict[str, tuple[Any, str, Any]] = {}
+
+    def next_read(self) -> None:
+        self._last, self._now = self._now, {}
+
+    def decode(self, kv: KeyValue, cls: Callable[..., T]) -> T:
+        hit = self._last.get(kv.key)
+        if hit is not None and hit[0] is cls and hit[1] == kv.value:
+            obj = hit[2]
+        else:
+            obj = decode(kv, cls)
+        self._now[kv.key] = (cls, kv.value, obj)
+        return obj
+
+
+def decode_all(kvs: Iterable[KeyValue], cls: Callable[..., T],
+               cache: DecodeCache | None = None) -> tuple[list[T], list[Unreadable]]:
     """Every readable record of ``kvs``, and the unreadable ones."""
     good: list[T] = []
     bad: list[Unreadable] = []
     for kv in kvs:
         try:
-            good.append(decode(kv, cls))
+            good.append(cache.decode(kv, cls) if cache is not None else decode(kv, cls))
         except RecordError as exc:
             bad.append(exc.unreadable)
     return good, bad

@@ -17,7 +17,7 @@ from .model import (
     Profile,
     parse_network,
 )
-from .records import Unreadable, decode_all
+from .records import DecodeCache, Unreadable, decode_all
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,17 @@ class Snapshot:
         return tuple(e for e in self.endpoints if e.host == self.hostname)
 
 
-def load_snapshot(store: Datastore, hostname: str) -> Snapshot:
+def load_snapshot(store: Datastore, hostname: str, cache: DecodeCache | None = None
+                  ) -> Snapshot:
     """Read everything the renderers need in one consistent read.
 
     A record that cannot be read is left out and listed in ``unreadable``: the rest of
-    the host's dataplane is still rendered from everything else.
+    the host's dataplane is still rendered from everything else. With ``cache`` (kept
+    by a long-running reader), records unchanged since its last read are not decoded
+    again and are the same objects as then.
     """
+    if cache is not None:
+        cache.next_read()
     (pools, profiles, endpoints, config, nodes, bgp, global_peers, own_peers,
      affinities), revision = store.read(
         [keys.POOLS, keys.PROFILES, keys.ENDPOINTS, keys.AGENT_CONFIG, keys.NODES,
@@ -57,7 +62,7 @@ def load_snapshot(store: Datastore, hostname: str) -> Snapshot:
     bad: list[Unreadable] = []
 
     def read(kvs: list[KeyValue], cls: type) -> list:
-        good, skipped = decode_all(kvs, cls)
+        good, skipped = decode_all(kvs, cls, cache)
         bad.extend(skipped)
         return good
 

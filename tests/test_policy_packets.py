@@ -743,7 +743,7 @@ def test_open_connection_is_cut_by_a_new_deny_rule(lab: Lab, client, url, host) 
     client.put_profile(db_profile([Rule(protocol="tcp", dst_ports=[8080], src_tag="web")]))
     a = workload(lab, client, host, "a", ["web"])
     b = workload(lab, client, host, "b", ["db"])
-    # more db containers: the flush then covers more addresses than conntrack.DIRECT, so
+    # more db containers: the flush covers more addresses than conntrack.DIRECT, so
     # the table is listed once and only the addresses in it are deleted
     workload(lab, client, host, "b2", ["db"])
     workload(lab, client, host, "b3", ["db"])

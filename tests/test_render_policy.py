@@ -555,3 +555,71 @@ def test_renderer_with_memory_renders_exactly_what_a_fresh_render_does() -> None
             chain = names.from_endpoint(ep.interface)
             assert got.table(4, "filter").chains[chain] is previous.table(4, "filter").chains[chain]
         previous = got
+
+
+def test_renderer_with_memory_follows_random_changes_exactly() -> None:
+    """200 random changes (endpoints local and remote added, removed, changed, made
+    inactive; profiles' rules and tags changed, profiles added and removed; settings),
+    unchanged objects kept as the datastore reader keeps them: after each, the renderer
+    with memory renders exactly what a fresh render_policy does."""
+    from dataclasses import replace
+
+    from calico_lib.render.policy import PolicyRenderer
+
+    rng = random.Random(11)
+    tags = ["a", "b", "c", "d"]
+
+    def profile(name: str) -> Profile:
+        rules = [rng.choice([Rule(src_tag=rng.choice(tags)), Rule(protocol="tcp",
+                             dst_ports=[rng.randint(1, 9)]), Rule(action="deny",
+                             src_net=["10.9.0.0/16"]), Rule(not_src_tag=rng.choice(tags))])
+                 for _ in range(rng.randint(0, 3))]
+        return Profile(name, tags=rng.sample(tags, rng.randint(0, 2)), inbound_rules=rules,
+                       outbound_rules=[Rule(action="allow")])
+
+    def endpoint(number: int) -> Endpoint:
+        return Endpoint(f"e{number}", rng.choice(["h", "h", "other"]),
+                        f"cali{rng.choice('ab')}{number:x}",
+                        ipv4_nets=[f"10.65.{number // 250}.{number % 250 + 1}"],
+                        ipv6_nets=[f"fd00::{number:x}"] if rng.random() < 0.5 else [],
+                        profiles=rng.sample(["p1", "p2", "p3", "gone"], rng.randint(0, 2)),
+                        state=rng.choice(["active"] * 5 + ["inactive"]))
+
+    profiles = {n: profile(n) for n in ("p1", "p2", "p3")}
+    endpoints = {i: endpoint(i) for i in range(30)}
+    config = AgentConfig()
+    renderer = PolicyRenderer()
+    serial = 30
+    for _ in range(200):
+        change = rng.choice(["add", "add", "remove", "modify", "profile", "new-profile",
+                             "drop-profile", "config", "nothing"])
+        if change == "add":
+            endpoints[serial] = endpoint(serial)
+            serial += 1
+        elif change == "remove" and endpoints:
+            del endpoints[rng.choice(list(endpoints))]
+        elif change == "modify" and endpoints:
+            number = rng.choice(list(endpoints))
+            old = endpoints[number]
+            endpoints[number] = replace(endpoint(number), host=old.host,
+                                        interface=old.interface)
+        elif change == "profile":
+            name = rng.choice(list(profiles))
+            profiles = {**profiles, name: profile(name)}
+        elif change == "new-profile":
+            profiles = {**profiles, "gone": profile("gone")}
+        elif change == "drop-profile":
+            profiles = {k: v for k, v in profiles.items() if k != "gone"}
+        elif change == "config":
+            config = AgentConfig(default_endpoint_to_host_action=rng.choice(["accept",
+                                                                              "drop"]))
+        # one endpoint per interface on a host, as the datastore reader guarantees
+        seen: dict[tuple[str, str], Endpoint] = {}
+        for ep in endpoints.values():
+            seen.setdefault((ep.host, ep.interface), ep)
+        snapshot = Snapshot(hostname="h", revision=1, profiles=dict(profiles),
+                            endpoints=tuple(seen.values()), config=config)
+        got, want = renderer.render(snapshot), render_policy(snapshot)
+        assert got.ipsets == want.ipsets, change
+        assert [(t.version, t.name, t.chains) for t in got.tables] == \
+            [(t.version, t.name, t.chains) for t in want.tables], change

@@ -15,11 +15,10 @@ from collections.abc import Iterable
 
 from . import runner
 
-
-#: up to this many addresses are flushed directly; more, and the table is listed once
+#: this many addresses are flushed directly; more, and the table is listed once
 #: first so that only the addresses it holds cost a `conntrack -D` each (a full apply on a
 #: host of 1,000 containers would otherwise run 4,000 commands)
-DIRECT = 4
+DIRECT = 1
 
 
 def flush(addresses: Iterable[str]) -> list[str]:

@@ -16,7 +16,7 @@ import netaddr
 from ..errors import CalicoError
 from ..render.names import temp_set
 from ..render.policy import MAXELEM_MIN, IpSet
-from .runner import run
+from .runner import run, timeout_for
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ def plan_changes(desired: dict[str, IpSet], applied: dict[str, IpSet]) -> SetPla
 
 def apply_before(plan: SetPlan) -> None:
     if plan.before:
-        run(["ipset", "restore", "-exist"], stdin=plan.before)
+        run(["ipset", "restore", "-exist"], stdin=plan.before,
+            timeout=timeout_for(plan.before))
 
 
 def apply_after(plan: SetPlan) -> None:

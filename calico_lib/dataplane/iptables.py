@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..render.policy import Table
-from .runner import CommandError, run
+from .runner import CommandError, run, timeout_for
 
 COMMENT_RE = re.compile(r'--comment "?cali:([A-Za-z0-9_-]+)"?')
 JUMP_RE = re.compile(r"-[jg] (cali-\S+)")
@@ -98,6 +98,8 @@ class TablePlan:
     removed: list[str]
     hooks_fixed: int
     text: str | None  # the restore input, None when nothing is to be done
+    #: the written chains that did not exist before
+    created: list[str] = field(default_factory=list)
 
 
 def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
@@ -107,10 +109,12 @@ def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
         written = [c for c, specs in desired.chains.items()
                    if applied.get(c) is not specs and applied.get(c) != specs]
         removed = sorted(c for c in applied if c not in desired.chains)
+        created = [c for c in written if c not in applied]
     else:
         written = [c for c, specs in desired.chains.items()
                    if kernel.chains.get(c) != [rule_hash(s) for s in specs]]
         removed = sorted(c for c in kernel.chains if c not in desired.chains)
+        created = [c for c in written if c not in kernel.chains]
     hook_lines = []
     fixed = 0
     for builtin, target in desired.hooks:
@@ -134,7 +138,7 @@ def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
     lines += [f"-X {c}" for c in removed]
     lines.append("COMMIT")
     return TablePlan(desired.version, desired.name, written, removed, fixed,
-                     "\n".join(lines) + "\n")
+                     "\n".join(lines) + "\n", created)
 
 
 def _with_comment(spec: str) -> str:
@@ -146,7 +150,8 @@ def apply_plan(plan: TablePlan) -> None:
     if plan.text is None:
         return
     try:
-        run([RESTORE[plan.version], "--noflush", "--wait"], stdin=plan.text)
+        run([RESTORE[plan.version], "--noflush", "--wait"], stdin=plan.text,
+            timeout=timeout_for(plan.text))
     except CommandError as exc:
         raise CommandError(exc.argv, exc.returncode,
                            _explain(exc.output, plan.text)) from None

@@ -213,30 +213,33 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
         report.sysctl_writes += _set_sysctl(name, value)
 
     with IPRoute() as ipr:
-        links = {link.get("ifname"): link for link in ipr.get_links()}
+        # names and indexes only: decoding every link's attributes costs seconds on a host
+        # of a thousand containers
+        present = {name: number for number, name in socket.if_nameindex()}
+        existing = _main_routes(ipr)
+        by_interface: dict[str, list[str]] = {}
+        for dst, spec in wanted.items():
+            if spec.interface is not None:
+                by_interface.setdefault(spec.interface, []).append(dst)
         missing: set[str] = set()
         index: dict[str, int] = {}
-        for ifname in sorted({spec.interface for spec in wanted.values()
-                              if spec.interface is not None}):
-            link = links.get(ifname)
-            if link is None:
+        for ifname in sorted(by_interface):
+            number = present.get(ifname)
+            if number is None:
                 missing.add(ifname)
                 continue
-            for template, value in INTERFACE_SYSCTLS:
-                report.sysctl_writes += _set_sysctl(template.format(ifname), value)
-            if not link["flags"] & IFF_UP:
-                # routes cannot be added through a down link ("nexthop is not up")
-                try:
-                    ipr.link("set", index=link["index"], state="up")
-                except NetlinkError as exc:
-                    if exc.code != errno.ENODEV:
-                        raise RouteError(f"setting {ifname} up failed: {exc}") from None
-                    missing.add(ifname)
-                    continue
-                report.links_up.append(ifname)
-            index[ifname] = link["index"]
+            routed = all(any(_is_ours(msg, number) for msg in existing.get(dst, []))
+                         for dst in by_interface[ifname])
+            # a link with all its routes in place is up (a link set down loses its
+            # routes); any other is looked at, and set up if it is down
+            if not routed and _link_ready(ipr, ifname, report) is None:
+                missing.add(ifname)
+                continue
+            if routed:
+                for template, value in INTERFACE_SYSCTLS:
+                    report.sysctl_writes += _set_sysctl(template.format(ifname), value)
+            index[ifname] = number
 
-        existing = _main_routes(ipr)
         for dst in sorted(wanted):
             ifname = wanted[dst].interface
             if ifname is not None and ifname not in index:

@@ -26,6 +26,13 @@ class CommandError(CalicoError):
                          (f": {first}" if first else ""))
 
 
+def timeout_for(text: str) -> float:
+    """How long a restore of ``text`` may take: iptables-nft needs minutes for the hundreds
+    of thousands of rules of a host with 10,000 containers (a first apply), seconds
+    for everyday changes."""
+    return DEFAULT_TIMEOUT + text.count("\n") / 1000
+
+
 def run(argv: Sequence[str], stdin: str | None = None, timeout: float = DEFAULT_TIMEOUT,
         ok_codes: Sequence[int] = (0,)) -> str:
     """Run ``argv`` (no shell) and return its standard output."""

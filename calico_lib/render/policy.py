@@ -19,6 +19,7 @@ profile set the mark, so profiles are tried in order and a deny rule drops at on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,7 @@ class _ProfileRender:
     chains: dict[str, list[str]]
     tags: frozenset[str]
     net_sets: tuple[IpSet, ...]
+    allows_bgp: bool
 
 
 def _profile_chains(profile: Profile, version: int) -> _ProfileRender:
@@ -231,7 +233,8 @@ def _profile_chains(profile: Profile, version: int) -> _ProfileRender:
             specs += rr.render(rule)
         chains[chain_name] = specs
     return _ProfileRender(chains, frozenset(rr.tags),
-                          tuple(s for s in sets.values() if s.kind == "hash:net"))
+                          tuple(s for s in sets.values() if s.kind == "hash:net"),
+                          _allows_bgp(profile))
 
 
 #: ICMPv6 types a container sends from its link-local (or, for DAD, the unspecified)
@@ -304,32 +307,54 @@ DISPATCH = (
 DISPATCH_DEPTH = 2
 
 
-def _dispatch_tree(root: str, option: str, targets: dict[str, str]) -> dict[str, list[str]]:
+def _node_of(interface: str) -> str:
+    """The prefix of the tree node that dispatches ``interface``: up to DISPATCH_DEPTH
+    characters after "cali", always fewer than the name has (so "calia" sits in the
+    root, matched exactly, and never behind "calia+")."""
+    suffix = interface[len("cali"):]
+    return suffix[:min(len(suffix) - 1, DISPATCH_DEPTH)]
+
+
+#: a tree node's chain: (its interfaces, its children's prefixes) -> its rules
+NodeMemo = dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], list[str]]]
+
+
+def _dispatch_tree(root: str, option: str, target: Callable[[str], str],
+                   groups: dict[str, tuple[str, ...]], memo: NodeMemo | None = None
+                   ) -> tuple[dict[str, list[str]], NodeMemo]:
     """Dispatch to one chain per interface as a tree keyed by the name's first characters
     after "cali" (as Felix does): a packet walks at most three short chains instead of one
     rule per local interface, and adding an interface rewrites one small leaf. Every chain
     ends in DROP: an interface the tree does not know never falls through to an accept.
 
-    ``targets``: interface -> its chain, in the order the rules list them."""
-    chains: dict[str, list[str]] = {root: []}
+    ``groups``: node prefix -> its interfaces, sorted; ``target`` names an interface's
+    chain. A node whose interfaces and children are those in ``memo`` keeps its rules
+    (the same list). Returns the chains and the memo for next time."""
+    children: dict[str, set[str]] = {"": set()}
+    for prefix in groups:  # every node on the path from the root to each group
+        for depth in range(1, len(prefix) + 1):
+            children.setdefault(prefix[:depth - 1], set()).add(prefix[:depth])
+            children.setdefault(prefix[:depth], set())
 
     def node(prefix: str) -> str:
         return names.dispatch_child(root, prefix) if prefix else root
 
-    for interface in sorted(targets):
-        suffix = interface[len("cali"):]
-        prefix = suffix[:min(len(suffix) - 1, DISPATCH_DEPTH)]
-        for depth in range(len(prefix)):  # the path from the root to this leaf
-            parent, child = node(prefix[:depth]), node(prefix[:depth + 1])
-            if child not in chains:
-                chains[child] = []
-                chains[parent].append(f"{option} cali{prefix[:depth + 1]}+ -g {child}")
-        chains[node(prefix)].append(f"{option} {interface} -g {targets[interface]}")
-    for rules in chains.values():
+    chains: dict[str, list[str]] = {}
+    kept: NodeMemo = {}
+    for prefix in sorted(children):
+        name = node(prefix)
         # exact names before prefixes: "calia" is matched by "calia+" too
-        rules.sort(key=lambda r: r.split()[1].endswith("+"))
-        rules.append("-j DROP")
-    return chains
+        key = (groups.get(prefix, ()), tuple(sorted(children[prefix])))
+        old = memo.get(name) if memo else None
+        if old is not None and old[0] == key:
+            rules = old[1]
+        else:
+            rules = [f"{option} {i} -g {target(i)}" for i in key[0]]
+            rules += [f"{option} cali{child}+ -g {node(child)}" for child in key[1]]
+            rules.append("-j DROP")
+        chains[name] = rules
+        kept[name] = (key, rules)
+    return chains, kept
 
 
 class PolicyRenderer:
@@ -342,9 +367,15 @@ class PolicyRenderer:
         self._profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]] = {}
         self._endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]] = {}
         self._chains: dict[tuple[int, str], list[str]] = {}
+        self._trees: dict[tuple[int, str], NodeMemo] = {}
+        self._last_profiles: dict[str, Profile] | None = None
+        self._members = _Members()
+        #: True while rendering a snapshot whose profiles equal the last one's
+        self._profiles_same = False
 
     def render(self, snapshot: Snapshot) -> Policy:
-        members = _tag_members(snapshot)
+        self._profiles_same = self._last_profiles == snapshot.profiles
+        members = self._members.update(snapshot, self._profiles_same)
         sets: dict[str, IpSet] = {}
         profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]] = {}
         endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]] = {}
@@ -365,6 +396,7 @@ class PolicyRenderer:
             tables.append(table)
             tables.append(_nat_table(snapshot, version, sets))
         self._profiles, self._endpoints, self._chains = profiles, endpoints, chains_seen
+        self._last_profiles = snapshot.profiles
         return Policy(dict(sorted(sets.items())), tables)
 
     def _profile(self, profile: Profile, version: int,
@@ -380,13 +412,17 @@ class PolicyRenderer:
         return rendered
 
     def _endpoint(self, ep: Endpoint, version: int, profiles: dict[str, Profile],
+                  rendered: dict[str, _ProfileRender],
                   seen: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]]
                   ) -> dict[str, list[str]]:
-        known = tuple(p for p in ep.profiles if p in profiles)
-        # what the endpoint's chains depend on besides the endpoint itself
-        inputs = (ep, known, any(_allows_bgp(profiles[p]) for p in known))
         key = (version, ep.interface)
         cached = self._endpoints.get(key)
+        if cached is not None and cached[0][0] is ep and self._profiles_same:
+            seen[key] = cached  # the same endpoint, the same profiles: the same chains
+            return cached[1]
+        known = tuple(p for p in ep.profiles if p in profiles)
+        # what the endpoint's chains depend on besides the endpoint itself
+        inputs = (ep, known, any(rendered[p].allows_bgp for p in known))
         if cached is not None and (cached[0][0] is ep or cached[0] == inputs):
             if cached[0][1:] == inputs[1:]:
                 seen[key] = cached
@@ -432,42 +468,94 @@ class PolicyRenderer:
         # dispatch chains' final DROP covers their interfaces.
         local = [e for e in snapshot.local_endpoints if e.state == "active"
                  and (e.ipv4_nets if version == 4 else e.ipv6_nets)]
-        per_kind = {
+        chains.update(self._dispatch(version, tuple(e.interface for e in local)))
+        used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
+        rendered: dict[str, _ProfileRender] = {}
+        for name in used:
+            rendered[name] = self._profile(snapshot.profiles[name], version, profiles)
+            chains.update(rendered[name].chains)
+            tags.update(rendered[name].tags)
+            sets.update((s.name, s) for s in rendered[name].net_sets)
+        for ep in local:
+            chains.update(self._endpoint(ep, version, snapshot.profiles, rendered,
+                                         endpoints))
+        return table
+
+    def _dispatch(self, version: int, interfaces: tuple[str, ...]) -> dict[str, list[str]]:
+        """The three dispatch trees of one IP version; only the nodes whose interfaces
+        changed are rendered again."""
+        groups: dict[str, list[str]] = {}
+        for interface in sorted(interfaces):
+            groups.setdefault(_node_of(interface), []).append(interface)
+        frozen = {prefix: tuple(members) for prefix, members in groups.items()}
+        targets = {
             "source_check": lambda i: names.source_check(i, version),
             "from": names.from_endpoint,
             "to": names.to_endpoint,
         }
+        chains: dict[str, list[str]] = {}
         for root, option, kind in DISPATCH:
-            chains.update(_dispatch_tree(root, option,
-                                         {e.interface: per_kind[kind](e.interface)
-                                          for e in local}))
-        used = sorted({p for e in local for p in e.profiles if p in snapshot.profiles})
-        for name in used:
-            rendered = self._profile(snapshot.profiles[name], version, profiles)
-            chains.update(rendered.chains)
-            tags.update(rendered.tags)
-            sets.update((s.name, s) for s in rendered.net_sets)
-        for ep in local:
-            chains.update(self._endpoint(ep, version, snapshot.profiles, endpoints))
-        return table
+            tree, self._trees[(version, root)] = _dispatch_tree(
+                root, option, targets[kind], frozen, self._trees.get((version, root)))
+            chains.update(tree)
+        return chains
 
 
-def _tag_members(snapshot: Snapshot) -> dict[int, dict[str, frozenset[str]]]:
+def _contribution(ep: Endpoint, profiles: dict[str, Profile]
+                  ) -> list[tuple[int, str, str]]:
+    """(IP version, tag, address) for each group membership of one endpoint."""
+    if ep.state != "active":
+        return []
+    tags = {t for p in ep.profiles if p in profiles for t in profiles[p].tags}
+    return [(version, tag, net.split("/")[0])
+            for version, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets))
+            for net in nets for tag in tags]
+
+
+class _Members:
     """IP version -> tag -> the addresses of every active endpoint (any host) whose
-    profiles carry the tag."""
-    members: dict[int, dict[str, set[str]]] = {4: {}, 6: {}}
-    profiles = snapshot.profiles
-    for ep in snapshot.endpoints:
-        if ep.state != "active":
-            continue
-        tags = {t for p in ep.profiles if p in profiles for t in profiles[p].tags}
-        for version, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets)):
-            if not nets:
-                continue
-            for tag in tags:
-                members[version].setdefault(tag, set()).update(
-                    n.split("/")[0] for n in nets)
-    return {v: {t: frozenset(a) for t, a in by_tag.items()} for v, by_tag in members.items()}
+    profiles carry the tag. Kept as counts and patched by the endpoints that came and
+    went since the last snapshot (found by identity), while the profiles are the same;
+    recounted otherwise. A tag whose members did not change keeps its frozenset."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[int, Endpoint] = {}  # holds them: ids stay unique
+        self._counts: dict[tuple[int, str], dict[str, int]] = {}
+        self._sets: dict[tuple[int, str], frozenset[str]] = {}
+
+    def update(self, snapshot: Snapshot, profiles_same: bool
+               ) -> dict[int, dict[str, frozenset[str]]]:
+        endpoints = {id(ep): ep for ep in snapshot.endpoints}
+        added = endpoints.keys() - self._endpoints.keys()
+        gone = self._endpoints.keys() - endpoints.keys()
+        profiles = snapshot.profiles
+        if not profiles_same or len(added) + len(gone) > len(endpoints) // 4 + 16:
+            self._counts, self._sets = {}, {}
+            added, gone = set(endpoints), set()
+        dirty: set[tuple[int, str]] = set()
+        for number in gone:
+            for version, tag, address in _contribution(self._endpoints[number], profiles):
+                counts = self._counts[(version, tag)]
+                counts[address] -= 1
+                if not counts[address]:
+                    del counts[address]
+                dirty.add((version, tag))
+        for number in added:
+            for version, tag, address in _contribution(endpoints[number], profiles):
+                counts = self._counts.setdefault((version, tag), {})
+                counts[address] = counts.get(address, 0) + 1
+                dirty.add((version, tag))
+        for key in dirty:
+            if self._counts.get(key):
+                self._sets[key] = frozenset(self._counts[key])
+            else:
+                self._counts.pop(key, None)
+                self._sets.pop(key, None)
+        self._endpoints = endpoints
+        out: dict[int, dict[str, frozenset[str]]] = {4: {}, 6: {}}
+        for (version, tag), members in self._sets.items():
+            out[version][tag] = members
+        return out
 
 
 def host_addresses(snapshot: Snapshot, version: int) -> frozenset[str]:
