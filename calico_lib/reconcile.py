@@ -235,7 +235,11 @@ def _policy_changed(snapshot: Snapshot, tables: list[iptables.TablePlan]) -> set
     endpoint's, a profile's first use here) judged no flow yet: they are not counted."""
     written = {chain for plan in tables for chain in plan.written} - {
         chain for plan in tables for chain in plan.created}
+    # a dispatch node sends packets on to an endpoint's chains but judges none itself
+    written = {c for c in written if not c.startswith(names.DISPATCH_ROOTS)}
     out: set[str] = set()
+    if not written:
+        return out
     for ep in snapshot.local_endpoints:
         chains = {names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)}
         chains |= {c for p in ep.profiles

@@ -28,6 +28,8 @@ FROM_DISPATCH = "cali-from-wl-dispatch"
 TO_DISPATCH = "cali-to-wl-dispatch"
 #: anti-spoofing only, for traffic to the host (before its exemptions)
 SPOOF_DISPATCH = "cali-wl-sa-dispatch"
+#: every dispatch tree's chains start with one of these
+DISPATCH_ROOTS = (FROM_DISPATCH, TO_DISPATCH, SPOOF_DISPATCH)
 
 
 def digest(text: str, length: int) -> str:
