@@ -15,16 +15,19 @@ nothing touches /etc/bird or /run/bird. The datastore is a SQLite file in that d
    Median of N runs (default 20), beside one bare ``birdc configure`` (no change) on host-a
    measured in the same run, the datastore write itself, and the agent's own reconcile time
    (from its log).
-2. Mesh scale: for 2 (the baseline: one session per family), 3, 10 and 20 hosts, each with
-   one IPv4 and one IPv6 block, configs rendered from the datastore (``render_bird`` +
+2. Mesh scale: for 2 (the baseline: one session per family), 3, 10, 20 and 50 hosts, each
+   with one IPv4 and one IPv6 block, configs rendered from the datastore (``render_bird`` +
    ``apply_bird``, as the agent does), all BIRDs started together: the time until every
    session on every host is Established, until every host's kernel holds every other host's
-   blocks, and BIRD's memory (``birdc show memory``, the Total line) per host.
+   blocks, and BIRD's memory (``birdc show memory``, the Total line) per host. Then the
+   largest size again without the mesh, with 2 route reflectors (``--reflectors``) that
+   every host peers with: sessions per host, time and memory beside the full mesh.
 
 Times are printed, never asserted. Target: a new endpoint is routed on remote hosts in
 under 1 second.
 
-Run as root: .venv/bin/python bench/bgp.py [--quick] [--runs N] [--sizes 3,10,20]
+Run as root: .venv/bin/python bench/bgp.py [--quick] [--runs N] [--sizes 3,10,20,50]
+             [--reflectors R] [--reflected N]
 """
 
 from __future__ import annotations
@@ -316,23 +319,32 @@ def convergence(runs: int) -> None:
 @dataclass
 class MeshResult:
     hosts: int
+    #: sessions of a client (of every host in a full mesh), and of a reflector
     sessions: int
     spread: float
     established: float
     routed: float
     memory: list[tuple[float, float]]
+    reflectors: int = 0
+    reflector_sessions: int = 0
 
 
-def mesh(size: int) -> MeshResult:
+def mesh(size: int, reflectors: int = 0) -> MeshResult:
+    """``size`` hosts in a full mesh, or (``reflectors`` > 0) without the mesh, the first
+    ``reflectors`` hosts being route reflectors (one cluster) that every host peers with,
+    as a real deployment sets them with ``rr_cluster_id`` (inventory/example)."""
     with Lab() as lab:
         birds = Birds(lab)
         try:
             with calico_lib.connect(f"sqlite:///{lab.workdir}/calico.db") as client:
                 client.add_pool(IPPool(POOL4, block_size=26))
                 client.add_pool(IPPool(POOL6, block_size=122))
+                if reflectors:
+                    client.set_bgp_config(node_to_node_mesh=False)
                 hosts = [lab.host(f"h{i}") for i in range(1, size + 1)]
-                for host in hosts:
-                    client.add_node(Node(host.name, host.ipv4, host.ipv6))
+                for i, host in enumerate(hosts):
+                    client.add_node(Node(host.name, host.ipv4, host.ipv6,
+                                         rr_cluster_id="1.0.0.1" if i < reflectors else None))
                     client.ipam.assign_ip(f"10.65.{host.index}.1", f"ep-{host.name}",
                                           host.name)
                     client.ipam.assign_ip(f"fd00:65::{host.index:x}:1", f"ep-{host.name}",
@@ -340,13 +352,17 @@ def mesh(size: int) -> MeshResult:
                 for host in hosts:
                     text = render_bird(load_snapshot(client.store, host.name))
                     apply_bird(text, str(birds.conf(host)), str(birds.sock(host)))
-            per_host = 2 * (size - 1)
+            full = 2 * (size - 1)  # a reflector's sessions, and everyone's in a mesh
+            client_sessions = 2 * reflectors if reflectors else full
+            wanted = [full if i < reflectors else client_sessions for i in range(size)]
             start = time.monotonic()
             for host in hosts:
                 birds.start(host)
             spread = time.monotonic() - start
-            established = wait_until(f"the {size}-host mesh to be Established", lambda: all(
-                birds.established(h) == (per_host, per_host) for h in hosts),
+            what = (f"{size} hosts with {reflectors} reflectors" if reflectors
+                    else f"the {size}-host mesh")
+            established = wait_until(f"{what} to be Established", lambda: all(
+                birds.established(h) == (n, n) for h, n in zip(hosts, wanted, strict=True)),
                 ESTABLISHED_TIMEOUT) - start
             pending = set(range(size))
 
@@ -355,13 +371,14 @@ def mesh(size: int) -> MeshResult:
                     ns = hosts[i].ns
                     count = sum(len(lab.ip(ns, family, "route", "show", "proto", "bird")
                                     .splitlines()) for family in ("-4", "-6"))
-                    if count >= per_host:
+                    if count >= full:  # one v4 and one v6 block of every other host
                         pending.discard(i)
                 return not pending
-            routed = wait_until(f"every block route on every host of {size}", all_routed,
+            routed = wait_until(f"every block route on every host of {what}", all_routed,
                                 ROUTE_TIMEOUT + ESTABLISHED_TIMEOUT) - start
             memory = [birds.memory(h) for h in hosts]
-            return MeshResult(size, per_host, spread, established, routed, memory)
+            return MeshResult(size, client_sessions, spread, established, routed, memory,
+                              reflectors, full if reflectors else 0)
         finally:
             birds.stop()
 
@@ -376,13 +393,15 @@ def print_mesh(results: list[MeshResult]) -> None:
     for r in results:
         effective = [m[0] for m in r.memory]
         total = [m[1] for m in r.memory]
-        label = f"{r.hosts}" + (" (baseline)" if r is base else "")
+        label = f"{r.hosts}" + (" (baseline)" if r is base else "") + (
+            f" +{r.reflectors} RR" if r.reflectors else "")
         print(f"{label:>12} {r.sessions:>13} {r.spread:11.2f} {r.established:15.2f} "
               f"{r.established / base.established:6.1f}x {r.routed:10.2f} "
               f"{statistics.median(effective):19.1f} {max(effective):7.1f} "
               f"{statistics.median(total):13.1f}")
     print("(BIRD memory: the Total line of `birdc show memory`, effective, and effective + "
-          "overhead)")
+          "overhead; with route reflectors (N +R RR: no mesh, the first R hosts reflect), "
+          "sessions/host is a client's, a reflector has one per other host)")
 
 
 # ------------------------------------------------------------------------------ main
@@ -393,10 +412,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a smaller run: 5 convergence runs, meshes of 3 and 5 hosts")
     parser.add_argument("--runs", type=int, help="convergence runs (default 20)")
-    parser.add_argument("--sizes", help="mesh sizes, comma-separated (default 3,10,20)")
+    parser.add_argument("--sizes", help="mesh sizes, comma-separated (default 3,10,20,50)")
+    parser.add_argument("--reflected", type=int, default=None,
+                        help="hosts in the route-reflector run (default: the largest size)")
+    parser.add_argument("--reflectors", type=int, default=2,
+                        help="route reflectors in that run (default 2; 0: no such run)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (5 if args.quick else 20)
-    sizes = args.sizes or ("3,5" if args.quick else "3,10,20")
+    sizes = args.sizes or ("3,5" if args.quick else "3,10,20,50")
     try:
         args.sizes = [int(s) for s in sizes.split(",")]
     except ValueError:
@@ -423,6 +446,8 @@ def main() -> int:
     try:
         convergence(args.runs)
         results = [mesh(size) for size in [2, *args.sizes]]
+        if args.reflectors:
+            results.append(mesh(args.reflected or max(args.sizes), args.reflectors))
         print_mesh(results)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -700,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=_node_count, default=3, metavar="N",
                    help="node count, 1 to 50 (default 3)")
     p.add_argument("--ipv6", action="store_true", help="IPv6 on the fabric and the networks")
+    p.add_argument("--route-reflectors", type=int, default=0, metavar="R",
+                   help="make the first R nodes BGP route reflectors and turn the "
+                        "node-to-node mesh off (default 0: the mesh)")
     p.add_argument("--skip-deploy", action="store_true", help="start the nodes only")
     for name, text in (("down", "remove the lab's containers, volumes, network and state"),
                        ("image", "build the node image if needed and print its tag")):

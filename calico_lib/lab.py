@@ -137,6 +137,10 @@ class LabError(CalicoError):
         self.reason = reason
 
 
+#: the cluster id of the lab's route reflectors (``--route-reflectors``)
+RR_CLUSTER_ID = "10.255.0.1"
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One lab node: its name, fabric addresses and index (1-based)."""
@@ -246,10 +250,15 @@ class Lab:
     def __init__(self, nodes: int = 3, ipv6: bool = False, *, prefix: str = PREFIX,
                  subnet4: str = SUBNET4, subnet6: str = SUBNET6,
                  state_dir: str | None = None, out: IO[str] | None = None,
-                 docker_host: str | None = None) -> None:
+                 docker_host: str | None = None, route_reflectors: int = 0) -> None:
         if nodes < 1 or nodes > 50:
             raise LabError("arguments", f"--nodes must be between 1 and 50, not {nodes}")
+        if not 0 <= route_reflectors <= nodes:
+            raise LabError("arguments", f"--route-reflectors must be between 0 and the node "
+                                        f"count ({nodes}), not {route_reflectors}")
         self.count = nodes
+        #: the first this many nodes are route reflectors and the mesh is off
+        self.route_reflectors = route_reflectors
         self.ipv6 = ipv6
         self.prefix = prefix
         self.network = f"{prefix}-fabric"
@@ -788,6 +797,7 @@ class Lab:
                  "subnet6": str(self.subnet6) if self.ipv6 else None,
                  "docker_host": self.docker_host,
                  "inventory": self.inventory_path,
+                 "route_reflectors": self.route_reflectors,
                  "nodes": [{"name": s.name, "ip4": s.ip4, "ip6": s.ip6} for s in specs]}
         _write_atomic(self.state_path, json.dumps(state, indent=2) + "\n")
 
@@ -801,6 +811,8 @@ class Lab:
                                     "etcd_address": spec.ip4}
             if spec.ip6:
                 host["node_bgp_ipv6"] = spec.ip6
+            if spec.index <= self.route_reflectors:  # one cluster: the reflectors peer
+                host["node_rr_cluster_id"] = RR_CLUSTER_ID
             hosts[spec.name] = host
         return {
             "all": {
@@ -814,7 +826,7 @@ class Lab:
                     # kept with the lab's state (`down` removes them); etcd's
                     # authentication is on, the roles' default (etcd_auth)
                     "pki_dir": self.pki_dir,
-                    **lab_variables(specs, self.ipv6),
+                    **lab_variables(specs, self.ipv6, self.route_reflectors > 0),
                 },
                 "children": {
                     "etcd": {"hosts": {specs[0].name: {}}},
@@ -977,11 +989,13 @@ POOL4 = "10.200.0.0/16"
 POOL6 = "fd00:200::/64"
 
 
-def lab_variables(specs: Sequence[NodeSpec], ipv6: bool) -> dict[str, Any]:
+def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
+                  ) -> dict[str, Any]:
     """site.yml's variables for the lab (see inventory/example/group_vars): etcd on the first
-    node (over TLS with client certificates, the roles' default), the mesh, one pool per IP
-    version, networks frontend and backend on every node with Calico's default profile rules
-    (members reach each other, nothing else gets in)."""
+    node (over TLS with client certificates, the roles' default), the mesh (or, ``reflected``,
+    route reflectors instead), one pool per IP version, networks frontend and backend on
+    every node with Calico's default profile rules (members reach each other, nothing else
+    gets in)."""
     pools: list[dict[str, Any]] = [{"cidr": POOL4, "nat_outgoing": True}]
     networks: list[dict[str, Any]] = [{"name": "frontend"}, {"name": "backend"}]
     if ipv6:
@@ -990,7 +1004,7 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool) -> dict[str, Any]:
             network["ipv6"] = True
     return {
         "policy_pools": pools,
-        "policy_bgp": {"as_number": 64512, "node_to_node_mesh": True},
+        "policy_bgp": {"as_number": 64512, "node_to_node_mesh": not reflected},
         # the networks' profiles (docker_network: the plugin puts their containers there)
         "policy_profiles": [{"name": n["name"], "default_rules": True, "docker_network": True}
                             for n in networks],
@@ -1069,7 +1083,8 @@ def cli(args: Any) -> int:
     command = args.lab_command
     try:
         if command == "up":
-            lab = Lab(nodes=args.nodes, ipv6=args.ipv6)
+            lab = Lab(nodes=args.nodes, ipv6=args.ipv6,
+                      route_reflectors=args.route_reflectors)
             lab.up(deploy=not args.skip_deploy)
         elif command == "down":
             Lab().down()

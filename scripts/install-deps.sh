@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PACKAGES=(iptables ipset bird2 etcd-server iperf3 conntrack iputils-ping iproute2 python3-venv make
-          docker.io busybox-static debootstrap)
+          docker.io busybox-static debootstrap nftables)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

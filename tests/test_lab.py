@@ -257,3 +257,16 @@ def test_two_nodes_boot_run_docker_inside_and_go_away(tmp_path, dockerd: None) -
     assert "no node containers" in out.getvalue()
     # the image stays cached
     assert docker("image", "inspect", lab.image_tag()).returncode == 0
+
+
+def test_route_reflectors_turn_the_mesh_off_and_mark_the_first_nodes() -> None:
+    the_lab = Lab(nodes=10, route_reflectors=2)
+    inventory = the_lab.inventory(the_lab.node_specs())["all"]
+    hosts = inventory["children"]["calico_nodes"]["hosts"]
+    assert [n for n, h in hosts.items() if "node_rr_cluster_id" in h] == \
+        ["calico-lab-1", "calico-lab-2"]
+    assert inventory["vars"]["policy_bgp"]["node_to_node_mesh"] is False
+    assert Lab(nodes=3).inventory(Lab(nodes=3).node_specs())["all"]["vars"][
+        "policy_bgp"]["node_to_node_mesh"] is True
+    with pytest.raises(lab.LabError, match="--route-reflectors"):
+        Lab(nodes=3, route_reflectors=4)
