@@ -102,8 +102,8 @@ def ipt_change(names: list[str], new: str, index: int, profiles: int, add: bool)
     if add:
         lines += ipt_endpoint(index, new, profiles)
     lines += ipt_leaf(members, prefix)  # declaring a chain flushes it
-    if not add:
-        lines.append(f"-X cali-fw-{new}")
+    if not add:  # flushed (declared), then deleted, as the project's applier does
+        lines += [f":cali-fw-{new} - [0:0]", f"-X cali-fw-{new}"]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

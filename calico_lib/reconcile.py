@@ -27,7 +27,7 @@ from .records import DecodeCache, Reporter, Unreadable
 from .render import names
 from .render.bird import render_bird
 from .render.policy import IpSet, PolicyRenderer
-from .render.routes import RouteSpec, desired_routes
+from .render.routes import RouteRenderer, RouteSpec
 from .snapshot import Snapshot, load_snapshot
 
 DEFAULT_LOCK_FILE = "/run/calico/dataplane.lock"
@@ -131,15 +131,16 @@ class Dataplane:
         #: the stamp this dataplane wrote after its last apply (see ``reconcile``)
         self.stamp: str | None = None
         self.renderer = PolicyRenderer()
+        self.routes = RouteRenderer()
         #: the datastore records this dataplane read last (see ``load_snapshot``)
         self.decoded = DecodeCache()
         self._input: Snapshot | None = None
         self._tables: dict[tuple[int, str], iptables.KernelTable] = {}
         self._sets: dict[str, IpSet] | None = None
-        self._routes: list[RouteSpec] = []
+        self._routes: set[RouteSpec] = set()
 
     def forget(self) -> None:
-        self._input, self._tables, self._sets, self._routes = None, {}, None, []
+        self._input, self._tables, self._sets, self._routes = None, {}, None, set()
 
     def adopt(self, snapshot: Snapshot) -> None:
         """Take the kernel to hold ``snapshot``'s render: another writer just applied it
@@ -148,7 +149,7 @@ class Dataplane:
         self._input = replace(snapshot, revision=0)
         self._tables = {(t.version, t.name): iptables.as_kernel(t) for t in policy.tables}
         self._sets = dict(policy.ipsets)
-        self._routes = desired_routes(snapshot)
+        self._routes = self.routes.render(snapshot)
 
     def apply(self, snapshot: Snapshot, check_mode: bool = False,
               verify: bool = True) -> Report:
@@ -166,7 +167,7 @@ class Dataplane:
                             unreadable=snapshot.unreadable)
             report.seconds = time.perf_counter() - start
             return report
-        routes = desired_routes(snapshot)
+        routes = self.routes.render(snapshot)
         policy = self.renderer.render(snapshot)
         known_sets, known_routes = self._sets, self._routes
         known_tables = self._tables if trust else {}
@@ -217,7 +218,8 @@ class Dataplane:
             self._input, self._tables = replace(snapshot, revision=0), tables
             self._sets = dict(policy.ipsets)
             # a route whose interface does not exist yet is tried again next time
-            self._routes = [r for r in routes if r.interface not in missing]
+            self._routes = {r for r in routes if r.interface not in missing} if missing \
+                else routes
             if missing:
                 self._input = None
         return report

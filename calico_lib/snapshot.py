@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from . import keys
 from .datastore import Datastore, KeyValue
@@ -38,7 +39,7 @@ class Snapshot:
     #: records that could not be read and were left out (reported, never fatal)
     unreadable: tuple[Unreadable, ...] = ()
 
-    @property
+    @cached_property
     def local_endpoints(self) -> tuple[Endpoint, ...]:
         return tuple(e for e in self.endpoints if e.host == self.hostname)
 

@@ -307,6 +307,35 @@ DISPATCH = (
 DISPATCH_DEPTH = 2
 
 
+def _fixed_chains(version: int, action: str) -> dict[str, list[str]]:
+    """The chains every host has whatever its containers: the hooks' targets."""
+    chains: dict[str, list[str]] = {}
+    chains[names.FORWARD] = [
+        "-m conntrack --ctstate INVALID -j DROP",
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-i cali+ -j {names.FROM_DISPATCH}",
+        f"-o cali+ -j {names.TO_DISPATCH}",
+        "-i cali+ -j ACCEPT",
+        "-o cali+ -j ACCEPT",
+    ]
+    chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
+    # Anti-spoofing first: the exemptions below accept only a container's own traffic (a
+    # DNS query sent with another container's address would have the host answer the
+    # victim, past the victim's inbound policy).
+    to_host = ["-m conntrack --ctstate INVALID -j DROP",
+               "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+               f"-j {names.SPOOF_DISPATCH}"]
+    if version == 4:
+        to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT"]
+    else:
+        to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT" for t in ND_TYPES]
+        to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT"]
+    to_host += ["-p udp -m udp --dport 53 -j ACCEPT", "-p tcp -m tcp --dport 53 -j ACCEPT"]
+    to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
+    chains[names.WL_TO_HOST] = to_host
+    return chains
+
+
 def _node_of(interface: str) -> str:
     """The prefix of the tree node that dispatches ``interface``: up to DISPATCH_DEPTH
     characters after "cali", always fewer than the name has (so "calia" sits in the
@@ -366,7 +395,9 @@ class PolicyRenderer:
     def __init__(self) -> None:
         self._profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]] = {}
         self._endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]] = {}
-        self._chains: dict[tuple[int, str], list[str]] = {}
+        self._fixed: dict[tuple[Any, ...], dict[str, list[str]]] = {}
+        self._nat: dict[tuple[int, str], list[str]] = {}
+        self._sets: dict[str, IpSet] = {}
         self._trees: dict[tuple[int, str], NodeMemo] = {}
         self._last_profiles: dict[str, Profile] | None = None
         self._members = _Members()
@@ -379,23 +410,25 @@ class PolicyRenderer:
         sets: dict[str, IpSet] = {}
         profiles: dict[tuple[int, str], tuple[Profile, _ProfileRender]] = {}
         endpoints: dict[tuple[int, str], tuple[Any, dict[str, list[str]]]] = {}
-        chains_seen: dict[tuple[int, str], list[str]] = {}
         tables = []
         for version in (4, 6):
             tags: set[str] = set()
             table = self._filter_table(snapshot, version, profiles, endpoints, sets, tags)
             for tag in sorted(tags):
                 name = names.tag_set(tag, version)
-                sets[name] = IpSet(name, "hash:ip", version,
-                                   members[version].get(tag, frozenset()))
-            for chain, specs in table.chains.items():  # equal lists: the old object
-                old = self._chains.get((version, chain))
-                if old is not None and old is not specs and old == specs:
-                    table.chains[chain] = old
-                chains_seen[(version, chain)] = table.chains[chain]
+                old = self._sets.get(name)
+                wanted = members[version].get(tag, frozenset())
+                sets[name] = old if old is not None and old.members is wanted else IpSet(
+                    name, "hash:ip", version, wanted)
             tables.append(table)
-            tables.append(_nat_table(snapshot, version, sets))
-        self._profiles, self._endpoints, self._chains = profiles, endpoints, chains_seen
+            nat = _nat_table(snapshot, version, sets)
+            for chain, specs in nat.chains.items():  # equal lists: the old object
+                old_chain = self._nat.get((version, chain))
+                if old_chain == specs:
+                    nat.chains[chain] = old_chain
+                self._nat[(version, chain)] = nat.chains[chain]
+            tables.append(nat)
+        self._profiles, self._endpoints, self._sets = profiles, endpoints, sets
         self._last_profiles = snapshot.profiles
         return Policy(dict(sorted(sets.items())), tables)
 
@@ -437,32 +470,11 @@ class PolicyRenderer:
                       sets: dict[str, IpSet], tags: set[str]) -> Table:
         table = Table(version, "filter")
         chains = table.chains
-        chains[names.FORWARD] = [
-            "-m conntrack --ctstate INVALID -j DROP",
-            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            f"-i cali+ -j {names.FROM_DISPATCH}",
-            f"-o cali+ -j {names.TO_DISPATCH}",
-            "-i cali+ -j ACCEPT",
-            "-o cali+ -j ACCEPT",
-        ]
-        chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
-        # Anti-spoofing first: the exemptions below accept only a container's own traffic
-        # (a DNS query sent with another container's address would have the host answer
-        # the victim, past the victim's inbound policy).
-        to_host = ["-m conntrack --ctstate INVALID -j DROP",
-                   "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-                   f"-j {names.SPOOF_DISPATCH}"]
-        if version == 4:
-            to_host += ["-p udp -m udp --sport 68 --dport 67 -j ACCEPT"]
-        else:
-            to_host += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"
-                        for t in ND_TYPES]
-            to_host += ["-p udp -m udp --sport 546 --dport 547 -j ACCEPT"]
-        to_host += ["-p udp -m udp --dport 53 -j ACCEPT",
-                    "-p tcp -m tcp --dport 53 -j ACCEPT"]
         action = snapshot.config.default_endpoint_to_host_action.upper()
-        to_host += [f"-j {names.FROM_DISPATCH}", f"-j {action}"]
-        chains[names.WL_TO_HOST] = to_host
+        fixed = self._fixed.get((version, action))
+        if fixed is None:
+            fixed = self._fixed[(version, action)] = _fixed_chains(version, action)
+        chains.update(fixed)
 
         # Endpoints without an address of this IP version get no chains here: the
         # dispatch chains' final DROP covers their interfaces.

@@ -11,10 +11,11 @@ router that routes the block back to this host, it would loop until its TTL ran 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import netaddr
 
+from ..model import Endpoint
 from ..snapshot import Snapshot
 
 #: The routing protocol number stamped on every route we install, so that stale ones (an
@@ -23,10 +24,10 @@ from ..snapshot import Snapshot
 RTPROT_CALICO = 80
 
 
-@dataclass(frozen=True, order=True)
-class RouteSpec:
+class RouteSpec(NamedTuple):
     """One route: ``dst`` ("a.b.c.d/32" or "x::y/128") via the host-side veth
-    ``interface``, or (``interface`` None) a blackhole for a local block."""
+    ``interface``, or (``interface`` None) a blackhole for a local block. (A tuple: sets
+    of tens of thousands of them are compared on every change.)"""
 
     dst: str
     interface: str | None = None
@@ -36,25 +37,50 @@ class RouteSpec:
         return self.interface is None
 
 
-def desired_routes(snapshot: Snapshot) -> list[RouteSpec]:
-    """The routes this host should carry, sorted (stable output makes diffs and tests easy).
+def endpoint_routes(endpoint: Endpoint) -> tuple[RouteSpec, ...]:
+    """One host route per address of an active endpoint (inactive ones get none: traffic
+    to them is not delivered, and BIRD stops advertising them)."""
+    if endpoint.state != "active":
+        return ()
+    return tuple(RouteSpec(net, endpoint.interface)
+                 for net in (*endpoint.ipv4_nets, *endpoint.ipv6_nets))
 
-    Inactive endpoints get no route: traffic to them is not delivered, and BIRD stops
-    advertising them.
-    """
-    routes = {
-        RouteSpec(dst=net, interface=endpoint.interface)
-        for endpoint in snapshot.local_endpoints
-        if endpoint.state == "active"
-        for net in (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
-    }
+
+def block_routes(snapshot: Snapshot) -> set[RouteSpec]:
+    """A blackhole for each local block."""
     # Failsafe: a block that holds a node's or BGP peer's address (a pool drawn over the
     # hosts' own network by mistake) is not blackholed: that would cut this host off from
     # the other hosts, their etcd and their BGP sessions.
     infrastructure = [netaddr.IPAddress(a) for a in _infrastructure(snapshot)]
-    routes |= {RouteSpec(dst=block) for block in snapshot.blocks
-               if not any(a in netaddr.IPNetwork(block) for a in infrastructure)}
-    return sorted(routes, key=lambda r: (r.dst, r.interface or ""))
+    return {RouteSpec(block) for block in snapshot.blocks
+            if not any(a in netaddr.IPNetwork(block) for a in infrastructure)}
+
+
+def desired_routes(snapshot: Snapshot) -> list[RouteSpec]:
+    """The routes this host should carry, sorted (stable output makes diffs and tests
+    easy)."""
+    routes = {r for ep in snapshot.local_endpoints for r in endpoint_routes(ep)}
+    return sorted(routes | block_routes(snapshot), key=lambda r: (r.dst, r.interface or ""))
+
+
+class RouteRenderer:
+    """``desired_routes`` as a set, with memory: an endpoint unchanged since the last call
+    (the same object) keeps its routes."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[Endpoint, tuple[RouteSpec, ...]]] = {}
+
+    def render(self, snapshot: Snapshot) -> set[RouteSpec]:
+        memo: dict[int, tuple[Endpoint, tuple[RouteSpec, ...]]] = {}
+        routes = block_routes(snapshot)
+        for ep in snapshot.local_endpoints:
+            hit = self._memo.get(id(ep))
+            if hit is None or hit[0] is not ep:
+                hit = (ep, endpoint_routes(ep))
+            memo[id(ep)] = hit
+            routes.update(hit[1])
+        self._memo = memo  # holds the endpoints: their ids stay theirs
+        return routes
 
 
 def _infrastructure(snapshot: Snapshot) -> set[str]:
