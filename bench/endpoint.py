@@ -218,11 +218,14 @@ class Bench:
     def wait_programmed(self, interface: str) -> float:
         """The moment the dispatch tree sends ``interface`` to its own chains (until then
         its traffic is dropped), polled with iptables-save."""
-        while True:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             save = run(["ip", "netns", "exec", self.ns, "iptables-save", "-t", "filter"]).stdout
-            if f"-i {interface} -g cali-from-{interface}" in save:
+            if any(f"-i {interface} " in line and line.endswith(f"-g cali-from-{interface}")
+                   for line in save.splitlines()):
                 return time.perf_counter()
             time.sleep(0.002)
+        raise SystemExit(f"{interface}'s rules were not in place after 30 s:\n{self.log()}")
 
     def remove_all(self) -> None:
         """docker rm of every endpoint made so far (untimed)."""
