@@ -235,7 +235,8 @@ def test_plan_sets_replaces_a_temp_set_left_by_a_crash() -> None:
     new = frozenset(f"10.1.0.{i}" for i in range(20))
     plan = ipsets.plan_sets({"cali4-t-a": IpSet("cali4-t-a", "hash:ip", 4, new)}, kernel)
     lines = plan.before.splitlines()
-    assert lines[:2] == [f"destroy {temp}", f"create {temp} hash:ip family inet maxelem 65536"]
+    assert lines[:2] == [f"destroy {temp}",
+                         f"create {temp} hash:ip family inet hashsize 1024 maxelem 65536"]
     assert lines[-2:] == [f"swap {temp} cali4-t-a", f"destroy {temp}"]
     assert temp in plan.destroyed and plan.after is None  # destroyed once, in `before`
     # A leftover that no swap needs goes with the other stale sets.
@@ -252,15 +253,19 @@ def addresses(count: int, first: str = "10.0.0.0") -> frozenset[str]:
     return frozenset(str(netaddr.IPAddress(start + i)) for i in range(count))
 
 
-@pytest.mark.parametrize(("count", "maxelem"), [
-    (0, 65536), (10, 65536), (32768, 65536), (32769, 131072), (70000, 262144)])
-def test_sets_are_created_with_room_for_their_members(count: int, maxelem: int) -> None:
+@pytest.mark.parametrize(("count", "maxelem", "hashsize"), [
+    (0, 65536, 1024), (10, 65536, 1024), (1025, 65536, 2048), (32768, 65536, 32768),
+    (32769, 131072, 65536), (70000, 262144, 131072)])
+def test_sets_are_created_with_room_for_their_members(count: int, maxelem: int,
+                                                      hashsize: int) -> None:
+    """Room to grow (maxelem), and about one member per hash bucket (hashsize), so a
+    lookup in a big group costs what one in a small group does (bench/ipsets.py)."""
     want = IpSet("cali4-t-a", "hash:ip", 4, addresses(count))
     assert want.maxelem == maxelem
+    create = f"create cali4-t-a hash:ip family inet hashsize {hashsize} maxelem {maxelem}"
     plan = ipsets.plan_sets({"cali4-t-a": want}, {})
-    assert plan.before.splitlines()[0] == f"create cali4-t-a hash:ip family inet maxelem {maxelem}"
-    assert f"create cali4-t-a hash:ip family inet maxelem {maxelem}\n" in ipset_restore_text(
-        Policy({"cali4-t-a": want}, []))
+    assert plan.before.splitlines()[0] == create
+    assert f"{create}\n" in ipset_restore_text(Policy({"cali4-t-a": want}, []))
 
 
 SAVED_SET = ("create cali4-t-a hash:ip family inet hashsize 1024 maxelem {maxelem} "
@@ -277,7 +282,7 @@ def test_plan_sets_rebuilds_a_set_too_small_for_its_members() -> None:
     temp = names.temp_set("cali4-t-a")
     lines = plan.before.splitlines()
     # filled aside with the larger maxelem, then swapped in: the set may be in use
-    assert lines[0] == f"create {temp} hash:ip family inet maxelem 262144"
+    assert lines[0] == f"create {temp} hash:ip family inet hashsize 131072 maxelem 262144"
     assert lines[-2:] == [f"swap {temp} cali4-t-a", f"destroy {temp}"]
     assert len(lines) == 70003 and plan.updated == ["cali4-t-a"]
     assert not any(line.startswith("add cali4-t-a ") for line in lines)

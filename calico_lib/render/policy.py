@@ -35,6 +35,7 @@ SET_MARK = f"-j MARK --set-xmark {ACCEPT_MARK}"
 RETURN_IF_MARKED = f"-m mark --mark {ACCEPT_MARK} -j RETURN"
 MULTIPORT_MAX = 15  # port slots in one multiport match; a range takes two
 MAXELEM_MIN = 65536  # ipset's own default maxelem
+HASHSIZE_MIN = 1024  # ipset's own default hashsize
 
 HOOKS = {
     "filter": [("FORWARD", names.FORWARD), ("INPUT", names.INPUT)],
@@ -63,9 +64,20 @@ class IpSet:
         return size
 
     @property
+    def hashsize(self) -> int:
+        """Buckets for about one member each: a lookup in a group of 10,000 costs what one
+        in a group of 10 does (ipset's default, 1024, would chain them ten deep until the
+        kernel grows the table)."""
+        size = HASHSIZE_MIN
+        while size < len(self.members):
+            size *= 2
+        return size
+
+    @property
     def header(self) -> str:
         """What follows ``create <name>`` in `ipset restore` input."""
-        return f"{self.kind} family {self.family} maxelem {self.maxelem}"
+        return (f"{self.kind} family {self.family} hashsize {self.hashsize} "
+                f"maxelem {self.maxelem}")
 
 
 @dataclass
