@@ -23,9 +23,9 @@ neighbour caches or sysctls left by the previous scenario. The scenarios:
             each, whose veths do not exist), IPv4 pool with NAT outgoing. The pair's two
             endpoints carry all 100 profiles and then their own one, whose rule (allow TCP
             to the bench ports from the pair's tag) is the only one that lets them talk, and
-            their interfaces come last in the dispatch chains: every rule the 100 profiles
-            hold is made unable to match the pair's traffic, so a new flow's first packet
-            walks every dispatch entry and every profile's rules (outbound on host-a,
+            their interfaces sit in the dispatch trees among the others: every rule the 100
+            profiles hold is made unable to match the pair's traffic, so a new flow's first
+            packet walks down a dispatch tree and every profile's rules (outbound on host-a,
             inbound on host-b) before the pair's rule. Later packets of the flow are
             accepted as ESTABLISHED near the top of cali-FORWARD, as in Calico. The hosts
             route each other's container /32 and /128 over the fabric with static routes.
@@ -317,7 +317,7 @@ def cluster_snapshot(hostname: str, endpoints: int, profiles: int, rules: int,
         hostname=hostname, revision=1,
         pools=(IPPool(POOL4, nat_outgoing=True), IPPool(POOL6)),
         profiles=all_profiles,
-        endpoints=tuple(others + pair),  # the pair last: last in the dispatch chains
+        endpoints=tuple(others + pair),  # the pair last: last of the endpoints
         nodes={h: Node(h, FABRIC4[i], FABRIC6[i]) for i, h in enumerate(HOSTS)})
 
 
@@ -331,8 +331,16 @@ def rules_walked(policy: Policy, interface: str, version: int, outbound: bool) -
     pair_chain = (names.profile_outbound if outbound else names.profile_inbound)(PAIR_PROFILE)
     walked = 1 + next(i for i, s in enumerate(chains[names.FORWARD])
                       if s.endswith(f"-j {dispatch}"))
-    walked += 1 + next(i for i, s in enumerate(chains[dispatch])
-                       if f" {interface} " in f" {s} ")
+    node = dispatch
+    while node != own:  # down the dispatch tree: each node's rules up to the one that fits
+        for i, spec in enumerate(chains[node]):
+            name, target = spec.split()[1], spec.split()[-1]
+            if name == interface or (name.endswith("+") and interface.startswith(name[:-1])):
+                walked += i + 1
+                node = target
+                break
+        else:
+            raise ValueError(f"{interface} is not in the dispatch tree")
     seen_pair = False
     for spec in chains[own]:
         walked += 1
