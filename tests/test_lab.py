@@ -39,8 +39,9 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
     calls: list[tuple[Any, ...]] = []
 
     class FakeLab:
-        def __init__(self, nodes: int = 3, ipv6: bool = False) -> None:
-            calls.append(("init", nodes, ipv6))
+        def __init__(self, nodes: int = 3, ipv6: bool = False,
+                     route_reflectors: int = 0) -> None:
+            calls.append(("init", nodes, ipv6, route_reflectors))
 
         def up(self, deploy: bool = True) -> None:
             calls.append(("up", deploy))
@@ -52,7 +53,9 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
     monkeypatch.setenv("CALICO_DATASTORE", "etcd://192.0.2.1:1")  # would fail if opened
     assert cli.main(["lab", "up", "--nodes", "2", "--ipv6", "--skip-deploy"]) == 0
     assert cli.main(["lab", "down"]) == 0
-    assert calls == [("init", 2, True), ("up", False), ("init", 3, False), ("down",)]
+    assert cli.main(["lab", "up", "--nodes", "10", "--route-reflectors", "2"]) == 0
+    assert calls == [("init", 2, True, 0), ("up", False), ("init", 3, False, 0), ("down",),
+                     ("init", 10, False, 2), ("up", True)]
 
 
 def test_cli_lab_errors_name_the_step(monkeypatch, capsys) -> None:
