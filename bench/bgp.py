@@ -15,18 +15,19 @@ nothing touches /etc/bird or /run/bird. The datastore is a SQLite file in that d
    Median of N runs (default 20), beside one bare ``birdc configure`` (no change) on host-a
    measured in the same run, the datastore write itself, and the agent's own reconcile time
    (from its log).
-2. Mesh scale: for 2 (the baseline: one session per family), 3, 10, 20 and 50 hosts, each
+2. Mesh scale: for 2 (the baseline: one session per family), 3, 10 and 20 hosts, each
    with one IPv4 and one IPv6 block, configs rendered from the datastore (``render_bird`` +
    ``apply_bird``, as the agent does), all BIRDs started together: the time until every
    session on every host is Established, until every host's kernel holds every other host's
-   blocks, and BIRD's memory (``birdc show memory``, the Total line) per host. Then the
-   largest size again without the mesh, with 2 route reflectors (``--reflectors``) that
-   every host peers with: sessions per host, time and memory beside the full mesh.
+   blocks, and BIRD's memory (``birdc show memory``, the Total line) per host. Then 50
+   hosts (``--reflected``) without the mesh, with 2 route reflectors (``--reflectors``)
+   that every host peers with: sessions per host, time and memory beside the meshes (a
+   full mesh of 50, 98 sessions a host, did not come up within 120 s on 2 cores).
 
 Times are printed, never asserted. Target: a new endpoint is routed on remote hosts in
 under 1 second.
 
-Run as root: .venv/bin/python bench/bgp.py [--quick] [--runs N] [--sizes 3,10,20,50]
+Run as root: .venv/bin/python bench/bgp.py [--quick] [--runs N] [--sizes 3,10,20]
              [--reflectors R] [--reflected N]
 """
 
@@ -363,7 +364,7 @@ def mesh(size: int, reflectors: int = 0) -> MeshResult:
                     else f"the {size}-host mesh")
             established = wait_until(f"{what} to be Established", lambda: all(
                 birds.established(h) == (n, n) for h, n in zip(hosts, wanted, strict=True)),
-                ESTABLISHED_TIMEOUT) - start
+                ESTABLISHED_TIMEOUT + 4 * size) - start
             pending = set(range(size))
 
             def all_routed() -> bool:
@@ -412,20 +413,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a smaller run: 5 convergence runs, meshes of 3 and 5 hosts")
     parser.add_argument("--runs", type=int, help="convergence runs (default 20)")
-    parser.add_argument("--sizes", help="mesh sizes, comma-separated (default 3,10,20,50)")
-    parser.add_argument("--reflected", type=int, default=None,
-                        help="hosts in the route-reflector run (default: the largest size)")
+    parser.add_argument("--sizes", help="mesh sizes, comma-separated (default 3,10,20)")
+    parser.add_argument("--reflected", type=int, default=50,
+                        help="hosts in the route-reflector run (default 50)")
     parser.add_argument("--reflectors", type=int, default=2,
                         help="route reflectors in that run (default 2; 0: no such run)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (5 if args.quick else 20)
-    sizes = args.sizes or ("3,5" if args.quick else "3,10,20,50")
+    sizes = args.sizes or ("3,5" if args.quick else "3,10,20")
     try:
         args.sizes = [int(s) for s in sizes.split(",")]
     except ValueError:
         parser.error("--sizes: use numbers such as 3,10,20")
     if args.runs < 1 or args.runs > 200 or any(not 2 <= s <= 100 for s in args.sizes):
         parser.error("--runs must be 1-200 and mesh sizes 2-100")
+    if args.reflectors and not 0 < args.reflectors < args.reflected <= 100:
+        parser.error("--reflectors must be fewer than --reflected, which must be at most 100")
     return args
 
 
@@ -447,7 +450,7 @@ def main() -> int:
         convergence(args.runs)
         results = [mesh(size) for size in [2, *args.sizes]]
         if args.reflectors:
-            results.append(mesh(args.reflected or max(args.sizes), args.reflectors))
+            results.append(mesh(args.reflected, args.reflectors))
         print_mesh(results)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
