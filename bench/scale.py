@@ -70,25 +70,21 @@ class Row:
     kernel_reads: int = 0
 
 
-def sh(argv: list[str], stdin: str | None = None) -> str:
-    return policy_bench.sh(argv, stdin)
-
-
 def reset_host() -> None:
     """Nothing of ours left: chains, sets, veths (and their routes)."""
     policy_bench.reset_namespace()
-    names = [line.split(":")[1].strip().split("@")[0]
-             for line in sh(["ip", "-o", "link", "show", "type", "veth"]).splitlines()]
+    links = policy_bench.sh(["ip", "-o", "link", "show", "type", "veth"]).splitlines()
+    names = [line.split(":")[1].strip().split("@")[0] for line in links]
     names = [n for n in names if n.startswith("cali")]  # their peers go with them
     if names:
-        sh(["ip", "-batch", "-"], "".join(f"link del {name}\n" for name in names))
+        policy_bench.sh(["ip", "-batch", "-"], "".join(f"link del {n}\n" for n in names))
 
 
 def add_interfaces(snapshot: Snapshot) -> None:
     # this kernel has no dummy links: a veth pair each (the peer named after it)
-    sh(["ip", "-batch", "-"], "".join(f"link add {ep.interface} type veth peer name "
-                                      f"p{ep.interface[4:]}\n"
-                                      for ep in snapshot.local_endpoints))
+    policy_bench.sh(["ip", "-batch", "-"], "".join(
+        f"link add {ep.interface} type veth peer name p{ep.interface[4:]}\n"
+        for ep in snapshot.local_endpoints))
 
 
 def counting_reads() -> Callable[[], int]:

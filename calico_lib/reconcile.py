@@ -7,7 +7,6 @@ The agent, the Docker plugin (at Join) and the Ansible dataplane module all call
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import time
 import uuid
@@ -19,7 +18,12 @@ from typing import Any
 from . import __version__
 from .dataplane import conntrack, ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
-from .dataplane.routes import RouteReport, apply_route_changes, apply_routes
+from .dataplane.routes import (
+    RouteReport,
+    apply_route_changes,
+    apply_routes,
+    host_route_addresses,
+)
 from .dataplane.runner import CommandError
 from .datastore import Datastore
 from .errors import CalicoError
@@ -198,14 +202,14 @@ class Dataplane:
         if not check_mode:
             if not failures:  # stale sets may still be named by rules that failed to go
                 _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
-            report.routes = (apply_route_changes(known_routes, routes, flush_conntrack=False)
-                             if trust else apply_routes(routes, flush_conntrack=False))
+            report.routes = (apply_route_changes(known_routes, routes) if trust
+                             else apply_routes(routes, flush_conntrack=False))
             # Open connections the new policy may no longer allow are judged again, and an
             # address that left this host takes no flows with it to the next container
             # that gets it: one flush for all of them.
             report.conntrack_flushed = conntrack.flush(
                 _policy_changed(snapshot, report.tables) | set_plan.left
-                | _host_addresses(report.routes.removed))
+                | host_route_addresses(report.routes.removed))
         if self.bird_config is not None:
             report.bird = apply_bird(render_bird(snapshot), self.bird_config,
                                      self.bird_socket, check_mode)
@@ -223,12 +227,6 @@ class Dataplane:
             if missing:
                 self._input = None
         return report
-
-
-def _host_addresses(dsts: list[str]) -> set[str]:
-    """The addresses of the host routes (/32, /128) among ``dsts`` (blocks are left out)."""
-    nets = [ipaddress.ip_network(dst) for dst in dsts]
-    return {str(n.network_address) for n in nets if n.prefixlen == n.max_prefixlen}
 
 
 def _policy_changed(snapshot: Snapshot, tables: list[iptables.TablePlan]) -> set[str]:

@@ -31,9 +31,10 @@ def flush(addresses: Iterable[str]) -> list[str]:
     try:
         tracked = None if len(wanted) <= DIRECT else _tracked(wanted)
         for address in wanted:
-            if tracked is not None and str(ipaddress.ip_address(address)) not in tracked:
+            ip = ipaddress.ip_address(address)
+            if tracked is not None and str(ip) not in tracked:
                 continue
-            family = ["-f", "ipv6"] if ipaddress.ip_address(address).version == 6 else []
+            family = ["-f", "ipv6"] if ip.version == 6 else []
             for direction in ("-s", "-d"):
                 runner.run(["conntrack", "-D", *family, direction, address], ok_codes=(0, 1))
     except runner.CommandError as exc:

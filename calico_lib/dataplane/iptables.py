@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..render.policy import Table
 from .runner import CommandError, run, timeout_for
@@ -104,17 +105,17 @@ class TablePlan:
 
 def plan_table(desired: Table, kernel: KernelTable) -> TablePlan:
     """What must change so the kernel's cali chains and hooks match ``desired``."""
+    known: dict[str, Any]
     if kernel.specs is not None:  # what we applied: unchanged chains are the same lists
-        applied = kernel.specs
+        known = kernel.specs
         written = [c for c, specs in desired.chains.items()
-                   if applied.get(c) is not specs and applied.get(c) != specs]
-        removed = sorted(c for c in applied if c not in desired.chains)
-        created = [c for c in written if c not in applied]
+                   if known.get(c) is not specs and known.get(c) != specs]
     else:
+        known = kernel.chains
         written = [c for c, specs in desired.chains.items()
-                   if kernel.chains.get(c) != [rule_hash(s) for s in specs]]
-        removed = sorted(c for c in kernel.chains if c not in desired.chains)
-        created = [c for c in written if c not in kernel.chains]
+                   if known.get(c) != [rule_hash(s) for s in specs]]
+    removed = sorted(c for c in known if c not in desired.chains)
+    created = [c for c in written if c not in known]
     hook_lines = []
     fixed = 0
     for builtin, target in desired.hooks:

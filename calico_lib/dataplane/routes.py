@@ -228,16 +228,15 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
             if number is None:
                 missing.add(ifname)
                 continue
-            routed = all(any(_is_ours(msg, number) for msg in existing.get(dst, []))
-                         for dst in by_interface[ifname])
             # a link with all its routes in place is up (a link set down loses its
             # routes); any other is looked at, and set up if it is down
-            if not routed and _link_ready(ipr, ifname, report) is None:
-                missing.add(ifname)
-                continue
-            if routed:
+            if all(any(_is_ours(msg, number) for msg in existing.get(dst, []))
+                   for dst in by_interface[ifname]):
                 for template, value in INTERFACE_SYSCTLS:
                     report.sysctl_writes += _set_sysctl(template.format(ifname), value)
+            elif _link_ready(ipr, ifname, report) is None:
+                missing.add(ifname)
+                continue
             index[ifname] = number
 
         for dst in sorted(wanted):
@@ -283,19 +282,24 @@ def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> 
     if flush_conntrack and report.removed:
         # a new container given the address must not inherit the old one's flows (and the
         # firewall's "established" accept); conntrack matches addresses only, not blocks
-        gone = [ipaddress.ip_network(dst) for dst in report.removed]
-        report.conntrack_flushed += conntrack.flush(
-            str(n.network_address) for n in gone if n.prefixlen == n.max_prefixlen)
+        report.conntrack_flushed += conntrack.flush(host_route_addresses(report.removed))
     return report
 
 
-def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpec],
-                        flush_conntrack: bool = True) -> RouteReport:
+def host_route_addresses(dsts: Iterable[str]) -> set[str]:
+    """The addresses of the host routes (/32, /128) among ``dsts``; blocks are left out."""
+    nets = [ipaddress.ip_network(dst) for dst in dsts]
+    return {str(n.network_address) for n in nets if n.prefixlen == n.max_prefixlen}
+
+
+def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpec]
+                        ) -> RouteReport:
     """``apply_routes`` for the difference between the routes this process applied last and
     ``desired``, without listing the kernel's links or routes: the cost of a change does
     not grow with the number of containers. New routes are added (``replace``: whatever
     pointed there before is taken over), gone ones deleted; an interface that does not
-    exist yet is reported as missing (the route is tried again next time)."""
+    exist yet is reported as missing (the route is tried again next time). The flows of
+    removed addresses are the caller's to flush (``host_route_addresses``)."""
     report = RouteReport()
     before, after = set(applied), set(desired)
     with IPRoute() as ipr:
@@ -334,10 +338,6 @@ def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpe
                     raise RouteError(f"deleting route {dst} failed: {exc}") from None
             report.removed.append(dst)
     report.missing_interfaces = sorted(set(report.missing_interfaces))
-    if flush_conntrack and report.removed:
-        gone = [ipaddress.ip_network(dst) for dst in report.removed]
-        report.conntrack_flushed += conntrack.flush(
-            str(n.network_address) for n in gone if n.prefixlen == n.max_prefixlen)
     return report
 
 

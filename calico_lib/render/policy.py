@@ -468,10 +468,9 @@ class PolicyRenderer:
         known = tuple(p for p in ep.profiles if p in profiles)
         # what the endpoint's chains depend on besides the endpoint itself
         inputs = (ep, known, any(rendered[p].allows_bgp for p in known))
-        if cached is not None and (cached[0][0] is ep or cached[0] == inputs):
-            if cached[0][1:] == inputs[1:]:
-                seen[key] = cached
-                return cached[1]
+        if cached is not None and cached[0] == inputs:
+            seen[key] = cached
+            return cached[1]
         chains = _endpoint_chains(ep, version, profiles)
         seen[key] = (inputs, chains)
         return chains
