@@ -43,7 +43,9 @@ SHOW_MAX = 64
 PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "sctp")
 PORT_PROTOCOLS = {"tcp", "udp", "sctp", 6, 17, 132}
 ICMP_PROTOCOLS = {"icmp": 4, "icmpv6": 6, 1: 4, 58: 6}
-ACTIONS = ("allow", "deny")
+#: log: logs the packet (kernel log, prefix naming profile and rule) and goes on to the
+#: next rule, like Calico's Log action
+ACTIONS = ("allow", "deny", "log")
 ENDPOINT_STATES = ("active", "inactive")
 
 
@@ -350,7 +352,7 @@ class Rule(Model):
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
-            raise _fail("action", f"{show(self.action)} is not allowed; use allow or deny")
+            raise _fail("action", f"{show(self.action)} is not allowed; use allow, deny or log")
         self.protocol = _protocol("protocol", self.protocol)
         self.not_protocol = _protocol("not_protocol", self.not_protocol)
         if self.ip_version is not None:

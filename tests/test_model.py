@@ -166,8 +166,8 @@ RULE_ALLOWED_PORTS = "0-65535"
 
 BAD_CASES: list[tuple[str, Callable[[], object], str, str]] = [
     # (id, constructor, field, a hint of what is allowed)
-    ("action", lambda: Rule(action="accept"), "action", "allow or deny"),
-    ("action-case", lambda: Rule(action="ALLOW"), "action", "allow or deny"),
+    ("action", lambda: Rule(action="accept"), "action", "allow, deny or log"),
+    ("action-case", lambda: Rule(action="ALLOW"), "action", "allow, deny or log"),
     ("protocol-name", lambda: Rule(protocol="gre"), "protocol", "tcp, udp"),
     ("protocol-0", lambda: Rule(protocol=0), "protocol", "1-255"),
     ("protocol-256", lambda: Rule(protocol="256"), "protocol", "1-255"),
@@ -277,7 +277,7 @@ BAD_CASES: list[tuple[str, Callable[[], object], str, str]] = [
     ("from-dict-not-mapping", lambda: Node.from_dict(["n"]), "node", "mapping"),
     ("nested-action",
      lambda: Profile.from_dict({"name": "p", "inbound_rules": [{"action": "x"}]}),
-     "inbound_rules[0].action", "allow or deny"),
+     "inbound_rules[0].action", "allow, deny or log"),
     ("nested-second-rule",
      lambda: Profile.from_dict({"name": "p", "outbound_rules": [
          {}, {"protocol": "tcp", "dst_ports": "1:2:3"}]}),

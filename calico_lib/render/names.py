@@ -100,3 +100,20 @@ def dispatch_child(root: str, prefix: str) -> str:
     """A chain of a dispatch tree: the interfaces whose names start with "cali" + prefix.
     Interface names never start with "wl-", so no endpoint chain can take this name."""
     return f"{root}-{prefix}"
+
+
+#: iptables' limit for a LOG target's prefix
+LOG_PREFIX_MAX = 29
+
+
+def log_prefix(profile: str, direction: str, number: int) -> str:
+    """The kernel log prefix of a profile's log rule: ``cali:<profile>:<in|out>:<number> ``
+    (``number`` as ``calicoctl profile show`` counts, from 1). A profile name too long
+    for iptables' 29 characters keeps its start and gets "~" and a short hash of the
+    whole name. Profile names hold only letters, digits, "_", "." and "-": nothing a log
+    reader could take for another field."""
+    tail = f":{direction}:{number} "
+    room = LOG_PREFIX_MAX - len("cali:") - len(tail)
+    if len(profile) > room:
+        profile = profile[:room - 5] + "~" + digest(profile, 4)
+    return f"cali:{profile}{tail}"

@@ -158,8 +158,9 @@ class RuleRenderer:
         self.sets[name] = IpSet(name, "hash:net", self.version, frozenset(nets))
         return f"-m set {bang}--match-set {name} {direction}"
 
-    def render(self, rule: Rule) -> list[str]:
-        """The specs for one rule (several when a port list needs several multiports)."""
+    def render(self, rule: Rule, log_prefix: str = "cali:packet ") -> list[str]:
+        """The specs for one rule (several when a port list needs several multiports);
+        a log rule's packets are logged with ``log_prefix``."""
         v = self.version
         if v not in rule.versions():
             return []
@@ -208,7 +209,8 @@ class RuleRenderer:
             if ports:  # several positive chunks: one rule each (any may match)
                 variants = [m + [f"-m multiport {flag} {','.join(chunk)}"]
                             for m in variants for chunk in _ports_chunks(ports)]
-        target = SET_MARK if rule.action == "allow" else "-j DROP"
+        target = {"allow": SET_MARK, "deny": "-j DROP",
+                  "log": f'-j LOG --log-prefix "{log_prefix}"'}[rule.action]
         specs = [f"{' '.join(variant)} {target}".strip() for variant in variants]
         if rule.action == "allow":
             specs.append(RETURN_IF_MARKED)  # the first allowing rule ends the profile
@@ -232,21 +234,30 @@ class _ProfileRender:
     tags: frozenset[str]
     net_sets: tuple[IpSet, ...]
     allows_bgp: bool
+    #: chain -> for each of its specs, the index of the rule it came from
+    origins: dict[str, tuple[int, ...]]
 
 
-def _profile_chains(profile: Profile, version: int) -> _ProfileRender:
+def profile_chains(profile: Profile, version: int) -> _ProfileRender:
+    """A profile's inbound and outbound chains of one IP version, and where each rule
+    spec came from (``explain`` and the rule counters name the rule that decided)."""
     sets: dict[str, IpSet] = {}
     rr = RuleRenderer(version, sets, {})
-    chains = {}
-    for chain_name, rules in ((names.profile_inbound(profile.name), profile.inbound_rules),
-                              (names.profile_outbound(profile.name), profile.outbound_rules)):
+    chains, origins = {}, {}
+    for direction, chain_name, rules in (
+            ("in", names.profile_inbound(profile.name), profile.inbound_rules),
+            ("out", names.profile_outbound(profile.name), profile.outbound_rules)):
         specs: list[str] = []
-        for rule in rules:
-            specs += rr.render(rule)
+        origin: list[int] = []
+        for index, rule in enumerate(rules):
+            rendered = rr.render(rule, names.log_prefix(profile.name, direction, index + 1))
+            specs += rendered
+            origin += [index] * len(rendered)
         chains[chain_name] = specs
+        origins[chain_name] = tuple(origin)
     return _ProfileRender(chains, frozenset(rr.tags),
                           tuple(s for s in sets.values() if s.kind == "hash:net"),
-                          _allows_bgp(profile))
+                          _allows_bgp(profile), origins)
 
 
 #: ICMPv6 types a container sends from its link-local (or, for DAD, the unspecified)
@@ -452,7 +463,7 @@ class PolicyRenderer:
         if cached is not None and (cached[0] is profile or cached[0] == profile):
             seen[key] = cached
             return cached[1]
-        rendered = _profile_chains(profile, version)
+        rendered = profile_chains(profile, version)
         seen[key] = (profile, rendered)
         return rendered
 
