@@ -517,6 +517,24 @@ class Client:
         self.records.report(bad)
         return good[0] if good else cls()
 
+    # ---------------------------------------------------------------- observing
+
+    def explain(self, source: str, destination: str, protocol: str | int | None = None,
+                port: int | None = None, **packet: Any) -> Any:
+        """Would the first packet from ``source`` to ``destination`` (addresses or
+        endpoint ids) pass, and which rule decides? An ``explain.Explanation``; ``packet``
+        takes ``src_port``, ``icmp_type``, ``icmp_code`` and ``ip_version``."""
+        from .explain import explain
+
+        return explain(self.store, source, destination, protocol, port, **packet)
+
+    def profile_counters(self, name: str, hostname: str) -> Any:
+        """Packets and bytes per rule of profile ``name`` in this host's kernel (its
+        name is ``hostname``): a ``counters.ProfileCounters``."""
+        from .counters import profile_counters
+
+        return profile_counters(self.store, hostname, name)
+
     # ---------------------------------------------------------------- checks
 
     def check_records(self) -> list[Unreadable]:

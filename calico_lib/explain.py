@@ -192,7 +192,8 @@ class Explanation:
         return "allowed" if self.allowed else "dropped"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"packet": self.packet.describe(), "source": self.source,
+        return {"packet": self.packet.describe(), "allowed": self.allowed,
+                "source": self.source,
                 "destination": self.destination, "verdict": self.verdict,
                 "steps": [s.to_dict() for s in self.steps], "notes": list(self.notes),
                 "trace": [{"host": h, "chain": c, "position": p, "rule": s}
@@ -525,6 +526,8 @@ class Party:
     address: str
     endpoint: Endpoint | None = None
     node: Node | None = None
+    #: named by its address (which fixes the IP version), not by an endpoint or container
+    by_address: bool = False
 
     def describe(self) -> str:
         if self.endpoint is not None:
@@ -550,7 +553,7 @@ def resolve(token: str, version: int | None, endpoints: tuple[Endpoint, ...],
         owner = next((e for e in endpoints if e.state == "active" and text in e.addresses),
                      None)
         node = next((n for n in nodes.values() if text in (n.ipv4, n.ipv6)), None)
-        return Party(text, owner, node)
+        return Party(text, owner, node, by_address=True)
     found = [e for e in endpoints if e.id == token]
     if not found and len(token) >= MIN_ID_PREFIX:
         found = [e for e in endpoints if e.id.startswith(token)]
@@ -589,18 +592,18 @@ def explain(store: Datastore, source: str, destination: str,
         raise ValidationError("ip_version", f"{show(ip_version)} is not allowed; use 4 or 6")
     (endpoints, nodes), _ = _endpoints_and_nodes(store)
     src = resolve(source, ip_version, endpoints, nodes, "from", containers)
-    version = ip_version or netaddr.IPAddress(src.address).version
-    if src.endpoint is not None and ip_version is None:  # the other end may decide
-        dst_probe = resolve(destination, None, endpoints, nodes, "to", containers)
-        version = netaddr.IPAddress(dst_probe.address).version
-        if not (src.endpoint.ipv4_nets if version == 4 else src.endpoint.ipv6_nets):
-            version = 10 - version
-        src = resolve(source, version, endpoints, nodes, "from", containers)
+    dst = resolve(destination, ip_version, endpoints, nodes, "to", containers)
+    common = _versions(src) & _versions(dst)
+    if not common:  # name the end that lacks the other's version
+        name, party, other = (("from", src, dst) if src.endpoint is not None
+                              else ("to", dst, src))
+        wanted = min(_versions(other))
+        what = f"endpoint {party.endpoint.id}" if party.endpoint else party.address
+        raise ValidationError(name, f"{what} has no IPv{wanted} address; give addresses "
+                              "of one IP version")
+    version = min(common)
+    src = resolve(source, version, endpoints, nodes, "from", containers)
     dst = resolve(destination, version, endpoints, nodes, "to", containers)
-    for name, party in (("from", src), ("to", dst)):
-        if netaddr.IPAddress(party.address).version != version:
-            raise ValidationError(name, f"{party.address} is not IPv{version}; give "
-                                  "addresses of one IP version")
     if src.endpoint is not None and src.endpoint == dst.endpoint:
         raise ValidationError("to", "the source and the destination are one endpoint")
     packet = make_packet(src.address, dst.address, protocol, dst_port, src_port,
@@ -652,6 +655,14 @@ def explain(store: Datastore, source: str, destination: str,
             out.notes.append(f"{dst.address} is in pool {pools[0].cidr} but no container "
                              "holds it: its block's host drops it (blackhole route)")
     return out
+
+
+def _versions(party: Party) -> set[int]:
+    """The IP versions one end can speak: an address its own, an endpoint its nets'."""
+    if party.endpoint is None or party.by_address:
+        return {netaddr.IPAddress(party.address).version}
+    return {v for v, nets in ((4, party.endpoint.ipv4_nets), (6, party.endpoint.ipv6_nets))
+            if nets}
 
 
 def _endpoints_and_nodes(store: Datastore

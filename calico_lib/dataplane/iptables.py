@@ -91,6 +91,33 @@ def read_table(version: int, table: str) -> KernelTable:
     return parse_save(run([SAVE[version], "-t", table]))
 
 
+COUNTED_RE = re.compile(r"\[(\d+):(\d+)\] -A (cali\S*) ")
+
+#: one rule's counters: (its cali:<hash> comment or None, packets, bytes)
+Counted = tuple[str | None, int, int]
+
+
+def parse_counters(text: str) -> dict[str, list[Counted]]:
+    """Every cali chain's rules, in order, with their counters, from `iptables-save -c`."""
+    chains: dict[str, list[Counted]] = {}
+    for line in text.splitlines():
+        if line.startswith(":cali"):
+            chains.setdefault(line[1:].split()[0], [])
+            continue
+        match = COUNTED_RE.match(line)
+        if match:
+            comment = COMMENT_RE.search(line)
+            chains.setdefault(match.group(3), []).append(
+                (comment.group(1) if comment else None, int(match.group(1)),
+                 int(match.group(2))))
+    return chains
+
+
+def read_counters(version: int) -> dict[str, list[Counted]]:
+    """The filter table's cali chains with each rule's packet and byte counters."""
+    return parse_counters(run([SAVE[version], "-c", "-t", "filter"]))
+
+
 @dataclass
 class TablePlan:
     version: int

@@ -87,6 +87,18 @@ class DockerAPI:
             raise DockerError(f"docker: GET /networks/{network_id}: the network has no name")
         return name
 
+    def container_endpoint_ids(self, container: str) -> list[str]:
+        """The endpoint ids of a container (by name or id) on its networks."""
+        path = f"/containers/{quote(container, safe='')}/json"
+        data = self.get(path)
+        networks = data.get("NetworkSettings", {}).get("Networks") if isinstance(
+            data, dict) else None
+        if not isinstance(networks, dict):
+            raise DockerError(f"docker: GET {path}: the answer is not a container")
+        return [n["EndpointID"] for n in networks.values()
+                if isinstance(n, dict) and isinstance(n.get("EndpointID"), str)
+                and n["EndpointID"]]
+
     def endpoint_ids(self) -> set[str]:
         """Every endpoint id on Docker's networks; DockerError if any network's answer
         failed (a partial list would make live endpoints look gone)."""

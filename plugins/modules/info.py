@@ -14,6 +14,8 @@ description:
     this host's endpoints), the result of the IPAM consistency check
     (C(calicoctl ipam check)), and this host's BGP sessions as BIRD reports them
     (C(calicoctl node status)).
+  - With O(explain), also whether given flows would pass Calico's rules and which rule
+    decides (C(calicoctl policy explain)).
   - Changes nothing, ever.
 options:
   hostname:
@@ -25,6 +27,45 @@ options:
       and RV(notes) says why.
     type: path
     default: /run/bird/bird.ctl
+  explain:
+    description:
+      - Flows to explain (C(calicoctl policy explain)) - whether the first packet of each
+        would pass Calico's rules, and which profile rule decides, from the rules each
+        host on its way renders. Results in RV(explanations), in the same order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      from:
+        description: The source - an address, or an endpoint id (or a unique start of one).
+        type: str
+        required: true
+      to:
+        description: The destination - an address, or an endpoint id (or a unique start of
+          one).
+        type: str
+        required: true
+      protocol:
+        description: C(tcp), C(udp), C(sctp), C(icmp), C(icmpv6) or a number; by default
+          C(tcp) when O(explain[].port) is set, else C(icmp) (a ping).
+        type: str
+      port:
+        description: The destination port (C(tcp), C(udp), C(sctp)).
+        type: int
+      source_port:
+        description: The source port; by default 32768, the first ephemeral one.
+        type: int
+      icmp_type:
+        description: The ICMP type; by default an echo request.
+        type: int
+      icmp_code:
+        description: The ICMP code.
+        type: int
+      ip_version:
+        description: The IP version, for endpoints that have both; by default 4 where both
+          ends have it.
+        type: int
+        choices: [4, 6]
 extends_documentation_fragment:
   - calico.docker.datastore
   - calico.docker.attributes.info
@@ -38,6 +79,19 @@ EXAMPLES = r"""
 - name: Read Calico's state
   calico.docker.info:
   register: calico
+
+- name: Why can frontend not reach the backend on 8080?
+  calico.docker.info:
+    explain:
+      - from: 10.65.0.5
+        to: 10.65.1.7
+        port: 8080
+  register: why
+
+- name: Show the verdict and the rules that decided
+  ansible.builtin.debug:
+    msg: "{{ why.explanations[0].verdict }}: {{ why.explanations[0].steps
+             | map(attribute='detail') | list }}"
 
 - name: Every BGP session of this host is up
   ansible.builtin.assert:
@@ -133,6 +187,51 @@ bgp_sessions:
       description: Whether the session is up.
       type: bool
       returned: always
+explanations:
+  description: One per O(explain) item - the verdict and the decision path.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    packet:
+      description: The packet judged, as one line.
+      type: str
+      returned: always
+      sample: tcp 10.65.0.5 port 32768 -> 10.65.1.7 port 8080
+    allowed:
+      description: Whether Calico's rules let it through.
+      type: bool
+      returned: always
+    verdict:
+      description: C(allowed) or C(dropped).
+      type: str
+      returned: always
+    source:
+      description: What the source is (endpoint, host or other address).
+      type: str
+      returned: always
+    destination:
+      description: What the destination is.
+      type: str
+      returned: always
+    steps:
+      description: Each decision on the way - C(host), C(stage) (C(anti-spoofing),
+        C(outbound), C(inbound), C(endpoint), C(to-host), C(bgp-guard), C(dispatch),
+        C(forward), C(nat)), C(verdict), C(chain), C(position), C(detail), and for profile
+        rules C(profile), C(rule_number) and C(rule) as the user wrote it.
+      type: list
+      elements: dict
+      returned: always
+    notes:
+      description: What the walk cannot see (for example an address no container holds).
+      type: list
+      elements: str
+      returned: always
+    trace:
+      description: Every iptables rule that matched, in order (host, chain, position, rule).
+      type: list
+      elements: dict
+      returned: always
 notes:
   description: What could not be read and why (for example that BIRD is not running).
   returned: always
@@ -174,6 +273,13 @@ def peer(data):
     return data
 
 
+def explain(client, item):
+    return client.explain(item["from"], item["to"], item["protocol"], item["port"],
+                          src_port=item["source_port"], icmp_type=item["icmp_type"],
+                          icmp_code=item["icmp_code"],
+                          ip_version=item["ip_version"]).to_dict()
+
+
 def gather(module, client, hostname):
     notes = []
     problems = client.ipam.check()
@@ -190,6 +296,7 @@ def gather(module, client, hostname):
         "ipam_problems": [{"kind": p.kind, "subject": p.subject, "detail": p.detail}
                           for p in problems],
         "bgp_sessions": sessions(module.params["bird_socket"], notes),
+        "explanations": [explain(client, item) for item in module.params["explain"]],
         "notes": notes,
     }
 
@@ -198,6 +305,16 @@ def main():
     module = calico_module({
         "hostname": {"type": "str"},
         "bird_socket": {"type": "path", "default": "/run/bird/bird.ctl"},
+        "explain": {"type": "list", "elements": "dict", "default": [], "options": {
+            "from": {"type": "str", "required": True},
+            "to": {"type": "str", "required": True},
+            "protocol": {"type": "str"},
+            "port": {"type": "int"},
+            "source_port": {"type": "int"},
+            "icmp_type": {"type": "int"},
+            "icmp_code": {"type": "int"},
+            "ip_version": {"type": "int", "choices": [4, 6]},
+        }},
     })
     try:  # a bad argument is named before the datastore is opened
         hostname = resolve_hostname(module.params["hostname"])

@@ -60,3 +60,28 @@ def test_profile_rules_are_returned_as_stored(url) -> None:
         c.add_profile(Profile("bare"))
     out = ok(info, {"hostname": "host-1", "datastore": url})
     assert out["profiles"][0]["inbound_rules"] == []
+
+
+def test_explain_flows(url, tmp_path) -> None:
+    with client(url) as c:
+        c.add_pool(IPPool("10.65.0.0/16"))
+        c.add_profile("web")
+        c.add_profile(Profile("db", tags=["db"], inbound_rules=[
+            {"action": "allow", "protocol": "tcp", "src_tag": "web", "dst_ports": [5432]}]))
+        c.add_endpoint(Endpoint("e1", "host-1", "cali0000000e1", ipv4_nets=["10.65.0.1"],
+                                profiles=["web"]))
+        c.add_endpoint(Endpoint("e2", "host-2", "cali0000000e2", ipv4_nets=["10.65.0.2"],
+                                profiles=["db"]))
+    out = ok(info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
+                    "datastore": url, "explain": [
+                        {"from": "e1", "to": "e2", "port": 5432},
+                        {"from": "10.65.0.1", "to": "10.65.0.2", "protocol": "udp",
+                         "port": 5432}]})
+    allowed, dropped = out["explanations"]
+    assert allowed["verdict"] == "allowed" and allowed["allowed"] is True
+    decided = [s for s in allowed["steps"] if s["profile"] == "db"]
+    assert decided[0]["rule_number"] == 1 and decided[0]["rule"]["dst_ports"] == [5432]
+    assert dropped["verdict"] == "dropped"
+    assert dropped["steps"][-1]["stage"] == "endpoint"
+    assert failed(info, {"datastore": url, "explain": [{"from": "e1", "to": "e9"}]}
+                  ).startswith("to:")
