@@ -24,7 +24,12 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
   4. a profile change applied with Ansible (playbooks/demo-policy.yml: the backend also lets
      the frontend in on tcp/80), then the matrix again: exactly frontend -> backend tcp/80
      passes in addition;
-  5. `calicoctl ipam check`.
+  5. troubleshooting: `calicoctl policy explain` for one allowed pair (frontend -> backend
+     tcp/80, naming the backend rule that lets it in) and one dropped pair (tcp/8080, dropped
+     at the end of the backend container's chain), then `calicoctl profile show backend
+     --counters` on the backend's node before and after a few more requests: that rule's
+     packet counter goes up;
+  6. `calicoctl ipam check`.
 
 Every expectation is a check; the exit status is 1 when any of them failed (2 when the lab is
 not there). Re-running is fine: the demo's containers are replaced and the backend profile is
@@ -559,6 +564,54 @@ class Demo:
             for r in profile.get("inbound_rules", [])),
             "the backend profile lets frontend in on tcp/80")
 
+    def troubleshoot(self) -> None:
+        heading("Troubleshooting: calicoctl policy explain, calicoctl profile show "
+                "--counters")
+        fe = next(w for w in self.workloads if w.network == "frontend")
+        be = next((w for w in self.workloads if w.network == "backend" and w.node != fe.node),
+                  next(w for w in self.workloads if w.network == "backend"))
+        decided = None
+        for port, allowed in ((80, True), (8080, False)):
+            args = ("policy", "explain", "--from", fe.ip4, "--to", be.ip4, "--port", str(port))
+            text = self.lab.node_exec(fe.node, CALICOCTL, *args, step="demo",
+                                      check=False).stdout
+            print(f"\n  $ calicoctl {' '.join(args)}      # {fe.label} -> {be.label}")
+            print("\n".join("    " + line for line in text.splitlines()))
+            code, found = self.calicoctl(fe.node, *args)
+            ok = code == 0 and isinstance(found, dict) and found.get("allowed") is allowed
+            steps = found.get("steps", []) if isinstance(found, dict) else []
+            if allowed:
+                decided = next((s for s in steps if s.get("profile") == "backend"
+                                and s.get("verdict") == "allow"), None)
+                ok = ok and decided is not None and decided["rule"].get("src_tag") == "frontend"
+                self.report.check(ok, f"explain: {fe.label} -> {be.label} tcp/80 allowed by "
+                                  "the backend rule that lets frontend in")
+            else:
+                ok = ok and bool(steps) and steps[-1].get("stage") == "endpoint"
+                self.report.check(ok, f"explain: {fe.label} -> {be.label} tcp/8080 dropped, "
+                                  "no backend rule allows it")
+        if decided is None:
+            return
+        number = decided["rule_number"]
+
+        def packets() -> int:
+            code, found = self.calicoctl(be.node, "profile", "show", "backend", "--counters")
+            if code != 0 or not isinstance(found, dict):
+                return -1
+            rule = next((r for r in found.get("rules", []) if r["direction"] == "inbound"
+                         and r["number"] == number), None)
+            return sum(rule["packets"].values()) if rule else -1
+
+        before = packets()
+        self.run_probes({fe: [(f"c{i}", "tcp/80", be.ip4) for i in range(3)]})
+        after = packets()
+        print(f"\n  $ calicoctl profile show backend --counters      # on {be.node}")
+        text = self.lab.node_exec(be.node, CALICOCTL, "profile", "show", "backend",
+                                  "--counters", step="demo", check=False).stdout
+        print("\n".join("    " + line for line in text.splitlines()))
+        self.report.check(0 <= before < after, f"backend inbound rule {number}'s counter on "
+                          f"{be.node} went up with 3 requests: {before} -> {after} packets")
+
     def check_ipam(self) -> None:
         heading("IPAM consistency (calicoctl ipam check)")
         code, result = self.calicoctl(self.nodes[0], "ipam", "check")
@@ -580,6 +633,7 @@ class Demo:
         self.change_policy()
         heading("Connectivity after the change")
         self.matrix(after=True)
+        self.troubleshoot()
         self.check_ipam()
         if not keep_policy:
             heading("Putting the backend profile back to its default rules")

@@ -162,6 +162,13 @@ def test_profile_rule_opens_exactly_tcp_80(lab: DockerLab, client: calico_lib.Cl
         assert not lab.ping("cli1", web1, count=1, wait=1), lab.diagnostics()
         # only in that direction: web cannot reach cli's port 80
         assert not lab.tcp("web1", cli1, 80), lab.diagnostics()
+        # policy explain, by container names, agrees and names the rule that lets cli in
+        said = {port: json.loads(lab.calicoctl(
+            "policy", "explain", "--from", "cli1", "--to", "web1", "--port", str(port),
+            "--docker-socket", lab.docker_socket, "-o", "json").stdout) for port in (80, 8080)}
+        assert said[80]["allowed"] and not said[8080]["allowed"], said
+        assert [(s["profile"], s["rule_number"]) for s in said[80]["steps"]
+                if s["verdict"] == "allow" and s["stage"] == "inbound"] == [(web, 2)], said
         # a container started after the rule gets it at once (Join programs the firewall)
         lab.run("cli2", cli)
         assert lab.tcp("cli2", web1, 80), lab.diagnostics()

@@ -38,8 +38,10 @@ options:
       - The rules for traffic to the members, in order; the first match decides and traffic
         no rule allows is dropped.
       - Each rule is a mapping with the fields of a Calico rule, each match negated by its
-        C(not_) twin; C(action) is C(allow) (the default) or C(deny); C(protocol) is
-        C(tcp), C(udp), C(icmp), C(icmpv6), C(sctp) or a number 1-255; C(src_net) and
+        C(not_) twin; C(action) is C(allow) (the default), C(deny) or C(log) (logs the
+        packet to the kernel log with the prefix C(cali:<profile>:<in|out>:<number>) and
+        goes on to the next rule); C(protocol) is C(tcp), C(udp), C(icmp), C(icmpv6),
+        C(sctp) or a number 1-255; C(src_net) and
         C(dst_net) are lists of CIDRs; C(src_tag) and C(dst_tag) name a tag;
         C(src_ports) and C(dst_ports) are lists of ports and C(a:b) ranges (tcp, udp, sctp);
         C(icmp_type) and C(icmp_code) are numbers; C(ip_version) is 4 or 6 to pin the rule
