@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from . import datastore
 from .client import Client, connect
 from .errors import CalicoError, ValidationError
-from .model import BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule, show
+from .model import ACTIONS, BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule, show
 
 Handler = Callable[[Client, argparse.Namespace], int | None]
 
@@ -110,6 +110,8 @@ def profile_list(c: Client, a: argparse.Namespace) -> None:
 
 
 def profile_show(c: Client, a: argparse.Namespace) -> None:
+    if a.counters:
+        return profile_counters(c, a)
     profile = c.get_profile(a.name)
     if a.output == "json":
         emit(a, profile.to_dict())
@@ -124,6 +126,55 @@ def profile_show(c: Client, a: argparse.Namespace) -> None:
             print(f"    {number:>3}  {rule_text(rule)}")
         if not rules:
             print("      (none: everything is dropped)")
+
+
+def profile_counters(c: Client, a: argparse.Namespace) -> None:
+    from .agent import resolve_hostname
+    from .counters import profile_counters as read
+
+    found = read(c.store, resolve_hostname(a.hostname), a.name)
+    if a.output == "json":
+        emit(a, found.to_dict())
+        return
+    print(f"Profile {found.profile} on {found.host}: packets (bytes) per rule since the "
+          "agent wrote it, IPv4 / IPv6")
+    for direction in ("inbound", "outbound"):
+        print(f"  {direction} rules:")
+        rules = [r for r in found.rules if r.direction == direction]
+        for r in rules:
+            print(f"    {r.number:>3}  {_counts(r.count)}  {rule_text(r.rule)}")
+        if not rules:
+            print("      (none)")
+    if found.drops:
+        print("  dropped at the end of an endpoint's chain (no profile allowed it):")
+        for d in found.drops:
+            print(f"         {_counts(d.count)}  {d.direction} to/from {d.interface} "
+                  f"(endpoint {d.endpoint})")
+    for note in found.notes:
+        print(f"  note: {note}")
+
+
+def _counts(count: Any) -> str:
+    return " / ".join(f"{count.packets[v]} ({count.bytes[v]} B)" for v in (4, 6)).ljust(24)
+
+
+def policy_explain(c: Client, a: argparse.Namespace) -> int:
+    from .explain import explain
+
+    def containers(name: str) -> list[str]:
+        from .plugin.docker_api import DockerAPI, DockerError
+        try:
+            return DockerAPI(a.docker_socket).container_endpoint_ids(name)
+        except DockerError:
+            return []  # no Docker here, or no such container: the name is unknown
+
+    found = explain(c.store, a.source, a.destination, a.protocol, a.port, a.source_port,
+                    a.icmp_type, a.icmp_code, a.ip_version, containers)
+    if a.output == "json":
+        emit(a, found.to_dict())
+    else:
+        print("\n".join(found.lines(trace=a.trace)))
+    return 0
 
 
 RULE_FIELDS = ("protocol", "src_net", "src_tag", "src_ports", "dst_net", "dst_tag",
@@ -188,6 +239,23 @@ def node_status(c: Client | None, a: argparse.Namespace) -> int:
     else:
         print("no BGP sessions configured")
     return 0 if all(s.established for s in sessions) else 1
+
+
+def diags(c: Client | None, a: argparse.Namespace) -> int:
+    """One archive of this host's diagnostics; it opens the datastore itself (read-only), so
+    a datastore that does not answer is noted in the archive instead of stopping it."""
+    from .diags import collect
+
+    result = collect(output=a.archive, hostname=a.hostname, bird_socket=a.bird_socket,
+                     bird_config=a.bird_config, log_lines=a.log_lines,
+                     datastore_options=datastore.options(a))
+    if a.output == "json":
+        emit(a, result.to_dict())
+    else:
+        print(result.path)
+        for failure in result.failures:  # stdout stays the path alone
+            print(f"calicoctl: diags: not collected: {failure}", file=sys.stderr)
+    return 0
 
 
 def peer_add(c: Client, a: argparse.Namespace) -> None:
@@ -533,12 +601,17 @@ def build_parser() -> argparse.ArgumentParser:
     command(profile, "list", profile_list, "list profiles")
     p = command(profile, "show", profile_show, "show a profile and its rules")
     p.add_argument("name")
+    p.add_argument("--counters", action="store_true",
+                   help="packets and bytes per rule on this host (iptables counters), and "
+                        "what each endpoint's chain dropped at its end")
+    p.add_argument("--hostname", help="this host's name, for --counters (default: "
+                                      "$CALICO_HOSTNAME, else the system host name)")
     rule = profile.add_parser("rule", help="edit a profile's rules").add_subparsers(
         dest="rule_command", required=True, metavar="COMMAND")
     p = command(rule, "add", rule_add, "add a rule")
     p.add_argument("profile")
     p.add_argument("direction", choices=("inbound", "outbound"))
-    p.add_argument("action", choices=("allow", "deny"))
+    p.add_argument("action", choices=ACTIONS)
     p.add_argument("--position", type=int, metavar="N", help="1-based place (default: last)")
     p.add_argument("--ip-version", type=int, choices=(4, 6))
     for name in RULE_FIELDS:
@@ -552,6 +625,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile")
     p.add_argument("direction", choices=("inbound", "outbound"))
     p.add_argument("number", type=int)
+
+    # policy
+    policy = group(groups, "policy", "what the rules do")
+    p = command(policy, "explain", policy_explain,
+                "would the first packet of a flow pass, and which rule decides: the "
+                "rendered chains of each host on its way, walked for that packet")
+    p.add_argument("--from", dest="source", required=True, metavar="ENDPOINT|CONTAINER|IP",
+                   help="an endpoint id (or its start), a container on this host, or an "
+                        "address")
+    p.add_argument("--to", dest="destination", required=True,
+                   metavar="ENDPOINT|CONTAINER|IP")
+    p.add_argument("--protocol", help="tcp, udp, sctp, icmp, icmpv6 or a number (default: "
+                                      "tcp with --port, else icmp: a ping)")
+    p.add_argument("--port", type=int, help="destination port")
+    p.add_argument("--source-port", type=int,
+                   help="source port (default 32768, the first ephemeral one)")
+    p.add_argument("--icmp-type", type=int, help="default: echo request")
+    p.add_argument("--icmp-code", type=int)
+    p.add_argument("--ip-version", type=int, choices=(4, 6),
+                   help="for endpoints with both (default: 4 when both ends have it)")
+    p.add_argument("--trace", action="store_true", help="also every iptables rule matched")
+    p.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH",
+                   help="where container names are looked up")
 
     # node
     node = group(groups, "node", "hosts that run containers and BIRD")
@@ -707,7 +803,33 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("down", "remove the lab's containers, volumes, network and state"),
                        ("image", "build the node image if needed and print its tag")):
         lab.add_parser(name, help=text, description=text).set_defaults(handler=lab_command)
+
+    # diags: it opens the datastore itself, so a store that does not answer is noted
+    from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
+    from .diags import DEFAULT_LOG_LINES
+
+    text = ("write one .tar.gz of this host's diagnostics (datastore view, iptables, ipsets, "
+            "routes, links, BIRD, logs, versions; passwords masked); prints its path")
+    p = command(groups, "diags", diags, text)
+    p.add_argument("--archive", metavar="FILE",
+                   help="the archive (default: calico-diags-HOST-UTCTIME.tar.gz here; a "
+                        "folder: that name in it)")
+    p.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, else "
+                                      "the system host name)")
+    p.add_argument("--bird-socket", default=DEFAULT_SOCKET, metavar="PATH",
+                   help=f"BIRD's control socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--bird-config", default=DEFAULT_CONFIG, metavar="PATH",
+                   help=f"BIRD's config, copied with passwords masked (default "
+                        f"{DEFAULT_CONFIG})")
+    p.add_argument("--log-lines", type=_log_lines, default=DEFAULT_LOG_LINES, metavar="N",
+                   help=f"journal lines per unit (default {DEFAULT_LOG_LINES})")
     return parser
+
+
+def _log_lines(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10**7:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use 1 to 10000000")
+    return int(text)
 
 
 def _node_count(text: str) -> int:
@@ -723,9 +845,9 @@ def lab_command(c: Client | None, a: argparse.Namespace) -> int:
 
 
 #: commands that never write to the datastore
-READ_ONLY = frozenset({pool_list, profile_list, profile_show, node_list, peer_list,
-                       bgp_config_show, endpoint_list, config_show, datastore_check, ipam_show,
-                       ipam_check, ipam_config_show})
+READ_ONLY = frozenset({pool_list, profile_list, profile_show, policy_explain, node_list,
+                       peer_list, bgp_config_show, endpoint_list, config_show,
+                       datastore_check, ipam_show, ipam_check, ipam_config_show, diags})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -733,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.output = getattr(args, "output", "table")
     try:
-        if args.handler in (node_status, lab_command):  # BIRD or Docker, not the datastore
+        if args.handler in (node_status, lab_command, diags):  # they open what they need
             code = args.handler(None, args)
         else:
             # commands that only read never create a store (a mistyped path is an error)
