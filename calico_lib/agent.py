@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import datastore, keys, logsafe
+from . import datastore, keys, logsafe, metrics
 from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait this long for more changes before reconciling")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                             "([IPV6]:PORT for IPv6), e.g. 127.0.0.1:9091 (default: off)")
     return parser
 
 
@@ -134,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logsafe.configure(args.log_level, "calico-agent")
     try:
+        if args.metrics_address:
+            metrics.serve(args.metrics_address)
         agent = Agent(args)
         if args.once:
             agent.reconcile_once()

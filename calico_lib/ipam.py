@@ -26,7 +26,7 @@ from typing import Any
 
 import netaddr
 
-from . import keys
+from . import keys, metrics
 from .datastore import Datastore, KeyValue
 from .errors import (
     AlreadyExistsError,
@@ -497,8 +497,14 @@ class IPAM:
                          if not k.startswith(keys.BLOCKS) or k in owned}
             self._views[host] = view
 
-        return transact(self.store, attempt, seed=self._views.pop(host, None),
-                        on_commit=remember)
+        try:
+            result = transact(self.store, attempt, seed=self._views.pop(host, None),
+                              on_commit=remember)
+        except Exception:
+            metrics.ipam_assignment(wanted, ok=False)
+            raise
+        metrics.ipam_assignment(wanted, ok=True)  # all or nothing: every address wanted
+        return result
 
     def assign_ip(self, address: str, handle: str, host: str) -> str:
         """Assign one specific address; ``InUseError`` if it is taken."""
@@ -519,7 +525,13 @@ class IPAM:
                   self.now())
             return str(addr)
 
-        return transact(self.store, attempt)
+        try:
+            assigned = transact(self.store, attempt)
+        except Exception:
+            metrics.ipam_assignment({addr.version: 1}, ok=False)
+            raise
+        metrics.ipam_assignment({addr.version: 1}, ok=True)
+        return assigned
 
     # -- release
 

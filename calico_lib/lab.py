@@ -1009,6 +1009,9 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
         "policy_profiles": [{"name": n["name"], "default_rules": True, "docker_network": True}
                             for n in networks],
         "docker_calico_networks": networks,
+        # metrics on, inside each node (docs/observability.md); off by default elsewhere
+        "node_agent_metrics_address": "127.0.0.1:9091",
+        "docker_plugin_metrics_address": "127.0.0.1:9092",
     }
 
 

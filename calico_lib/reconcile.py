@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import __version__
+from . import __version__, metrics
 from .dataplane import conntrack, ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
 from .dataplane.routes import (
@@ -154,6 +154,9 @@ class Dataplane:
         self._tables = {(t.version, t.name): iptables.as_kernel(t) for t in policy.tables}
         self._sets = dict(policy.ipsets)
         self._routes = self.routes.render(snapshot)
+        for table in policy.tables:  # this process's gauges too say what is programmed
+            metrics.programmed(table)
+        metrics.active(snapshot)
 
     def apply(self, snapshot: Snapshot, check_mode: bool = False,
               verify: bool = True) -> Report:
@@ -170,7 +173,10 @@ class Dataplane:
             report = Report(snapshot.revision, ipsets.SetPlan(), verified=False,
                             unreadable=snapshot.unreadable)
             report.seconds = time.perf_counter() - start
+            metrics.APPLY_TIME.observe(report.seconds)
             return report
+        if not trust and not check_mode:
+            metrics.RESYNCS_STARTED.inc()
         routes = self.routes.render(snapshot)
         policy = self.renderer.render(snapshot)
         known_sets, known_routes = self._sets, self._routes
@@ -199,6 +205,8 @@ class Dataplane:
                 failures.append(f"{what}: not applied (the ipsets failed)")
             elif _attempt(failures, what, iptables.apply_plan, plan):
                 tables[key] = iptables.as_kernel(table)
+                if plan.text is not None or not trust:  # else its gauges still hold
+                    metrics.programmed(table)
         if not check_mode:
             if not failures:  # stale sets may still be named by rules that failed to go
                 _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
@@ -214,6 +222,9 @@ class Dataplane:
             report.bird = apply_bird(render_bird(snapshot), self.bird_config,
                                      self.bird_socket, check_mode)
         report.seconds = time.perf_counter() - start
+        if not check_mode:
+            metrics.APPLY_TIME.observe(report.seconds)
+            metrics.active(snapshot)
         if failures:
             raise DataplaneError("; ".join(failures) + " (everything else was applied: "
                                  + report.summary() + ")")

@@ -465,7 +465,10 @@ class Rendered:
     bird: str | None
 
 
-BUILTIN_TARGETS = {"ACCEPT", "DROP", "RETURN", "MARK", "MASQUERADE", "REJECT"}
+BUILTIN_TARGETS = {"ACCEPT", "DROP", "RETURN", "MARK", "MASQUERADE", "REJECT", "LOG"}
+#: a log rule's prefix: profile (or its start and a hash), direction, number; iptables
+#: takes at most 29 characters
+LOG_PREFIX = re.compile(r'--log-prefix "(cali:[A-Za-z0-9_.~-]+:(in|out):[0-9]+ )"')
 
 
 def assert_renders(store: Any, known: Iterable[str] = (), hosts: Iterable[str] = ()
@@ -512,6 +515,10 @@ def _check_policy(snapshot: Snapshot, policy: Policy, known: frozenset[str]) -> 
                         target = tokens[i + 1]
                         assert target in table.chains or target in BUILTIN_TARGETS, (
                             f"{chain}: {spec}: no chain {target}")
+                    if token == "--log-prefix":
+                        prefix = LOG_PREFIX.search(spec)
+                        assert prefix and len(prefix.group(1)) <= names.LOG_PREFIX_MAX, (
+                            f"{chain}: {spec}: log prefix")
                     if token == "--match-set":
                         used = policy.ipsets.get(tokens[i + 1])
                         assert used is not None and used.version == table.version, (

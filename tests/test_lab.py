@@ -138,6 +138,9 @@ def test_inventory_names_the_nodes_and_their_fabric_addresses() -> None:
         "TLS and etcd's users (passwords in pki_dir) are not options the lab turns on"
     # the networks' profiles are marked as theirs (the plugin refuses an operator's profile)
     assert all(p["docker_network"] for p in inventory["vars"]["policy_profiles"])
+    # metrics on in the lab, inside each node (off by default elsewhere)
+    assert inventory["vars"]["node_agent_metrics_address"] == "127.0.0.1:9091"
+    assert inventory["vars"]["docker_plugin_metrics_address"] == "127.0.0.1:9092"
     assert Lab(nodes=2).node_specs()[1].ip6 is None
 
 

@@ -283,9 +283,12 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
                                          mac=ctr.mac, ipv4_nets=[address], profiles=[profile]))
     host_vars = {h.name: netns_host_vars(h.name, h.ns, tmp_path, url) for h in hosts}
     for host in hosts:
-        # each extra argument reaches the daemon as one argument, whatever it holds
+        # each extra argument reaches the daemon as one argument, whatever it holds; the
+        # metrics addresses come before them
         host_vars[host.name] |= {"node_agent_extra_args": ["--probe", *HOSTILE],
-                                 "docker_plugin_extra_args": ["--probe", *HOSTILE]}
+                                 "docker_plugin_extra_args": ["--probe", *HOSTILE],
+                                 "node_agent_metrics_address": "127.0.0.1:9091",
+                                 "docker_plugin_metrics_address": "[::1]:9092"}
         # the options line an older version wrote goes; the administrator's line stays
         (tmp_path / host.name / "calico-agent.env").write_text(
             '# Ansible managed\n# Options of calico-agent.service (split at spaces by '
@@ -316,7 +319,8 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
         assert unit_exec(root / "calico-agent.service") == [
             "/opt/calico/venv/bin/calico-agent", "--hostname", host.name,
             "--bird-config", f"{root}/bird.conf", "--bird-socket", f"{root}/bird.ctl",
-            "--lock-file", f"{root}/dataplane.lock", "--datastore", url, "--probe", *HOSTILE]
+            "--lock-file", f"{root}/dataplane.lock", "--datastore", url,
+            "--metrics-address", "127.0.0.1:9091", "--probe", *HOSTILE]
         assert f"EnvironmentFile=-{root}/calico-agent.env" in agent
         assert "CapabilityBoundingSet=CAP_NET_ADMIN" in agent  # the rest is the library's
         assert (root / "calico-agent.env").read_text() == "PYTHONFAULTHANDLER=1\n"
@@ -325,7 +329,7 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
         assert unit_exec(root / "calico-docker-plugin.service") == [
             "/opt/calico/venv/bin/calico-docker-plugin", "--socket-dir", "/run/docker/plugins",
             "--docker-socket", "/var/run/docker.sock", "--lock-file", f"{root}/dataplane.lock",
-            "--hostname", host.name, "--probe", *HOSTILE]
+            "--hostname", host.name, "--metrics-address", "[::1]:9092", "--probe", *HOSTILE]
         assert not (root / "calico-docker-plugin.env").exists()
     h2_rules = lab.exec(hosts[1].ns, "iptables-save").stdout
     assert "--dports 80 " in h2_rules or "--dport 80 " in h2_rules, h2_rules

@@ -7,17 +7,14 @@ ip6tables-restore and ipset, and their failures, are counted here (``metrics.COM
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
-from collections.abc import Callable, Sequence
-from typing import ParamSpec
+from collections.abc import Sequence
 
 from .. import metrics
 from ..errors import CalicoError
 
 DEFAULT_TIMEOUT = 30.0
-P = ParamSpec("P")
 
 
 class CommandError(CalicoError):
@@ -38,25 +35,6 @@ def timeout_for(text: str) -> float:
     return DEFAULT_TIMEOUT + text.count("\n") / 1000
 
 
-def _counted(run: Callable[P, str]) -> Callable[P, str]:
-    """Count the runs and failures of the commands ``metrics.COMMANDS`` names."""
-    @functools.wraps(run)
-    def counting(*args: P.args, **kwargs: P.kwargs) -> str:
-        argv: Sequence[str] = args[0] if args else kwargs["argv"]  # type: ignore[assignment]
-        counters = metrics.COMMANDS.get(os.path.basename(argv[0]))
-        if counters is None:
-            return run(*args, **kwargs)
-        calls, errors = counters
-        calls.inc()
-        try:
-            return run(*args, **kwargs)
-        except CommandError:
-            errors.inc()
-            raise
-    return counting
-
-
-@_counted
 def run(argv: Sequence[str], stdin: str | None = None, timeout: float = DEFAULT_TIMEOUT,
         ok_codes: Sequence[int] = (0,), merge_stderr: bool = False) -> str:
     """Run ``argv`` (no shell) and return its standard output.
@@ -64,6 +42,20 @@ def run(argv: Sequence[str], stdin: str | None = None, timeout: float = DEFAULT_
     ``merge_stderr``: standard error too, interleaved (``bird --version`` and birdc's
     errors go to standard error; a diagnostics report wants what the tool said).
     """
+    counters = metrics.COMMANDS.get(os.path.basename(argv[0]))
+    if counters is None:
+        return _run(argv, stdin, timeout, ok_codes, merge_stderr)
+    calls, errors = counters
+    calls.inc()
+    try:
+        return _run(argv, stdin, timeout, ok_codes, merge_stderr)
+    except CommandError:
+        errors.inc()
+        raise
+
+
+def _run(argv: Sequence[str], stdin: str | None, timeout: float, ok_codes: Sequence[int],
+         merge_stderr: bool) -> str:
     try:
         proc = subprocess.run(list(argv), input=stdin, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .. import datastore, logsafe
+from .. import datastore, logsafe, metrics
 from ..agent import resolve_hostname
 from ..client import connect
 from ..dataplane.routes import apply_route_changes
@@ -229,10 +229,15 @@ class _Request(BaseHTTPRequestHandler):
         if len(raw) < length or not self.server.start_call(self.connection):
             self.close_connection = True  # the caller hung up, or was closed for a newer one
             return
+        call, start = self.path[1:], time.perf_counter()  # a known path: a bounded label
+        self.answered = 0  # the status _answer sent
         try:
             self._call(handler, raw)
         finally:
             self.server.end_call(self.connection)
+            metrics.PLUGIN_REQUEST_DURATION.labels(call).observe(time.perf_counter() - start)
+            if self.answered != 200:
+                metrics.PLUGIN_REQUEST_ERRORS.labels(call).inc()
 
     def _call(self, handler: Handler, raw: bytes) -> None:
         field = self.server.error_field
@@ -266,6 +271,7 @@ class _Request(BaseHTTPRequestHandler):
         self._answer(code, {self.server.error_field: text})
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
+        self.answered = status
         if status != 200:  # every refusal quotes its values; this keeps any slip one line
             field = self.server.error_field
             body = {**body, field: one_line(str(body[field]))}
@@ -306,6 +312,7 @@ def serve(driver: Driver, socket_dir: str) -> list[_Server]:
             if os.path.exists(path):
                 os.unlink(path)
             server = _Server(path, handlers, error_field)
+            metrics.plugin_calls(call[1:] for call in handlers)
             threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
             servers.append(server)
     finally:
@@ -329,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 30: Docker may not list a container it is creating)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                             "([IPV6]:PORT for IPv6): the plugin's calls, IPAM, and the "
+                             "dataplane it programs (default: off)")
     return parser
 
 
@@ -336,7 +347,8 @@ class Programmer:
     """Programs this host's dataplane in a background thread, so that no Docker call
     waits for it: requests that arrive while an apply runs are served together by the
     next one (50 containers starting at once cost a few applies, not 50). A failed apply
-    is retried after a short pause; the agent's resync repairs whatever is left."""
+    is retried after a short pause; the agent's resync repairs whatever is left. Its
+    applies move this process's calico_agent_* metrics (the same reconcile as the agent's)."""
 
     RETRY = 1.0
 
@@ -389,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # pyroute2 logs every netlink message at DEBUG: the plugin's own lines would drown
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
+        if args.metrics_address:
+            metrics.serve(args.metrics_address)
         client = connect(**datastore.options(args))
     except CalicoError as exc:
         log.error("%s", exc)
