@@ -131,6 +131,7 @@ def profile_show(c: Client, a: argparse.Namespace) -> None:
 def profile_counters(c: Client, a: argparse.Namespace) -> None:
     from .agent import resolve_hostname
     from .counters import profile_counters as read
+    from .explain import short_id
 
     found = read(c.store, resolve_hostname(a.hostname), a.name)
     if a.output == "json":
@@ -149,7 +150,7 @@ def profile_counters(c: Client, a: argparse.Namespace) -> None:
         print("  dropped at the end of an endpoint's chain (no profile allowed it):")
         for d in found.drops:
             print(f"         {_counts(d.count)}  {d.direction} to/from {d.interface} "
-                  f"(endpoint {d.endpoint})")
+                  f"(endpoint {short_id(d.endpoint)})")
     for note in found.notes:
         print(f"  note: {note}")
 

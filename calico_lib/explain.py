@@ -126,6 +126,12 @@ def make_packet(src: str, dst: str, protocol: str | int | None = None,
 # --------------------------------------------------------------------------- the answer
 
 
+def short_id(endpoint_id: str) -> str:
+    """An endpoint id as Docker shortens its ids: 12 characters (its interface and
+    ``-o json`` name it whole)."""
+    return endpoint_id if len(endpoint_id) <= 12 else endpoint_id[:12] + "..."
+
+
 @dataclass(frozen=True)
 class Step:
     """One decision on the packet's way."""
@@ -379,6 +385,8 @@ class _HostView:
     #: profile chain -> (profile, "inbound"/"outbound", spec origins)
     profiles: dict[str, tuple[Profile, str, tuple[int, ...]]]
     local: frozenset[str]
+    #: a local endpoint's chains -> (kind: "source-check", "from" or "to"; the endpoint)
+    endpoints: dict[str, tuple[str, Endpoint]] = field(default_factory=dict)
     parsed: dict[str, list[_Rule]] = field(default_factory=dict)
 
     def chain(self, table: Table, name: str) -> list[_Rule]:
@@ -402,7 +410,12 @@ def _host_view(store: Datastore, host: str, version: int) -> _HostView:
             profiles[chain] = (profile, direction, origins)
     node = snapshot.nodes.get(host)
     local = frozenset(a for a in ((node.ipv4, node.ipv6) if node else ()) if a)
-    return _HostView(host, snapshot, policy, profiles, local)
+    endpoints = {}
+    for ep in snapshot.local_endpoints:
+        endpoints[names.source_check(ep.interface, version)] = ("source-check", ep)
+        endpoints[names.from_endpoint(ep.interface)] = ("from", ep)
+        endpoints[names.to_endpoint(ep.interface)] = ("to", ep)
+    return _HostView(host, snapshot, policy, profiles, local, endpoints)
 
 
 class _Walker:
@@ -468,8 +481,8 @@ class _Walker:
             self._step(direction, verdict, chain, position, detail, profile=prof.name,
                        rule_number=index + 1, rule=rules[index])
             return
-        ep = self._endpoint_of(chain)
-        if chain.startswith("cali-sa"):
+        kind_of, ep = self.view.endpoints.get(chain, ("", None))
+        if kind_of == "source-check":
             if kind == "DROP":
                 what = "MAC" if "--mac-source" in rule.spec else "source address"
                 self._step("anti-spoofing", "drop", chain, position,
@@ -483,9 +496,10 @@ class _Walker:
                            "dropped: workloads may not reach BGP (tcp/179) of a host or "
                            "peer unless an outbound rule allows port 179 itself")
             else:
-                direction = "inbound" if chain.startswith("cali-to-") else "outbound"
+                direction = "inbound" if kind_of == "to" else "outbound"
                 self._step("endpoint", "drop", chain, position,
-                           f"dropped: no {direction} profile of endpoint {ep.id} allowed it"
+                           f"dropped: no {direction} profile of endpoint {short_id(ep.id)} "
+                           "allowed it"
                            + ("" if ep.profiles else " (it has no profile)"))
         elif chain.startswith(names.DISPATCH_ROOTS) and kind == "DROP":
             iface = self.walk.in_if if chain.startswith(
@@ -509,11 +523,6 @@ class _Walker:
                        "leaves masqueraded to this host's address (a nat_outgoing pool "
                        "to a destination outside every pool)")
 
-    def _endpoint_of(self, chain: str) -> Endpoint | None:
-        for ep in self.view.snapshot.local_endpoints:
-            if chain in (names.from_endpoint(ep.interface), names.to_endpoint(ep.interface)):
-                return ep
-        return None
 
 
 # --------------------------------------------------------------------------- the ends
@@ -532,7 +541,7 @@ class Party:
     def describe(self) -> str:
         if self.endpoint is not None:
             ep = self.endpoint
-            return (f"endpoint {ep.id} ({ep.interface} on {ep.host}, profiles "
+            return (f"endpoint {short_id(ep.id)} ({ep.interface} on {ep.host}, profiles "
                     f"{','.join(ep.profiles) or '-'}) at {self.address}")
         if self.node is not None:
             return f"host {self.node.name} at {self.address}"

@@ -28,7 +28,7 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
      tcp/80, naming the backend rule that lets it in) and one dropped pair (tcp/8080, dropped
      at the end of the backend container's chain), then `calicoctl profile show backend
      --counters` on the backend's node before and after a few more requests: that rule's
-     packet counter goes up;
+     packet counter goes up; the agent's and the plugin's Prometheus metrics on that node;
   6. `calicoctl ipam check`.
 
 Every expectation is a check; the exit status is 1 when any of them failed (2 when the lab is
@@ -611,6 +611,27 @@ class Demo:
         print("\n".join("    " + line for line in text.splitlines()))
         self.report.check(0 <= before < after, f"backend inbound rule {number}'s counter on "
                           f"{be.node} went up with 3 requests: {before} -> {after} packets")
+        self.check_metrics(be.node)
+
+    def check_metrics(self, node: str) -> None:
+        """The agent's and the plugin's Prometheus metrics (on in the lab)."""
+        wanted = {9091: ("calico_agent_apply_time_seconds_count",
+                         "calico_agent_active_local_endpoints"),
+                  9092: ('calico_plugin_request_duration_seconds_count{call="NetworkDriver.Join"}',
+                         'calico_ipam_assignments_total{ip_version="4"}')}
+        print(f"\n  Prometheus metrics on {node} (agent :9091, plugin :9092):")
+        for port, series in wanted.items():
+            text = self.sh(node, f"{PYTHON} -c 'import urllib.request; print(urllib.request."
+                                 f"urlopen(\"http://127.0.0.1:{port}/metrics\").read()"
+                                 f".decode())'", check=False)
+            values = {}
+            for line in text.splitlines():
+                name, _, value = line.rpartition(" ")
+                if name in series:
+                    values[name] = float(value)
+                    print(f"    {name} {value}")
+            self.report.check(all(values.get(s, 0) > 0 for s in series),
+                              f"{node}: {', '.join(series)} scraped and above 0")
 
     def check_ipam(self) -> None:
         heading("IPAM consistency (calicoctl ipam check)")
