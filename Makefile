@@ -1,7 +1,7 @@
 # Developer entry points; everything runs from the project virtualenv .venv.
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint bench demo molecule clean
+.PHONY: deps test test-fast lint bench demo molecule clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -11,11 +11,24 @@ deps:
 test: deps
 	sh scripts/run-tests.sh $(PYTEST_ARGS)
 
+# The quick pure tests alone: no root, no daemons, nothing marked slow (the markers are in
+# pyproject.toml, their enforcement in tests/conftest.py); under 30 s. Bytecode (and pytest's
+# rewritten tests) is cached outside the checkout, as tests/test_cli.py does for calicoctl.
+# PYTEST_ARGS="..." adds arguments.
+test-fast:
+	PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX="$${TMPDIR:-/tmp}/calico-test-pycache-$$(id -u)" \
+		.venv/bin/python -m pytest -q -m "not (netns or etcd or docker or lab or ansible or slow)" \
+		$(PYTEST_ARGS)
+
 molecule: deps
 	bash scripts/molecule-test.sh
 
+# ruff; the changelog (fragments lint, CHANGELOG.md generated, a fragment for every change:
+# scripts/changelog-check.sh); ansible-test sanity of the collection (scripts/sanity.sh)
 lint: deps
 	.venv/bin/ruff check .
+	sh scripts/changelog-check.sh
+	sh scripts/sanity.sh
 
 bench: deps
 	.venv/bin/python bench/ipam.py

@@ -55,7 +55,7 @@ from calico_lib import Endpoint, IPPool, Node  # noqa: E402
 from calico_lib.dataplane.bird import apply_bird  # noqa: E402
 from calico_lib.render.bird import render_bird  # noqa: E402
 from calico_lib.snapshot import load_snapshot  # noqa: E402
-from tests import netns  # noqa: E402
+from tests import netns, processes  # noqa: E402
 from tests.netns import Host, Lab  # noqa: E402
 
 POOL4 = "10.65.0.0/16"
@@ -81,7 +81,6 @@ class Birds:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.dir = Path(lab.workdir)
-        self.pidfiles: list[Path] = []
 
     def conf(self, host: Host) -> Path:
         return self.dir / f"{host.name}.conf"
@@ -90,10 +89,7 @@ class Birds:
         return self.dir / f"{host.name}.ctl"
 
     def start(self, host: Host) -> None:
-        pidfile = self.dir / f"{host.name}.pid"
-        self.pidfiles.append(pidfile)
-        self.lab.exec(host.ns, "bird", "-c", str(self.conf(host)), "-s", str(self.sock(host)),
-                      "-P", str(pidfile))
+        self.lab.start_bird(host.ns, self.conf(host), self.sock(host), wait=0)
 
     def birdc(self, host: Host, *args: str) -> str:
         return sh(["birdc", "-s", str(self.sock(host)), *args], timeout=15)
@@ -115,21 +111,7 @@ class Birds:
         raise RuntimeError(f"no Total line in birdc show memory of {host.name}")
 
     def stop(self) -> None:
-        for pidfile in self.pidfiles:
-            try:
-                pid = int(pidfile.read_text().strip())
-                os.kill(pid, signal.SIGTERM)
-            except (OSError, ValueError):
-                continue
-            deadline = time.monotonic() + 5.0
-            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if os.path.exists(f"/proc/{pid}"):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.pidfiles.clear()
+        self.lab.stop_birds()
 
 
 class RouteMonitor:
@@ -169,12 +151,7 @@ class RouteMonitor:
         return found
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        processes.stop(self.proc, timeout=5)
 
 
 def wait_until(what: str, probe, timeout: float) -> float:  # noqa: ANN001
@@ -304,11 +281,7 @@ def convergence(runs: int) -> None:
             if monitor is not None:
                 monitor.stop()
             if agent is not None:
-                agent.terminate()
-                try:
-                    agent.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
+                processes.stop(agent)
             birds.stop()
             for client in lab_client:
                 client.close()

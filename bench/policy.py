@@ -7,9 +7,10 @@ times, in the same run:
 
   1. ``render_policy`` alone, and a full render + apply from empty (``apply_snapshot``),
      with a breakdown of where ``apply_snapshot`` spends its time;
-  2. the per-rule baseline: the rendered IPv4 filter table (``iptables_restore_text``)
-     applied with one ``iptables -N`` per chain and one ``iptables -A`` per rule (ipsets are
-     created first, untimed); past a time budget the rest is extrapolated from the calls
+  2. the per-rule baseline: the IPv4 filter table as a first apply writes it (``plan_table``
+     against an empty kernel: the agent's own restore input) applied with one
+     ``iptables -N`` per chain and one ``iptables -A`` (or ``-I``, a hook) per rule (ipsets
+     are created first, untimed); past a time budget the rest is extrapolated from the calls
      made, and the output says so. One ``iptables-restore`` of the same text is shown too;
   3. an ``ansible.builtin.iptables`` loop over a few of those rules (when ansible-playbook
      is installed; it is never installed here), extrapolated to the whole table;
@@ -50,16 +51,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from calico_lib import reconcile  # noqa: E402
 from calico_lib.dataplane import ipsets, iptables  # noqa: E402
+from calico_lib.dataplane.kernel import Kernel, real_kernel  # noqa: E402
 from calico_lib.model import Endpoint, IPPool, Profile, Rule  # noqa: E402
 from calico_lib.reconcile import Dataplane, Report, apply_snapshot  # noqa: E402
-from calico_lib.render.policy import (  # noqa: E402
-    Policy,
-    ipset_restore_text,
-    iptables_restore_text,
-    render_policy,
-)
+from calico_lib.render.policy import Policy, PolicyRenderer, render_policy  # noqa: E402
 from calico_lib.snapshot import Snapshot  # noqa: E402
 
 HOSTNAME = "bench-host"
@@ -161,45 +157,67 @@ def rule_count(policy: Policy) -> int:
 
 # --------------------------------------------------------------------------- phase clock
 
-#: (label, module, function): where apply_snapshot spends its time. reconcile looks these
-#: up as module attributes at call time, so wrapping the attribute times every call.
+#: (label, owner, function) of the pure phases: reconcile looks these up as attributes at
+#: call time, so wrapping the attribute times every call. The kernel's phases are timed
+#: by wrapping the handlers the apply is given (``timed_kernel``).
 PHASES: list[tuple[str, Any, str]] = [
-    ("render", reconcile, "render_policy"),
-    ("ipset save", ipsets, "read_sets"),
+    ("render", PolicyRenderer, "render"),
     ("ipset plan", ipsets, "plan_sets"),
-    ("ipset restore", ipsets, "apply_before"),
-    ("ipset restore", ipsets, "apply_after"),
-    ("iptables-save", iptables, "read_table"),
     ("plan", iptables, "plan_table"),
-    ("iptables-restore", iptables, "apply_plan"),
-    ("routes", reconcile, "desired_routes"),
-    ("routes", reconcile, "apply_routes"),
 ]
-PHASE_LABELS = list(dict.fromkeys(label for label, _, _ in PHASES))
+#: handler method -> label
+HANDLER_PHASES = {("ipsets", "save"): "ipset save", ("ipsets", "restore"): "ipset restore",
+                  ("iptables", "save"): "iptables-save",
+                  ("iptables", "restore"): "iptables-restore",
+                  ("routes", "apply"): "routes", ("routes", "apply_changes"): "routes",
+                  ("conntrack", "flush"): "conntrack"}
+PHASE_LABELS = list(dict.fromkeys([label for label, _, _ in PHASES]
+                                  + list(HANDLER_PHASES.values())))
+
+
+def _timed(totals: dict[str, float], label: str, func: Callable[..., Any]
+           ) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter() - start
+    return wrapper
+
+
+class _Timed:
+    """A handler whose methods named in HANDLER_PHASES add their seconds to ``totals``."""
+
+    def __init__(self, kind: str, inner: Any, totals: dict[str, float]) -> None:
+        self.version = getattr(inner, "version", None)
+        for (owner, method), label in HANDLER_PHASES.items():
+            if owner == kind:
+                setattr(self, method, _timed(totals, label, getattr(inner, method)))
+
+
+def timed_kernel(totals: dict[str, float]) -> Kernel:
+    """This host's kernel with each handler call timed into ``totals``."""
+    kernel = real_kernel()
+    return Kernel({v: _Timed("iptables", h, totals) for v, h in kernel.iptables.items()},
+                  _Timed("ipsets", kernel.ipsets, totals),
+                  _Timed("conntrack", kernel.conntrack, totals),
+                  _Timed("routes", kernel.routes, totals))
 
 
 @contextmanager
-def phase_clock() -> Iterator[dict[str, float]]:
-    """Seconds per phase of the apply_snapshot calls made inside the block."""
+def phase_clock() -> Iterator[tuple[dict[str, float], Kernel]]:
+    """Seconds per phase of the applies made inside the block through the kernel it
+    gives."""
     totals = dict.fromkeys(PHASE_LABELS, 0.0)
-
-    def timed(label: str, func: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                totals[label] += time.perf_counter() - start
-        return wrapper
-
-    originals = [(module, name, getattr(module, name)) for _, module, name in PHASES]
-    for (label, module, name), (_, _, func) in zip(PHASES, originals, strict=True):
-        setattr(module, name, timed(label, func))
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in PHASES]
+    for (label, owner, name), (_, _, func) in zip(PHASES, originals, strict=True):
+        setattr(owner, name, _timed(totals, label, func))
     try:
-        yield totals
+        yield totals, timed_kernel(totals)
     finally:
-        for module, name, func in originals:
-            setattr(module, name, func)
+        for owner, name, func in originals:
+            setattr(owner, name, func)
 
 
 # --------------------------------------------------------------------------- shell helpers
@@ -230,10 +248,20 @@ def reset_namespace() -> None:
 
 
 def parse_restore_text(text: str) -> tuple[list[str], list[list[str]]]:
-    """The chains declared and the `-A` rules (as argv) of one iptables-restore table."""
+    """The chains declared and the `-A` and `-I` rules (as argv: a hook is inserted first)
+    of one iptables-restore table."""
     chains = [line[1:].split()[0] for line in text.splitlines() if line.startswith(":")]
-    rules = [shlex.split(line) for line in text.splitlines() if line.startswith("-A ")]
+    rules = [shlex.split(line) for line in text.splitlines()
+             if line.startswith(("-A ", "-I "))]
     return chains, rules
+
+
+def first_apply_texts(policy: Policy) -> tuple[str, str]:
+    """What a first apply writes: the ipset restore input, and the IPv4 filter table's
+    iptables-restore input (the agent's planners against an empty kernel)."""
+    sets = ipsets.plan_sets(policy.ipsets, {}).before or ""
+    table = iptables.plan_table(policy.table(4, "filter"), iptables.KernelTable())
+    return sets, table.text or ""
 
 
 # --------------------------------------------------------------------------- measurements
@@ -246,9 +274,9 @@ class Apply:
 
 
 def timed_apply(snapshot: Snapshot) -> Apply:
-    with phase_clock() as phases:
+    with phase_clock() as (phases, kernel):
         start = time.perf_counter()
-        report = apply_snapshot(snapshot)
+        report = apply_snapshot(snapshot, kernel=kernel)
         seconds = time.perf_counter() - start
     return Apply(seconds, dict(phases), report)
 
@@ -326,6 +354,9 @@ def ansible_params(argv: list[str]) -> tuple[dict[str, str], bool] | None:
             i += 2
         elif token == "-m":
             i += 2  # each option below implies its module
+        elif token == "--comment":
+            params["comment"] = argv[i + 1]
+            i += 2
         elif token == "--match-set":
             params["match_set"] = bang + argv[i + 1]
             params["match_set_flags"] = argv[i + 2]
@@ -477,7 +508,7 @@ def run_inside(sizes: Sizes) -> int:
         start = time.perf_counter()
         policy = render_policy(snapshot)
         renders.append(time.perf_counter() - start)
-    v4_text = iptables_restore_text(policy.table(4, "filter"))
+    sets_text, v4_text = first_apply_texts(policy)
     v4_chains, v4_rules = parse_restore_text(v4_text)
     print(f"snapshot: {sizes.endpoints} endpoints, {sizes.profiles} profiles, "
           f"{sizes.rules} rules{' (IPv4 and IPv6 addresses)' if sizes.ipv6 else ''}; "
@@ -507,7 +538,7 @@ def run_inside(sizes: Sizes) -> int:
 
     # The baselines start from an emptied namespace with the sets already there.
     reset_namespace()
-    sh(["ipset", "restore"], ipset_restore_text(policy))
+    sh(["ipset", "restore"], sets_text)
     start = time.perf_counter()
     sh(["iptables-restore", "--noflush", "--wait"], v4_text)
     out.rows.append(Row("one iptables-restore of the IPv4 filter text",
@@ -523,8 +554,8 @@ def run_inside(sizes: Sizes) -> int:
     out.notes.append(f"per-rule: -N {per_rule.chain_seconds:.2f} s for {per_rule.chains} "
                      f"chains; -A {1000 * per_rule.rule_seconds / per_rule.timed_rules:.2f} "
                      f"ms a call (first tenth {per_rule.first_ms:.2f} ms, last tenth "
-                     f"{per_rule.last_ms:.2f} ms); IPv4 filter only, without the rule comments "
-                     f"apply_snapshot adds")
+                     f"{per_rule.last_ms:.2f} ms); IPv4 filter only, each rule with the "
+                     f"cali: comment apply_snapshot gives it")
 
     ansible: AnsibleRun | None = None
     playbook_bin = find_ansible_playbook()

@@ -94,7 +94,8 @@ from calico_lib.model import Endpoint, IPPool, Node, Profile, Rule  # noqa: E402
 from calico_lib.render import names  # noqa: E402
 from calico_lib.render.policy import RETURN_IF_MARKED, Policy  # noqa: E402
 from calico_lib.snapshot import Snapshot  # noqa: E402
-from tests.netns import GATEWAY4, GATEWAY6, HOST_VETH_MAC  # noqa: E402
+from tests import processes  # noqa: E402
+from tests.netns import GATEWAY4, GATEWAY6, HOST_VETH_MAC, delete_namespace  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve())
 
@@ -371,29 +372,11 @@ def run(argv: Sequence[str], stdin: str | None = None, timeout: float = 60.0,
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
-    """Terminate one process this script started (then kill it), and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Terminate one process this script started (then kill it), reap it, close its pipes."""
+    processes.stop(proc, timeout)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
-
-
-def delete_namespace(ns: str) -> None:
-    """Kill what still runs in one of this script's namespaces (only this script starts
-    processes there), then delete it: its veths, bridges, VXLANs, rules and sets go too."""
-    pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
-    for pid in pids:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-    run(["ip", "netns", "del", ns], check=False)
 
 
 def sweep(tag: str) -> list[str]:

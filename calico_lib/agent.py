@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +19,7 @@ from . import datastore, keys, logsafe, metrics
 from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
+from .hostname import resolve_hostname
 from .reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 
 log = logging.getLogger("calico-agent")
@@ -29,10 +28,6 @@ log = logging.getLogger("calico-agent")
 #: within seconds of the datastore's return
 MAX_BACKOFF = 30.0
 DATASTORE_BACKOFF = 2.0
-
-
-def resolve_hostname(hostname: str | None) -> str:
-    return hostname or os.environ.get("CALICO_HOSTNAME") or socket.gethostname()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,6 +80,7 @@ def pool_list(c: Client, a: argparse.Namespace) -> None:
 
 
 def profile_add(c: Client, a: argparse.Namespace) -> None:
+    rules = None
     if a.rules:
         text = _read_file("rules", a.rules)
         try:
@@ -89,14 +90,10 @@ def profile_add(c: Client, a: argparse.Namespace) -> None:
         if not isinstance(rules, dict):
             raise ValidationError("rules", "use a JSON object with inbound_rules and "
                                            "outbound_rules lists")
-        profile = Profile.from_dict({"name": a.name, "tags": a.tag or [a.name],
-                                     "labels": _labels(a.label), **rules,
-                                     "docker_network": a.docker_network})
-    else:
-        profile = Profile.with_default_rules(a.name, docker_network=a.docker_network)
-        profile.tags = sorted(set(profile.tags) | set(a.tag or []))
-        profile.labels = Profile(a.name, labels=_labels(a.label)).labels
-    c.add_profile(profile)
+    # --tag adds to the name's own tag, with a rules file or without
+    tags = sorted({a.name, *(a.tag or [])})
+    c.add_profile(Profile.with_defaults(a.name, tags=tags, labels=_labels(a.label),
+                                        docker_network=a.docker_network, rules=rules))
 
 
 def profile_list(c: Client, a: argparse.Namespace) -> None:
@@ -129,9 +126,9 @@ def profile_show(c: Client, a: argparse.Namespace) -> None:
 
 
 def profile_counters(c: Client, a: argparse.Namespace) -> None:
-    from .agent import resolve_hostname
     from .counters import profile_counters as read
     from .explain import short_id
+    from .hostname import resolve_hostname
 
     found = read(c.store, resolve_hostname(a.hostname), a.name)
     if a.output == "json":
@@ -425,7 +422,7 @@ def ipam_gc(c: Client, a: argparse.Namespace) -> int:
 
     plan: list[Release]  # the parser made sure exactly one scope was given
     if a.docker:
-        from .agent import resolve_hostname
+        from .hostname import resolve_hostname
         from .plugin import docker_sync
         from .plugin.docker_api import DockerAPI
 
@@ -790,9 +787,16 @@ def build_parser() -> argparse.ArgumentParser:
     # lab (no datastore: containers on this machine's Docker)
     lab = group(groups, "lab", "a local multi-host lab: node containers calico-lab-1..N "
                 "on the Docker network calico-lab-fabric (needs root)")
+    # a second lab beside the default one (tests of an installed package) comes from the
+    # environment, so the fixed names stay the only ones the options offer
+    lab_env = ("environment: CALICO_LAB_PREFIX, CALICO_LAB_SUBNET4, CALICO_LAB_SUBNET6 and "
+               "CALICO_LAB_STATE_DIR make another lab beside calico-lab (give them to `lab "
+               "down` too); CALICO_LAB_REPO names a checkout to deploy from (default: the "
+               "checkout this package runs from, else the collection installed with it)")
     p = lab.add_parser("up", help="build the node image (cached), start the nodes and "
                        "deploy with playbooks/site.yml", description="build the node image "
-                       "(cached), start the nodes and deploy with playbooks/site.yml")
+                       "(cached), start the nodes and deploy with playbooks/site.yml",
+                       epilog=lab_env)
     p.set_defaults(handler=lab_command)
     p.add_argument("--nodes", type=_node_count, default=3, metavar="N",
                    help="node count, 1 to 50 (default 3)")
@@ -803,7 +807,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-deploy", action="store_true", help="start the nodes only")
     for name, text in (("down", "remove the lab's containers, volumes, network and state"),
                        ("image", "build the node image if needed and print its tag")):
-        lab.add_parser(name, help=text, description=text).set_defaults(handler=lab_command)
+        lab.add_parser(name, help=text, description=text,
+                       epilog=lab_env).set_defaults(handler=lab_command)
 
     # diags: it opens the datastore itself, so a store that does not answer is noted
     from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET

@@ -33,11 +33,11 @@ from .model import (
     Node,
     Profile,
     Rule,
-    _hostname,
-    _name,
     parse_address,
     parse_network,
     show,
+    validate_hostname,
+    validate_name,
 )
 from .records import Reporter, Unreadable, check_records, decode, decode_all
 from .snapshot import DOCKER_LABEL
@@ -225,7 +225,7 @@ class Client:
     def get_profile(self, name: str, stored_only: bool = False) -> Profile:
         """A profile; a Docker network's profile that has no record yet is its default
         (unless ``stored_only``)."""
-        _name("name", name)
+        validate_name("name", name)
         try:
             return self._get(keys.profile(name), Profile, f"profile {name}")
         except NotFoundError:
@@ -248,7 +248,7 @@ class Client:
         """Remove a profile; refused while endpoints use it (their traffic would all be
         dropped, and the next container of its network would recreate it with the default
         rules) unless ``force``."""
-        _name("name", name)
+        validate_name("name", name)
         if not force:
             users = [e for e in self.list_endpoints() if name in e.profiles]
             if users:
@@ -297,7 +297,7 @@ class Client:
     def _tx_profile(self, tx: Tx, name: str) -> Profile:
         """The profile to edit; a Docker network's profile without a record starts from
         its default rules (editing it is the operator's explicit act)."""
-        _name("profile", name)
+        validate_name("profile", name)
         data = tx.get(keys.profile(name))
         if data is not None:
             return Profile.from_dict(data)
@@ -346,7 +346,7 @@ class Client:
         tx.put(keys.NODES_GUARD, {"changed": node.name})
 
     def get_node(self, name: str) -> Node:
-        _hostname("name", name)
+        validate_hostname("name", name)
         return self._get(keys.node(name), Node, f"node {name}")
 
     def list_nodes(self) -> list[Node]:
@@ -354,7 +354,7 @@ class Client:
 
     def remove_node(self, name: str) -> None:
         """Remove a node and its own BGP peers."""
-        _hostname("name", name)
+        validate_hostname("name", name)
 
         def write(tx: Tx) -> None:
             if tx.get(keys.node(name)) is None:
@@ -410,7 +410,7 @@ class Client:
     def remove_bgp_peer(self, address: str, node: str | None = None) -> None:
         addr = str(parse_address("address", address))
         if node is not None:
-            _hostname("node", node)
+            validate_hostname("node", node)
         scope = f"node {node}" if node else "global"
         self._remove(keys.peer(addr, node), f"{scope} BGP peer {addr}")
 
@@ -419,7 +419,7 @@ class Client:
         peers = self._list(keys.GLOBAL_PEERS, BGPPeer)
         if node is None:
             return peers + self._list(keys.NODE_PEERS, BGPPeer)
-        _hostname("node", node)
+        validate_hostname("node", node)
         return peers + self._list(f"{keys.NODE_PEERS}{node}/", BGPPeer)
 
     # ---------------------------------------------------------------- endpoints
@@ -471,22 +471,22 @@ class Client:
         return transact(self.store, write)
 
     def get_endpoint(self, host: str, endpoint_id: str) -> Endpoint:
-        _hostname("host", host)
-        _name("id", endpoint_id)
+        validate_hostname("host", host)
+        validate_name("id", endpoint_id)
         return self._get(keys.endpoint(host, endpoint_id), Endpoint,
                          f"endpoint {endpoint_id} on {host}")
 
     def list_endpoints(self, host: str | None = None) -> list[Endpoint]:
         if host is None:
             return self._list(keys.ENDPOINTS, Endpoint)
-        _hostname("host", host)
+        validate_hostname("host", host)
         return self._list(keys.endpoints(host), Endpoint)
 
     def remove_endpoint(self, host: str, endpoint_id: str,
                         release_addresses: bool = False) -> None:
         """Remove an endpoint; with ``release_addresses`` also free its IPAM handle."""
-        _hostname("host", host)
-        _name("id", endpoint_id)
+        validate_hostname("host", host)
+        validate_name("id", endpoint_id)
         self._remove(keys.endpoint(host, endpoint_id), f"endpoint {endpoint_id} on {host}")
         if release_addresses:
             self.ipam.release_handle(endpoint_id)

@@ -140,8 +140,14 @@ def _matching(chains: dict[str, list[Counted]], chain: str, specs: list[str],
 
 
 def profile_counters(store: Datastore, hostname: str, name: str,
-                     read: Callable[[int], dict[str, list[Counted]]] = read_counters
+                     read: Callable[[int], dict[str, list[Counted]]] | None = None
                      ) -> ProfileCounters:
-    """Profile ``name``'s rule counters in this host's kernel."""
+    """Profile ``name``'s rule counters in this host's kernel (``read(version)``: the
+    counted chains of one IP version, from `iptables-save -c` unless told)."""
+    if read is None:
+        from .dataplane.kernel import IptablesCommands
+
+        def read(version: int) -> dict[str, list[Counted]]:
+            return read_counters(IptablesCommands(version))
     snapshot = load_snapshot(store, hostname)
     return count(snapshot, name, {v: read(v) for v in VERSIONS})

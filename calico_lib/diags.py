@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import socket
 import sys
 import tarfile
 import tempfile
@@ -39,6 +38,7 @@ from .dataplane import runner
 from .dataplane.bird import DEFAULT_CONFIG as BIRD_CONFIG
 from .dataplane.bird import DEFAULT_SOCKET as BIRD_SOCKET
 from .errors import CalicoError, ValidationError
+from .hostname import resolve_hostname
 from .model import show
 
 MASK = "********"
@@ -203,13 +203,6 @@ def _telling_line(output: str) -> str:
     return next((line for line in lines if _TELLING.search(line)), lines[0] if lines else "")
 
 
-def resolve_hostname(hostname: str | None) -> str:
-    """This host's name, by the rule every command uses (ARCHITECTURE.md): ``--hostname``,
-    else $CALICO_HOSTNAME, else the system host name. Not imported from the agent: diags
-    must work when the agent's modules do not load."""
-    return hostname or os.environ.get("CALICO_HOSTNAME") or socket.gethostname()
-
-
 def collect(output: str | None = None, hostname: str | None = None,
             bird_socket: str = BIRD_SOCKET, bird_config: str = BIRD_CONFIG,
             log_lines: int = DEFAULT_LOG_LINES,
@@ -310,15 +303,13 @@ def _store_failed(col: _Collector, exc: Exception, *parts: str) -> None:
 
 def _peer_secrets(col: _Collector, store: datastore.Datastore) -> None:
     from . import keys
+    from .records import json_object
 
     ranges, _ = store.read([keys.GLOBAL_PEERS, keys.NODE_PEERS])
     for kv in (kv for kvs in ranges for kv in kvs):
-        try:
-            data = json.loads(kv.value)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("password"), str):
-            col.secrets.add(data["password"])
+        password = json_object(kv).get("password")
+        if isinstance(password, str):
+            col.secrets.add(password)
 
 
 def _snapshot(store: datastore.Datastore, host: str) -> str:

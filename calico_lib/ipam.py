@@ -17,7 +17,6 @@ Freed addresses go to the back of the block's free list, so they are not reused 
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,14 +38,14 @@ from .model import (
     Endpoint,
     IPAMConfig,
     IPPool,
-    _hostname,
-    _int,
-    _name,
     parse_address,
     parse_network,
     show,
+    validate_hostname,
+    validate_int,
+    validate_name,
 )
-from .records import Unreadable, decode_all
+from .records import RecordError, Unreadable, decode_all, json_object, load_json
 from .txn import Tx, View, loads, transact
 
 MAX_PER_REQUEST = 1024
@@ -211,8 +210,8 @@ def read_handle(kv: KeyValue) -> dict[str, Any]:
 
 def _json(kv: KeyValue) -> dict[str, Any]:
     try:
-        data = json.loads(kv.value)
-    except (ValueError, RecursionError):
+        data = load_json(kv)
+    except RecordError:
         raise ValueError("not valid JSON") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
@@ -363,22 +362,12 @@ def take_interface(tx: Tx, endpoint: Endpoint, rebuild: bool = False) -> None:
 def interface_owner(store: Datastore, host: str, interface: str) -> str | None:
     """The endpoint of ``host`` that has ``interface`` as the host's interface index says
     (and its record confirms), else None."""
-    kv = store.get(keys.interface_index(host))
-    try:
-        data = json.loads(kv.value) if kv else None
-    except (ValueError, RecursionError):
-        return None
-    entries = data.get("interfaces") if isinstance(data, dict) else None
+    entries = json_object(store.get(keys.interface_index(host))).get("interfaces")
     owner = entries.get(interface) if isinstance(entries, dict) else None
     if not isinstance(owner, str):
         return None
-    kv = store.get(keys.endpoint(host, owner))
-    try:
-        record = json.loads(kv.value) if kv else None
-    except (ValueError, RecursionError):
-        return None
-    return owner if isinstance(record, dict) and record.get("interface") == interface \
-        else None
+    record = json_object(store.get(keys.endpoint(host, owner)))
+    return owner if record.get("interface") == interface else None
 
 
 def _list_interfaces(tx: Tx, host: str) -> dict[str, str]:
@@ -386,11 +375,7 @@ def _list_interfaces(tx: Tx, host: str) -> dict[str, str]:
     where several name one interface, as snapshots keep it; unreadable records skipped)."""
     found: dict[str, str] = {}
     for kv in tx.store.list(keys.endpoints(host)):
-        try:
-            record = json.loads(kv.value)
-        except (ValueError, RecursionError):
-            continue
-        interface = record.get("interface") if isinstance(record, dict) else None
+        interface = json_object(kv).get("interface")
         if isinstance(interface, str):
             found.setdefault(interface, keys.last(kv.key))
     return found
@@ -446,10 +431,10 @@ class IPAM:
         ``pools`` limits the search to those pool CIDRs. All or nothing: when the pools
         cannot give every address asked for, ``PoolExhaustedError`` and nothing changes.
         """
-        _hostname("host", host)
-        _name("handle", handle)
-        wanted = {4: _int("ipv4", num_ipv4, 0, MAX_PER_REQUEST),
-                  6: _int("ipv6", num_ipv6, 0, MAX_PER_REQUEST)}
+        validate_hostname("host", host)
+        validate_name("handle", handle)
+        wanted = {4: validate_int("ipv4", num_ipv4, 0, MAX_PER_REQUEST),
+                  6: validate_int("ipv6", num_ipv6, 0, MAX_PER_REQUEST)}
         if not any(wanted.values()):
             raise ValidationError("ipv4", "nothing to assign; ask for at least one address")
         only = ({str(parse_network("pools", p)) for p in _items("pools", pools)}
@@ -509,8 +494,8 @@ class IPAM:
     def assign_ip(self, address: str, handle: str, host: str) -> str:
         """Assign one specific address; ``InUseError`` if it is taken."""
         addr = parse_address("ip", address)
-        _name("handle", handle)
-        _hostname("host", host)
+        validate_name("handle", handle)
+        validate_hostname("host", host)
 
         def attempt(tx: Tx) -> str:
             tx.prefetch([keys.handle(handle)], [keys.POOLS])
@@ -572,7 +557,7 @@ class IPAM:
 
     def release_handle(self, handle: str) -> list[str]:
         """Release every address of ``handle`` (also addresses a lost handle record missed)."""
-        _name("handle", handle)
+        validate_name("handle", handle)
 
         def attempt(tx: Tx) -> list[str]:
             record = tx.get(keys.handle(handle))
@@ -608,8 +593,8 @@ class IPAM:
         ``take_interface``). Returns the addresses that were taken over or assigned.
         """
         addrs = [parse_address("ip", a) for a in _items("ip", addresses)]
-        _name("handle", handle)
-        _hostname("host", host)
+        validate_name("handle", handle)
+        validate_hostname("host", host)
         if endpoint is not None and (endpoint.host, endpoint.id) != (host, handle):
             raise ValidationError("endpoint", f"endpoint {endpoint.id} on {endpoint.host} "
                                               f"is not {handle} on {host}")
@@ -655,8 +640,8 @@ class IPAM:
         """Remove ``host``'s endpoint record and free its handle, in one transaction (the
         Docker plugin's DeleteEndpoint). Returns the addresses freed, or None when the
         handle is another host's: then only the record goes."""
-        _hostname("host", host)
-        _name("id", endpoint_id)
+        validate_hostname("host", host)
+        validate_name("id", endpoint_id)
 
         def attempt(tx: Tx) -> list[str] | None:
             if tx.get(keys.endpoint(host, endpoint_id)) is not None:
@@ -692,7 +677,7 @@ class IPAM:
         DeleteEndpoint already freed). Anything else raises InUseError; nothing changes.
         """
         addr = parse_address("ip", address)
-        _hostname("host", host)
+        validate_hostname("host", host)
 
         def attempt(tx: Tx) -> str | None:
             tx.prefetch([], [keys.POOLS])
@@ -716,7 +701,7 @@ class IPAM:
 
     def release_host_affinities(self, host: str) -> list[str]:
         """Drop ``host``'s claims: empty blocks are freed, used ones stay (unaffine)."""
-        _hostname("host", host)
+        validate_hostname("host", host)
 
         def release(key: str) -> Callable[[Tx], str]:
             def attempt(tx: Tx) -> str:
@@ -813,7 +798,7 @@ class IPAM:
 
     def pending(self, host: str) -> dict[str, list[str]]:
         """The pending handles of ``host`` and the addresses each holds."""
-        _hostname("host", host)
+        validate_hostname("host", host)
         state = self.read_state()
         return {h: [a for addrs in per_block.values() for a in addrs]
                 for h, per_block in sorted(state.holdings().items())

@@ -108,9 +108,10 @@ def parse_address(field_name: str, value: Any, version: int | None = None) -> ne
     return addr
 
 
-def _name(field_name: str, value: Any, pattern: re.Pattern[str] = NAME_RE,
-          what: str = "letters, digits, '_', '.', '-', starting with a letter or digit, "
-                      "at most 128 characters") -> str:
+def validate_name(field_name: str, value: Any, pattern: re.Pattern[str] = NAME_RE,
+                  what: str = "letters, digits, '_', '.', '-', starting with a letter or "
+                              "digit, at most 128 characters") -> str:
+    """``value`` if it is a name (of ``pattern``); else ValidationError naming the field."""
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise _fail(field_name, f"{show(value)} is not allowed; use {what}")
     return value
@@ -127,9 +128,10 @@ def routable_address(field_name: str, value: Any, version: int | None = None
     return addr
 
 
-def _hostname(field_name: str, value: Any) -> str:
-    return _name(field_name, value, HOSTNAME_RE,
-                 "a host name: letters, digits, '.', '-', '_', at most 253 characters")
+def validate_hostname(field_name: str, value: Any) -> str:
+    """``value`` if it is a host (node) name; else ValidationError naming the field."""
+    return validate_name(field_name, value, HOSTNAME_RE,
+                         "a host name: letters, digits, '.', '-', '_', at most 253 characters")
 
 
 def _bool(field_name: str, value: Any) -> bool:
@@ -142,7 +144,8 @@ def _bool(field_name: str, value: Any) -> bool:
     raise _fail(field_name, f"{show(value)} is not allowed; use true or false")
 
 
-def _int(field_name: str, value: Any, low: int, high: int) -> int:
+def validate_int(field_name: str, value: Any, low: int, high: int) -> int:
+    """``value`` (a number, or its digits) if it is within ``low``-``high``."""
     if isinstance(value, bool):
         raise _fail(field_name, f"{show(value)} is not allowed; use a number {low}-{high}")
     if isinstance(value, str) and DIGITS_RE.fullmatch(value.strip(" ")):
@@ -153,7 +156,7 @@ def _int(field_name: str, value: Any, low: int, high: int) -> int:
 
 
 def parse_as_number(field_name: str, value: Any) -> int:
-    return _int(field_name, value, 1, 4294967295)
+    return validate_int(field_name, value, 1, 4294967295)
 
 
 def _labels(field_name: str, value: Any) -> dict[str, str]:
@@ -306,7 +309,7 @@ class IPPool(Model):
         low, high = BLOCK_SIZE_RANGE[net.version]
         if self.block_size is None:
             self.block_size = DEFAULT_BLOCK_SIZE[net.version]
-        self.block_size = _int("block_size", self.block_size, low, high)
+        self.block_size = validate_int("block_size", self.block_size, low, high)
         if net.prefixlen > self.block_size:
             raise _fail("block_size", f"/{self.block_size} blocks do not fit in {net}; use a "
                                       f"block size of {net.prefixlen}-{high}")
@@ -356,7 +359,7 @@ class Rule(Model):
         self.protocol = _protocol("protocol", self.protocol)
         self.not_protocol = _protocol("not_protocol", self.not_protocol)
         if self.ip_version is not None:
-            self.ip_version = _int("ip_version", self.ip_version, 4, 6)
+            self.ip_version = validate_int("ip_version", self.ip_version, 4, 6)
             if self.ip_version not in (4, 6):
                 raise _fail("ip_version", f"{show(self.ip_version)} is not allowed; use 4 or 6")
         implied = ICMP_PROTOCOLS.get(self.protocol)  # type: ignore[arg-type]
@@ -371,7 +374,7 @@ class Rule(Model):
             setattr(self, name, nets)
         for name in ("src_tag", "not_src_tag", "dst_tag", "not_dst_tag"):
             if getattr(self, name) is not None:
-                _name(name, getattr(self, name))
+                validate_name(name, getattr(self, name))
         for name in ("src_ports", "not_src_ports", "dst_ports", "not_dst_ports"):
             ports = _ports(name, getattr(self, name))
             setattr(self, name, ports)
@@ -382,7 +385,7 @@ class Rule(Model):
             if value is None:
                 continue
             high = 254 if name.endswith("type") else 255
-            setattr(self, name, _int(name, value, 0, high))
+            setattr(self, name, validate_int(name, value, 0, high))
             if implied is None:
                 raise _fail(name, "ICMP matches need protocol icmp or icmpv6")
         if self.icmp_code is not None and self.icmp_type is None:
@@ -476,8 +479,8 @@ class Profile(Model):
     docker_network: bool = False
 
     def __post_init__(self) -> None:
-        _name("name", self.name)
-        self.tags = sorted({_name("tags", t) for t in _str_list("tags", self.tags)})
+        validate_name("name", self.name)
+        self.tags = sorted({validate_name("tags", t) for t in _str_list("tags", self.tags)})
         self.labels = _labels("labels", self.labels)
         self.inbound_rules = _rules("inbound_rules", self.inbound_rules)
         self.outbound_rules = _rules("outbound_rules", self.outbound_rules)
@@ -486,10 +489,26 @@ class Profile(Model):
     @classmethod
     def with_default_rules(cls, name: str, docker_network: bool = False) -> Profile:
         """Members reach each other; outbound is open; everything else inbound is dropped."""
-        _name("name", name)
-        return cls(name=name, tags=[name],
-                   inbound_rules=[Rule(action="allow", src_tag=name)],
-                   outbound_rules=[Rule(action="allow")], docker_network=docker_network)
+        return cls.with_defaults(name, docker_network=docker_network)
+
+    @classmethod
+    def with_defaults(cls, name: str, tags: list[str] | None = None,
+                      labels: dict[str, str] | None = None, docker_network: bool = False,
+                      rules: dict[str, Any] | None = None,
+                      default_rules: bool = True) -> Profile:
+        """A new profile ``name`` as calicoctl, the profile module and a Docker network
+        make it: tagged with its name unless ``tags`` are given, and the default rules
+        (``with_default_rules``) unless ``rules`` are given (a mapping with
+        ``inbound_rules``/``outbound_rules``, raw or ``Rule``s; a list it leaves out is
+        empty) or ``default_rules`` is false (no rules). Checked like a stored record
+        (``from_dict``): an unknown field in ``rules`` is refused naming it."""
+        validate_name("name", name)
+        if rules is None and default_rules:
+            rules = {"inbound_rules": [{"action": "allow", "src_tag": name}],
+                     "outbound_rules": [{"action": "allow"}]}
+        return cls.from_dict({"name": name, "tags": [name] if tags is None else tags,
+                              "labels": labels or {}, **(rules or {}),
+                              "docker_network": docker_network})
 
 
 @dataclass
@@ -507,9 +526,9 @@ class Endpoint(Model):
     state: str = "active"
 
     def __post_init__(self) -> None:
-        _name("id", self.id, what="letters, digits, '_', '.', '-', at most 128 characters")
-        _hostname("host", self.host)
-        _name("interface", self.interface, IFNAME_RE,
+        validate_name("id", self.id, what="letters, digits, '_', '.', '-', at most 128 characters")
+        validate_hostname("host", self.host)
+        validate_name("interface", self.interface, IFNAME_RE,
               "a host-side veth name: 'cali' and 1-11 letters, digits, '_', '.', '-'")
         if self.mac is not None:
             if not isinstance(self.mac, str) or not self.mac.isprintable():
@@ -527,7 +546,7 @@ class Endpoint(Model):
                                         f"{HOST_PREFIX[version]}")
                 nets.append(str(net))
             setattr(self, name, sorted(set(nets), key=lambda n: netaddr.IPNetwork(n)))
-        self.profiles = [_name("profiles", p) for p in _str_list("profiles", self.profiles)]
+        self.profiles = [validate_name("profiles", p) for p in _str_list("profiles", self.profiles)]
         self.labels = _labels("labels", self.labels)
         if self.state not in ENDPOINT_STATES:
             raise _fail("state", f"{show(self.state)} is not allowed; use active or inactive")
@@ -548,7 +567,7 @@ class Node(Model):
     rr_cluster_id: str | None = None
 
     def __post_init__(self) -> None:
-        _hostname("name", self.name)
+        validate_hostname("name", self.name)
         if self.ipv4 is not None:
             self.ipv4 = str(routable_address("ipv4", self.ipv4, 4))
         if self.ipv6 is not None:
@@ -591,7 +610,7 @@ class BGPPeer(Model):
         self.address = str(routable_address("address", self.address))
         self.as_number = parse_as_number("as_number", self.as_number)
         if self.node is not None:
-            _hostname("node", self.node)
+            validate_hostname("node", self.node)
         if self.password is not None and (
                 not isinstance(self.password, str)
                 or not re.fullmatch(r"[\x21-\x7e]{1,80}", self.password)

@@ -13,17 +13,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
 
 from . import __version__, metrics
-from .dataplane import conntrack, ipsets, iptables
+from .dataplane import ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
-from .dataplane.routes import (
-    RouteReport,
-    apply_route_changes,
-    apply_routes,
-    host_route_addresses,
-)
+from .dataplane.kernel import Kernel, real_kernel
+from .dataplane.routes import RouteReport, host_route_addresses
 from .dataplane.runner import CommandError
 from .datastore import Datastore
 from .errors import CalicoError
@@ -124,12 +120,16 @@ class Dataplane:
     sets and routes that differ, so its cost follows the change, not the host's size.
     ``reconcile`` only lets a caller trust its memory when no other writer touched the
     dataplane since, or when the other writer applied the very snapshot it holds.
+
+    ``kernel``: the handlers it reads and writes through (this host's tools and netlink
+    unless told; tests pass an in-memory fake).
     """
 
     def __init__(self, bird_config: str | None = None,
-                 bird_socket: str = DEFAULT_SOCKET) -> None:
+                 bird_socket: str = DEFAULT_SOCKET, kernel: Kernel | None = None) -> None:
         self.bird_config = bird_config
         self.bird_socket = bird_socket
+        self.kernel = kernel if kernel is not None else real_kernel()
         #: logs each unreadable record once for the life of this dataplane
         self.records = Reporter()
         #: the stamp this dataplane wrote after its last apply (see ``reconcile``)
@@ -186,16 +186,18 @@ class Dataplane:
         if trust and known_sets is not None:
             set_plan = ipsets.plan_changes(policy.ipsets, known_sets)
         else:
-            set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets())
+            set_plan = ipsets.plan_sets(policy.ipsets, ipsets.read_sets(self.kernel.ipsets))
         report = Report(snapshot.revision, set_plan, check_mode=check_mode, verified=not trust,
                         unreadable=snapshot.unreadable)
         failures: list[str] = []
-        sets_ok = check_mode or _attempt(failures, "ipsets", ipsets.apply_before, set_plan)
+        sets_ok = check_mode or _attempt(
+            failures, "ipsets", partial(ipsets.apply_before, self.kernel.ipsets, set_plan))
         tables = {}
         for table in policy.tables:
             key = (table.version, table.name)
+            handler = self.kernel.iptables[table.version]
             known = known_tables.get(key)
-            kernel = known if known is not None else iptables.read_table(*key)
+            kernel = known if known is not None else iptables.read_table(handler, table.name)
             plan = iptables.plan_table(table, kernel)
             report.tables.append(plan)
             what = f"ip{'6' if table.version == 6 else ''}tables {table.name}"
@@ -203,19 +205,20 @@ class Dataplane:
                 continue
             if not sets_ok:  # its rules may name sets that were not made
                 failures.append(f"{what}: not applied (the ipsets failed)")
-            elif _attempt(failures, what, iptables.apply_plan, plan):
+            elif _attempt(failures, what, partial(iptables.apply_plan, handler, plan)):
                 tables[key] = iptables.as_kernel(table)
                 if plan.text is not None or not trust:  # else its gauges still hold
                     metrics.programmed(table)
         if not check_mode:
             if not failures:  # stale sets may still be named by rules that failed to go
-                _attempt(failures, "ipsets", ipsets.apply_after, set_plan)
-            report.routes = (apply_route_changes(known_routes, routes) if trust
-                             else apply_routes(routes, flush_conntrack=False))
+                _attempt(failures, "ipsets",
+                         partial(ipsets.apply_after, self.kernel.ipsets, set_plan))
+            report.routes = (self.kernel.routes.apply_changes(known_routes, routes) if trust
+                             else self.kernel.routes.apply(routes))
             # Open connections the new policy may no longer allow are judged again, and an
             # address that left this host takes no flows with it to the next container
             # that gets it: one flush for all of them.
-            report.conntrack_flushed = conntrack.flush(
+            report.conntrack_flushed = self.kernel.conntrack.flush(
                 _policy_changed(snapshot, report.tables) | set_plan.left
                 | host_route_addresses(report.routes.removed))
         if self.bird_config is not None:
@@ -264,10 +267,10 @@ class DataplaneError(CalicoError):
     """Part of an apply failed; the message names each failed part."""
 
 
-def _attempt(failures: list[str], what: str, fn: Callable[[Any], None], arg: Any) -> bool:
-    """``fn(arg)``; a failing command is added to ``failures`` (named) instead of raised."""
+def _attempt(failures: list[str], what: str, fn: Callable[[], None]) -> bool:
+    """``fn()``; a failing command is added to ``failures`` (named) instead of raised."""
     try:
-        fn(arg)
+        fn()
     except CommandError as exc:
         failures.append(f"{what}: {exc}")
         return False
@@ -275,9 +278,10 @@ def _attempt(failures: list[str], what: str, fn: Callable[[Any], None], arg: Any
 
 
 def apply_snapshot(snapshot: Snapshot, check_mode: bool = False,
-                   bird_config: str | None = None, bird_socket: str = DEFAULT_SOCKET) -> Report:
+                   bird_config: str | None = None, bird_socket: str = DEFAULT_SOCKET,
+                   kernel: Kernel | None = None) -> Report:
     """Make the kernel match ``snapshot``, reading it first (no memory of earlier runs)."""
-    return Dataplane(bird_config, bird_socket).apply(snapshot, check_mode=check_mode)
+    return Dataplane(bird_config, bird_socket, kernel).apply(snapshot, check_mode=check_mode)
 
 
 def reconcile(store: Datastore, hostname: str, lock_file: str = DEFAULT_LOCK_FILE,

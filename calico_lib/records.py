@@ -56,15 +56,33 @@ def _expected_key(obj: Any) -> str | None:
     return None
 
 
-def decode(kv: KeyValue, cls: Callable[..., T]) -> T:
-    """The record ``kv`` as a ``cls``; ``RecordError`` (one line naming the key) if it is
-    not valid JSON, not a valid ``cls``, or stored under a key that does not name it."""
+def load_json(kv: KeyValue) -> Any:
+    """The JSON value stored in ``kv``; ``RecordError`` (naming the key) if it is not JSON.
+    Every stored value is parsed here: any writer may have put anything there."""
     try:
-        data = json.loads(kv.value)
+        return json.loads(kv.value)
     except ValueError:
         raise RecordError(kv.key, "not valid JSON") from None
     except RecursionError:
         raise RecordError(kv.key, "JSON nested too deep") from None
+
+
+def json_object(kv: KeyValue | None) -> dict[str, Any]:
+    """The JSON object stored in ``kv``; {} when there is none or it is not a JSON object
+    (for records read field by field, each field checked where it is used)."""
+    if kv is None:
+        return {}
+    try:
+        data = load_json(kv)
+    except RecordError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def decode(kv: KeyValue, cls: Callable[..., T]) -> T:
+    """The record ``kv`` as a ``cls``; ``RecordError`` (one line naming the key) if it is
+    not valid JSON, not a valid ``cls``, or stored under a key that does not name it."""
+    data = load_json(kv)
     try:
         obj = cls.from_dict(data)  # type: ignore[attr-defined]
     except CalicoError as exc:

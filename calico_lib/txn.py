@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from .datastore import Compare, Datastore, Delete, KeyValue, Put
 from .errors import CalicoError, ConflictError, DatastoreError
+from .records import RecordError, load_json
 
 R = TypeVar("R")
 MAX_ATTEMPTS = 200
@@ -28,8 +29,8 @@ def dumps(value: Any) -> str:
 def loads(kv: KeyValue) -> Any:
     """A stored JSON value; bad JSON is a DatastoreError naming the key."""
     try:
-        return json.loads(kv.value)
-    except ValueError:
+        return load_json(kv)
+    except RecordError:
         raise DatastoreError(f"datastore key {kv.key} holds bad JSON") from None
 
 

@@ -41,7 +41,8 @@ plugin sockets. With $DOCKERLAB_LOGS set to a directory, the dockerd and plugin 
 copied there first.
 
 The module also has ``post()``: one HTTP POST over a unix socket shaped the way Docker's
-plugin client sends it (the protocol tests and the benchmark use it).
+plugin client sends it (the protocol tests and the benchmark use it), and ``serving()``: the
+plugin's servers in this process on a driver a test made (no dockerd, no root).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import calico_lib
@@ -130,6 +133,42 @@ def post(socket_path: str, path: str, body: Any = None, *, raw: bytes | None = N
         return reply.status, text
 
 
+@contextmanager
+def serving(driver: Any, prefix: str = "calico-plugin-") -> Iterator[tuple[str, list[Any]]]:
+    """``calico_lib.plugin.server.serve(driver)`` in this process, its sockets in a new short
+    folder (a socket path holds at most 107 bytes: pytest's tmp_path is too long); yields
+    (that folder, the servers). Afterwards the servers are shut down and the folder is
+    removed."""
+    from calico_lib.plugin.server import serve
+
+    root = tempfile.mkdtemp(prefix=prefix)
+    plugins = os.path.join(root, "plugins")
+    try:
+        servers = serve(driver, plugins)
+        try:
+            yield plugins, servers
+        finally:
+            stoppers = [threading.Thread(target=server.shutdown) for server in servers]
+            for thread in stoppers:
+                thread.start()
+            for thread, server in zip(stoppers, servers, strict=True):
+                while thread.is_alive():  # serve_forever looks every 0.5 s: wake it now
+                    _knock(server.server_address)
+                    thread.join(0.05)
+                server.server_close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _knock(path: str) -> None:
+    """Connect to a unix socket and hang up: its server's select() returns at once."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            pass
+
+
 class FaultyDocker:
     """A unix-socket proxy in front of a real dockerd that answers chosen GET paths with an
     error status (as a dockerd under load or mid-restart does) and passes everything else
@@ -145,7 +184,6 @@ class FaultyDocker:
 
     def __enter__(self) -> FaultyDocker:
         import socketserver
-        import threading
         from http.server import BaseHTTPRequestHandler
 
         proxy = self

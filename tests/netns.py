@@ -21,8 +21,14 @@ forwarding. IPv6 duplicate address detection is off in every lab namespace, so l
 addresses are usable at once.
 
 Every name starts with ``calt-`` and a random hex tag; ``Lab.__exit__`` stops every process the
-lab started and deletes every namespace it made (their veths, iptables rules, ipsets and
-conntrack tables go with them), even when the test failed.
+lab started (BIRDs from ``Lab.start_bird`` first, by their pid files) and deletes every
+namespace it made (their veths, iptables rules, ipsets and conntrack tables go with them), even
+when the test failed.
+
+Also here: ``require()`` (a test fails, naming what is missing, where the lab cannot run),
+``namespace()`` (one bare namespace, deleted afterwards) and ``inside()`` (this thread, and
+what it starts, in a namespace for a while). The ``lab`` fixture in tests/conftest.py is a
+``Lab`` for one test.
 """
 
 from __future__ import annotations
@@ -38,9 +44,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from tests.processes import kill_by_pidfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,14 +137,60 @@ class CommandFailed(AssertionError):
     """A lab command exited non-zero; the message names the command, its code and output."""
 
 
-def missing_requirements() -> str | None:
-    """Why the lab cannot run here, or None."""
+def missing_requirements(*tools: str) -> str | None:
+    """Why the lab (and ``tools`` on PATH besides) cannot run here, or None."""
     if os.geteuid() != 0:
         return "network-namespace tests need root"
-    for tool in ("ip", "ping", "iptables-save", "ip6tables-save", "ipset"):
+    for tool in ("ip", "ping", "iptables-save", "ip6tables-save", "ipset", *tools):
         if shutil.which(tool) is None:
-            return f"network-namespace tests need {tool} on PATH"
+            hint = " (apt-get install bird2)" if tool.startswith("bird") else ""
+            return f"network-namespace tests need {tool} on PATH{hint}"
     return None
+
+
+def require(*tools: str) -> None:
+    """Fail the test, naming what is missing, when the lab (and ``tools``) cannot run."""
+    import pytest  # only tests call this: the benchmarks use the lab without pytest
+
+    reason = missing_requirements(*tools)
+    if reason:
+        pytest.fail(reason, pytrace=False)
+
+
+@contextmanager
+def namespace(prefix: str = "calt") -> Iterator[str]:
+    """A bare network namespace ``<prefix>-<random hex>`` (nothing in it, not even lo up),
+    deleted afterwards with everything in it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _run(["ip", "netns", "add", name])
+    try:
+        yield name
+    finally:
+        delete_namespace(name)
+
+
+def delete_namespace(ns: str) -> None:
+    """Kill what still runs in ``ns`` (SIGKILL: only its owner starts processes there), then
+    delete it: its veths, bridges, iptables rules, ipsets and conntrack table go with it."""
+    for pid in _run(["ip", "netns", "pids", ns], check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    _run(["ip", "netns", "del", ns], check=False)
+
+
+@contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Run this thread (the sockets it makes, the commands it starts) in namespace ``ns``
+    for a while."""
+    from pyroute2 import netns as pyroute_netns
+
+    pyroute_netns.pushns(ns)
+    try:
+        yield
+    finally:
+        pyroute_netns.popns()
 
 
 def _run(argv: Sequence[str], timeout: float = 10.0, check: bool = True,
@@ -253,6 +309,7 @@ class Lab:
         self.containers: list[Container] = []
         self._namespaces: list[str] = []
         self._procs: list[Proc] = []
+        self._birds: list[Path] = []  # pid files of the BIRDs started
         self.workdir = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -265,20 +322,14 @@ class Lab:
         self.close()
 
     def close(self) -> None:
+        self.stop_birds()
         for proc in list(self._procs):
             try:
                 proc.stop(timeout=1.0)
             except Exception:  # noqa: BLE001 - cleanup must go on
                 pass
         for ns in reversed(self._namespaces):
-            # anything still running in a lab namespace was started by this lab
-            pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            _run(["ip", "netns", "del", ns], check=False)
+            delete_namespace(ns)  # anything still running there was started by this lab
         self._namespaces.clear()
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -376,6 +427,27 @@ class Lab:
     def spawn(self, ns: str, argv: Sequence[str], what: str | None = None) -> Proc:
         """A background process in ``ns``, stopped by ``Lab.close`` at the latest."""
         return Proc(self, ["ip", "netns", "exec", ns, *argv], what or " ".join(argv))
+
+    def start_bird(self, ns: str, conf: Path, sock: Path, pidfile: Path | None = None,
+                   *extra: str, wait: float = 5.0) -> Path:
+        """``bird -c CONF -s SOCK -P PIDFILE EXTRA`` in ``ns`` (it goes to the background),
+        then wait up to ``wait`` seconds (0: not at all) for its socket; its pid file
+        (default: beside the config), by which ``stop_birds`` and ``close`` stop it."""
+        pidfile = pidfile or conf.with_suffix(".pid")
+        self._birds.append(pidfile)
+        self.exec(ns, "bird", "-c", str(conf), "-s", str(sock), "-P", str(pidfile), *extra)
+        deadline = time.monotonic() + wait
+        while wait and not sock.exists():
+            if time.monotonic() > deadline:
+                raise CommandFailed(f"BIRD's socket {sock} did not appear within {wait:.0f}s")
+            time.sleep(0.05)
+        return pidfile
+
+    def stop_birds(self) -> None:
+        """Stop every BIRD ``start_bird`` started (SIGTERM, SIGKILL after 5 s)."""
+        for pidfile in self._birds:
+            kill_by_pidfile(pidfile)
+        self._birds.clear()
 
     def _python(self, ns: str, script: str, *args: str, cls: type[Proc] = Proc,
                 what: str) -> Any:

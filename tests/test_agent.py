@@ -4,7 +4,6 @@ datastore (watch), repairs tampering on its periodic resync, and stops cleanly."
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 import calico_lib
 from calico_lib import Endpoint, IPPool
+from tests import processes
 from tests.etcd_server import EtcdServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +56,7 @@ def routes(ns: str) -> str:
     return sh("ip", "-n", ns, "route", "show", "proto", "80")
 
 
+@pytest.mark.netns
 def test_agent_follows_datastore_and_repairs(host, agent_datastore, tmp_path) -> None:
     datastore_url = agent_datastore
     with calico_lib.connect(datastore_url) as client:
@@ -89,11 +90,11 @@ def test_agent_follows_datastore_and_repairs(host, agent_datastore, tmp_path) ->
             wait_for("a resync that finds nothing to do", lambda: log.read_text().rstrip()
                      .splitlines()[-1].split(": ", 1)[-1].startswith("no change"))
         finally:
-            agent.send_signal(signal.SIGTERM)
-            code = agent.wait(timeout=10)
+            code = processes.stop(agent)
         assert code == 0, log.read_text()
 
 
+@pytest.mark.netns
 def test_agent_once_reports_bad_datastore(host) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(

@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ ROUTE_TIMEOUT = 10.0
 
 T = TypeVar("T")
 
+pytestmark = pytest.mark.netns
+
 
 def wait_for(what: str, probe: Callable[[], T], timeout: float,
              diagnostics: Callable[[], str] = lambda: "") -> T:
@@ -69,7 +70,6 @@ class Fabric:
         self.client = client
         self.url = url
         self.dir = Path(lab.workdir)
-        self.birds: list[Path] = []  # pid files of every BIRD started
 
     # ------------------------------------------------------------------ hosts
 
@@ -104,35 +104,10 @@ class Fabric:
 
     # ------------------------------------------------------------------ BIRD
 
-    def start_bird(self, ns: str, conf: Path, sock: Path, pidfile: Path) -> None:
-        self.birds.append(pidfile)
-        self.lab.exec(ns, "bird", "-c", str(conf), "-s", str(sock), "-P", str(pidfile))
-        wait_for(f"BIRD's socket {sock}", sock.exists, 5.0)
-
     def start(self, host: Host) -> None:
+        """The host's BIRD on the config the agent wrote (stopped with the lab)."""
         assert self.conf(host).exists(), "the agent writes the config before BIRD starts"
-        self.start_bird(host.ns, self.conf(host), self.sock(host), self.pidfile(host))
-
-    def stop_birds(self) -> None:
-        """Kill every BIRD this fabric started, by its pid file."""
-        for pidfile in self.birds:
-            try:
-                pid = int(pidfile.read_text().strip())
-            except (OSError, ValueError):
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-                time.sleep(0.05)
-            if os.path.exists(f"/proc/{pid}"):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.birds.clear()
+        self.lab.start_bird(host.ns, self.conf(host), self.sock(host), self.pidfile(host))
 
     def birdc(self, sock: Path, *args: str) -> str:
         proc = subprocess.run(["birdc", "-s", str(sock), *args], capture_output=True,
@@ -196,22 +171,14 @@ class Fabric:
 
 
 @pytest.fixture
-def fabric(tmp_path: Path) -> Iterator[Fabric]:
-    reason = netns.missing_requirements()
-    if reason is None and (shutil.which("bird") is None or shutil.which("birdc") is None):
-        reason = "BGP tests need bird and birdc (apt-get install bird2)"
-    if reason:
-        pytest.fail(reason, pytrace=False)
+def fabric(lab: Lab, tmp_path: Path) -> Iterator[Fabric]:
+    netns.require("bird", "birdc")
     url = "sqlite:///" + str((tmp_path / "calico.db").resolve())
-    with calico_lib.connect(url) as client, Lab() as lab:
+    with calico_lib.connect(url) as client:
         client.add_pool(IPPool(POOL4, block_size=26))
         client.add_pool(IPPool(POOL6, block_size=122))
         client.add_profile("web")
-        fab = Fabric(lab, client, url)
-        try:
-            yield fab
-        finally:
-            fab.stop_birds()  # before Lab.__exit__ deletes the namespaces
+        yield Fabric(lab, client, url)
 
 
 def net(address: str, prefix: int) -> str:
@@ -372,7 +339,7 @@ def test_global_peer_learns_pool_routes_only(fabric: Fabric) -> None:
                 password=f'  password "{TOR_PASSWORD}";\n' if version == 4 else ""))
     tor_files = [fabric.dir / f"tor.{ext}" for ext in ("conf", "ctl", "pid")]
     tor_files[0].write_text(TOR_CONF.format(router_id=OUTSIDE4, sessions="".join(sessions)))
-    fabric.start_bird(tor, *tor_files)
+    fabric.lab.start_bird(tor, *tor_files)
     for host in hosts:
         fabric.agent(host)
         fabric.start(host)
@@ -428,10 +395,7 @@ def test_reload_as_unprivileged_bird_and_refused_config(fabric: Fabric) -> None:
         conf.write_text("router id 10.0.0.1;\nprotocol device { }\n")
         os.chown(conf, bird_user.pw_uid, bird_user.pw_gid)
         conf.chmod(0o644)  # as an earlier version could leave it: readable by everyone
-        fabric.birds.append(pidfile)
-        fabric.lab.exec(ns, "bird", "-c", str(conf), "-s", str(sock), "-P", str(pidfile),
-                        "-u", "bird", "-g", "bird")
-        wait_for("BIRD's socket", sock.exists, 5.0)
+        fabric.lab.start_bird(ns, conf, sock, pidfile, "-u", "bird", "-g", "bird")
 
         report = apply_bird("router id 10.0.0.2;\nprotocol device { }\n", str(conf), str(sock))
         assert report.reloaded, report.summary()
@@ -448,7 +412,7 @@ def test_reload_as_unprivileged_bird_and_refused_config(fabric: Fabric) -> None:
         assert "10.0.0.2" in conf.read_text()
         assert "Router ID is 10.0.0.2" in fabric.birdc(sock, "show", "status")
 
-        fabric.stop_birds()
+        fabric.lab.stop_birds()
         sock.touch()  # a stale socket: nobody answers
         report = apply_bird("router id 10.0.0.4;\nprotocol device { }\n", str(conf), str(sock))
         assert report.written and not report.reloaded
@@ -496,7 +460,7 @@ def test_workload_cannot_take_over_its_hosts_bgp_session(fabric: Fabric) -> None
     files = [fabric.dir / f"rogue.{ext}" for ext in ("conf", "ctl", "pid")]
     files[0].write_text(ROGUE_CONF.format(router_id=a.ipv4, peer=b.ipv4,
                                           victim=victim.ipv4[0]))
-    fabric.start_bird(rogue.ns, *files)
+    fabric.lab.start_bird(rogue.ns, *files)
     time.sleep(8)  # BIRD retries a refused connection within a few seconds
 
     attempt = fabric.birdc(files[1], "show", "protocols", "all", "hijack")
@@ -550,7 +514,7 @@ def test_nodes_import_only_what_each_peer_may_send(fabric: Fabric) -> None:
         for host in (a, b))
     files = [fabric.dir / f"tor.{ext}" for ext in ("conf", "ctl", "pid")]
     files[0].write_text(TOR_ANNOUNCING.format(router_id=OUTSIDE4, sessions=sessions))
-    fabric.start_bird(tor, *files)
+    fabric.lab.start_bird(tor, *files)
     for host in (a, b):
         fabric.agent(host)
         fabric.start(host)

@@ -31,6 +31,8 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint, open_datastore
 
+pytestmark = pytest.mark.slow  # calicoctl runs as a process ~200 times
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: calicoctl runs ~200 times here: let its bytecode be cached (outside the repo) even when
@@ -284,6 +286,13 @@ def test_profiles_and_rules(ctl: Ctl) -> None:
         ("db", {"tier": "data"}), ("web", {})]
     table = ctl.ok("profile", "list").lines
     assert table[0].split() == ["NAME", "TAGS", "LABELS", "INBOUND", "OUTBOUND"]
+
+    # --tag adds to the name's tag, with a rules file too (it used to replace it there)
+    rules = Path(ctl.url.removeprefix("sqlite:///")).with_name("rules.json")
+    rules.write_text('{"inbound_rules": [], "outbound_rules": [{"action": "allow"}]}')
+    ctl.ok("profile", "add", "api", "--tag", "backend", "--rules", str(rules))
+    assert ctl.json("profile", "show", "api")["tags"] == ["api", "backend"]
+    ctl.ok("profile", "remove", "api")
 
     ctl.fails(2, ("profile", "add", "web"), "profile web", "already exists")
     ctl.fails(2, ("profile", "show", "nope"), "profile nope", "not found")

@@ -8,6 +8,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.ansible
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

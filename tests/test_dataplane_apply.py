@@ -4,42 +4,30 @@ sets sized for their members, hooks that never take a foreign rule with them."""
 
 from __future__ import annotations
 
-import subprocess
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from pyroute2 import netns
 
 from calico_lib.dataplane import ipsets, iptables
+from calico_lib.dataplane.kernel import IpsetCommands, IptablesCommands, Kernel, real_kernel
 from calico_lib.dataplane.runner import CommandError, run
 from calico_lib.model import Endpoint, IPPool, Profile
 from calico_lib.reconcile import apply_snapshot
 from calico_lib.render import names
 from calico_lib.render.policy import IpSet, Table, render_policy
 from calico_lib.snapshot import Snapshot
+from tests import netns
+from tests.netns import inside
 from tests.test_render_policy import addresses, any_net_snapshot
 
-
-@contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Run this process (and the commands it starts) in namespace ``name`` for a while."""
-    netns.pushns(name)
-    try:
-        yield
-    finally:
-        netns.popns()
+pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"calt-ap-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    netns.require()
+    with netns.namespace("calt-ap") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def snapshot(count: int) -> Snapshot:
@@ -50,17 +38,20 @@ def snapshot(count: int) -> Snapshot:
                                  profiles=["web"]) for i in range(1, count + 1)))
 
 
-def counted_runs(monkeypatch) -> list[list[str]]:
-    """Record every command the appliers run (reads and writes)."""
+IPT4 = IptablesCommands(4)
+IPSETS = IpsetCommands()
+
+
+def spied() -> tuple[list[list[str]], Kernel]:
+    """This host's kernel, recording every command the appliers run through it (reads and
+    writes)."""
     calls: list[list[str]] = []
 
     def spy(argv, *args, **kwargs):
         calls.append(list(argv))
         return run(argv, *args, **kwargs)
 
-    monkeypatch.setattr(iptables, "run", spy)
-    monkeypatch.setattr(ipsets, "run", spy)
-    return calls
+    return calls, real_kernel(run=spy)
 
 
 def writes(calls: list[list[str]]) -> list[list[str]]:
@@ -71,12 +62,12 @@ def test_failed_restore_keeps_old_rules_and_names_the_line(ns) -> None:
     with inside(ns):
         hooks = {"cali-FORWARD": [], "cali-INPUT": []}
         table = Table(4, "filter", {**hooks, "cali-test": ["-s 10.0.0.1/32 -j ACCEPT"]})
-        iptables.apply_plan(iptables.plan_table(table, iptables.read_table(4, "filter")))
+        iptables.apply_plan(IPT4, iptables.plan_table(table, iptables.read_table(IPT4, "filter")))
         before = run(["iptables-save", "-t", "filter"])
         bad = Table(4, "filter", {**hooks, "cali-test": ["-s 10.0.0.2/32 -j ACCEPT",
                                                 "-m nosuchmatch --foo -j ACCEPT"]})
         with pytest.raises(CommandError) as info:
-            iptables.apply_plan(iptables.plan_table(bad, iptables.read_table(4, "filter")))
+            iptables.apply_plan(IPT4, iptables.plan_table(bad, iptables.read_table(IPT4, "filter")))
         message = str(info.value)
         assert "\n" not in message
         assert "nosuchmatch" in message and "line" in message
@@ -85,22 +76,22 @@ def test_failed_restore_keeps_old_rules_and_names_the_line(ns) -> None:
     assert strip == [line for line in after.splitlines() if not line.startswith("#")]
 
 
-def test_noop_reconcile_writes_nothing(ns, monkeypatch) -> None:
+def test_noop_reconcile_writes_nothing(ns) -> None:
     with inside(ns):
         first = apply_snapshot(snapshot(3))
         assert first.changed
-        calls = counted_runs(monkeypatch)
-        second = apply_snapshot(snapshot(3))
+        calls, kernel = spied()
+        second = apply_snapshot(snapshot(3), kernel=kernel)
         assert not second.changed and second.routes is not None
         assert writes(calls) == []  # only reads: the -save commands
         assert second.routes.sysctl_writes == 0 and not second.routes.added
 
 
-def test_endpoint_change_rewrites_only_its_chains(ns, monkeypatch) -> None:
+def test_endpoint_change_rewrites_only_its_chains(ns) -> None:
     with inside(ns):
         apply_snapshot(snapshot(3))
-        calls = counted_runs(monkeypatch)
-        report = apply_snapshot(snapshot(4))
+        calls, kernel = spied()
+        report = apply_snapshot(snapshot(4), kernel=kernel)
         filter4 = next(t for t in report.tables if t.version == 4 and t.table == "filter")
         # one leaf of each dispatch tree, never its root or a sibling
         assert sorted(filter4.written) == sorted([
@@ -118,14 +109,14 @@ def test_ipset_wholesale_change_is_swapped_in(ns) -> None:
     with inside(ns):
         old = {"cali4-t-x": IpSet("cali4-t-x", "hash:ip", 4,
                                   frozenset(f"10.1.0.{i}" for i in range(30)))}
-        plan = ipsets.plan_sets(old, ipsets.read_sets())
-        ipsets.apply_before(plan)
+        plan = ipsets.plan_sets(old, ipsets.read_sets(IPSETS))
+        ipsets.apply_before(IPSETS, plan)
         new = {"cali4-t-x": IpSet("cali4-t-x", "hash:ip", 4,
                                   frozenset(f"10.2.0.{i}" for i in range(30)))}
-        plan = ipsets.plan_sets(new, ipsets.read_sets())
+        plan = ipsets.plan_sets(new, ipsets.read_sets(IPSETS))
         assert "swap" in plan.before
-        ipsets.apply_before(plan)
-        kernel = ipsets.read_sets()
+        ipsets.apply_before(IPSETS, plan)
+        kernel = ipsets.read_sets(IPSETS)
         assert set(kernel) == {"cali4-t-x"}  # the temporary set is gone
         assert kernel["cali4-t-x"].members == {f"10.2.0.{i}/32" for i in range(30)}
 
@@ -136,7 +127,7 @@ def test_stale_sets_and_chains_are_removed_others_kept(ns) -> None:
         run(["iptables", "-N", "DOCKER-TEST"])
         run(["iptables", "-A", "FORWARD", "-j", "DOCKER-TEST"])
         apply_snapshot(snapshot(2))
-        assert "cali4-t-web" in ipsets.read_sets()
+        assert "cali4-t-web" in ipsets.read_sets(IPSETS)
         empty = Snapshot(hostname="h", revision=2)
         report = apply_snapshot(empty)
         assert "cali4-t-web" in report.sets.destroyed
@@ -161,18 +152,19 @@ def test_render_matches_what_the_kernel_accepts(ns) -> None:
         assert not again.changed
         policy = render_policy(rich_snapshot())
         for table in policy.tables:
-            kernel = iptables.read_table(table.version, table.name)
+            kernel = iptables.read_table(IptablesCommands(table.version), table.name)
             for chain, specs in table.chains.items():
                 assert kernel.chains[chain] == [iptables.rule_hash(s) for s in specs]
 
 
-def test_unchanged_render_skips_kernel_reads_until_a_verified_resync(ns, monkeypatch) -> None:
+def test_unchanged_render_skips_kernel_reads_until_a_verified_resync(ns) -> None:
     from calico_lib.reconcile import Dataplane
 
     with inside(ns):
-        dataplane = Dataplane()
+        calls, kernel = spied()
+        dataplane = Dataplane(kernel=kernel)
         assert dataplane.apply(snapshot(2)).changed
-        calls = counted_runs(monkeypatch)
+        calls.clear()
         quick = dataplane.apply(snapshot(2), verify=False)
         assert not quick.changed and not quick.verified
         assert calls == []  # not even iptables-save or ipset save
@@ -187,7 +179,7 @@ def test_unchanged_render_skips_kernel_reads_until_a_verified_resync(ns, monkeyp
 
 
 def test_trusted_memory_writes_only_what_changed_and_yields_to_other_writers(
-        ns, tmp_path, monkeypatch) -> None:
+        ns, tmp_path) -> None:
     """With verify=False a changed render is applied without reading the kernel, touching
     only the tables that changed; another writer in between (a new stamp) forces a read."""
     import calico_lib
@@ -199,10 +191,11 @@ def test_trusted_memory_writes_only_what_changed_and_yields_to_other_writers(
         client.add_profile("web")
         for ep in snapshot(2).endpoints:
             client.add_endpoint(ep)
-        mine = Dataplane()
+        calls, kernel = spied()
+        mine = Dataplane(kernel=kernel)
         assert reconcile(client.store, "h", lock, dataplane=mine, verify=False).verified
         client.add_endpoint(snapshot(3).endpoints[2])
-        calls = counted_runs(monkeypatch)
+        calls.clear()
         report = reconcile(client.store, "h", lock, dataplane=mine, verify=False)
         assert report.changed and not report.verified
         assert not [c for c in calls if c[0].endswith("-save") or c[:2] == ["ipset", "save"]]
@@ -260,7 +253,7 @@ def test_tag_named_like_a_temp_set_keeps_its_own_members(ns) -> None:
         apply_snapshot(tagged({"db": db_old, "db-tmp": db_tmp}))
         report = apply_snapshot(tagged({"db": db_new, "db-tmp": db_tmp}))
         assert report.sets.updated == ["cali4-t-db"] and "swap" in report.sets.before
-        kernel = ipsets.read_sets()
+        kernel = ipsets.read_sets(IPSETS)
         assert kernel["cali4-t-db"].members == host_routes(["10.66.0.1", *db_new])
         assert kernel["cali4-t-db-tmp"].members == host_routes(["10.66.0.2", *db_tmp])
         assert set(kernel) == {"cali4-t-db", "cali4-t-db-tmp", "cali4-all-pools",
@@ -285,7 +278,7 @@ def test_temp_set_left_by_a_crash_does_not_break_the_next_apply(
         run(["ipset", "add", temp, stray])
         report = apply_snapshot(tagged({"db": new}))
         assert "swap" in report.sets.before and temp in report.sets.destroyed
-        kernel = ipsets.read_sets()
+        kernel = ipsets.read_sets(IPSETS)
         assert kernel["cali4-t-db"].members == host_routes(["10.66.0.1", *new])
         assert temp not in kernel
         assert not apply_snapshot(tagged({"db": new})).changed
@@ -296,12 +289,12 @@ def test_a_tag_with_70000_members_applies(ns) -> None:
     with inside(ns):
         report = apply_snapshot(big)
         assert report.sets.created and "maxelem 262144" in report.sets.before
-        kernel = ipsets.read_sets()["cali4-t-big"]
+        kernel = ipsets.read_sets(IPSETS)["cali4-t-big"]
         assert len(kernel.members) == 70001 and kernel.maxelem == 262144
         assert not apply_snapshot(big).changed
 
 
-def test_growing_a_set_past_its_maxelem_swaps_in_a_larger_one(ns, monkeypatch) -> None:
+def test_growing_a_set_past_its_maxelem_swaps_in_a_larger_one(ns) -> None:
     """From 10 to 70,000 members while iptables rules use the set (so it cannot be destroyed
     and created again): rebuilt with a larger maxelem and swapped in, in one restore."""
     many = tagged({"big": addresses(70000, "10.64.0.0")})
@@ -309,11 +302,11 @@ def test_growing_a_set_past_its_maxelem_swaps_in_a_larger_one(ns, monkeypatch) -
         apply_snapshot(tagged({"big": addresses(10, "10.64.0.0")}))
         assert "maxelem 65536" in run(["ipset", "list", "-t", "cali4-t-big"])
         assert "cali4-t-big" in run(["iptables-save", "-t", "filter"])  # in use
-        calls = counted_runs(monkeypatch)
-        report = apply_snapshot(many)
+        calls, kernel = spied()
+        report = apply_snapshot(many, kernel=kernel)
         assert writes(calls) == [["ipset", "restore", "-exist"]]  # rules unchanged
         assert report.sets.updated == ["cali4-t-big"] and "swap" in report.sets.before
-        kernel = ipsets.read_sets()
+        kernel = ipsets.read_sets(IPSETS)
         assert len(kernel["cali4-t-big"].members) == 70001
         assert kernel["cali4-t-big"].maxelem == 262144
         assert names.temp_set("cali4-t-big") not in kernel
@@ -326,7 +319,7 @@ def test_any_net_rules_apply(ns) -> None:
     with inside(ns):
         assert apply_snapshot(any_net_snapshot()).changed
         assert not apply_snapshot(any_net_snapshot()).changed
-        for s in ipsets.read_sets().values():
+        for s in ipsets.read_sets(IPSETS).values():
             assert not any(m.endswith("/0") for m in s.members), s
 
 
@@ -340,14 +333,14 @@ def test_hook_is_removed_by_its_content_not_by_a_stale_position(ns) -> None:
     foreign_a = "-A FORWARD -s 192.0.2.1/32 -j ACCEPT"
     foreign_b = "-A FORWARD -s 192.0.2.2/32 -j ACCEPT"
     with inside(ns):
-        iptables.apply_plan(iptables.plan_table(table, iptables.read_table(4, "filter")))
+        iptables.apply_plan(IPT4, iptables.plan_table(table, iptables.read_table(IPT4, "filter")))
         run(["iptables", *foreign_a.replace("-A FORWARD", "-I FORWARD 1").split()])
-        plan = iptables.plan_table(table, iptables.read_table(4, "filter"))  # hook 2nd
+        plan = iptables.plan_table(table, iptables.read_table(IPT4, "filter"))  # hook 2nd
         assert plan.hooks_fixed == 1
         run(["iptables", *foreign_b.replace("-A FORWARD", "-I FORWARD 1").split()])  # racing
-        iptables.apply_plan(plan)
+        iptables.apply_plan(IPT4, plan)
         forward = [line for line in run(["iptables-save", "-t", "filter"]).splitlines()
                    if line.startswith("-A FORWARD")]
         assert forward[1:] == [foreign_b, foreign_a]
         assert forward[0].endswith("-j cali-FORWARD")
-        assert iptables.plan_table(table, iptables.read_table(4, "filter")).text is None
+        assert iptables.plan_table(table, iptables.read_table(IPT4, "filter")).text is None

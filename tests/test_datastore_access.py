@@ -23,6 +23,8 @@ from calico_lib.datastore.access import (
 from calico_lib.errors import DatastoreError, ValidationError
 from tests.etcd_server import EtcdServer
 
+pytestmark = pytest.mark.etcd
+
 PASSWORDS = {OPERATOR_USER: "op-secret", host_user("h1"): "h1-secret",
              host_user("h2"): "h2-secret"}
 ROOT_PASSWORD = "root-secret"

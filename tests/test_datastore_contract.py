@@ -376,6 +376,7 @@ def test_threads_cas_counter(datastore: Datastore) -> None:
     assert datastore.get("/test/counter").value == str(threads * per_thread)
 
 
+@pytest.mark.slow
 def test_processes_cas_counter(datastore: Datastore, datastore_url: str) -> None:
     processes, per_process = 4, 50
     datastore.put("/test/other", "x")  # the store exists before the children open it
@@ -384,6 +385,7 @@ def test_processes_cas_counter(datastore: Datastore, datastore_url: str) -> None
     assert datastore.get("/test/counter").value == str(processes * per_process)
 
 
+@pytest.mark.slow
 def test_sqlite_many_processes_never_locked(tmp_path) -> None:
     """Eight processes write one file at once: no "database is locked", no lost update."""
     url = "sqlite:///" + str(tmp_path / "busy.db")
@@ -396,6 +398,7 @@ def test_sqlite_many_processes_never_locked(tmp_path) -> None:
         assert store.get("/test/counter").value == str(8 * 25)
 
 
+@pytest.mark.slow
 def test_sqlite_many_processes_open_new_file_at_once(tmp_path) -> None:
     """Eight processes open one brand-new file at the same moment and all write."""
     url = "sqlite:///" + str(tmp_path / "new.db")

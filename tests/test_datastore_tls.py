@@ -19,6 +19,8 @@ from tests.etcd_server import EtcdServer
 from tests.pki import Pki
 from tests.test_cli import _env, assert_error, run_calicoctl
 
+pytestmark = pytest.mark.etcd
+
 
 @pytest.fixture(scope="module")
 def etcd() -> Iterator[EtcdServer]:
@@ -153,6 +155,7 @@ def test_calicoctl_agent_and_plugin_connect_with_their_certificates(
         client.remove_pool("10.82.0.0/16")
 
 
+@pytest.mark.netns
 def test_agent_in_a_host_namespace_uses_its_certificate(host, tmp_path: Path) -> None:
     with EtcdServer(host=host["outside"], tls=True) as server:
         with calico_lib.connect(server.url, **tls(server)) as client:

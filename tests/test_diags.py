@@ -21,12 +21,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,7 +42,7 @@ from calico_lib.model import BGPConfig
 from calico_lib.render.bird import render_bird
 from calico_lib.snapshot import Snapshot
 from tests import netns
-from tests.netns import OUTSIDE4, REPO_ROOT, Host, Lab
+from tests.netns import OUTSIDE4, REPO_ROOT, Lab
 
 POOL4 = "10.65.0.0/16"
 POOL6 = "fd00:65::/64"
@@ -223,48 +220,13 @@ def _calicoctl(env: dict[str, str], cwd: Path, *args: str, ns: str | None = None
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
-    reason = netns.missing_requirements()
-    if reason is None and (shutil.which("bird") is None or shutil.which("birdc") is None):
-        reason = "diags tests need bird and birdc (apt-get install bird2)"
-    if reason:
-        pytest.fail(reason, pytrace=False)
-    with Lab() as the_lab:
-        birds: list[Path] = []
-        the_lab.birds = birds  # type: ignore[attr-defined]
-        try:
-            yield the_lab
-        finally:
-            _kill_birds(birds)  # before Lab.__exit__ deletes the namespaces
+def lab(lab: Lab) -> Lab:
+    """The shared lab (tests/conftest.py), where BIRD is installed too."""
+    netns.require("bird", "birdc")
+    return lab
 
 
-def _kill_birds(pidfiles: list[Path]) -> None:
-    for pidfile in pidfiles:
-        try:
-            pid = int(pidfile.read_text().strip())
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            continue
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            time.sleep(0.05)
-        if os.path.exists(f"/proc/{pid}"):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _start_bird(lab: Lab, host: Host, conf: Path, sock: Path) -> None:
-    pidfile = Path(lab.workdir) / f"{host.name}.pid"
-    lab.birds.append(pidfile)  # type: ignore[attr-defined]
-    lab.exec(host.ns, "bird", "-c", str(conf), "-s", str(sock), "-P", str(pidfile))
-    deadline = time.monotonic() + 5.0
-    while not sock.exists():
-        assert time.monotonic() < deadline, f"BIRD's socket {sock} did not appear"
-        time.sleep(0.05)
-
-
+@pytest.mark.netns
 def test_diags_of_a_programmed_host_with_bird(lab: Lab, tmp_path: Path) -> None:
     url = "sqlite:///" + str((tmp_path / "calico.db").resolve())
     host = lab.host("host1")
@@ -284,7 +246,7 @@ def test_diags_of_a_programmed_host_with_bird(lab: Lab, tmp_path: Path) -> None:
     conf, sock = Path(lab.workdir) / "bird.conf", Path(lab.workdir) / "bird.ctl"
     lab.agent(host, url, None, "--bird-config", str(conf), "--bird-socket", str(sock))
     assert f'password "{PASSWORD}"' in conf.read_text()
-    _start_bird(lab, host, conf, sock)
+    lab.start_bird(host.ns, conf, sock)
 
     archive = tmp_path / "out" / "host1.tar.gz"
     archive.parent.mkdir()
@@ -343,6 +305,7 @@ def test_diags_of_a_programmed_host_with_bird(lab: Lab, tmp_path: Path) -> None:
     assert PASSWORD.encode() not in gzip.decompress(archive.read_bytes())
 
 
+@pytest.mark.netns
 def test_diags_without_bird_and_datastore(lab: Lab, tmp_path: Path) -> None:
     host = lab.host("host1")
     missing = tmp_path / "absent" / "calico.db"

@@ -36,6 +36,8 @@ from calico_lib.plugin.driver import host_veth
 from tests import dockerlab
 from tests.dockerlab import DockerLab
 
+pytestmark = pytest.mark.docker
+
 POOL4, POOL6, SUBNET = "10.65.0.0/16", "fd00:65::/64", "10.66.0.0/24"
 NET_A, NET_B = "calnet-a", "calnet-b"
 #: --ipv6 --subnet networks, each on pools of its own (the multi-network matrix needs them)

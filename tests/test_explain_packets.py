@@ -23,19 +23,17 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyroute2 import netns as pyroute_netns
 
 import calico_lib
 from calico_lib import Endpoint, IPPool, Node, Profile, Rule, ValidationError
 from calico_lib.explain import explain
 from tests import netns
-from tests.netns import OUTSIDE4, OUTSIDE6, Lab
+from tests.netns import OUTSIDE4, OUTSIDE6, Lab, inside
 
 POOL4, POOL6 = "10.65.0.0/16", "fd00:65::/64"
 PORTS = (53, 80, 179, 443, 1000, 1001, 8080)
@@ -51,18 +49,10 @@ MIN_PROBES = 500
 EXAMPLES = 22
 PROBES_PER_EXAMPLE = 24
 
+pytestmark = pytest.mark.netns
+
 
 # --------------------------------------------------------------------------- sockets
-
-
-@contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Sockets made in this block belong to namespace ``ns``."""
-    pyroute_netns.pushns(ns)
-    try:
-        yield
-    finally:
-        pyroute_netns.popns()
 
 
 def _checksum(data: bytes) -> int:
@@ -306,9 +296,7 @@ def probes(draw: st.DrawFn) -> Probe:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Iterator[tuple]:
-    reason = netns.missing_requirements()
-    if reason:
-        pytest.fail(reason, pytrace=False)
+    netns.require()
     url = "sqlite:///" + str(tmp_path_factory.mktemp("explain") / "calico.db")
     with Lab() as lab, calico_lib.connect(url) as client:
         host = lab.host("host1")

@@ -38,7 +38,7 @@ from tests.dockerlab import DockerLab, python_env, run
 from tests.etcd_server import EtcdServer
 from tests.faultcheck import Resident
 
-pytestmark = pytest.mark.etcd
+pytestmark = [pytest.mark.docker, pytest.mark.etcd]
 
 NET_A, NET_B = "fault-a", "fault-b"
 SYNC_INTERVAL, SYNC_GRACE = 1.0, 5.0

@@ -36,12 +36,9 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
-import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,19 +96,15 @@ from calico_lib.model import (
     Rule,
 )
 from calico_lib.plugin.driver import Driver, host_veth
-from calico_lib.plugin.server import INTERNAL_ERROR, routes, serve
+from calico_lib.plugin.server import INTERNAL_ERROR, routes
 from calico_lib.records import check_records, decode_all
 from calico_lib.render import names
 from calico_lib.render.bird import render_bird
-from calico_lib.render.policy import (
-    Policy,
-    RuleRenderer,
-    ipset_restore_text,
-    iptables_restore_text,
-    render_policy,
-)
+from calico_lib.render.policy import Policy, RuleRenderer, render_policy
 from calico_lib.snapshot import Snapshot, load_snapshot
-from tests.dockerlab import post
+from tests import netns
+from tests.dockerlab import post, serving
+from tests.netns import inside
 from tests.test_plugin_protocol import (
     EP,
     NET,
@@ -130,6 +123,7 @@ from tests.test_plugin_protocol import (
     request_pool,
 )
 from tests.test_plugin_protocol import HOST as DOCKHOST
+from tests.test_render_policy import restore_texts
 from tests.unit_modules import helpers
 
 #: what each known defect is (the regression tests at the end show each one)
@@ -523,13 +517,12 @@ def _check_policy(snapshot: Snapshot, policy: Policy, known: frozenset[str]) -> 
                         used = policy.ipsets.get(tokens[i + 1])
                         assert used is not None and used.version == table.version, (
                             f"{chain}: {spec}: no IPv{table.version} set {tokens[i + 1]}")
-        for line in iptables_restore_text(table).splitlines():
-            assert ascii_line(line), repr(line)
     for name, ipset in policy.ipsets.items():
         assert name == ipset.name and name.startswith("cali"), name
         assert len(name) <= names.IPSET_MAX, name
-    for line in ipset_restore_text(policy).splitlines():
-        assert ascii_line(line), repr(line)
+    for _, text in restore_texts(policy):  # what the agent writes
+        for line in text.splitlines():
+            assert ascii_line(line), repr(line)
     _check_owners(snapshot, policy, rules)
 
 
@@ -583,18 +576,6 @@ def _check_bird(snapshot: Snapshot, text: str | None, known: frozenset[str]) -> 
 # ------------------------------------------------------------------ the kernel's verdict
 
 
-@contextmanager
-def inside(namespace: str) -> Iterator[None]:
-    """Run this thread (and the commands it starts) in ``namespace`` for a while."""
-    from pyroute2 import netns
-
-    netns.pushns(namespace)
-    try:
-        yield
-    finally:
-        netns.popns()
-
-
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Callable[[Rendered], list[str]]]:
     """``check(rendered)``: what the kernel tools and BIRD say about a rendering (empty when
@@ -610,12 +591,12 @@ def kernel(tmp_path: Path) -> Iterator[Callable[[Rendered], list[str]]]:
         problems = []
         with inside(namespace):
             try:
-                proc = _tool(["ipset", "restore"], ipset_restore_text(rendered.policy))
+                (_, sets), *tables = restore_texts(rendered.policy)
+                proc = _tool(["ipset", "restore"], sets)
                 if proc.returncode:
                     problems.append(f"ipset restore: {proc.stderr.strip()}")
-                for table in rendered.policy.tables:
-                    tool = "iptables-restore" if table.version == 4 else "ip6tables-restore"
-                    text = iptables_restore_text(table)
+                for table, (tool, text) in zip(rendered.policy.tables, tables, strict=True):
+                    tool = f"{tool}-restore"
                     proc = _tool([tool, "--test"], text)
                     if proc.returncode:
                         problems.append(f"{tool} {table.name}: {proc.stderr.strip()} "
@@ -719,6 +700,7 @@ def renders(url: str, known: Iterable[str] = ()) -> list[Rendered]:
 # ========================================================================== Python API
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", list(MODEL_KWARGS), ids=lambda c: c.__name__)
 @fast(80)
 @given(data=st.data())
@@ -744,6 +726,7 @@ FROM_DICT = {IPPool: pool_kwargs(JSON_WRONG), Rule: rule_kwargs(JSON_WRONG, unkn
              Node: node_kwargs(JSON_WRONG), BGPPeer: peer_kwargs(JSON_WRONG)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", list(FROM_DICT), ids=lambda c: c.__name__)
 @fast(60)
 @given(data=st.data())
@@ -861,6 +844,7 @@ API_CALLS = {f.__name__: f for f in (
     api_set_agent_config, api_ipam_set_config, api_auto_assign, api_assign_ip, api_release_ips)}
 
 
+@pytest.mark.slow
 @fast(150)
 @given(data=st.data())
 def test_python_api_refuses_in_one_line_or_stores_what_renders(data: Any) -> None:
@@ -901,6 +885,7 @@ def _valid(cls: type, kwargs: dict[str, Any]) -> Any:
         return None
 
 
+@pytest.mark.netns
 @fast(20)
 @given(data=st.data())
 def test_kernel_accepts_what_the_api_stored(kernel: Callable[[Rendered], list[str]],
@@ -1090,6 +1075,7 @@ def _raw_path_echo(err: str, argv: list[str]) -> bool:
                and value in err for flag, value in zip(argv, argv[1:], strict=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(CLI_COMMANDS))
 @fast(40)
 @given(data=st.data())
@@ -1145,26 +1131,17 @@ class Sockets:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sockets]:
     """One plugin for the module (stopping one takes half a second)."""
-    socket_dir = tempfile.mkdtemp(prefix="calico-hostile-")  # socket paths <= 107 bytes
     stores = Stores(tmp_path_factory.mktemp("plugin"))
     client = calico_lib.connect(stores.new(subnet=True))
     docker, hooks = FakeDocker(), Recorder()
     driver = Driver(client, DOCKHOST, docker, reconcile=hooks.reconcile,  # type: ignore[arg-type]
                     create_veth=hooks.create_veth, delete_veth=hooks.delete_veth)
-    servers = serve(driver, os.path.join(socket_dir, "plugins"))
-    sockets = Sockets(Plugin(client, docker, hooks, os.path.join(socket_dir, "plugins")),
-                      driver, stores)
-    try:
-        yield sockets
-    finally:
-        stoppers = [threading.Thread(target=server.shutdown) for server in servers]
-        for thread in stoppers:
-            thread.start()
-        for thread, server in zip(stoppers, servers, strict=True):
-            thread.join()
-            server.server_close()
-        sockets.plugin.client.close()
-        shutil.rmtree(socket_dir, ignore_errors=True)
+    with serving(driver, "calico-hostile-") as (socket_dir, _):
+        sockets = Sockets(Plugin(client, docker, hooks, socket_dir), driver, stores)
+        try:
+            yield sockets
+        finally:
+            sockets.plugin.client.close()
 
 
 @pytest.fixture
@@ -1221,6 +1198,7 @@ NETWORK_NAMES = st.integers(0, 3).flatmap(lambda i: st.one_of(
     NAME, st.sampled_from(SEED_NAMES + KERNEL_NAMES)))
 
 
+@pytest.mark.slow
 @fast(40)
 @given(data=st.data())
 def test_plugin_docker_flow_with_hostile_fields(sockets: Sockets, data: Any) -> None:
@@ -1281,6 +1259,7 @@ PATHS = sorted((("net" if name == "calico.sock" else "ipam"), path[1:])
                for path in handlers)
 
 
+@pytest.mark.slow
 @fast(100)
 @given(data=st.data())
 def test_plugin_answers_any_body_on_any_call(sockets: Sockets, data: Any) -> None:
@@ -1358,6 +1337,7 @@ def test_plugin_network_named_after_an_operators_profile_is_refused(sockets: Soc
     assert_renders(s.plugin.client.store, hosts=[DOCKHOST])
 
 
+@pytest.mark.netns
 def test_plugin_network_named_after_a_marked_profile_joins_it_unchanged(
         sockets: Sockets, kernel: Callable[[Rendered], list[str]]) -> None:
     """Once the operator marks "db" as a Docker network's profile, the network's containers
@@ -1378,6 +1358,7 @@ def test_plugin_network_named_after_a_marked_profile_joins_it_unchanged(
             assert kernel(rendered) == []
 
 
+@pytest.mark.netns
 def test_plugin_networks_named_like_other_objects_kernel_names_get_their_own(
         sockets: Sockets, kernel: Callable[[Rendered], list[str]]) -> None:
     """Networks named exactly like other objects' kernel names (the long profile's hashed
@@ -1446,6 +1427,7 @@ def assert_module_refusal(out: dict[str, Any]) -> None:
     assert "Traceback" not in message and "exception" not in out, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODULE_OPTIONS))
 @fast(40)
 @given(data=st.data())
@@ -1496,29 +1478,20 @@ def test_docker_network_module_fails_in_one_line(modules: None, fake_docker: tup
         assert one_line(message), repr(message)
 
 
+@pytest.mark.netns
 @fast(6)
 @given(data=st.data())
 def test_dataplane_module_in_a_namespace(modules: None, stores: Stores, data: Any) -> None:
     """The module that writes the kernel, in a throwaway namespace: a hostile host name is
     refused in one line; a good one reconciles."""
-    from pyroute2 import netns
-
     url = stores.new()
     hostname = data.draw(field(st.sampled_from(("h", "h2")), JSON_WRONG, 2).filter(utf8),
                          label="hostname")
-    namespace = f"calt-hd-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        netns.pushns(namespace)
-        try:
-            out = helpers.call(dataplane_module, {
-                "hostname": hostname, "datastore": url,
-                "lock_file": str(stores.root / "dataplane.lock")},
-                check=data.draw(st.booleans(), label="check mode"))
-        finally:
-            netns.popns()
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    with netns.namespace("calt-hd") as namespace, inside(namespace):
+        out = helpers.call(dataplane_module, {
+            "hostname": hostname, "datastore": url,
+            "lock_file": str(stores.root / "dataplane.lock")},
+            check=data.draw(st.booleans(), label="check mode"))
     if out.get("failed"):
         assert_module_refusal(out)
     else:  # the name given, or (none given: empty, false) this machine's
@@ -1538,6 +1511,7 @@ ANY_NET_RULES = [
 ]
 
 
+@pytest.mark.netns
 def test_any_net_in_a_cidr_list_is_stored_and_rendered_on_every_surface(
         stores: Stores, capsys: pytest.CaptureFixture[str], modules: None,
         kernel: Callable[[Rendered], list[str]]) -> None:
@@ -1736,20 +1710,16 @@ def test_d1_plugin_refuses_wrong_types_naming_the_field(sockets: Sockets, method
     assert status == 500 and message != INTERNAL_ERROR, message
 
 
+@pytest.mark.netns
 def test_d1_leave_refuses_an_endpoint_id_no_veth_name_can_hold() -> None:
     """Leave turns any EndpointID into a veth name for the kernel: with the real dataplane
     hook a lone surrogate raises UnicodeEncodeError (the answer: internal error)."""
     from calico_lib.dataplane.veth import delete_veth
 
-    namespace = f"calt-hl-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        with inside(namespace):
-            driver = Driver(memory_client(), DOCKHOST, FakeDocker(),  # type: ignore[arg-type]
-                            delete_veth=delete_veth)
-            attempt(lambda: driver.leave({"EndpointID": "\ud800"}))
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    with netns.namespace("calt-hl") as namespace, inside(namespace):
+        driver = Driver(memory_client(), DOCKHOST, FakeDocker(),  # type: ignore[arg-type]
+                        delete_veth=delete_veth)
+        attempt(lambda: driver.leave({"EndpointID": "\ud800"}))
 
 
 @pytest.mark.parametrize("kind, method, body", [
@@ -1806,6 +1776,7 @@ def test_d5_nodes_and_peers_bird_would_refuse_are_refused(make: Callable[[], Any
     assert one_line(str(info.value)) and "unicast" in str(info.value)
 
 
+@pytest.mark.netns
 def test_d6_bird_protocol_names_are_distinct(kernel: Callable[[Rendered], list[str]]) -> None:
     client = memory_client()
     client.add_node(Node("n2", ipv4="10.0.0.2", ipv6="::1.0.0.2"))
@@ -1814,6 +1785,7 @@ def test_d6_bird_protocol_names_are_distinct(kernel: Callable[[Rendered], list[s
     assert kernel(rendered) == []
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("rule", [
     Rule(src_net=["10.0.0.0/8"], not_src_net=["10.1.0.0/16"]),
     Rule(action="deny", dst_net=["fd00::/8"], not_dst_net=["fd00:1::/32"]),
@@ -1826,6 +1798,7 @@ def test_d7_a_net_and_a_negated_net_render_for_iptables(
     assert kernel(rendered) == []
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("write", [
     lambda c: c.add_endpoint(Endpoint("e2", "h", "calie2", ipv4_nets=["0.0.0.0"],
                                       profiles=["web"])),

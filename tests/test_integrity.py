@@ -7,7 +7,6 @@ Each test here failed on the code before the fix it names.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from calico_lib import Endpoint, IPPool, Node, Profile, Rule, keys
 from calico_lib.errors import ValidationError
 from calico_lib.reconcile import Dataplane, DataplaneError
 from calico_lib.snapshot import load_snapshot
+from tests import processes
 from tests.test_agent import REPO, routes, sh, start_agent, wait_for
 from tests.test_cli import assert_error, run_calicoctl
 
@@ -89,6 +89,7 @@ def test_calicoctl_datastore_check_lists_unreadable_records(datastore_url: str) 
     assert result.out.count("\n") == 1 and keys.profile("x") in result.out
 
 
+@pytest.mark.netns
 def test_agent_keeps_reconciling_past_a_bad_record(host, tmp_path: Path) -> None:
     """Before: the long-running agent exited at the first record it could not read."""
     url = f"sqlite:///{tmp_path}/calico.db"
@@ -111,8 +112,7 @@ def test_agent_keeps_reconciling_past_a_bad_record(host, tmp_path: Path) -> None
             assert text.count("skipping unreadable record") == 1, text  # logged once
             assert "1 unreadable record(s) skipped" in text
         finally:
-            agent.send_signal(signal.SIGTERM)
-            code = agent.wait(timeout=10)
+            code = processes.stop(agent)
         assert code == 0, log.read_text()
 
 
@@ -258,6 +258,7 @@ def test_agent_config_set_exits_zero(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ partial apply
 
 
+@pytest.mark.netns
 def test_ip6tables_failure_does_not_stop_routes_and_ipv4(host, tmp_path: Path,
                                                          monkeypatch) -> None:
     """Before: a failing ip6tables-restore aborted the reconcile before routes and IPv4."""
@@ -293,6 +294,7 @@ def test_ip6tables_failure_does_not_stop_routes_and_ipv4(host, tmp_path: Path,
                                                "ip6tables-save", "-t", "filter")
 
 
+@pytest.mark.netns
 def test_agent_never_creates_a_missing_store(host, tmp_path: Path) -> None:
     """An agent started on a mistyped path would render an empty policy: it fails (and
     systemd restarts it) until the store exists."""

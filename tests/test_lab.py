@@ -9,6 +9,11 @@ image cached.
 
 Needs root and docker.io (the lab starts dockerd when it is not running); debootstrap is
 installed by the lab when the image has to be built.
+
+From a wheel (issue 15): the project built and installed into a virtualenv of its own
+(tests/wheel_install.py), ``calicoctl lab up --skip-deploy --nodes 1`` run from a folder
+outside the checkout makes ``calico-wheeltest-1`` on ``calico-wheeltest-fabric``
+(172.31.249.0/24), chosen with the CALICO_LAB_* environment, and ``lab down`` removes it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 import pytest
 
 from calico_lib import cli, lab
-from calico_lib.lab import Lab, LabError, NodeSpec
+from calico_lib.lab import Lab, LabError, NodeSpec, command, image
+from tests import wheel_install
 
 PREFIX = "calico-labtest"
 SUBNET4 = "172.31.251.0/24"
@@ -49,7 +55,7 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
         def down(self) -> None:
             calls.append(("down",))
 
-    monkeypatch.setattr(lab, "Lab", FakeLab)
+    monkeypatch.setattr(command, "Lab", FakeLab)
     monkeypatch.setenv("CALICO_DATASTORE", "etcd://192.0.2.1:1")  # would fail if opened
     assert cli.main(["lab", "up", "--nodes", "2", "--ipv6", "--skip-deploy"]) == 0
     assert cli.main(["lab", "down"]) == 0
@@ -66,10 +72,39 @@ def test_cli_lab_errors_name_the_step(monkeypatch, capsys) -> None:
         def up(self, deploy: bool = True) -> None:
             raise LabError("boot", "calico-lab-1 stopped while booting")
 
-    monkeypatch.setattr(lab, "Lab", FailingLab)
+    monkeypatch.setattr(command, "Lab", FailingLab)
     assert cli.main(["lab", "up"]) == 1
     assert capsys.readouterr().err.strip() == (
         "calicoctl: lab step 'boot' failed: calico-lab-1 stopped while booting")
+
+
+def test_cli_lab_beside_another_from_the_environment(monkeypatch) -> None:
+    """CALICO_LAB_PREFIX and friends make a second lab (tests of an installed package)."""
+    made: list[dict[str, Any]] = []
+
+    class RecordingLab:
+        def __init__(self, **kwargs: Any) -> None:
+            made.append(kwargs)
+
+        def up(self, deploy: bool = True) -> None:
+            pass
+
+        def down(self) -> None:
+            pass
+
+    monkeypatch.setattr(command, "Lab", RecordingLab)
+    for name in command.ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["lab", "down"]) == 0
+    monkeypatch.setenv("CALICO_LAB_PREFIX", PREFIX)
+    monkeypatch.setenv("CALICO_LAB_SUBNET4", SUBNET4)
+    monkeypatch.setenv("CALICO_LAB_SUBNET6", SUBNET6)
+    monkeypatch.setenv("CALICO_LAB_STATE_DIR", "/tmp/labtest-state")
+    assert cli.main(["lab", "up", "--nodes", "1", "--skip-deploy"]) == 0
+    assert cli.main(["lab", "down"]) == 0
+    other = {"prefix": PREFIX, "subnet4": SUBNET4, "subnet6": SUBNET6,
+             "state_dir": "/tmp/labtest-state"}
+    assert made == [{}, {"nodes": 1, "ipv6": False, "route_reflectors": 0, **other}, other]
 
 
 @pytest.mark.parametrize("count", ["many", "0", "51", "-1"])
@@ -109,7 +144,7 @@ def test_image_tag_is_a_hash_of_the_recipe(monkeypatch) -> None:
     tag = lab.image_tag()
     assert tag.startswith("calico-lab-node:") and len(tag.split(":")[1]) == 12
     assert lab.image_tag() == tag
-    monkeypatch.setattr(lab, "PACKAGES", (*lab.PACKAGES, "less"))
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "less"))
     assert lab.image_tag() != tag
 
 
@@ -191,6 +226,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.lab
 @pytest.mark.slow
 def test_two_nodes_boot_run_docker_inside_and_go_away(tmp_path, dockerd: None) -> None:
     out = io.StringIO()
@@ -276,3 +312,108 @@ def test_route_reflectors_turn_the_mesh_off_and_mark_the_first_nodes() -> None:
         "policy_bgp"]["node_to_node_mesh"] is True
     with pytest.raises(lab.LabError, match="--route-reflectors"):
         Lab(nodes=3, route_reflectors=4)
+
+
+# ------------------------------------------------------------------------------ where from
+
+
+def test_the_checkout_is_the_collection_it_deploys_with(monkeypatch) -> None:
+    from calico_lib.lab import collection
+
+    monkeypatch.delenv("CALICO_LAB_REPO", raising=False)
+    found = lab.find_collection()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert found == collection.Collection(repo, repo, installed=False)
+    assert found.has_library
+
+
+def test_deploy_from_an_installed_copy_builds_the_hosts_wheel_from_installed_files(
+        tmp_path, monkeypatch) -> None:
+    from calico_lib.lab import collection, deploy
+    from calico_lib.lab.shell import Shell
+
+    bundle = tmp_path / "site" / "ansible_collections" / "calico" / "docker"
+    (bundle / "playbooks").mkdir(parents=True)
+    (bundle / "playbooks" / "site.yml").write_text("---\n")
+    for name in collection.WHEEL_SOURCES:
+        (bundle / name).write_text(name)
+    installed = collection.Collection(str(bundle), str(tmp_path / "site"), installed=True)
+    assert not installed.has_library
+    runs: list[dict[str, Any]] = []
+    monkeypatch.setattr(deploy, "find_collection", lambda: installed)
+    monkeypatch.setattr(deploy, "ansible_playbook", lambda step: "/usr/bin/ansible-playbook")
+    monkeypatch.setattr(deploy, "run_playbook", lambda shell, ansible, playbook, root, env,
+                        log_path, inventory_path, extra, step: runs.append(
+                            {"root": root, "env": env, "extra": extra}))
+    state = tmp_path / "state"
+    state.mkdir()
+    deploy.deploy(Shell(io.StringIO()), inventory_path=str(state / "inventory.yml"),
+                  state_dir=str(state), base_env={"PATH": "/bin"})
+    [run] = runs
+    assert run["root"] == str(bundle)
+    assert run["env"]["ANSIBLE_CONFIG"] == str(bundle / "ansible.cfg")
+    assert run["env"]["ANSIBLE_COLLECTIONS_PATH"] == str(tmp_path / "site")
+    flag, value = run["extra"]
+    source = state / deploy.WHEEL_SOURCE
+    assert flag == "-e" and json.loads(value) == {"node_wheelhouse_source": str(source)}
+    # build_wheelhouse.py's sources: the copy's pyproject.toml, LICENSE and README.md, and
+    # the installed calico_lib
+    assert (source / "pyproject.toml").read_text() == "pyproject.toml"
+    assert (source / "calico_lib" / "lab" / "core.py").is_file()
+
+    # from a checkout (it holds the sources), the role's default source stays
+    runs.clear()
+    monkeypatch.setattr(deploy, "find_collection", lambda: lab.find_collection())
+    deploy.deploy(Shell(io.StringIO()), inventory_path=str(state / "inventory.yml"),
+                  state_dir=str(state), base_env={"PATH": "/bin"})
+    assert runs[0]["extra"] == []
+
+
+# ------------------------------------------------------------------------------ from a wheel
+
+WHEEL_PREFIX = "calico-wheeltest"
+WHEEL_SUBNET4 = "172.31.249.0/24"
+WHEEL_SUBNET6 = "fd7a:ca1:1af::/64"
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+def test_lab_up_from_a_wheel_install_outside_the_checkout(tmp_path, dockerd: None) -> None:
+    """`pip install` of the wheel, then `calicoctl lab up --skip-deploy` from elsewhere: a
+    one-node lab of its own (calico-wheeltest-1 on 172.31.249.0/24) beside any other."""
+    installed = wheel_install.build_and_install(tmp_path / "wheel")
+    state_dir = tmp_path / "state"
+    env = wheel_install.outside_env(
+        CALICO_LAB_PREFIX=WHEEL_PREFIX, CALICO_LAB_SUBNET4=WHEEL_SUBNET4,
+        CALICO_LAB_SUBNET6=WHEEL_SUBNET6, CALICO_LAB_STATE_DIR=str(state_dir))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    calicoctl = str(installed.bin / "calicoctl")
+    node = f"{WHEEL_PREFIX}-1"
+
+    def calicoctl_lab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([calicoctl, "lab", *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=1800)
+
+    try:
+        up = calicoctl_lab("up", "--skip-deploy", "--nodes", "1")
+        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+        assert "[8/8] Ansible inventory" in up.stdout, up.stdout
+        info = json.loads(docker("inspect", node).stdout)[0]
+        assert info["State"]["Running"]
+        assert info["NetworkSettings"]["Networks"][f"{WHEEL_PREFIX}-fabric"]["IPAddress"] \
+            == "172.31.249.11"
+        assert docker("exec", node, "systemctl", "is-system-running",
+                      check=False).stdout.strip() in ("running", "degraded")
+        state = json.loads((state_dir / "lab.json").read_text())
+        assert [n["name"] for n in state["nodes"]] == [node]
+        assert (state_dir / "inventory.yml").is_file()
+    finally:
+        down = calicoctl_lab("down")
+        if down.returncode != 0:  # leave nothing behind whatever happened
+            docker("rm", "-f", "-v", node, check=False)
+            docker("network", "rm", f"{WHEEL_PREFIX}-fabric", check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert docker("inspect", node, check=False).returncode != 0
+    assert docker("network", "inspect", f"{WHEEL_PREFIX}-fabric", check=False).returncode != 0
+    assert not state_dir.exists()

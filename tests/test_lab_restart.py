@@ -34,6 +34,8 @@ from calico_lib.render import names
 from tests import faultcheck
 from tests.faultcheck import Probe
 
+pytestmark = [pytest.mark.lab, pytest.mark.ansible]  # `lab up` deploys with site.yml
+
 PREFIX = "calico-rstest"
 SUBNET4 = "172.31.254.0/24"
 SUBNET6 = "fd7a:ca1:1ae::/64"

@@ -11,7 +11,6 @@ Needs root, iproute2, iptables and ipset.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from calico_lib import Endpoint, IPPool
 from calico_lib.errors import ValidationError
 from calico_lib.metrics import parse_address
 from tests.dockerlab import post
+from tests.processes import stop
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTNAME = "metrics-host"
@@ -96,18 +96,6 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 30.0,
                          + (f"\n{log.read_text()}" if log is not None else ""))
 
 
-def stop(proc: subprocess.Popen) -> int | None:
-    """SIGTERM, then SIGKILL after 10 s; its exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    return proc.returncode
-
-
 def python_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO))
 
@@ -161,6 +149,7 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/calico.db"
 
 
+@pytest.mark.netns
 def test_agent_metrics_move_with_their_events(host: dict[str, str], url: str,
                                               tmp_path: Path) -> None:
     ns, veth = host["ns"], host["veth"]
@@ -297,6 +286,7 @@ def plugin(host: dict[str, str], url: str, tmp_path: Path) -> Iterator[tuple[str
     assert code == 0, log.read_text()
 
 
+@pytest.mark.netns
 def test_plugin_metrics_move_with_their_events(plugin: tuple[str, Path]) -> None:
     address, sockets = plugin
     ipam, net = str(sockets / "calico-ipam.sock"), str(sockets / "calico.sock")

@@ -107,6 +107,27 @@ class TestProfile:
         (outbound,) = profile.outbound_rules
         assert outbound.to_dict().keys() <= {"action"}  # allow everything: no match at all
 
+    def test_with_defaults_gives_what_is_given_and_defaults_the_rest(self) -> None:
+        """The one default-profile merge (calicoctl profile add, the profile module, a
+        Docker network's profile)."""
+        assert Profile.with_defaults("web") == Profile.with_default_rules("web")
+        given = Profile.with_defaults("web", tags=["web", "x"], labels={"a": "b"},
+                                      docker_network=True)
+        assert (given.tags, given.labels, given.docker_network) == (["web", "x"],
+                                                                    {"a": "b"}, True)
+        assert given.inbound_rules == Profile.with_default_rules("web").inbound_rules
+        ruled = Profile.with_defaults("web", rules={"inbound_rules": [{"action": "deny"}]})
+        assert ruled.inbound_rules == [Rule(action="deny")] and ruled.outbound_rules == []
+        assert Profile.with_defaults("web", rules={}).inbound_rules == []
+        bare = Profile.with_defaults("web", default_rules=False)
+        assert bare.tags == ["web"] and bare.inbound_rules == bare.outbound_rules == []
+        with pytest.raises(ValidationError) as info:
+            Profile.with_defaults("web", rules={"colour": "red"})
+        assert info.value.field == "colour"
+        with pytest.raises(ValidationError) as info:
+            Profile.with_defaults("no spaces")
+        assert info.value.field == "name"
+
 
 class TestEndpoint:
     def test_mac_and_addresses(self) -> None:

@@ -19,19 +19,11 @@ import pytest
 
 import calico_lib
 from calico_lib import Endpoint, IPPool, Node, Profile, Rule
-from tests import netns
 from tests.netns import Lab
 
 LOG_ALL_NETNS = "/proc/sys/net/netfilter/nf_log_all_netns"
 
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    reason = netns.missing_requirements()
-    if reason:
-        pytest.fail(reason, pytrace=False)
-    with Lab() as the_lab:
-        yield the_lab
+pytestmark = pytest.mark.netns
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ import pytest
 
 import calico_lib
 from calico_lib import Endpoint
-from tests.netns import Lab, missing_requirements
+from tests import processes
+from tests.netns import Lab
 from tests.pki import Pki
 from tests.playbooks.harness import (
     HERE,
@@ -53,6 +54,8 @@ from tests.playbooks.harness import (
 POLICY = ("-e", f"@{HERE / 'policy.yml'}")
 POLICY_CHANGED = (*POLICY, "-e", f"@{HERE / 'policy_changed.yml'}")
 PASSWORD = "s3cret-bgp"  # a BGP password in policy.yml: never printed
+
+pytestmark = pytest.mark.ansible
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -262,15 +265,7 @@ def ns_state(lab: Lab, ns: str) -> str:
     return "\n".join(out)
 
 
-@pytest.fixture
-def lab():
-    why = missing_requirements()
-    if why:
-        pytest.skip(why)
-    with Lab() as lab:
-        yield lab
-
-
+@pytest.mark.netns
 def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     hosts = [lab.host("h1"), lab.host("h2")]
@@ -363,6 +358,7 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the docker role's networks
 
 
+@pytest.mark.docker
 def test_docker_role_networks(tmp_path: Path) -> None:
     """The docker role creates the inventory's Calico networks on a real dockerd with the
     plugin (tests/dockerlab.py; no systemd here, so the lab runs both), then changes nothing.
@@ -497,12 +493,7 @@ class EtcdCluster:
 
     def stop(self) -> None:
         for proc, log in self.procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            processes.stop(proc)
             log.close()
 
 
@@ -530,6 +521,8 @@ def etcd_inventory(lab: Lab, tmp_path: Path, names: list[str]) -> tuple[list, Pa
     return hosts, inventory
 
 
+@pytest.mark.netns
+@pytest.mark.etcd
 def test_etcd_role_three_members_over_tls(lab: Lab, tmp_path: Path) -> None:
     """The etcd role makes a CA on the controller, issues every member's certificates,
     and configures three members that form one healthy cluster over TLS only.
@@ -732,6 +725,8 @@ REFUSED = ("other host's endpoint", "other host's node", "profile", "pool")
 
 
 @pytest.mark.slow
+@pytest.mark.netns
+@pytest.mark.etcd
 def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
     """site.yml (without the docker play) over TLS with etcd authentication, the default:
     on namespace hosts, e1 also the etcd member and the policy host.
@@ -981,6 +976,8 @@ def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.netns
+@pytest.mark.etcd
 def test_site_over_tls_with_etcd_auth_off(lab: Lab, tmp_path: Path) -> None:
     """``etcd_auth: false`` (etcd's users managed otherwise): no password is made or
     installed, calico.conf names no etcd user, etcd's authentication stays off (a client

@@ -14,7 +14,6 @@ import logging
 import os
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,8 @@ from calico_lib.errors import CalicoError
 from calico_lib.logsafe import SafeFormatter
 from calico_lib.plugin import server
 from calico_lib.plugin.driver import Driver
-from tests.dockerlab import post
+from tests import processes
+from tests.dockerlab import post, serving
 from tests.test_plugin_protocol import (
     HOST,
     NET,
@@ -64,27 +64,15 @@ class Served:
 @pytest.fixture
 def served(tmp_path) -> Iterator[Served]:
     """The plugin of test_plugin_protocol, with its servers at hand."""
-    socket_dir = tempfile.mkdtemp(prefix="calico-hard-")  # short: socket paths <= 107 bytes
     client = calico_lib.connect("sqlite:///" + str((tmp_path / "calico.db").resolve()))
     client.add_pool(IPPool(POOL4))
     docker, hooks = FakeDocker(), Recorder()
     docker.names[NET] = "net1"
     driver = Driver(client, HOST, docker, reconcile=hooks.reconcile,  # type: ignore[arg-type]
                     create_veth=hooks.create_veth, delete_veth=hooks.delete_veth)
-    plugins = os.path.join(socket_dir, "plugins")
-    servers = server.serve(driver, plugins)
-    try:
+    with client, serving(driver, "calico-hard-") as (plugins, servers):
         yield Served(Plugin(client, docker, hooks, plugins),
                      {os.path.basename(s.server_address): s for s in servers})
-    finally:
-        stoppers = [threading.Thread(target=s.shutdown) for s in servers]
-        for thread in stoppers:
-            thread.start()
-        for thread, s in zip(stoppers, servers, strict=True):
-            thread.join()
-            s.server_close()
-        client.close()
-        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 def connect(path: str, timeout: float = 5.0) -> socket.socket:
@@ -138,6 +126,7 @@ def read_until_closed(sock: socket.socket, within: float) -> bytes:
 # ------------------------------------------------------------------------------ idle floods
 
 
+@pytest.mark.slow
 def test_idle_connections_do_not_delay_calls_and_are_closed(served: Served,
                                                             monkeypatch) -> None:
     monkeypatch.setattr(server, "READ_TIMEOUT", 1.5)
@@ -198,6 +187,7 @@ def _threads(pid: int) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
 
 
+@pytest.mark.slow
 def test_the_plugin_process_survives_a_flood_at_systemds_fd_limit(tmp_path) -> None:
     """The issue's case: 1,100 idle connections to a plugin limited to 1,024 descriptors."""
     open_files_for(1100)
@@ -240,12 +230,7 @@ def test_the_plugin_process_survives_a_flood_at_systemds_fd_limit(tmp_path) -> N
     finally:
         for sock in flood:
             sock.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(proc)
         shutil.rmtree(socket_dir, ignore_errors=True)
     # its log (written by logsafe): one record per line, each starting with the date
     lines = stderr_path.read_text().splitlines()

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,8 +35,8 @@ from calico_lib.plugin.driver import (
     endpoint_gateway6,
     next_hop_v4,
 )
-from calico_lib.plugin.server import MAX_BODY, serve
-from tests.dockerlab import DOCKER_ACCEPT, post
+from calico_lib.plugin.server import MAX_BODY
+from tests.dockerlab import DOCKER_ACCEPT, post, serving
 
 HOST = "dockhost"
 POOL4, POOL6, SUBNET = "10.65.0.0/16", "fd00:65::/64", "10.66.0.0/24"
@@ -173,8 +171,6 @@ def error_message(kind: str, answer: Any) -> str:
 
 @pytest.fixture
 def plugin(tmp_path) -> Iterator[Plugin]:
-    # Socket paths are limited to 107 bytes: keep them out of pytest's long tmp_path.
-    socket_dir = tempfile.mkdtemp(prefix="calico-proto-")
     client = calico_lib.connect("sqlite:///" + str((tmp_path / "calico.db").resolve()))
     for cidr in (POOL4, POOL6, SUBNET):
         client.add_pool(IPPool(cidr))
@@ -183,18 +179,8 @@ def plugin(tmp_path) -> Iterator[Plugin]:
     driver = Driver(client, HOST, docker, reconcile=hooks.reconcile,  # type: ignore[arg-type]
                     create_veth=hooks.create_veth, delete_veth=hooks.delete_veth,
                     gateway_prefixes=hooks.gateway_prefixes, add_address=hooks.add_address)
-    servers = serve(driver, os.path.join(socket_dir, "plugins"))
-    try:
-        yield Plugin(client, docker, hooks, os.path.join(socket_dir, "plugins"))
-    finally:
-        stoppers = [threading.Thread(target=server.shutdown) for server in servers]
-        for thread in stoppers:  # each waits up to serve_forever's 0.5 s poll: in parallel
-            thread.start()
-        for thread, server in zip(stoppers, servers, strict=True):
-            thread.join()
-            server.server_close()
-        client.close()
-        shutil.rmtree(socket_dir, ignore_errors=True)
+    with client, serving(driver, "calico-proto-") as (socket_dir, _):
+        yield Plugin(client, docker, hooks, socket_dir)
 
 
 # ------------------------------------------------------------------------------ bodies

@@ -27,17 +27,10 @@ POOL4 = "10.65.0.0/16"
 POOL6 = "fd00:65::/64"
 BUILTIN = {"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"}
 
+pytestmark = pytest.mark.netns
+
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    reason = netns.missing_requirements()
-    if reason:
-        pytest.fail(reason, pytrace=False)
-    with Lab() as the_lab:
-        yield the_lab
 
 
 @pytest.fixture

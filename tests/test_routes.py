@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from calico_lib.model import Endpoint
 from calico_lib.render.routes import RTPROT_CALICO, RouteSpec, desired_routes
 from calico_lib.snapshot import Snapshot
-from tests.netns import HOST_VETH_MAC, REPO_ROOT, Container, Host, Lab, missing_requirements
+from tests.netns import HOST_VETH_MAC, REPO_ROOT, Container, Host, Lab
 
 CONTAINER_V4 = "10.65.0.5"
 CONTAINER_V6 = "fd00:65::5"
@@ -151,20 +150,17 @@ class Bed:
 
 
 @pytest.fixture
-def bed() -> Iterator[Bed]:
-    """Namespaces from tests/netns.py, deleted afterwards whatever happens.
+def bed(lab: Lab) -> Bed:
+    """Namespaces from the shared lab (tests/conftest.py), deleted afterwards whatever
+    happens.
 
     The host end of the container's veth is set down again (with Calico's fixed MAC, so its
     link-local is fe80::ecee:eeff:feee:eeee once up): the applier has to set it up.
     """
-    why = missing_requirements()
-    if why:
-        pytest.skip(why)
-    with Lab() as lab:
-        host = lab.host("h")
-        container = lab.container(host, "c", ipv4=[CONTAINER_V4], ipv6=[CONTAINER_V6])
-        lab.ip(host.ns, "link", "set", container.interface, "down")
-        yield Bed(lab, host, container)
+    host = lab.host("h")
+    container = lab.container(host, "c", ipv4=[CONTAINER_V4], ipv6=[CONTAINER_V6])
+    lab.ip(host.ns, "link", "set", container.interface, "down")
+    return Bed(lab, host, container)
 
 
 def _dsts(routes: list[dict]) -> dict[str, str]:
@@ -175,6 +171,7 @@ def _dsts(routes: list[dict]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the applier
 
+@pytest.mark.netns
 def test_unused_address_of_a_local_block_is_dropped_not_routed_on(bed: Bed) -> None:
     """The ARCHITECTURE decision: a local block is blackholed below its /32 routes, so a
     packet to an address nobody holds stops here instead of following the default route
@@ -201,6 +198,7 @@ def test_unused_address_of_a_local_block_is_dropped_not_routed_on(bed: Bed) -> N
     assert set(bed.apply(bed.desired)["removed"]) == {block4, block6}
     assert reaches_outside()
 
+@pytest.mark.netns
 def test_apply_installs_routes_and_settings_then_changes_nothing(bed: Bed) -> None:
     first = bed.apply(bed.desired)
     assert first["changed"] is True
@@ -231,6 +229,7 @@ def test_apply_installs_routes_and_settings_then_changes_nothing(bed: Bed) -> No
     assert second["summary"].startswith("no change")
 
 
+@pytest.mark.netns
 def test_container_reaches_host_through_proxy_arp_and_link_local(bed: Bed) -> None:
     assert not bed.ping(bed.host.ipv4, count=1, wait=0.5)  # nothing answers for the gateway yet
     # that failed ARP leaves an INCOMPLETE entry that drops packets for ~3 s: start afresh
@@ -243,6 +242,7 @@ def test_container_reaches_host_through_proxy_arp_and_link_local(bed: Bed) -> No
     assert neigh and neigh[0]["lladdr"] == HOST_VETH_MAC
 
 
+@pytest.mark.netns
 def test_removed_endpoint_loses_routes_and_conntrack_entries(bed: Bed) -> None:
     bed.apply(bed.desired)
     have_conntrack = shutil.which("conntrack") is not None
@@ -273,6 +273,7 @@ def test_removed_endpoint_loses_routes_and_conntrack_entries(bed: Bed) -> None:
     assert again["commands"] == []
 
 
+@pytest.mark.netns
 def test_no_conntrack_flush_when_not_asked(bed: Bed) -> None:
     bed.apply(bed.desired)
     report = bed.apply([], flush_conntrack=False)
@@ -280,6 +281,7 @@ def test_no_conntrack_flush_when_not_asked(bed: Bed) -> None:
     assert report["conntrack_flushed"] == [] and report["commands"] == []
 
 
+@pytest.mark.netns
 def test_stale_protocol_80_routes_are_cleaned_up_and_others_kept(bed: Bed) -> None:
     up = bed.host.uplink
     # an endpoint whose veth is gone: the kernel drops its routes together with the link
@@ -309,6 +311,7 @@ def test_stale_protocol_80_routes_are_cleaned_up_and_others_kept(bed: Bed) -> No
     assert bed.apply(bed.desired)["changed"] is False
 
 
+@pytest.mark.netns
 def test_route_to_same_destination_elsewhere_is_replaced(bed: Bed) -> None:
     up = bed.host.uplink
     bed.ip("route", "add", f"{CONTAINER_V4}/32", "dev", up, "proto", "static")
@@ -332,6 +335,7 @@ def test_route_to_same_destination_elsewhere_is_replaced(bed: Bed) -> None:
     assert bed.apply(desired)["changed"] is False
 
 
+@pytest.mark.netns
 def test_missing_interface_is_reported_not_raised(bed: Bed) -> None:
     desired = [*bed.desired, RouteSpec("10.65.0.50/32", "cali99999999999"),
                RouteSpec("fd00:65::50/128", "cali99999999999")]
@@ -353,6 +357,7 @@ def test_missing_interface_is_reported_not_raised(bed: Bed) -> None:
     assert later["links_up"] == ["cali99999999999"]
 
 
+@pytest.mark.netns
 def test_routes_come_back_after_the_link_went_down(bed: Bed) -> None:
     bed.apply(bed.desired)
     bed.ip("link", "set", bed.cali, "down")  # the kernel drops the routes of a down link

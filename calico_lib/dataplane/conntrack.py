@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from . import runner
 
@@ -21,22 +21,23 @@ from . import runner
 DIRECT = 1
 
 
-def flush(addresses: Iterable[str]) -> list[str]:
+def flush(addresses: Iterable[str], run: Callable[..., str] | None = None) -> list[str]:
     """Delete every flow from or to each address; returns the addresses whose flows are
     gone (all of them; none when conntrack is not installed). conntrack exits 1 when
-    nothing matched, the common case."""
+    nothing matched, the common case. ``run``: ``runner.run`` unless told."""
     if shutil.which("conntrack") is None:
         return []
+    run = run or runner.run
     wanted = sorted(set(addresses))
     try:
-        tracked = None if len(wanted) <= DIRECT else _tracked(wanted)
+        tracked = None if len(wanted) <= DIRECT else _tracked(wanted, run)
         for address in wanted:
             ip = ipaddress.ip_address(address)
             if tracked is not None and str(ip) not in tracked:
                 continue
             family = ["-f", "ipv6"] if ip.version == 6 else []
             for direction in ("-s", "-d"):
-                runner.run(["conntrack", "-D", *family, direction, address], ok_codes=(0, 1))
+                run(["conntrack", "-D", *family, direction, address], ok_codes=(0, 1))
     except runner.CommandError as exc:
         if exc.returncode == 127:  # vanished meanwhile: nothing to flush
             return []
@@ -44,13 +45,13 @@ def flush(addresses: Iterable[str]) -> list[str]:
     return wanted
 
 
-def _tracked(addresses: list[str]) -> set[str]:
+def _tracked(addresses: list[str], run: Callable[..., str]) -> set[str]:
     """The addresses that appear in the conntrack table (of the families asked about)."""
     found: set[str] = set()
     for version, family in ((4, []), (6, ["-f", "ipv6"])):
         if not any(ipaddress.ip_address(a).version == version for a in addresses):
             continue
-        table = runner.run(["conntrack", "-L", *family], ok_codes=(0, 1))
+        table = run(["conntrack", "-L", *family], ok_codes=(0, 1))
         for word in table.split():
             if word.startswith(("src=", "dst=")):
                 try:

@@ -10,13 +10,16 @@ two sets of the same type and family whatever their maxelem).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import netaddr
 
 from ..errors import CalicoError
 from ..render.names import temp_set
 from ..render.policy import MAXELEM_MIN, IpSet
-from .runner import run, timeout_for
+
+if TYPE_CHECKING:
+    from .kernel import Ipsets
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ def as_kernel(sets: dict[str, IpSet]) -> dict[str, KernelSet]:
             for name, s in sets.items()}
 
 
-def read_sets() -> dict[str, KernelSet]:
-    return parse_save(run(["ipset", "save"]))
+def read_sets(ipsets: Ipsets) -> dict[str, KernelSet]:
+    return parse_save(ipsets.save())
 
 
 class SetTypeError(CalicoError):
@@ -143,12 +146,11 @@ def plan_changes(desired: dict[str, IpSet], applied: dict[str, IpSet]) -> SetPla
     return plan_sets(changed, as_kernel(before), stale=set(before) - set(desired))
 
 
-def apply_before(plan: SetPlan) -> None:
+def apply_before(ipsets: Ipsets, plan: SetPlan) -> None:
     if plan.before:
-        run(["ipset", "restore", "-exist"], stdin=plan.before,
-            timeout=timeout_for(plan.before))
+        ipsets.restore(plan.before)
 
 
-def apply_after(plan: SetPlan) -> None:
+def apply_after(ipsets: Ipsets, plan: SetPlan) -> None:
     if plan.after:
-        run(["ipset", "restore", "-exist"], stdin=plan.after)
+        ipsets.restore(plan.after)

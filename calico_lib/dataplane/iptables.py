@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..render.policy import Table
-from .runner import CommandError, run, timeout_for
+from .runner import CommandError
+
+if TYPE_CHECKING:
+    from .kernel import Iptables
 
 COMMENT_RE = re.compile(r'--comment "?cali:([A-Za-z0-9_-]+)"?')
 JUMP_RE = re.compile(r"-[jg] (cali-\S+)")
-SAVE = {4: "iptables-save", 6: "ip6tables-save"}
-RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 
 
 def rule_hash(spec: str) -> str:
@@ -87,8 +88,8 @@ def as_kernel(table: Table) -> KernelTable:
                for builtin, target in table.hooks})
 
 
-def read_table(version: int, table: str) -> KernelTable:
-    return parse_save(run([SAVE[version], "-t", table]))
+def read_table(iptables: Iptables, table: str) -> KernelTable:
+    return parse_save(iptables.save(table))
 
 
 COUNTED_RE = re.compile(r"\[(\d+):(\d+)\] -A (cali\S*) ")
@@ -113,9 +114,9 @@ def parse_counters(text: str) -> dict[str, list[Counted]]:
     return chains
 
 
-def read_counters(version: int) -> dict[str, list[Counted]]:
+def read_counters(iptables: Iptables) -> dict[str, list[Counted]]:
     """The filter table's cali chains with each rule's packet and byte counters."""
-    return parse_counters(run([SAVE[version], "-c", "-t", "filter"]))
+    return parse_counters(iptables.save("filter", counters=True))
 
 
 @dataclass
@@ -173,13 +174,12 @@ def _with_comment(spec: str) -> str:
     return f'-m comment --comment "cali:{rule_hash(spec)}" {spec}'
 
 
-def apply_plan(plan: TablePlan) -> None:
+def apply_plan(iptables: Iptables, plan: TablePlan) -> None:
     """One atomic restore; on failure the kernel keeps its previous rules."""
     if plan.text is None:
         return
     try:
-        run([RESTORE[plan.version], "--noflush", "--wait"], stdin=plan.text,
-            timeout=timeout_for(plan.text))
+        iptables.restore(plan.text)
     except CommandError as exc:
         raise CommandError(exc.argv, exc.returncode,
                            _explain(exc.output, plan.text)) from None

@@ -26,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..errors import CalicoError
 from ..render.routes import RTPROT_CALICO, RouteSpec
 from . import conntrack
+from .veth import INTERFACE_SYSCTLS
 
 PROC_SYS = Path("/proc/sys")
 MAIN_TABLE = 254
@@ -40,14 +41,6 @@ DEFAULT_PRIORITY = {socket.AF_INET: 0, socket.AF_INET6: 1024}
 GLOBAL_SYSCTLS: tuple[tuple[str, str], ...] = (
     ("net/ipv4/ip_forward", "1"),
     ("net/ipv6/conf/all/forwarding", "1"),
-)
-#: per host-side veth: answer ARP for the gateway 169.254.1.1 (proxy ARP) at once rather than
-#: after the default random delay of up to 0.8 s, and never take a default route from RAs
-#: a container might send
-INTERFACE_SYSCTLS: tuple[tuple[str, str], ...] = (
-    ("net/ipv4/conf/{}/proxy_arp", "1"),
-    ("net/ipv4/neigh/{}/proxy_delay", "0"),
-    ("net/ipv6/conf/{}/accept_ra", "0"),
 )
 
 

@@ -1,13 +1,19 @@
 """Veth pairs for containers (pyroute2): the host end stays, the peer moves into the
-container's namespace (Docker moves and renames it after Join)."""
+container's namespace (Docker moves and renames it after Join).
+
+The one home of what makes a host-side veth: its name, its MAC, the gateways it answers
+for, and its sysctls (set here at creation, and kept by the route applier).
+"""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 import os
 import socket
 
+import netaddr
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -18,6 +24,41 @@ IFA_F_NODAD = 0x02
 
 #: every host-side veth has this MAC: the container's gateway (169.254.1.1) answers with it
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
+#: the containers' IPv4 gateway: every host-side veth answers for it (proxy ARP)
+GATEWAY_V4 = "169.254.1.1"
+#: the containers' IPv6 gateway: the link-local address of a host-side veth (its MAC, EUI-64)
+GATEWAY_V6 = str(netaddr.EUI(HOST_MAC).ipv6_link_local())
+
+#: per host-side veth, kept by the route applier: answer ARP for the gateway 169.254.1.1
+#: (proxy ARP) at once rather than after the default random delay of up to 0.8 s, and
+#: never take a default route from RAs a container might send
+INTERFACE_SYSCTLS: tuple[tuple[str, str], ...] = (
+    ("net/ipv4/conf/{}/proxy_arp", "1"),
+    ("net/ipv4/neigh/{}/proxy_delay", "0"),
+    ("net/ipv6/conf/{}/accept_ra", "0"),
+)
+#: per host-side veth, at creation: its link-local address is the IPv6 gateway (see
+#: ``_no_dad``)
+CREATE_SYSCTLS: tuple[tuple[str, str], ...] = (
+    ("net/ipv6/conf/{}/disable_ipv6", "0"),
+    ("net/ipv6/conf/{}/accept_dad", "0"),
+)
+
+
+def host_veth(endpoint_id: str) -> str:
+    """The host-side veth of an endpoint: ``cali`` + the first 11 characters of its id."""
+    return "cali" + endpoint_id[:11]
+
+
+def peer_veth(endpoint_id: str) -> str:
+    """The container end's name until Docker moves and renames it."""
+    return "tmp" + endpoint_id[:11]
+
+
+def container_mac(endpoint_id: str) -> str:
+    """A stable, locally administered MAC for the container end (anti-spoofing checks it)."""
+    digest = hashlib.sha256(endpoint_id.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 class VethError(CalicoError):
@@ -49,9 +90,9 @@ def _no_dad(interface: str) -> None:
     for it (hosts may default new interfaces to disable_ipv6=1), and without duplicate
     address detection it is usable at once, not a second later (every host end has the
     same link-local address, each on its own link)."""
-    for name, value in (("disable_ipv6", "0"), ("accept_dad", "0")):
+    for template, value in CREATE_SYSCTLS:
         try:
-            with open(f"/proc/sys/net/ipv6/conf/{interface}/{name}", "w") as handle:
+            with open("/proc/sys/" + template.format(interface), "w") as handle:
                 handle.write(value)
         except OSError:
             pass  # IPv6 not available on this host

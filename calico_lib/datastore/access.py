@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import DatastoreError, ValidationError
-from ..model import _hostname
+from ..model import validate_hostname
 
 ROOT_USER = "root"
 OPERATOR_USER = "calico-operator"
@@ -36,7 +36,7 @@ READ, READWRITE = "READ", "READWRITE"
 
 
 def host_user(node: str) -> str:
-    return HOST_USER_PREFIX + _hostname("hosts", node)
+    return HOST_USER_PREFIX + validate_hostname("hosts", node)
 
 
 @dataclass(frozen=True, order=True)
@@ -61,7 +61,7 @@ def operator_permissions() -> list[Permission]:
 
 
 def host_permissions(node: str) -> list[Permission]:
-    _hostname("hosts", node)
+    validate_hostname("hosts", node)
     return sorted([
         Permission(keys.ROOT, True, READ),
         Permission(keys.node(node), False, READWRITE),

@@ -15,7 +15,6 @@ an address is never taken from, or freed under, another endpoint or host.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -26,18 +25,16 @@ import netaddr
 
 from .. import keys
 from ..client import Client
+from ..dataplane.veth import GATEWAY_V4, GATEWAY_V6, container_mac, host_veth, peer_veth
 from ..errors import CalicoError, NotFoundError, ValidationError
 from ..ipam import interface_owner
-from ..model import Endpoint, Profile, _name, parse_address, parse_network, show
+from ..model import Endpoint, Profile, parse_address, parse_network, show, validate_name
 from ..records import decode
-from ..txn import dumps
 from .docker_api import DockerAPI, DockerError
+from .networks import DockerNetworks
 
 ADDRESS_SPACE_LOCAL = "CalicoLocalAddressSpace"
 ADDRESS_SPACE_GLOBAL = "CalicoGlobalAddressSpace"
-GATEWAY_V4 = "169.254.1.1"
-#: the link-local address of a host-side veth (MAC ee:ee:ee:ee:ee:ee, EUI-64)
-GATEWAY_V6 = str(netaddr.EUI("ee:ee:ee:ee:ee:ee").ipv6_link_local())
 #: options Docker itself puts in CreateNetwork; anything else in the -o map is refused
 DOCKER_OPTIONS = {"com.docker.network.enable_ipv4", "com.docker.network.enable_ipv6",
                   "com.docker.network.internal", "com.docker.network.generic"}
@@ -94,20 +91,6 @@ def endpoint_gateway6(endpoint_id: str) -> str:
     return str(netaddr.IPAddress((0xFE80 << 112) | suffix, 6))
 
 
-def host_veth(endpoint_id: str) -> str:
-    return "cali" + endpoint_id[:11]
-
-
-def peer_veth(endpoint_id: str) -> str:
-    return "tmp" + endpoint_id[:11]
-
-
-def container_mac(endpoint_id: str) -> str:
-    """A stable, locally administered MAC for the container end (anti-spoofing checks it)."""
-    digest = hashlib.sha256(endpoint_id.encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
 def _kind(value: Any) -> str:
     """What a JSON value is, for a refusal (the value itself may be large or nested)."""
     if isinstance(value, bool):
@@ -142,7 +125,7 @@ def _field(body: dict[str, Any], name: str) -> str:
 
 def _id(body: dict[str, Any], name: str) -> str:
     """A NetworkID or EndpointID, checked before it becomes a key, a name or a log line."""
-    return _name(name, _field(body, name), what=ID_RULE)
+    return validate_name(name, _field(body, name), what=ID_RULE)
 
 
 #: the JSON types of the body fields the driver reads, and how a refusal names them
@@ -174,30 +157,6 @@ def _mapping(body: dict[str, Any], name: str, label: str | None = None) -> dict[
 
 def _list(body: dict[str, Any], name: str, label: str | None = None) -> list[Any]:
     return _typed(body, name, list, [], label)  # type: ignore[no-any-return]
-
-
-def _record(kv: Any) -> dict[str, Any]:
-    """A stored Docker network record ({} when absent or unreadable)."""
-    try:
-        record = json.loads(kv.value) if kv else {}
-    except (ValueError, RecursionError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def _subnet_pools(record: Any) -> list[str]:
-    """The --subnet pools a stored Docker network record names (a whole-pool network's
-    are 0.0.0.0/0 and ::/0)."""
-    pools = record.get("pools") if isinstance(record, dict) else None
-    out = []
-    for pool in pools if isinstance(pools, list) else []:
-        try:
-            net = netaddr.IPNetwork(pool)
-        except (netaddr.AddrFormatError, TypeError, ValueError):
-            continue
-        if net.prefixlen:
-            out.append(str(net.cidr))
-    return out
 
 
 def _strip(address: str | None) -> str | None:
@@ -234,6 +193,11 @@ class Driver:
         # (`docker create`, `network connect`, `start`; compose does that)
         self._given: dict[str, dict[str, int]] = {}
         self._given_lock = threading.Lock()
+
+    @property
+    def networks(self) -> DockerNetworks:
+        """This host's records of its Docker networks."""
+        return DockerNetworks(self.client.store, self.hostname)
 
     # ------------------------------------------------------------------ IPAM driver
 
@@ -306,9 +270,7 @@ class Driver:
         network (of any host) was created on, so that in a container on both, a --subnet
         network's route to its pool leads only to its own peers; every pool when that
         leaves none."""
-        dedicated: set[str] = set()
-        for kv in self.client.store.list(keys.DOCKER_NETWORKS):
-            dedicated.update(_subnet_pools(_record(kv)))
+        dedicated = self.networks.dedicated_pools()
         shared = [p.cidr for p in self.client.list_pools()
                   if p.version == version and not p.disabled and p.cidr not in dedicated]
         return shared or None
@@ -366,14 +328,12 @@ class Driver:
                 pool = _text(data, "Pool", None, label=f"{label}.Pool")
                 pools.append(None if pool is None else str(parse_network(f"{label}.Pool",
                                                                          pool)))
-        record = {"id": network_id,
-                  "ipv6": bool(options.get("com.docker.network.enable_ipv6")),
-                  "pools": pools}
-        self.client.store.put(keys.docker_network(self.hostname, network_id), dumps(record))
+        self.networks.create(network_id, bool(options.get("com.docker.network.enable_ipv6")),
+                             pools)
         return {}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.client.store.delete(keys.docker_network(self.hostname, _id(body, "NetworkID")))
+        self.networks.delete(_id(body, "NetworkID"))
         return {}
 
     def _profile_for(self, network_id: str) -> str:
@@ -382,9 +342,7 @@ class Driver:
         The plugin writes no profile (hosts may not write policy): a network whose profile
         has no record gets the default rules from every host's snapshot. A profile of
         that name that an operator made for other uses is refused, never joined."""
-        kv = self.client.store.get(keys.docker_network(self.hostname, network_id))
-        record = _record(kv) or {"id": network_id}
-        name = record.get("name")
+        name = self.networks.name(network_id)
         if not name:
             try:
                 name = self.docker.network_name(network_id)
@@ -394,10 +352,9 @@ class Driver:
             if not name:
                 raise DriverError(f"cannot learn the name of network {network_id[:12]} from "
                                   f"Docker at {self.docker.socket_path}")
-            Profile.with_default_rules(name)  # a name that can be a profile's, or refused
-            record["name"] = name
-            self.client.store.put(keys.docker_network(self.hostname, network_id),
-                                  dumps(record))
+            # the profile its network gets (a name that can be a profile's, or refused)
+            Profile.with_defaults(name, docker_network=True)
+            self.networks.set_name(network_id, name)
         existing = self.client.store.get(keys.profile(name))
         if existing is not None:
             try:
@@ -558,8 +515,7 @@ class Driver:
 
     def _subnets(self, network_id: str) -> list[str]:
         """The pools a network was created on with --subnet (none for a whole-pool one)."""
-        kv = self.client.store.get(keys.docker_network(self.hostname, network_id))
-        return _subnet_pools(_record(kv))
+        return self.networks.subnets(network_id)
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
         endpoint_id = _id(body, "EndpointID")

@@ -25,7 +25,6 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .. import datastore, logsafe, metrics
-from ..agent import resolve_hostname
 from ..client import connect
 from ..dataplane.routes import apply_route_changes
 from ..dataplane.veth import (
@@ -36,6 +35,7 @@ from ..dataplane.veth import (
     unjoined_veths,
 )
 from ..errors import CalicoError
+from ..hostname import resolve_hostname
 from ..model import show
 from ..reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
 from ..render.routes import RouteSpec

@@ -621,26 +621,3 @@ def _nat_table(snapshot: Snapshot, version: int, sets: dict[str, IpSet]) -> Tabl
 def render_policy(snapshot: Snapshot) -> Policy:
     """Every ipset and every cali chain this host needs, for IPv4 and IPv6."""
     return PolicyRenderer().render(snapshot)
-
-
-# --------------------------------------------------------------------------- text
-
-
-def ipset_restore_text(policy: Policy) -> str:
-    """Every set as `ipset restore` input (for golden files and first-time creation)."""
-    lines = []
-    for s in policy.ipsets.values():
-        lines.append(f"create {s.name} {s.header}")
-        lines += [f"add {s.name} {m}" for m in sorted(s.members, key=netaddr.IPNetwork)]
-    return "\n".join(lines) + "\n"
-
-
-def iptables_restore_text(table: Table) -> str:
-    """A table as full `iptables-restore` input (for golden files and reading)."""
-    lines = [f"*{table.name}"]
-    lines += [f":{chain} - [0:0]" for chain in table.chains]
-    lines += [f"-A {builtin} -j {target}" for builtin, target in table.hooks]
-    for chain, specs in table.chains.items():
-        lines += [f"-A {chain} {spec}" for spec in specs]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"

@@ -19,6 +19,12 @@ options:
       - When not given, the environment variable E(CALICO_DATASTORE) is used, else the
         C(datastore = URL) line of C(/etc/calico/calico.conf), else
         C(sqlite:////var/lib/calico/calico.db).
+      - "To set it and the other datastore options (O(etcd_ca), O(etcd_cert), O(etcd_key),
+        O(etcd_user), O(etcd_password_file)) once for a whole play, use the action group
+        C(calico), which holds every module that has them: C(module_defaults) with
+        C(group/calico.docker.calico), for example C(module_defaults:
+        {group/calico.docker.calico: {datastore: etcds://10.0.0.1:2379, etcd_ca:
+        /etc/calico/pki/ca.crt}})."
     type: str
   etcd_ca:
     description:

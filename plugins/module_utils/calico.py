@@ -12,8 +12,6 @@ of the library ends the run with ``fail_json(msg=<its one-line message>)``.
 
 from __future__ import annotations
 
-import os
-import socket
 import traceback
 
 from ansible_collections.calico.docker.plugins.module_utils.messages import OneLineModule
@@ -21,6 +19,7 @@ from ansible_collections.calico.docker.plugins.module_utils.messages import OneL
 try:
     import calico_lib
     from calico_lib.errors import CalicoError, NotFoundError, ValidationError
+    from calico_lib.hostname import resolve_hostname as _library_hostname
 except ImportError:
     calico_lib = None
     CALICO_LIB_IMPORT_ERROR = traceback.format_exc()
@@ -150,14 +149,10 @@ def given(module, *names):
 
 
 def resolve_hostname(hostname):
-    """This host's name like the agent's: the option, else $CALICO_HOSTNAME, else the system
-    host name; a name that cannot be a node's fails naming the ``hostname`` option.
-
-    The same rule as ``calico_lib.agent.resolve_hostname`` (a unit test keeps them equal),
-    without importing the agent and the dataplane code behind it (a third of a second on
-    every module run).
-    """
-    name = hostname or os.environ.get("CALICO_HOSTNAME") or socket.gethostname()
+    """This host's name like the agent's (``calico_lib.hostname``: the option, else
+    $CALICO_HOSTNAME, else the system host name); a name that cannot be a node's fails
+    naming the ``hostname`` option."""
+    name = _library_hostname(hostname)
     try:
         calico_lib.Node(name)
     except ValidationError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.errors import NoLogError
 
 #: the longest failure message a module reports
 MAX_MESSAGE = 1024
@@ -63,4 +64,14 @@ class OneLineModule(AnsibleModule):
     argument refusals (``value of state must be one of: ..., got: present\\n``) included."""
 
     def fail_json(self, msg, **kwargs):
-        super().fail_json(one_line(msg), **kwargs)
+        super().fail_json(one_line(self._argument_refusal(msg)), **kwargs)
+
+    def _argument_refusal(self, msg):
+        """``msg``, unless it is the bare first refusal of the arguments that Ansible's
+        no_log scan makes of a list element that is not a mapping (``dictionary requested,
+        could not parse JSON or key=value``): then the type check's, which names the option."""
+        errors = getattr(getattr(self, "validation_result", None), "errors", None)
+        if errors and len(errors.errors) > 1 and isinstance(errors.errors[0], NoLogError) \
+                and msg == errors.errors[0].msg:
+            return errors.errors[1].msg
+        return msg

@@ -37,23 +37,99 @@ options:
     description:
       - The rules for traffic to the members, in order; the first match decides and traffic
         no rule allows is dropped.
-      - Each rule is a mapping with the fields of a Calico rule, each match negated by its
-        C(not_) twin; C(action) is C(allow) (the default), C(deny) or C(log) (logs the
-        packet to the kernel log with the prefix C(cali:<profile>:<in|out>:<number>) and
-        goes on to the next rule); C(protocol) is C(tcp), C(udp), C(icmp), C(icmpv6),
-        C(sctp) or a number 1-255; C(src_net) and
-        C(dst_net) are lists of CIDRs; C(src_tag) and C(dst_tag) name a tag;
-        C(src_ports) and C(dst_ports) are lists of ports and C(a:b) ranges (tcp, udp, sctp);
-        C(icmp_type) and C(icmp_code) are numbers; C(ip_version) is 4 or 6 to pin the rule
-        to one IP version.
+      - Each rule has the fields below, each match negated by its C(not_) twin; a field left
+        out does not match on that property. A field Calico does not know is refused.
     type: list
     elements: dict
+    suboptions: &rule
+      action:
+        description:
+          - What a matching packet gets. C(log) logs the packet to the kernel log with the
+            prefix C(cali:<profile>:<in|out>:<number>) and goes on to the next rule.
+        type: str
+        choices: [allow, deny, log]
+        default: allow
+      protocol:
+        description:
+          - The IP protocol, C(tcp), C(udp), C(icmp), C(icmpv6), C(sctp) or a protocol number
+            1-255.
+          - C(icmp) pins the rule to IPv4 and C(icmpv6) to IPv6.
+        type: raw
+      not_protocol:
+        description: Any IP protocol but this one (the same values as C(protocol)).
+        type: raw
+      src_net:
+        description: Source CIDRs (or addresses); the packet's source is in one of them.
+        type: list
+        elements: str
+      not_src_net:
+        description: Source CIDRs the packet's source is in none of.
+        type: list
+        elements: str
+      src_tag:
+        description: The source is a member of a profile carrying this tag.
+        type: str
+      not_src_tag:
+        description: The source is not a member of a profile carrying this tag.
+        type: str
+      src_ports:
+        description:
+          - Source ports, each a number 0-65535 or a range C(a:b) (needs protocol C(tcp),
+            C(udp) or C(sctp)).
+        type: list
+        elements: raw
+      not_src_ports:
+        description: Source ports (numbers and C(a:b) ranges) the packet's is none of.
+        type: list
+        elements: raw
+      dst_net:
+        description: Destination CIDRs (or addresses); the packet's destination is in one of
+          them.
+        type: list
+        elements: str
+      not_dst_net:
+        description: Destination CIDRs the packet's destination is in none of.
+        type: list
+        elements: str
+      dst_tag:
+        description: The destination is a member of a profile carrying this tag.
+        type: str
+      not_dst_tag:
+        description: The destination is not a member of a profile carrying this tag.
+        type: str
+      dst_ports:
+        description:
+          - Destination ports, each a number 0-65535 or a range C(a:b) (needs protocol C(tcp),
+            C(udp) or C(sctp)).
+        type: list
+        elements: raw
+      not_dst_ports:
+        description: Destination ports (numbers and C(a:b) ranges) the packet's is none of.
+        type: list
+        elements: raw
+      icmp_type:
+        description: The ICMP type, 0-254 (needs protocol C(icmp) or C(icmpv6)).
+        type: int
+      not_icmp_type:
+        description: Any ICMP type but this one (needs protocol C(icmp) or C(icmpv6)).
+        type: int
+      icmp_code:
+        description: The ICMP code, 0-255 (needs C(icmp_type)).
+        type: int
+      not_icmp_code:
+        description: Any ICMP code but this one (needs C(not_icmp_type)).
+        type: int
+      ip_version:
+        description: Pins the rule to IPv4 or IPv6; when left out the rule applies to both.
+        type: int
+        choices: [4, 6]
   outbound_rules:
     description:
       - The rules for traffic from the members, in order, with the same fields as
         O(inbound_rules).
     type: list
     elements: dict
+    suboptions: *rule
   docker_network:
     description:
       - The profile of the Docker networks of this name (C(calico) driver), which the plugin
@@ -158,22 +234,45 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
 
 RULE_LISTS = ("inbound_rules", "outbound_rules")
 
+#: the fields of a rule (calico_lib.model.Rule), typed for Ansible: a field Calico does not
+#: know is refused by Ansible ("Unsupported parameters"); the library checks the values
+RULE_OPTIONS = {
+    "action": {"type": "str", "choices": ["allow", "deny", "log"], "default": "allow"},
+    "protocol": {"type": "raw"},  # a name or a number 1-255
+    "not_protocol": {"type": "raw"},
+    **{name: {"type": "list", "elements": "str"}
+       for name in ("src_net", "not_src_net", "dst_net", "not_dst_net")},
+    **{name: {"type": "str"} for name in ("src_tag", "not_src_tag", "dst_tag", "not_dst_tag")},
+    **{name: {"type": "list", "elements": "raw"}  # numbers and "a:b" ranges
+       for name in ("src_ports", "not_src_ports", "dst_ports", "not_dst_ports")},
+    **{name: {"type": "int"}
+       for name in ("icmp_type", "not_icmp_type", "icmp_code", "not_icmp_code")},
+    "ip_version": {"type": "int", "choices": [4, 6]},
+}
+
+
+def given_fields(rule):
+    """A rule as the task wrote it: Ansible sets every field left out to None, and the
+    stored rule (so the diff and idempotence) has only the fields given."""
+    return {key: value for key, value in rule.items() if value is not None}
+
 
 def wanted_profile(module, current):
     p = module.params
     name = p["name"]
-    if p["default_rules"]:
-        if any(p[key] is not None for key in RULE_LISTS):
-            raise ValidationError("default_rules", "leave out inbound_rules and "
-                                                   "outbound_rules, or set default_rules false")
-        base = calico_lib.Profile.with_default_rules(name).to_dict()
-    elif current is not None:
-        base = current.to_dict()
-    else:
-        base = calico_lib.Profile(name, tags=[name]).to_dict()
-    if current is not None:  # tags and labels that are not given stay
-        base["labels"] = current.labels
-        base["tags"] = sorted(set(current.tags) | set(base["tags"] if p["default_rules"] else []))
+    if p["default_rules"] and any(p[key] is not None for key in RULE_LISTS):
+        raise ValidationError("default_rules", "leave out inbound_rules and "
+                                               "outbound_rules, or set default_rules false")
+    if current is None:  # a new profile: the library's defaults for what is not given
+        rules = {key: p[key] for key in RULE_LISTS if p[key] is not None}
+        return calico_lib.Profile.with_defaults(
+            name, tags=p["tags"], labels=p["labels"], docker_network=bool(p["docker_network"]),
+            rules=rules or None, default_rules=p["default_rules"])
+    base = (calico_lib.Profile.with_defaults(name) if p["default_rules"] else current).to_dict()
+    # tags, labels and the Docker-network mark that are not given stay (resetting the rules
+    # of a network's profile must not make the plugin refuse the network)
+    base["labels"], base["docker_network"] = current.labels, current.docker_network
+    base["tags"] = sorted(set(current.tags) | set(base["tags"] if p["default_rules"] else []))
     for key in ("tags", "labels", "docker_network") + RULE_LISTS:
         if p[key] is not None:
             base[key] = p[key]
@@ -198,12 +297,15 @@ def main():
         "name": {"type": "str", "required": True},
         "tags": {"type": "list", "elements": "str"},
         "labels": {"type": "dict"},
-        "inbound_rules": {"type": "list", "elements": "dict"},
-        "outbound_rules": {"type": "list", "elements": "dict"},
+        "inbound_rules": {"type": "list", "elements": "dict", "options": RULE_OPTIONS},
+        "outbound_rules": {"type": "list", "elements": "dict", "options": RULE_OPTIONS},
         "default_rules": {"type": "bool", "default": False},
         "docker_network": {"type": "bool"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     })
+    for key in RULE_LISTS:
+        if module.params[key] is not None:
+            module.params[key] = [given_fields(rule) for rule in module.params[key]]
     run(module, lambda client: ensure(module, client))
 
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.ansible
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules"))
                  if f.endswith(".py") and not f.startswith("_"))
@@ -84,16 +86,37 @@ def test_argument_specs_match_the_documentation(monkeypatch: pytest.MonkeyPatch)
     for module in MODULES:
         spec = argument_spec(module, monkeypatch)
         documented = docs[f"calico.docker.{module}"]["doc"]["options"]
-        assert sorted(spec) == sorted(documented), module
-        for name, coded in spec.items():
-            doc = documented[name]
-            where = f"{module}.{name}"
-            assert doc.get("type", "str") == coded.get("type", "str"), where
-            assert doc.get("default") == coded.get("default"), where
-            assert doc.get("choices") == coded.get("choices"), where
-            assert bool(doc.get("required")) == bool(coded.get("required")), where
-            assert doc.get("elements") == coded.get("elements"), where
-            assert doc.get("aliases", []) == coded.get("aliases", []), where
-            if "password" in name:  # a secret is never logged; a path to one says so
-                wanted = coded.get("type") != "path"
-                assert coded.get("no_log") is wanted, where
+        compare_options(module, spec, documented)
+
+
+def compare_options(where: str, spec: dict, documented: dict) -> None:
+    """Every option of ``spec`` documented as coded, suboptions included."""
+    assert sorted(spec) == sorted(documented), where
+    for name, coded in spec.items():
+        doc = documented[name]
+        here = f"{where}.{name}"
+        assert doc.get("description"), here
+        assert doc.get("type", "str") == coded.get("type", "str"), here
+        assert doc.get("default") == coded.get("default"), here
+        assert doc.get("choices") == coded.get("choices"), here
+        assert bool(doc.get("required")) == bool(coded.get("required")), here
+        assert doc.get("elements") == coded.get("elements"), here
+        assert doc.get("aliases", []) == coded.get("aliases", []), here
+        if "password" in name:  # a secret is never logged; a path to one says so
+            wanted = coded.get("type") != "path"
+            assert coded.get("no_log") is wanted, here
+        assert ("options" in coded) == ("suboptions" in doc), here
+        if "options" in coded:
+            compare_options(here, coded["options"], doc["suboptions"])
+
+
+def test_profile_rule_suboptions_are_the_fields_of_a_rule(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A rule field added to calico_lib.model.Rule is typed in the profile module too."""
+    from dataclasses import fields
+
+    from calico_lib.model import Rule
+
+    spec = argument_spec("profile", monkeypatch)
+    for key in ("inbound_rules", "outbound_rules"):
+        assert sorted(spec[key]["options"]) == sorted(f.name for f in fields(Rule)), key

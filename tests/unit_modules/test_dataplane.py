@@ -51,6 +51,7 @@ def cali_state() -> str:
     return "\n".join(line for line in saved.splitlines() if "cali" in line)
 
 
+@pytest.mark.netns
 def test_check_mode_shows_the_rules_and_changes_nothing(ns, intent, tmp_path) -> None:
     args = {"hostname": "host-1", "lock_file": str(tmp_path / "dp.lock"), "datastore": intent}
     out = ok(dataplane, args, check=True)
@@ -67,6 +68,7 @@ def test_check_mode_shows_the_rules_and_changes_nothing(ns, intent, tmp_path) ->
     assert cali_state() == ""  # nothing was applied
 
 
+@pytest.mark.netns
 def test_apply_then_no_change(ns, intent, tmp_path) -> None:
     args = {"hostname": "host-1", "lock_file": str(tmp_path / "dp.lock"), "datastore": intent}
     first = ok(dataplane, args)

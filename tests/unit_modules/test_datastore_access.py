@@ -14,6 +14,8 @@ from calico_lib.errors import DatastoreError
 from tests.etcd_server import EtcdServer
 from tests.unit_modules.helpers import ok
 
+pytestmark = pytest.mark.etcd
+
 
 def test_the_ansible_module_plans_in_check_mode_and_is_idempotent(tmp_path: Path) -> None:
 

@@ -81,7 +81,7 @@ def test_datastore_option_beats_the_environment(url, tmp_path, monkeypatch) -> N
 
 
 def test_hostname_resolution_is_the_agents(monkeypatch) -> None:
-    from calico_lib.agent import resolve_hostname as agents
+    from calico_lib.hostname import resolve_hostname as agents
 
     for env in (None, "from-env"):
         if env is None:
@@ -126,7 +126,7 @@ def test_messages_fallbacks_are_the_models() -> None:
     for value in ("web", "web\n", "x" * 300, "\ud800", 5, None, ["a\u2028b"], "w\u0435b"):
         assert messages.fallback_show(value) == model.show(value)
     try:
-        model._name("name", "web name")
+        model.validate_name("name", "web name")
     except model.ValidationError as exc:
         assert messages.name_problem("name", "web name") == str(exc)
     assert messages.name_problem("name", "web") is None

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the wheelhouse of calico_lib for managed hosts, on the controller, once per source.
 
     build_wheelhouse.py --source DIR --cache DIR --python-version 3.11 --arch x86_64
