@@ -149,6 +149,7 @@ def test_idle_connections_do_not_delay_calls_and_are_closed(served: Served,
     assert served.plugin.alive()
 
 
+@pytest.mark.slow  # seconds: left out of make test-fast
 def test_a_flood_of_1100_connections_leaves_threads_bounded(served: Served,
                                                              monkeypatch) -> None:
     cap = 16

@@ -270,6 +270,7 @@ SAVED_SET = ("create cali4-t-a hash:ip family inet hashsize 1024 maxelem {maxele
              "bucketsize 12 initval 0x8d2f5c3a\n")
 
 
+@pytest.mark.slow  # seconds: left out of make test-fast
 def test_plan_sets_rebuilds_a_set_too_small_for_its_members() -> None:
     small = SAVED_SET.format(maxelem=65536) + "".join(
         f"add cali4-t-a {a}\n" for a in sorted(addresses(10)))

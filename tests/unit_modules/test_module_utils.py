@@ -44,6 +44,7 @@ def run_without_lib(module: str, args: dict) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # seconds: left out of make test-fast
 def test_missing_calico_lib_fails_with_one_clear_message() -> None:
     for module, args in (("ip_pool", {"cidr": "10.65.0.0/16"}), ("profile", {"name": "x"}),
                          ("node", {"name": "x"}), ("bgp_peer", {"address": "10.0.0.1",
