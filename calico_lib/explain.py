@@ -239,6 +239,8 @@ class _Walk:
 
 
 Match = Callable[[_Walk], bool]
+#: the renderer's accept mark as numbers: a profile that set it allowed the packet
+_ACCEPT_VALUE, _ACCEPT_MASK = (int(x, 0) for x in ACCEPT_MARK.split("/"))
 
 
 @dataclass(frozen=True)
@@ -402,7 +404,10 @@ def _host_view(store: Datastore, host: str, version: int) -> _HostView:
     snapshot = load_snapshot(store, host)
     policy = render_policy(snapshot)
     profiles = {}
+    rendered_here = policy.table(version, "filter").chains
     for profile in snapshot.profiles.values():
+        if names.profile_inbound(profile.name) not in rendered_here:
+            continue  # no local endpoint uses it: the walk never enters its chains
         rendered = profile_chains(profile, version)
         for chain, origins in rendered.origins.items():
             direction = "inbound" if chain == names.profile_inbound(profile.name) \
@@ -458,8 +463,7 @@ class _Walker:
         return None
 
     def _marked(self) -> bool:
-        value, mask = (int(x, 0) for x in ACCEPT_MARK.split("/"))
-        return self.walk.mark & mask == value
+        return self.walk.mark & _ACCEPT_MASK == _ACCEPT_VALUE
 
     def _step(self, stage: str, verdict: str, chain: str, position: int,
               detail: str = "", **extra: Any) -> None:
@@ -599,7 +603,10 @@ def explain(store: Datastore, source: str, destination: str,
     or, with ``containers``, a container name."""
     if ip_version not in (None, 4, 6):
         raise ValidationError("ip_version", f"{show(ip_version)} is not allowed; use 4 or 6")
-    (endpoints, nodes), _ = _endpoints_and_nodes(store)
+    # every endpoint and node, read as the agent reads them ("" is no host name: no host's
+    # own peers or blocks are read)
+    everything = load_snapshot(store, "")
+    endpoints, nodes = everything.endpoints, everything.nodes
     src = resolve(source, ip_version, endpoints, nodes, "from", containers)
     dst = resolve(destination, ip_version, endpoints, nodes, "to", containers)
     common = _versions(src) & _versions(dst)
@@ -672,11 +679,3 @@ def _versions(party: Party) -> set[int]:
         return {netaddr.IPAddress(party.address).version}
     return {v for v, nets in ((4, party.endpoint.ipv4_nets), (6, party.endpoint.ipv6_nets))
             if nets}
-
-
-def _endpoints_and_nodes(store: Datastore
-                         ) -> tuple[tuple[tuple[Endpoint, ...], dict[str, Node]], int]:
-    """Every endpoint and node, read the way the agent reads them (for no host: "" is
-    no host name, so no host's own peers or blocks are read)."""
-    snapshot = load_snapshot(store, "")
-    return (snapshot.endpoints, snapshot.nodes), snapshot.revision

@@ -39,7 +39,7 @@ class Change:
 
 def with_change(snapshot: Snapshot, change: Change) -> Snapshot:
     """``snapshot`` as it would read once ``change`` is written."""
-    profiles = {n: p for n, p in snapshot.profiles.items()}
+    profiles = dict(snapshot.profiles)
     for name, profile in change.profiles.items():
         if profile is None:
             profiles.pop(name, None)

@@ -151,16 +151,6 @@ class FakeIptables:
             if name not in self.kernel.ipsets.sets:
                 raise fail(f"set {name} does not exist")
 
-    def another_writer(self) -> FakeKernel:
-        """Handlers of another process on this same kernel state, with a record of their
-        own."""
-        other = FakeKernel()
-        for version in (4, 6):
-            other.iptables[version] = self.iptables[version].shared(other)
-        other.ipsets.sets = self.ipsets.sets
-        other.routes.routes = self.routes.routes
-        return other
-
     def sets_in_use(self) -> set[str]:
         return {name for chains in self.tables.values() for rules in chains.values()
                 for rule in rules for name in SET_RE.findall(rule)}

@@ -19,6 +19,7 @@ from calico_lib.render import names
 from calico_lib.render.policy import IpSet, Table, render_policy
 from calico_lib.snapshot import Snapshot
 from tests.fake_kernel import FakeKernel
+from tests.test_dataplane_apply import tagged
 from tests.test_render_policy import basic_snapshot, restore_texts, rich_snapshot
 
 IPSET_RESTORE = "ipset restore -exist"
@@ -33,16 +34,6 @@ def snapshot(count: int, revision: int = 1) -> Snapshot:
         endpoints=tuple(Endpoint(f"e{i}", "h", f"cali{i:011d}", ipv4_nets=[f"10.66.0.{i}"],
                                  profiles=["web"]) for i in range(1, count + 1)))
 
-
-def tagged(tags: dict[str, list[str] | frozenset[str]]) -> Snapshot:
-    """A profile per tag with one local endpoint (10.66.0.N); other members on host h2."""
-    local = [Endpoint(f"l{i}", "h", f"cali{i:011d}", ipv4_nets=[f"10.66.0.{i}"], profiles=[tag])
-             for i, tag in enumerate(tags, 1)]
-    remote = [Endpoint(f"r-{tag}-{j}", "h2", "caliremote", ipv4_nets=[a], profiles=[tag])
-              for tag, members in tags.items() for j, a in enumerate(sorted(members))]
-    return Snapshot(hostname="h", revision=1,
-                    profiles={t: Profile.with_default_rules(t) for t in tags},
-                    endpoints=tuple(local + remote))
 
 
 # --------------------------------------------------------------------------- one writer

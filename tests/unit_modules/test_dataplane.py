@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from ansible_collections.calico.docker.plugins.modules import dataplane
 from calico_lib import Endpoint, IPPool, Profile
 from calico_lib.dataplane.runner import run
+from tests import netns
 from tests.unit_modules.helpers import client, failed, ok
 
 pytestmark = pytest.mark.skipif(
@@ -24,16 +23,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def ns() -> Iterator[str]:
     """A fresh network namespace this test process runs in."""
-    from pyroute2 import netns
-
-    name = f"calt-um-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    netns.pushns(name)
-    try:
+    with netns.namespace("calt-um") as name, netns.inside(name):
         yield name
-    finally:
-        netns.popns()
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import pytest
 import yaml
 
 from calico_lib import Endpoint, IPPool, Node, Profile
+from tests import netns
 from tests.unit_modules.helpers import client, ok
 from tests.unit_modules.test_docker_network import FakeDocker, serve_engine
 
@@ -181,16 +180,8 @@ def test_the_checker_finds_what_is_missing() -> None:
 @pytest.fixture
 def ns() -> Iterator[str]:
     """A fresh network namespace this test process runs in."""
-    from pyroute2 import netns
-
-    name = f"calt-rd-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    netns.pushns(name)
-    try:
+    with netns.namespace("calt-rd") as name, netns.inside(name):
         yield name
-    finally:
-        netns.popns()
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.mark.netns
