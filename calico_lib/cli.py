@@ -2,11 +2,18 @@
 
 Exit codes: 0 ok, 1 a failed check (or an operational failure), 2 bad input.
 ``--datastore`` and ``-o table|json`` are accepted before or after the command.
+
+``--dry-run`` on a command that changes what hosts render (pools, profiles and rules, nodes,
+BGP peers and settings, endpoints, agent settings) runs it on a draft of the datastore and
+prints each host's dataplane change instead (``calico_lib.preview``); nothing is written.
+A dry run is a check: a change the real command would refuse exits 1 with its message.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -15,7 +22,7 @@ from typing import Any, NoReturn
 
 from . import datastore
 from .client import Client, connect
-from .errors import CalicoError, ValidationError
+from .errors import CalicoError, DatastoreMissing, ValidationError
 from .model import ACTIONS, BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule, show
 
 Handler = Callable[[Client, argparse.Namespace], int | None]
@@ -553,9 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Manage Calico networking for Docker.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    def command(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    def command(sub: Any, name: str, handler: Handler, help_text: str,
+                preview: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(handler=handler)
+        if preview:
+            p.add_argument("--dry-run", dest="preview", action="store_true", help=DRY_RUN_HELP)
         return p
 
     def group(sub: Any, name: str, help_text: str) -> Any:
@@ -564,25 +574,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     # pool
     pool = group(groups, "pool", "IP pools that container addresses come from")
-    p = command(pool, "add", pool_add, "add a pool")
+    p = command(pool, "add", pool_add, "add a pool", preview=True)
     p.add_argument("cidr")
     p.add_argument("--nat-outgoing", action="store_true",
                    help="masquerade traffic from the pool to destinations outside all pools")
     p.add_argument("--disabled", action="store_true", help="give no new addresses from it")
     p.add_argument("--block-size", type=int, metavar="N",
                    help="prefix length of its blocks (default 26 for IPv4, 122 for IPv6)")
-    p = command(pool, "set", pool_set, "change a pool's flags")
+    p = command(pool, "set", pool_set, "change a pool's flags", preview=True)
     p.add_argument("cidr")
     p.add_argument("--nat-outgoing", type=_bool_arg, metavar="true|false")
     p.add_argument("--disabled", type=_bool_arg, metavar="true|false")
-    p = command(pool, "remove", lambda c, a: c.remove_pool(a.cidr), "remove an unused pool")
+    p = command(pool, "remove", lambda c, a: c.remove_pool(a.cidr), "remove an unused pool",
+                preview=True)
     p.add_argument("cidr")
     command(pool, "list", pool_list, "list pools")
 
     # profile
     profile = group(groups, "profile", "profiles: groups of containers and their rules")
     p = command(profile, "add", profile_add, "add a profile (default rules: members reach "
-                "each other, all outbound allowed)")
+                "each other, all outbound allowed)", preview=True)
     p.add_argument("name")
     p.add_argument("--tag", action="append", help="extra tag (repeatable)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE")
@@ -592,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the profile of the Docker networks of this name (their containers "
                         "join it); without it, a network named so is refused")
     p = command(profile, "remove", lambda c, a: c.remove_profile(a.name, force=a.force),
-                "remove a profile (refused while endpoints use it)")
+                "remove a profile (refused while endpoints use it)", preview=True)
     p.add_argument("name")
     p.add_argument("--force", action="store_true",
                    help="remove it although endpoints use it (their traffic is then dropped)")
@@ -606,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "$CALICO_HOSTNAME, else the system host name)")
     rule = profile.add_parser("rule", help="edit a profile's rules").add_subparsers(
         dest="rule_command", required=True, metavar="COMMAND")
-    p = command(rule, "add", rule_add, "add a rule")
+    p = command(rule, "add", rule_add, "add a rule", preview=True)
     p.add_argument("profile")
     p.add_argument("direction", choices=("inbound", "outbound"))
     p.add_argument("action", choices=ACTIONS)
@@ -619,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument(flag, dest=key, action="append", metavar="CIDR")
             else:
                 p.add_argument(flag, dest=key)
-    p = command(rule, "remove", rule_remove, "remove a rule by its number in `profile show`")
+    p = command(rule, "remove", rule_remove, "remove a rule by its number in `profile show`",
+                preview=True)
     p.add_argument("profile")
     p.add_argument("direction", choices=("inbound", "outbound"))
     p.add_argument("number", type=int)
@@ -649,14 +661,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # node
     node = group(groups, "node", "hosts that run containers and BIRD")
-    p = command(node, "add", node_add, "add a node")
+    p = command(node, "add", node_add, "add a node", preview=True)
     p.add_argument("name")
     p.add_argument("--ip", metavar="ADDR", help="BGP IPv4 address")
     p.add_argument("--ip6", metavar="ADDR6", help="BGP IPv6 address")
     p.add_argument("--as", dest="as_number", metavar="ASN", help="AS number (default: global)")
     p.add_argument("--rr-cluster-id", metavar="ID",
                    help="make the node a route reflector of this cluster")
-    p = command(node, "remove", lambda c, a: c.remove_node(a.name), "remove a node")
+    p = command(node, "remove", lambda c, a: c.remove_node(a.name), "remove a node",
+                preview=True)
     p.add_argument("name")
     command(node, "list", node_list, "list nodes")
     p = command(node, "status", node_status, "this host's BGP sessions (exit 1 when one is "
@@ -667,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     bgp = group(groups, "bgp", "BGP peers and settings")
     peer = bgp.add_parser("peer", help="BGP peers").add_subparsers(
         dest="peer_command", required=True, metavar="COMMAND")
-    p = command(peer, "add", peer_add, "add a peer of every node or of one node")
+    p = command(peer, "add", peer_add, "add a peer of every node or of one node", preview=True)
     p.add_argument("address")
     p.add_argument("--as", dest="as_number", required=True, metavar="ASN")
     p.add_argument("--node", metavar="NAME")
@@ -681,21 +694,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-net", action="append", metavar="CIDR",
                    help="accept routes inside CIDR from it (repeatable)")
     p = command(peer, "remove", lambda c, a: c.remove_bgp_peer(a.address, a.node),
-                "remove a peer")
+                "remove a peer", preview=True)
     p.add_argument("address")
     p.add_argument("--node", metavar="NAME")
     p = command(peer, "list", peer_list, "list peers")
     p.add_argument("--node", metavar="NAME")
     config = bgp.add_parser("config", help="global BGP settings").add_subparsers(
         dest="config_command", required=True, metavar="COMMAND")
-    p = command(config, "set", bgp_config_set, "change global BGP settings")
+    p = command(config, "set", bgp_config_set, "change global BGP settings", preview=True)
     p.add_argument("--as", dest="as_number", metavar="ASN", help="default AS number")
     p.add_argument("--mesh", choices=("on", "off"), help="node-to-node mesh")
     command(config, "show", bgp_config_show, "show global BGP settings")
 
     # endpoint
     endpoint = group(groups, "endpoint", "container endpoints")
-    p = command(endpoint, "add", endpoint_add, "add an endpoint")
+    p = command(endpoint, "add", endpoint_add, "add an endpoint", preview=True)
     p.add_argument("--host", required=True)
     p.add_argument("--interface", required=True, metavar="IF")
     p.add_argument("--ip", action="append", metavar="ADDR", help="IPv4 or IPv6 (repeatable)")
@@ -705,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", metavar="KEY=VALUE")
     p = command(endpoint, "remove",
                 lambda c, a: c.remove_endpoint(a.host, a.id, release_addresses=True),
-                "remove an endpoint and release its addresses")
+                "remove an endpoint and release its addresses", preview=True)
     p.add_argument("id")
     p.add_argument("--host", required=True)
     p = command(endpoint, "list", endpoint_list, "list endpoints")
@@ -713,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # agent settings
     settings = group(groups, "config", "settings of every host's agent")
-    p = command(settings, "set", config_set, "change agent settings")
+    p = command(settings, "set", config_set, "change agent settings", preview=True)
     p.add_argument("--default-endpoint-to-host-action", choices=("accept", "drop"),
                    required=True,
                    help="container-to-host traffic its outbound rules allowed (DHCP, DNS and "
@@ -850,6 +863,35 @@ def lab_command(c: Client | None, a: argparse.Namespace) -> int:
     return lab.cli(a)
 
 
+def dry_run(c: Client, a: argparse.Namespace) -> int:
+    """Run the command on a draft of the datastore; print what every host would change."""
+    from .preview import Draft
+
+    draft = Draft(c.store)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # what the command itself prints
+            a.handler(draft.client, a)
+    except CalicoError as exc:
+        print(f"calicoctl: dry run: {exc}", file=sys.stderr)
+        return 1  # the check failed: the real command would refuse the change
+    found = draft.plan()
+    writes = draft.writes
+    put = sorted(k for k, v in writes.items() if v is not None)
+    deleted = sorted(k for k, v in writes.items() if v is None)
+    if a.output == "json":
+        emit(a, {"dry_run": True, "records": {"put": put, "deleted": deleted},
+                 **found.to_dict()})
+        return 0
+    print(f"dry run, nothing written: {len(put)} record(s) would be written, "
+          f"{len(deleted)} removed")
+    print("\n".join(found.lines()))
+    return 0
+
+
+#: commands that can preview their change with --dry-run
+DRY_RUN_HELP = ("print what every host's dataplane would change (rules, ipset members, "
+                "routes, BIRD), write nothing; exit 1 if the change would be refused")
+
 #: commands that never write to the datastore
 READ_ONLY = frozenset({pool_list, profile_list, profile_show, policy_explain, node_list,
                        peer_list, bgp_config_show, endpoint_list, config_show,
@@ -866,8 +908,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             # commands that only read never create a store (a mistyped path is an error)
             create = args.handler not in READ_ONLY or getattr(args, "repair", False)
-            with connect(**datastore.options(args), create=create) as client:
-                code = args.handler(client, args)
+            if getattr(args, "preview", False):
+                code = _dry_run(args)
+            else:
+                with connect(**datastore.options(args), create=create) as client:
+                    code = args.handler(client, args)
     except CalicoError as exc:
         print(f"calicoctl: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -875,6 +920,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"calicoctl: {exc}", file=sys.stderr)
         return 1
     return code or 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """A dry run never creates an embedded store: without one it starts from an empty one."""
+    try:
+        client = connect(**datastore.options(args), create=False)
+    except DatastoreMissing as exc:
+        from .datastore.sqlite import SqliteDatastore
+
+        print(f"calicoctl: warning: {exc}: the dry run starts from an empty datastore",
+              file=sys.stderr)
+        client = Client(SqliteDatastore.in_memory())
+    with client:
+        return dry_run(client, args)
 
 
 if __name__ == "__main__":

@@ -1,62 +1,63 @@
 """What a proposed change would do to every host's dataplane, before anything is written.
 
-``plan(store, change)`` reads the datastore once per host, renders each host's snapshot as
-it is and as it would be with ``change`` applied, with the agent's own renderers, and
-compares the two: iptables/ip6tables rule lines added and removed (chain by chain), ipset
-members added and removed, routes, and BIRD's configuration. No kernel is read and nothing
-is written: the datastore holds every host's endpoints, so the preview covers the whole
-cluster from wherever it runs, and since it is the renderer's own output it cannot drift
-from what the agents will write.
+A ``Draft`` copies the datastore's records in one read; the change is made on the copy with
+the real ``Client`` (``draft.client``: the same validation and transactions as a real
+write, so what fails here fails there). ``draft.plan()`` then renders every host's snapshot
+from the copy as it was and as it is now, with the agent's own renderers, and compares the
+two: iptables/ip6tables rule lines added and removed (chain by chain), ipset members added
+and removed, routes, and BIRD's configuration (passwords masked). No kernel is read and
+nothing is written: the datastore holds every host's endpoints, so the preview covers the
+whole cluster from wherever it runs, and since it is the renderers' own output it cannot
+drift from what the agents will write.
 
-This is the library half of issue 16 (policy preview); the Ansible check-mode sections, the
-``--dry-run`` flags and the preview-equals-reality packet test build on it.
+    with Draft(store) as draft:
+        draft.client.add_rule("backend", "inbound", Rule(protocol="tcp", dst_ports=[80]))
+        print("\n".join(draft.plan().lines()))
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys
+from .client import Client
 from .datastore import Datastore
-from .model import AgentConfig, IPPool, Profile
+from .datastore.draft import DraftDatastore
 from .render.bird import render_bird
 from .render.policy import Policy, render_policy
 from .render.routes import RouteRenderer, RouteSpec
-from .snapshot import Snapshot, load_snapshot, with_network_profiles
+from .snapshot import Snapshot, load_snapshot
+
+#: what a BGP password looks like in a preview
+MASK = "********"
 
 
-@dataclass
-class Change:
-    """A proposed change: profiles and pools by name/CIDR (None: removed), the agent's
-    settings. Anything left out stays as the datastore has it."""
+class Draft:
+    """A change made on a copy of ``store``: ``client`` writes to the copy only."""
 
-    profiles: dict[str, Profile | None] = field(default_factory=dict)
-    pools: dict[str, IPPool | None] = field(default_factory=dict)
-    config: AgentConfig | None = None
+    def __init__(self, store: Datastore) -> None:
+        self.before = DraftDatastore.of(store, keys.ROOT)
+        self.store = DraftDatastore(self.before.list(keys.ROOT), self.before.revision(),
+                                    store.url)
+        self.client = Client(self.store)
 
+    @property
+    def writes(self) -> dict[str, str | None]:
+        """The keys the change put (their values) or deleted (None)."""
+        return dict(self.store.writes)
 
-def with_change(snapshot: Snapshot, change: Change) -> Snapshot:
-    """``snapshot`` as it would read once ``change`` is written."""
-    profiles = dict(snapshot.profiles)
-    for name, profile in change.profiles.items():
-        if profile is None:
-            profiles.pop(name, None)
-        else:
-            profiles[name] = profile
-    pools = {p.cidr: p for p in snapshot.pools}
-    for cidr, pool in change.pools.items():
-        if pool is None:
-            pools.pop(cidr, None)
-        else:
-            pools[cidr] = pool
-    return replace(
-        snapshot,
-        # a Docker network's profile without a record is its default one, as the agent reads
-        profiles=with_network_profiles(profiles, snapshot.endpoints),
-        pools=tuple(pools[c] for c in sorted(pools)),
-        config=change.config if change.config is not None else snapshot.config)
+    def plan(self) -> Plan:
+        """Each host's dataplane change if the draft were written now."""
+        return plan(self.before, self.store)
+
+    def __enter__(self) -> Draft:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 @dataclass
@@ -81,6 +82,9 @@ class HostPlan:
     routes_added: list[RouteSpec]
     routes_removed: list[RouteSpec]
     bird: str  # a unified diff of BIRD's config, "" when it is the same
+    #: the sets among ``sets`` made or removed whole
+    sets_made: list[str] = field(default_factory=list)
+    sets_removed: list[str] = field(default_factory=list)
 
     @property
     def rules_added(self) -> int:
@@ -102,14 +106,21 @@ class HostPlan:
                 out.append(f"ip{'6' if table.version == 6 else ''}tables {table.table}:")
                 out += ["  " + line for line in table.lines()]
         for name, (added, removed) in sorted(self.sets.items()):
-            out.append(f"ipset {name}: " + " ".join([f"+{m}" for m in added]
-                                                    + [f"-{m}" for m in removed]))
+            change = self._set_change(name)
+            whole = f" ({change})" if change != "members" else ""
+            members = " ".join([f"+{m}" for m in added] + [f"-{m}" for m in removed])
+            out.append(f"ipset {name}{whole}: {members or '(no members)'}")
         out += [f"route + {r.dst} {_route_target(r)}" for r in self.routes_added]
         out += [f"route - {r.dst} {_route_target(r)}" for r in self.routes_removed]
         if self.bird:
             out.append("bird.conf:")
             out += ["  " + line for line in self.bird.splitlines()]
         return out
+
+    def _set_change(self, name: str) -> str:
+        """"made" or "removed" for a set made or removed whole, else "members"."""
+        return ("made" if name in self.sets_made else
+                "removed" if name in self.sets_removed else "members")
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "changed": self.changed,
@@ -118,7 +129,8 @@ class HostPlan:
                               "added": [f"-A {c} {s}" for c, s in t.added],
                               "removed": [f"-A {c} {s}" for c, s in t.removed]}
                              for t in self.tables if t.added or t.removed],
-                "ipsets": {n: {"added": a, "removed": r} for n, (a, r) in self.sets.items()},
+                "ipsets": {n: {"added": a, "removed": r, "set": self._set_change(n)}
+                           for n, (a, r) in self.sets.items()},
                 "routes_added": [_route_dict(r) for r in self.routes_added],
                 "routes_removed": [_route_dict(r) for r in self.routes_removed],
                 "bird": self.bird}
@@ -137,18 +149,43 @@ class Plan:
     hosts: list[HostPlan]
 
     def summary(self) -> str:
-        """One line: "3 hosts: +2 rules, -0; 1 host unaffected"."""
+        """One line: "3 hosts: +2 rules, -0; 1 host unaffected", with what else changes
+        (ipset members, routes, BIRD's configuration) where it does."""
         changed = [h for h in self.hosts if h.changed]
         same = len(self.hosts) - len(changed)
-        added = sum(h.rules_added for h in changed)
-        removed = sum(h.rules_removed for h in changed)
-        head = (f"{len(changed)} host{'s' * (len(changed) != 1)}: +{added} rules, -{removed}"
-                if changed else "no host changes")
-        return head + (f"; {same} host{'s' * (same != 1)} unaffected" if same else "")
+        if not changed:
+            return "no host changes" + (f"; {same} {_hosts(same)} unaffected" if same else "")
+        parts = [f"{len(changed)} {_hosts(len(changed))}: "
+                 f"+{sum(h.rules_added for h in changed)} rules, "
+                 f"-{sum(h.rules_removed for h in changed)}"]
+        members = [sum(len(m[i]) for h in changed for m in h.sets.values()) for i in (0, 1)]
+        if any(members):
+            parts.append(f"ipset members +{members[0]}, -{members[1]}")
+        routes = [sum(len(h.routes_added) for h in changed),
+                  sum(len(h.routes_removed) for h in changed)]
+        if any(routes):
+            parts.append(f"routes +{routes[0]}, -{routes[1]}")
+        bird = sum(1 for h in changed if h.bird)
+        if bird:
+            parts.append(f"BIRD configuration on {bird} {_hosts(bird)}")
+        return "; ".join(parts) + (f"; {same} {_hosts(same)} unaffected" if same else "")
+
+    def lines(self) -> list[str]:
+        """The summary, then each changed host's lines under its name."""
+        out = [self.summary()]
+        for host in self.hosts:
+            if host.changed:
+                out.append(f"{host.host}:")
+                out += ["  " + line for line in host.lines()]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(),
                 "hosts": {h.host: h.to_dict() for h in self.hosts if h.changed}}
+
+
+def _hosts(count: int) -> str:
+    return "host" if count == 1 else "hosts"
 
 
 def _table_diffs(before: Policy, after: Policy) -> list[TableDiff]:
@@ -175,6 +212,7 @@ def host_plan(before: Snapshot, after: Snapshot) -> HostPlan:
     """What ``after`` would change on ``before``'s host, from the renders alone."""
     policy_before, policy_after = render_policy(before), render_policy(after)
     sets: dict[str, tuple[list[str], list[str]]] = {}
+    made, removed = [], []
     for name in sorted(set(policy_before.ipsets) | set(policy_after.ipsets)):
         was = policy_before.ipsets.get(name)
         now = policy_after.ipsets.get(name)
@@ -182,14 +220,36 @@ def host_plan(before: Snapshot, after: Snapshot) -> HostPlan:
         new = now.members if now is not None else frozenset()
         if old != new or (was is None) != (now is None):
             sets[name] = (sorted(new - old), sorted(old - new))
+        if was is None and now is not None:
+            made.append(name)
+        elif now is None and was is not None:
+            removed.append(name)
     routes_before = RouteRenderer().render(before)
     routes_after = RouteRenderer().render(after)
     bird_before, bird_after = render_bird(before) or "", render_bird(after) or ""
-    bird = "\n".join(difflib.unified_diff(bird_before.splitlines(), bird_after.splitlines(),
-                                          "bird.conf", "bird.conf (after)", lineterm="", n=1))
+    old, new = _masked(bird_before, bird_before), _masked(bird_after, bird_before)
+    bird = "\n".join(difflib.unified_diff(old, new, "bird.conf", "bird.conf (after)",
+                                          lineterm="", n=1))
     return HostPlan(before.hostname, _table_diffs(policy_before, policy_after), sets,
                     sorted(routes_after - routes_before, key=_route_key),
-                    sorted(routes_before - routes_after, key=_route_key), bird)
+                    sorted(routes_before - routes_after, key=_route_key), bird, made, removed)
+
+
+PASSWORD = re.compile(r'^(\s*password ")(.*)(";)$')
+
+
+def _masked(config: str, before: str) -> list[str]:
+    """``config``'s lines with every BGP password masked; one ``before`` did not have is
+    marked changed (the diff must not print a password, nor hide that one changed)."""
+    known = {m.group(2) for m in map(PASSWORD.match, before.splitlines()) if m}
+    out = []
+    for line in config.splitlines():
+        found = PASSWORD.match(line)
+        if found:
+            mark = "" if found.group(2) in known else " (changed)"
+            line = f"{found.group(1)}{MASK}{found.group(3)}{mark}"
+        out.append(line)
+    return out
 
 
 def _route_key(route: RouteSpec) -> tuple[str, str]:
@@ -204,10 +264,10 @@ def hosts(store: Datastore) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def plan(store: Datastore, change: Change) -> Plan:
-    """Each host's dataplane change if ``change`` were written now."""
+def plan(before: Datastore, after: Datastore) -> Plan:
+    """Each host's dataplane change from the records of ``before`` to those of ``after``
+    (every host either knows)."""
     out = []
-    for host in hosts(store):
-        snapshot = load_snapshot(store, host)
-        out.append(host_plan(snapshot, with_change(snapshot, change)))
+    for host in sorted(set(hosts(before)) | set(hosts(after))):
+        out.append(host_plan(load_snapshot(before, host), load_snapshot(after, host)))
     return Plan(out)

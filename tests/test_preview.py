@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 import calico_lib
-from calico_lib import Endpoint, IPPool, Node, Profile, Rule
+from calico_lib import BGPPeer, Endpoint, IPPool, Node, Profile, Rule
 from calico_lib.dataplane.iptables import rule_hash
-from calico_lib.model import AgentConfig
-from calico_lib.preview import Change, plan, with_change
+from calico_lib.errors import InUseError, ValidationError
+from calico_lib.preview import Draft
 from calico_lib.reconcile import Dataplane
 from calico_lib.render import names
 from calico_lib.snapshot import load_snapshot
@@ -59,8 +59,10 @@ def frontend_on_80(client: calico_lib.Client) -> Profile:
 
 def test_a_rule_shows_on_the_hosts_it_reaches_only(client) -> None:
     before = {h: load_snapshot(client.store, h) for h in ("h1", "h2", "h3")}
-    found = plan(client.store, Change(profiles={"backend": frontend_on_80(client)}))
-    assert found.summary() == "1 host: +4 rules, -0; 2 hosts unaffected"
+    with Draft(client.store) as draft:
+        draft.client.put_profile(frontend_on_80(draft.client))
+        found = draft.plan()
+    assert found.summary() == "1 host: +4 rules, -0; ipset members +2, -0; 2 hosts unaffected"
     (h2,) = [h for h in found.hosts if h.changed]
     assert h2.host == "h2"
     inbound = names.profile_inbound("backend")
@@ -79,8 +81,10 @@ def test_a_rule_shows_on_the_hosts_it_reaches_only(client) -> None:
 
 
 def test_unchanged_and_settings(client) -> None:
-    assert plan(client.store, Change()).summary() == "no host changes; 3 hosts unaffected"
-    drop = plan(client.store, Change(config=AgentConfig("drop")))
+    assert Draft(client.store).plan().summary() == "no host changes; 3 hosts unaffected"
+    draft = Draft(client.store)
+    draft.client.set_agent_config("drop")
+    drop = draft.plan()
     changed = {h.host: h for h in drop.hosts if h.changed}
     assert set(changed) == {"h1", "h2", "h3"}  # every host's workload-to-host chain
     lines = "\n".join(changed["h1"].lines())
@@ -89,8 +93,9 @@ def test_unchanged_and_settings(client) -> None:
 
 def test_pools_change_routes_sets_and_bird(client) -> None:
     client.ipam.auto_assign("h1", "fe1", num_ipv4=1)  # h1 holds a block of the pool
-    found = plan(client.store, Change(pools={"10.66.0.0/16": IPPool("10.66.0.0/16",
-                                                                     nat_outgoing=True)}))
+    draft = Draft(client.store)
+    draft.client.add_pool(IPPool("10.66.0.0/16", nat_outgoing=True))
+    found = draft.plan()
     h1 = next(h for h in found.hosts if h.host == "h1")
     assert h1.sets["cali4-all-pools"] == (["10.66.0.0/16"], [])
     assert h1.sets["cali4-masq-pools"] == (["10.66.0.0/16"], [])
@@ -100,10 +105,51 @@ def test_pools_change_routes_sets_and_bird(client) -> None:
 def test_removing_a_network_profile_record_brings_its_default_back(client) -> None:
     client.put_endpoint(Endpoint("be1", "h2", "calibe1", ipv4_nets=["10.65.1.1"],
                                  profiles=["backend"], labels={"docker-network": "n1"}))
-    snapshot = load_snapshot(client.store, "h2")
-    after = with_change(snapshot, Change(profiles={"backend": None}))
-    assert after.profiles["backend"] == Profile.with_default_rules("backend",
-                                                                   docker_network=True)
+    draft = Draft(client.store)
+    with pytest.raises(InUseError, match="^name: profile backend is used by endpoint"):
+        draft.client.remove_profile("backend")  # refused as the real removal would be
+    draft.client.remove_profile("backend", force=True)
+    assert load_snapshot(draft.store, "h2").profiles["backend"] == (
+        Profile.with_default_rules("backend", docker_network=True))
+
+
+def test_a_change_that_fails_validation_fails_and_leaves_the_draft_as_it_was(client) -> None:
+    draft = Draft(client.store)
+    with pytest.raises(ValidationError, match="^dst_ports: "):
+        draft.client.add_rule("backend", "inbound", Rule(protocol="tcp", dst_ports=[70000]))
+    assert draft.writes == {}
+    assert draft.plan().summary() == "no host changes; 3 hosts unaffected"
+
+
+def test_bgp_changes_show_bird_lines_and_never_a_password(client) -> None:
+    draft = Draft(client.store)
+    draft.client.add_bgp_peer(BGPPeer("198.18.0.254", 65001, password="s3cret-one"))
+    found = draft.plan()
+    # the peer's address joins the BGP guard's set; BIRD gets the session
+    assert found.summary() == ("3 hosts: +0 rules, -0; ipset members +3, -0; "
+                               "BIRD configuration on 3 hosts")
+    text = "\n".join(line for h in found.hosts for line in h.lines())
+    assert "+protocol bgp Global_198_18_0_254" in text and "s3cret" not in text
+    assert '+  password "********"; (changed)' in text
+    client.add_bgp_peer(BGPPeer("198.18.0.254", 65001, password="s3cret-one"))
+    same = Draft(client.store)
+    same.client.put_bgp_peer(BGPPeer("198.18.0.254", 65002, password="s3cret-one"))
+    text = "\n".join(line for h in same.plan().hosts for line in h.lines())
+    assert "(changed)" not in text and "s3cret" not in text and "65002" in text
+    other = Draft(client.store)
+    other.client.put_bgp_peer(BGPPeer("198.18.0.254", 65001, password="s3cret-two"))
+    text = "\n".join(line for h in other.plan().hosts for line in h.lines())
+    assert '+  password "********"; (changed)' in text and "s3cret" not in text
+
+
+def test_a_new_endpoint_and_a_node_count_as_hosts(client) -> None:
+    draft = Draft(client.store)
+    draft.client.add_endpoint(Endpoint("fe2", "h4", "calife2", ipv4_nets=["10.65.2.1"],
+                                       profiles=["frontend"]))
+    found = draft.plan()
+    assert [h.host for h in found.hosts] == ["h1", "h2", "h3", "h4"]
+    h4 = next(h for h in found.hosts if h.host == "h4")
+    assert h4.rules_added > 0 and any("10.65.2.1" in str(r.dst) for r in h4.routes_added)
 
 
 def kernel_rules(kernel: FakeKernel) -> dict[tuple[int, str], Counter]:
@@ -122,29 +168,29 @@ def kernel_rules(kernel: FakeKernel) -> dict[tuple[int, str], Counter]:
 def test_the_preview_is_what_the_apply_writes(client, change) -> None:
     """Apply today's snapshot, preview the change, apply it: the rules and members that
     came and went in the kernel are exactly the preview's."""
-    backend = frontend_on_80(client)
     changes = {
-        "rule": Change(profiles={"backend": backend}),
-        "deny-first": Change(profiles={"frontend": Profile(
+        "rule": lambda c: c.put_profile(frontend_on_80(c)),
+        "deny-first": lambda c: c.put_profile(Profile(
             "frontend", tags=["frontend"],
             inbound_rules=[Rule(action="deny", protocol="udp"), Rule(action="allow")],
-            outbound_rules=[Rule(action="log"), Rule(action="allow")])}),
-        "tags": Change(profiles={"frontend": Profile("frontend", tags=["frontend", "backend"],
-                                                     inbound_rules=[Rule(action="allow")])}),
-        "to-host": Change(config=AgentConfig("drop")),
-        "pool": Change(pools={"10.66.0.0/16": IPPool("10.66.0.0/16", nat_outgoing=True)}),
-        "remove": Change(profiles={"backend": None}),
+            outbound_rules=[Rule(action="log"), Rule(action="allow")])),
+        "tags": lambda c: c.put_profile(Profile("frontend", tags=["frontend", "backend"],
+                                                inbound_rules=[Rule(action="allow")])),
+        "to-host": lambda c: c.set_agent_config("drop"),
+        "pool": lambda c: c.add_pool(IPPool("10.66.0.0/16", nat_outgoing=True)),
+        "remove": lambda c: c.remove_profile("backend", force=True),
     }
+    draft = Draft(client.store)
+    changes[change](draft.client)
+    preview = draft.plan()
     for host in ("h1", "h2"):
         kernel = FakeKernel()
         dataplane = Dataplane(kernel=kernel)
-        snapshot = load_snapshot(client.store, host)
-        dataplane.apply(snapshot)
+        dataplane.apply(load_snapshot(client.store, host))
         rules_before = kernel_rules(kernel)
         sets_before = members(kernel)
-        preview = plan(client.store, changes[change])
         host_plan = next(h for h in preview.hosts if h.host == host)
-        dataplane.apply(with_change(snapshot, changes[change]))
+        dataplane.apply(load_snapshot(draft.store, host))
         rules_after = kernel_rules(kernel)
         for table in host_plan.tables:
             key = (table.version, table.table)

@@ -98,17 +98,37 @@ def fail(module, exc):
     module.fail_json(msg=str(exc) or exc.__class__.__name__)
 
 
-def run(module, work, read_only=False):
+def run(module, work, read_only=False, preview=False):
     """Run ``work(client)`` on the datastore the ``datastore`` option names (else
     $CALICO_DATASTORE, else /etc/calico/calico.conf, else the default, like calicoctl) and
-    exit with the result dict it returns; any error ends the run with its one-line message."""
+    exit with the result dict it returns; any error ends the run with its one-line message.
+
+    ``preview``: a module that writes policy. In check mode ``work`` gets a client on a draft
+    (``calico_lib.preview.Draft``): it writes as in a real run, with the same validation,
+    and nothing reaches the datastore; the result then says what every host's dataplane
+    would do (``dataplane``, and the rule lines in the diff)."""
     try:
         # check mode never creates an embedded store (nor its folders)
         with connect(module, create=not (module.check_mode or read_only)) as client:
-            out = work(client)
+            if preview and module.check_mode:
+                out = preview_work(module, client, work)
+            else:
+                out = work(client)
     except (CalicoError, ValueError, OSError) as exc:
         fail(module, exc)
     module.exit_json(**out)
+
+
+def preview_work(module, client, work):
+    from calico_lib.preview import Draft
+
+    draft = Draft(client.store)
+    out = work(draft.client)
+    plan = draft.plan()
+    out["dataplane"] = plan.to_dict()
+    if module._diff and isinstance(out.get("diff"), dict):
+        out["diff"]["prepared"] = "dataplane: " + "\n".join(plan.lines()) + "\n"
+    return out
 
 
 def lookup(getter, *args):
@@ -126,19 +146,20 @@ def result(changed, before, after, **extra):
     return out
 
 
-def ensure_absent(module, current, remove, key, show=None):
-    """state=absent: remove ``current`` if there is one (not in check mode)."""
-    if current is not None and not module.check_mode:
+def ensure_absent(current, remove, key, show=None):
+    """state=absent: remove ``current`` if there is one (in check mode, from the draft)."""
+    if current is not None:
         remove()
     before = {} if current is None else (show or (lambda obj: obj.to_dict()))(current)
     return result(current is not None, before, {}, **{key: None})
 
 
-def ensure_present(module, before, wanted, put, key):
-    """state=present: store ``wanted`` with ``put`` when it differs from ``before``."""
+def ensure_present(before, wanted, put, key):
+    """state=present: store ``wanted`` with ``put`` when it differs from ``before`` (in
+    check mode, in the draft)."""
     after = wanted.to_dict()
     changed = after != before
-    if changed and not module.check_mode:
+    if changed:
         changed = put(wanted)
     return result(changed, before, after, **{key: after})
 

@@ -25,7 +25,7 @@ options:
     type: bool
 extends_documentation_fragment:
   - calico.docker.datastore
-  - calico.docker.attributes
+  - calico.docker.attributes.policy
 seealso:
   - module: calico.docker.node
   - module: calico.docker.bgp_peer
@@ -63,6 +63,49 @@ diff:
       description: The stored settings after the task.
       type: dict
       returned: always
+    prepared:
+      description:
+        - In check mode, what every host's dataplane would do (M(calico.docker.dataplane)'s
+          rule lines, ipset members, routes and BIRD configuration lines added and
+          removed), after a summary line (see RV(dataplane.summary)).
+      type: str
+      returned: check mode with diff
+dataplane:
+  description:
+    - In check mode, the change every host's dataplane would make (see
+      C(calicoctl --dry-run)), computed with the agents' renderers from the datastore as
+      it is and as the task would leave it; only hosts that change are listed.
+  returned: check mode
+  type: dict
+  contains:
+    summary:
+      description: 'One line, such as C(3 hosts: +2 rules, -0; 1 host unaffected).'
+      type: str
+      returned: always
+    hosts:
+      description:
+        - Per changed host, C(rules_added) and C(rules_removed), C(iptables) (per IP version
+          and table, the C(-A chain rule) lines C(added) and C(removed)), C(ipsets) (per set,
+          the members C(added) and C(removed)), C(routes_added), C(routes_removed), and
+          C(bird) (a unified diff of BIRD's configuration, passwords masked).
+      type: dict
+      returned: always
+      sample:
+        calico-lab-2:
+          changed: true
+          rules_added: 2
+          rules_removed: 0
+          iptables:
+            - ip_version: 4
+              table: filter
+              added: ["-A cali-pi-backend -p tcp -m set --match-set cali4-t-frontend src
+                      -m multiport --dports 80 -m comment --comment \"cali:...\" -j MARK
+                      --set-xmark 0x10000/0x10000"]
+              removed: []
+          ipsets: {}
+          routes_added: []
+          routes_removed: []
+          bird: ""
 """
 
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
@@ -79,7 +122,7 @@ def ensure(module, client):
     before = client.get_bgp_config().to_dict()
     after = calico_lib.BGPConfig.from_dict(dict(before, **settings)).to_dict()
     changed = after != before
-    if changed and not module.check_mode:
+    if changed:
         after = client.set_bgp_config(**settings).to_dict()
     return result(changed, before, after, bgp_config=after)
 
@@ -89,7 +132,7 @@ def main():
         "as_number": {"type": "int"},
         "node_to_node_mesh": {"type": "bool"},
     })
-    run(module, lambda client: ensure(module, client))
+    run(module, lambda client: ensure(module, client), preview=True)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ options:
     default: present
 extends_documentation_fragment:
   - calico.docker.datastore
-  - calico.docker.attributes
+  - calico.docker.attributes.policy
 seealso:
   - module: calico.docker.bgp_config
   - module: calico.docker.bird_config
@@ -101,6 +101,49 @@ diff:
       description: The stored peer after the task.
       type: dict
       returned: always
+    prepared:
+      description:
+        - In check mode, what every host's dataplane would do (M(calico.docker.dataplane)'s
+          rule lines, ipset members, routes and BIRD configuration lines added and
+          removed), after a summary line (see RV(dataplane.summary)).
+      type: str
+      returned: check mode with diff
+dataplane:
+  description:
+    - In check mode, the change every host's dataplane would make (see
+      C(calicoctl --dry-run)), computed with the agents' renderers from the datastore as
+      it is and as the task would leave it; only hosts that change are listed.
+  returned: check mode
+  type: dict
+  contains:
+    summary:
+      description: 'One line, such as C(3 hosts: +2 rules, -0; 1 host unaffected).'
+      type: str
+      returned: always
+    hosts:
+      description:
+        - Per changed host, C(rules_added) and C(rules_removed), C(iptables) (per IP version
+          and table, the C(-A chain rule) lines C(added) and C(removed)), C(ipsets) (per set,
+          the members C(added) and C(removed)), C(routes_added), C(routes_removed), and
+          C(bird) (a unified diff of BIRD's configuration, passwords masked).
+      type: dict
+      returned: always
+      sample:
+        calico-lab-2:
+          changed: true
+          rules_added: 2
+          rules_removed: 0
+          iptables:
+            - ip_version: 4
+              table: filter
+              added: ["-A cali-pi-backend -p tcp -m set --match-set cali4-t-frontend src
+                      -m multiport --dports 80 -m comment --comment \"cali:...\" -j MARK
+                      --set-xmark 0x10000/0x10000"]
+              removed: []
+          ipsets: {}
+          routes_added: []
+          routes_removed: []
+          bird: ""
 """
 
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
@@ -137,7 +180,7 @@ def ensure(module, client):
         if p["node"] is not None:
             calico_lib.Node(p["node"])  # validates the name
         current = find(client, address, p["node"])
-        return ensure_absent(module, current,
+        return ensure_absent(current,
                              lambda: client.remove_bgp_peer(address, p["node"]), "peer",
                              show=shown)
     wanted = calico_lib.BGPPeer(p["address"], p["as_number"], p["node"], password=p["password"],
@@ -145,7 +188,7 @@ def ensure(module, client):
                                 accept_nets=p["accept_nets"])
     current = find(client, wanted.address, wanted.node)
     changed = current is None or current.to_dict() != wanted.to_dict()
-    if changed and not module.check_mode:  # one transaction: BIRD never sees it missing
+    if changed:  # one transaction: BIRD never sees it missing
         changed = client.put_bgp_peer(wanted)
     password_changed = current is not None and current.password != wanted.password
     after = shown(wanted, password_changed and bool(current.password))
@@ -165,7 +208,7 @@ def main():
         },
         required_if=[("state", "present", ("as_number",))],
     )
-    run(module, lambda client: ensure(module, client))
+    run(module, lambda client: ensure(module, client), preview=True)
 
 
 if __name__ == "__main__":

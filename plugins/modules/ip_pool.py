@@ -45,9 +45,8 @@ options:
     default: present
 extends_documentation_fragment:
   - calico.docker.datastore
-  - calico.docker.attributes
+  - calico.docker.attributes.policy
 notes:
-  - In check mode an overlap with another pool is only found when the pool is really added.
 seealso:
   - module: calico.docker.docker_network
   - module: calico.docker.info
@@ -97,6 +96,49 @@ diff:
       description: The stored pool after the task.
       type: dict
       returned: always
+    prepared:
+      description:
+        - In check mode, what every host's dataplane would do (M(calico.docker.dataplane)'s
+          rule lines, ipset members, routes and BIRD configuration lines added and
+          removed), after a summary line (see RV(dataplane.summary)).
+      type: str
+      returned: check mode with diff
+dataplane:
+  description:
+    - In check mode, the change every host's dataplane would make (see
+      C(calicoctl --dry-run)), computed with the agents' renderers from the datastore as
+      it is and as the task would leave it; only hosts that change are listed.
+  returned: check mode
+  type: dict
+  contains:
+    summary:
+      description: 'One line, such as C(3 hosts: +2 rules, -0; 1 host unaffected).'
+      type: str
+      returned: always
+    hosts:
+      description:
+        - Per changed host, C(rules_added) and C(rules_removed), C(iptables) (per IP version
+          and table, the C(-A chain rule) lines C(added) and C(removed)), C(ipsets) (per set,
+          the members C(added) and C(removed)), C(routes_added), C(routes_removed), and
+          C(bird) (a unified diff of BIRD's configuration, passwords masked).
+      type: dict
+      returned: always
+      sample:
+        calico-lab-2:
+          changed: true
+          rules_added: 2
+          rules_removed: 0
+          iptables:
+            - ip_version: 4
+              table: filter
+              added: ["-A cali-pi-backend -p tcp -m set --match-set cali4-t-frontend src
+                      -m multiport --dports 80 -m comment --comment \"cali:...\" -j MARK
+                      --set-xmark 0x10000/0x10000"]
+              removed: []
+          ipsets: {}
+          routes_added: []
+          routes_removed: []
+          bird: ""
 """
 
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
@@ -116,14 +158,13 @@ def ensure(module, client):
     if p["state"] == "absent":
         cidr = calico_lib.IPPool(p["cidr"]).cidr
         current = lookup(client.get_pool, cidr)
-        return ensure_absent(module, current, lambda: client.remove_pool(cidr), "pool")
+        return ensure_absent(current, lambda: client.remove_pool(cidr), "pool")
 
     flags = given(module, "nat_outgoing", "disabled")
     wanted = calico_lib.IPPool(p["cidr"], block_size=p["block_size"], **flags)
     current = lookup(client.get_pool, wanted.cidr)
     if current is None:
-        if not module.check_mode:
-            client.add_pool(wanted)
+        client.add_pool(wanted)
         return result(True, {}, wanted.to_dict(), pool=wanted.to_dict())
 
     if p["block_size"] is not None and wanted.block_size != current.block_size:
@@ -133,7 +174,7 @@ def ensure(module, client):
     before = current.to_dict()
     after = dict(before, **flags)
     changed = after != before
-    if changed and not module.check_mode:
+    if changed:
         client.update_pool(current.cidr, **flags)
     return result(changed, before, after, pool=after)
 
@@ -146,7 +187,7 @@ def main():
         "block_size": {"type": "int"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     })
-    run(module, lambda client: ensure(module, client))
+    run(module, lambda client: ensure(module, client), preview=True)
 
 
 if __name__ == "__main__":

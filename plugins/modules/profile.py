@@ -154,7 +154,7 @@ options:
     default: present
 extends_documentation_fragment:
   - calico.docker.datastore
-  - calico.docker.attributes
+  - calico.docker.attributes.policy
 seealso:
   - module: calico.docker.dataplane
 author:
@@ -220,6 +220,49 @@ diff:
       description: The stored profile after the task.
       type: dict
       returned: always
+    prepared:
+      description:
+        - In check mode, what every host's dataplane would do (M(calico.docker.dataplane)'s
+          rule lines, ipset members, routes and BIRD configuration lines added and
+          removed), after a summary line (see RV(dataplane.summary)).
+      type: str
+      returned: check mode with diff
+dataplane:
+  description:
+    - In check mode, the change every host's dataplane would make (see
+      C(calicoctl --dry-run)), computed with the agents' renderers from the datastore as
+      it is and as the task would leave it; only hosts that change are listed.
+  returned: check mode
+  type: dict
+  contains:
+    summary:
+      description: 'One line, such as C(3 hosts: +2 rules, -0; 1 host unaffected).'
+      type: str
+      returned: always
+    hosts:
+      description:
+        - Per changed host, C(rules_added) and C(rules_removed), C(iptables) (per IP version
+          and table, the C(-A chain rule) lines C(added) and C(removed)), C(ipsets) (per set,
+          the members C(added) and C(removed)), C(routes_added), C(routes_removed), and
+          C(bird) (a unified diff of BIRD's configuration, passwords masked).
+      type: dict
+      returned: always
+      sample:
+        calico-lab-2:
+          changed: true
+          rules_added: 2
+          rules_removed: 0
+          iptables:
+            - ip_version: 4
+              table: filter
+              added: ["-A cali-pi-backend -p tcp -m set --match-set cali4-t-frontend src
+                      -m multiport --dports 80 -m comment --comment \"cali:...\" -j MARK
+                      --set-xmark 0x10000/0x10000"]
+              removed: []
+          ipsets: {}
+          routes_added: []
+          routes_removed: []
+          bird: ""
 """
 
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
@@ -284,11 +327,11 @@ def ensure(module, client):
     calico_lib.Profile(p["name"])  # a bad name fails before anything is read
     if p["state"] == "absent":  # a network's profile without a record has nothing to remove
         current = lookup(client.get_profile, p["name"], True)
-        return ensure_absent(module, current, lambda: client.remove_profile(p["name"]),
+        return ensure_absent(current, lambda: client.remove_profile(p["name"]),
                              "profile")
     current = lookup(client.get_profile, p["name"])
     before = current.to_dict() if current else {}
-    return ensure_present(module, before, wanted_profile(module, current),
+    return ensure_present(before, wanted_profile(module, current),
                           client.put_profile, "profile")
 
 
@@ -306,7 +349,7 @@ def main():
     for key in RULE_LISTS:
         if module.params[key] is not None:
             module.params[key] = [given_fields(rule) for rule in module.params[key]]
-    run(module, lambda client: ensure(module, client))
+    run(module, lambda client: ensure(module, client), preview=True)
 
 
 if __name__ == "__main__":
