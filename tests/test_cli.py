@@ -757,6 +757,78 @@ def test_bad_input(ctl: Ctl) -> None:
     assert store_state(ctl.url) == before
 
 
+# --------------------------------------------------------------------------- --dry-run
+
+
+def test_dry_run_prints_each_hosts_change_and_writes_nothing(ctl: Ctl, tmp_path: Path) -> None:
+    ctl.ok("pool", "add", POOL4)
+    ctl.ok("pool", "add", POOL6)
+    for n, host in enumerate(("h1", "h2", "h3"), 1):
+        ctl.ok("node", "add", host, "--ip", f"198.18.0.{n}")
+    ctl.ok("profile", "add", "frontend")
+    ctl.ok("profile", "add", "backend")
+    ctl.ok("endpoint", "add", "--host", "h1", "--interface", "calife1", "--ip", "10.65.0.1",
+           "--ip", "fd00:65::1", "--profile", "frontend")
+    ctl.ok("endpoint", "add", "--host", "h2", "--interface", "calibe1", "--ip", "10.65.1.1",
+           "--ip", "fd00:65::1:1", "--profile", "backend")
+    before = store_state(ctl.url)
+    rule = ("profile", "rule", "add", "backend", "inbound", "allow", "--protocol", "tcp",
+            "--src-tag", "frontend", "--dst-ports", "80", "--dry-run")
+
+    text = ctl.ok(*rule).lines
+    assert text[:3] == ["dry run, nothing written: 1 record(s) would be written, 0 removed",
+                        "1 host: +4 rules, -0; ipset members +2, -0; 2 hosts unaffected",
+                        "h2:"], text
+    assert ("    + -A cali-pi-backend -p tcp -m set --match-set cali4-t-frontend src -m "
+            "multiport --dports 80 -j MARK --set-xmark 0x10000/0x10000") in text, text
+    assert "  ipset cali6-t-frontend (made): +fd00:65::1" in text, text
+    found = ctl.json(*rule)
+    assert found["dry_run"] is True
+    assert found["records"] == {"put": ["/calico/v1/profiles/backend"], "deleted": []}
+    assert list(found["hosts"]) == ["h2"] and found["hosts"]["h2"]["rules_added"] == 4
+    assert store_state(ctl.url) == before
+
+    # a dry run is a check: what the command would refuse fails it (exit 1), nothing written
+    ctl.fails(1, ("pool", "add", "10.65.128.0/17", "--dry-run"), "dry run: cidr:",
+              "overlaps pool 10.65.0.0/16")
+    ctl.fails(1, ("profile", "add", "backend", "--dry-run"), "dry run:", "already exists")
+    ctl.fails(1, ("profile", "remove", "backend", "--dry-run"), "dry run: name:",
+              "used by endpoint")
+    ctl.fails(1, ("profile", "rule", "add", "backend", "inbound", "allow", "--protocol",
+                  "tcp", "--dst-ports", "99999", "--dry-run"), "dry run: dst_ports:")
+    # a malformed command line is still bad input
+    assert_error(ctl.run("pool", "add", "--dry-run"), 2, "cidr")
+
+    # what the command would print (a new endpoint) is not printed; its addresses are
+    # taken in the draft only
+    text = ctl.ok("endpoint", "add", "--host", "h3", "--interface", "calife2", "--ip",
+                  "10.65.2.7", "--profile", "frontend", "--dry-run").out
+    assert text.startswith("dry run, nothing written: ") and "h3:" in text, text
+    assert "route + 10.65.2.7/32 dev calife2" in text, text
+
+    # BGP: BIRD's lines, never the password
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-pass\n")
+    text = ctl.ok("bgp", "peer", "add", "198.18.0.254", "--as", "65001", "--password-file",
+                  str(secret), "--dry-run").out
+    assert "+protocol bgp Global_198_18_0_254" in text and "s3cret" not in text, text
+    assert '+  password "********"; (changed)' in text, text
+    text = ctl.ok("bgp", "config", "set", "--as", "64600", "--dry-run").out
+    assert "BIRD configuration on 3 hosts" in text.splitlines()[1], text
+    text = ctl.ok("config", "set", "--default-endpoint-to-host-action", "drop",
+                  "--dry-run").out
+    assert "+ -A cali-wl-to-host -j DROP" in text, text
+    assert store_state(ctl.url) == before
+
+    # a dry run never creates an embedded store: without one it starts from an empty one
+    missing = tmp_path / "none" / "calico.db"
+    result = run_calicoctl("pool", "add", POOL4, "--dry-run", "--datastore",
+                           f"sqlite:///{missing}")
+    assert result.code == 0 and "starts from an empty datastore" in result.err, result
+    assert result.lines[0] == "dry run, nothing written: 2 record(s) would be written, 0 removed"
+    assert not missing.parent.exists()
+
+
 # --------------------------------------------------------------------------- datastore choice
 
 

@@ -16,11 +16,14 @@ import pytest
 import calico_lib
 from calico_lib import BGPPeer, Endpoint, IPPool, Node, Profile, Rule
 from calico_lib.dataplane.iptables import rule_hash
+from calico_lib.datastore import Compare, Delete
+from calico_lib.datastore.draft import DraftDatastore
 from calico_lib.errors import InUseError, ValidationError
 from calico_lib.preview import Draft
 from calico_lib.reconcile import Dataplane
 from calico_lib.render import names
 from calico_lib.snapshot import load_snapshot
+from tests import test_datastore_contract as contract
 from tests.fake_kernel import FakeKernel
 
 HASH = re.compile(r'--comment "cali:([0-9a-f]+)"')
@@ -203,3 +206,39 @@ def test_the_preview_is_what_the_apply_writes(client, change) -> None:
             was, now = sets_before.get(name, set()), sets_after.get(name, set())
             expected = host_plan.sets.get(name, ([], []))
             assert (sorted(now - was), sorted(was - now)) == expected, (host, name)
+
+
+# --------------------------------------------------------------------------- the draft store
+
+DRAFT_CONTRACT = [contract.test_get_missing_key_is_none, contract.test_put_then_get,
+                  contract.test_revisions_strictly_increase,
+                  contract.test_list_prefix_sorted_and_bounded,
+                  contract.test_list_with_revision,
+                  contract.test_read_mixes_keys_and_prefixes_in_order,
+                  contract.test_txn_create_if_absent, contract.test_txn_compare_mod_revision,
+                  contract.test_delete]
+
+
+@pytest.mark.parametrize("check", DRAFT_CONTRACT, ids=lambda f: f.__name__)
+def test_a_draft_keeps_the_datastore_contract(check) -> None:
+    check(DraftDatastore([], 7))
+
+
+def test_a_draft_reads_the_store_once_and_never_writes_it(client) -> None:
+    store = client.store
+    records, revision = store.list_with_revision(calico_lib.keys.ROOT)
+    reads = store.reads
+    draft = Draft(store)
+    assert store.reads == reads + 1  # one consistent read of every record
+    assert draft.store.list(calico_lib.keys.ROOT) == records  # mod revisions kept
+    draft.client.remove_profile("frontend", force=True)
+    draft.client.add_pool(IPPool("10.66.0.0/16"))
+    # a failed transaction writes nothing, as on the real store
+    guard = Compare(calico_lib.keys.profile("backend"), 1)
+    assert draft.store.txn([guard], [Delete(calico_lib.keys.profile("backend"))]) is None
+    assert draft.writes[calico_lib.keys.profile("frontend")] is None
+    assert calico_lib.keys.pool("10.66.0.0/16") in draft.writes
+    assert calico_lib.keys.profile("backend") not in draft.writes
+    assert store.list_with_revision(calico_lib.keys.ROOT) == (records, revision)
+    with pytest.raises(calico_lib.CalicoError, match="no watches"):
+        draft.store.watch(calico_lib.keys.ROOT, 0)
