@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils.common import warnings
 
 from ansible_collections.calico.docker.plugins.modules import bgp_peer, node
 from tests.unit_modules.helpers import client, failed, ok
@@ -75,6 +76,17 @@ def test_check_mode_reports_and_writes_nothing(url) -> None:
               check=True)["changed"] is True
     with client(url) as c:
         assert [p.as_number for p in c.list_bgp_peers()] == [65000]
+
+
+def test_check_mode_of_a_new_site_does_not_fail_on_a_node_not_registered_yet(url) -> None:
+    """The node role registers hosts before the policy role, except in check mode: a node's
+    own peer is then reported with a warning, and a real run still refuses it."""
+    args = {"address": TOR, "as_number": 65000, "node": "host-9", "datastore": url}
+    out = ok(bgp_peer, args, check=True)
+    assert out["changed"] is True and out["dataplane"]["hosts"] == {}
+    assert any("node host-9 is not in the datastore yet" in w
+               for w in warnings.get_warning_messages())
+    assert failed(bgp_peer, args) == "node host-9: not found; add the node first"
 
 
 def test_absent(url) -> None:
