@@ -72,7 +72,7 @@ notes:
   - Needs no Python library beyond the standard one on the managed host.
   - Creating or removing a network changes no host's firewall by itself (Docker removes only
     networks without containers, and a new one has none yet); its profile's rules reach a
-    host with its containers. So check mode has no per-host dataplane section here: preview
+    host with its containers. So check mode has no per-host dataplane section here; preview
     the network's rules with M(calico.docker.profile) in check mode.
 seealso:
   - module: calico.docker.ip_pool
