@@ -10,9 +10,9 @@ nothing is written: the datastore holds every host's endpoints, so the preview c
 whole cluster from wherever it runs, and since it is the renderers' own output it cannot
 drift from what the agents will write.
 
-    with Draft(store) as draft:
-        draft.client.add_rule("backend", "inbound", Rule(protocol="tcp", dst_ports=[80]))
-        print("\n".join(draft.plan().lines()))
+    draft = Draft(store)
+    draft.client.add_rule("backend", "inbound", Rule(protocol="tcp", dst_ports=[80]))
+    print("\n".join(draft.plan().lines()))
 """
 
 from __future__ import annotations
@@ -52,12 +52,6 @@ class Draft:
     def plan(self) -> Plan:
         """Each host's dataplane change if the draft were written now."""
         return plan(self.before, self.store)
-
-    def __enter__(self) -> Draft:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 @dataclass

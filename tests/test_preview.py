@@ -62,9 +62,9 @@ def frontend_on_80(client: calico_lib.Client) -> Profile:
 
 def test_a_rule_shows_on_the_hosts_it_reaches_only(client) -> None:
     before = {h: load_snapshot(client.store, h) for h in ("h1", "h2", "h3")}
-    with Draft(client.store) as draft:
-        draft.client.put_profile(frontend_on_80(draft.client))
-        found = draft.plan()
+    draft = Draft(client.store)
+    draft.client.put_profile(frontend_on_80(draft.client))
+    found = draft.plan()
     assert found.summary() == "1 host: +4 rules, -0; ipset members +2, -0; 2 hosts unaffected"
     (h2,) = [h for h in found.hosts if h.changed]
     assert h2.host == "h2"
