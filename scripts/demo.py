@@ -21,9 +21,13 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
   3. a connectivity matrix, IPv4 and IPv6 (when the lab has IPv6): ping, tcp/80 and tcp/8080
      from every container to every other. Same network (across nodes) passes, across
      networks everything is dropped;
-  4. a profile change applied with Ansible (playbooks/demo-policy.yml: the backend also lets
-     the frontend in on tcp/80), then the matrix again: exactly frontend -> backend tcp/80
-     passes in addition;
+  4. a profile change with Ansible (playbooks/demo-policy.yml: the backend also lets the
+     frontend in on tcp/80), previewed first with --check --diff: the preview names exactly
+     the nodes with backend containers, each with the new rule in cali-pi-backend, and the
+     check run changes no node's iptables/ip6tables/ipsets nor the datastore; then applied:
+     every node's kernel gains and loses exactly the previewed rules (by chain and
+     cali:<hash> comment). Then the matrix again: exactly frontend -> backend tcp/80 passes
+     in addition;
   5. troubleshooting: `calicoctl policy explain` for one allowed pair (frontend -> backend
      tcp/80, naming the backend rule that lets it in) and one dropped pair (tcp/8080, dropped
      at the end of the backend container's chain), then `calicoctl profile show backend
@@ -42,18 +46,24 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import difflib
+import io
 import ipaddress
 import json
 import os
+import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from calico_lib.dataplane.iptables import parse_save, rule_hash  # noqa: E402
 from calico_lib.lab import Lab, LabError, read_state  # noqa: E402
+from calico_lib.render import names  # noqa: E402
 
 CALICOCTL = "/opt/calico/venv/bin/calicoctl"
 PYTHON = "/opt/calico/venv/bin/python"
@@ -85,6 +95,13 @@ IMAGE = "busybox"
 SERVE = "httpd -p 80 -h /www && httpd -p 8080 -h /www && exec sleep 999999999"
 PROBES = ("icmp", "tcp/80", "tcp/8080")
 ROUTE_TIMEOUT = 60.0
+#: how long the nodes' kernels may take to show an applied change (agents apply on their own
+#: within a second or two; the playbook's second play applies too)
+APPLY_TIMEOUT = 20.0
+#: a node's firewall in one read: both rule sets (every table) and the ipsets
+KERNEL_READ = "iptables-save && echo @@v6 && ip6tables-save && echo @@sets && ipset save"
+#: a kernel rule of ours: (IP version, table, chain, the hash in its cali:<hash> comment)
+RuleKey = tuple[int, str, str, str]
 
 
 @dataclass(eq=False)  # hashed by identity: a key of the probe jobs
@@ -116,6 +133,98 @@ class Report:
             self.failures.append(what)
             print(f"  FAIL  {what}")
         return ok
+
+
+@dataclass
+class Kernel:
+    """One node's firewall as read with iptables-save, ip6tables-save and ipset save."""
+
+    #: both filter tables and the ipsets, without comment lines and chain counters
+    text: str
+    #: (IP version, table, cali chain) -> the hash of each of its rules, in order
+    rules: dict[tuple[int, str, str], list[str | None]]
+
+    @classmethod
+    def parse(cls, out: str) -> Kernel:
+        v4, _, rest = out.partition("@@v6\n")
+        v6, _, sets = rest.partition("@@sets\n")
+        text, rules = [], {}
+        for version, save in ((4, v4), (6, v6)):
+            table = ""
+            lines: dict[str, list[str]] = {}
+            for line in save.splitlines():
+                if line.startswith("*"):
+                    table = line[1:]
+                elif table and not line.startswith("#"):
+                    lines.setdefault(table, []).append(re.sub(r" \[\d+:\d+\]$", "", line))
+            text += [f"ip{'6' if version == 6 else ''}tables filter"] + lines.get("filter", [])
+            for name, body in lines.items():
+                for chain, digests in parse_save("\n".join(body)).chains.items():
+                    rules[(version, name, chain)] = digests
+        text += ["ipsets"] + sorted(sets.splitlines())
+        return cls("\n".join(text), rules)
+
+    def changes(self, after: Kernel) -> tuple[Counter[RuleKey], Counter[RuleKey]]:
+        """The rules of ours that came and went from this read to ``after``, chain by chain
+        (compared as the preview compares renders: a rule that moves is gone and new)."""
+        added: Counter[RuleKey] = Counter()
+        removed: Counter[RuleKey] = Counter()
+        for key in set(self.rules) | set(after.rules):
+            was, now = self.rules.get(key, []), after.rules.get(key, [])
+            matcher = difflib.SequenceMatcher(a=was, b=now, autojunk=False)
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+                if tag != "equal":
+                    removed.update((*key, str(h)) for h in was[i1:i2])
+                    added.update((*key, str(h)) for h in now[j1:j2])
+        return added, removed
+
+
+@dataclass
+class HostPreview:
+    """One host's iptables/ip6tables lines in a preview: (sign, IP version, table, chain,
+    rule spec) each, sign "+" for a rule added and "-" for one removed."""
+
+    rules: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+
+    def keyed(self, sign: str) -> Counter[RuleKey]:
+        """The rules added ("+") or removed ("-") as a kernel names them."""
+        return Counter((v, t, c, rule_hash(spec)) for s, v, t, c, spec in self.rules
+                       if s == sign)
+
+
+def dataplane_blocks(log: str) -> list[list[str]]:
+    """The `dataplane:` blocks of a --check --diff run's output: each a summary line, then
+    every changed host's name and its indented lines (rules, ipsets, routes, BIRD)."""
+    blocks: list[list[str]] = []
+    block: list[str] | None = None
+    for line in log.splitlines():
+        if line.startswith("dataplane: "):
+            block = [line]
+            blocks.append(block)
+        elif block is not None and (line.startswith("  ") or re.fullmatch(r"\S+:", line)):
+            block.append(line)
+        else:  # the callback's next line (`changed: [host] => (item=...)`) ends it
+            block = None
+    return blocks
+
+
+def parse_preview(block: Sequence[str]) -> dict[str, HostPreview]:
+    """Each host of a `dataplane:` block and its rule lines."""
+    hosts: dict[str, HostPreview] = {}
+    host, table = "", None
+    for line in block[1:]:
+        if not line.startswith(" "):
+            host, table = line[:-1], None
+            hosts[host] = HostPreview()
+        elif not line.startswith("    "):  # a section: "iptables filter:", "ipset ...", ...
+            found = re.fullmatch(r"  ip(6?)tables (\S+):", line)
+            table = (6 if found.group(1) else 4, found.group(2)) if found else None
+        elif table:
+            rule = re.fullmatch(r"    ([+-]) -A (\S+) (.*)", line)
+            if rule:
+                hosts[host].rules.append((rule.group(1), *table, rule.group(2),
+                                          rule.group(3)))
+    return hosts
 
 
 def heading(text: str) -> None:
@@ -159,9 +268,29 @@ class Demo:
         except ValueError:
             return proc.returncode, proc.stdout + proc.stderr
 
-    def playbook(self, *extra: str) -> None:
-        self.lab.deploy("playbooks/demo-policy.yml", extra, log_name="demo-policy.log",
-                        step="policy change")
+    def playbook(self, *extra: str, log_name: str = "demo-policy.log",
+                 quiet: bool = False) -> str:
+        """Run playbooks/demo-policy.yml; its output (the log in the lab's state dir).
+        ``quiet``: without the line per task (a failure still names the task)."""
+        # the lab's line per task and the preview are both read from the default callback's
+        # text: not whatever stdout callback this environment may name
+        os.environ["ANSIBLE_STDOUT_CALLBACK"] = "default"
+        shown = self.lab.shell.out
+        if quiet:
+            self.lab.shell.out = io.StringIO()
+        try:
+            self.lab.deploy("playbooks/demo-policy.yml", extra, log_name=log_name,
+                            step="policy change")
+        finally:
+            self.lab.shell.out = shown
+        with open(os.path.join(self.lab.state_dir, log_name)) as handle:
+            return handle.read()
+
+    def kernels(self) -> dict[str, Kernel]:
+        """Every node's firewall, read in parallel."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            reads = pool.map(lambda node: Kernel.parse(self.sh(node, KERNEL_READ)), self.nodes)
+            return dict(zip(self.nodes, reads, strict=True))
 
     # ---------------------------------------------------------------- 0: the lab
 
@@ -553,6 +682,8 @@ class Demo:
     def change_policy(self) -> None:
         heading("Policy change with Ansible: playbooks/demo-policy.yml (frontend may call "
                 "the backend on tcp/80)")
+        preview, before = self.preview_policy()
+        print("\n  applying it:")
         self.playbook()
         code, profile = self.calicoctl(self.nodes[0], "profile", "show", "backend")
         if isinstance(profile, dict):
@@ -563,6 +694,84 @@ class Demo:
             r.get("protocol") == "tcp" and r.get("src_tag") == "frontend"
             for r in profile.get("inbound_rules", [])),
             "the backend profile lets frontend in on tcp/80")
+        if preview is not None:
+            self.check_applied(preview, before)
+
+    def preview_policy(self) -> tuple[dict[str, HostPreview] | None, dict[str, Kernel]]:
+        """Run the change with --check --diff first and show its preview; the preview per
+        host and every node's firewall after the check run."""
+        log_name = "demo-policy-check.log"
+        print("  first a preview: ansible-playbook playbooks/demo-policy.yml --check --diff "
+              f"(log: {os.path.join(self.lab.state_dir, log_name)})")
+        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "backend")
+        before = self.kernels()
+        # The profile task's diff ends with the preview (diff.prepared), which Ansible's
+        # default callback prints as is: "dataplane: <summary>", then every changed host's
+        # name and its indented lines. The policy role runs that task in a loop and does not
+        # register it, so the preview is read from the run's output, as a reader sees it.
+        log = self.playbook("--check", "--diff", log_name=log_name, quiet=True)
+        after = self.kernels()
+        code_after, profile_after = self.calicoctl(self.nodes[0], "profile", "show", "backend")
+        blocks = dataplane_blocks(log)
+        for line in blocks[0] if blocks else []:
+            print("    " + line)
+        if not self.report.check(len(blocks) == 1, "the check run's diff has one preview "
+                                 "(the backend profile's)"
+                                 + ("" if len(blocks) == 1 else f", not {len(blocks)}")):
+            return None, after
+        preview = parse_preview(blocks[0])
+        backend = sorted({w.node for w in self.workloads if w.network == "backend"})
+        self.report.check(sorted(preview) == backend, "the preview names exactly the nodes "
+                          f"with backend containers: {', '.join(sorted(preview)) or 'none'}")
+        families = [4, 6] if self.ipv6 else [4]
+        chain = names.profile_inbound("backend")
+        for node in backend:
+            added = [(v, spec) for sign, v, table, c, spec in preview.get(
+                node, HostPreview()).rules if sign == "+" and table == "filter" and c == chain]
+            found = [v for v in families if any(
+                version == v and "-p tcp " in spec
+                and f"--match-set {names.tag_set('frontend', v)} src" in spec
+                and re.search(r"--dports? (?:\S*,)?80(?:[,\s]|$)", spec)
+                for version, spec in added)]
+            self.report.check(found == families, f"{node}: the preview adds to {chain} the "
+                              "rule for frontend's set on tcp/80 ("
+                              + " and ".join(f"IPv{v}" for v in families) + ")")
+        changed = [n for n in self.nodes if before[n] != after[n]]
+        self.report.check(not changed and code == code_after == 0
+                          and profile == profile_after,
+                          "the check run changed nothing: every node's iptables, ip6tables "
+                          "and ipsets, and the backend profile in the datastore, are as before"
+                          + (f" (changed on {', '.join(changed)})" if changed else "")
+                          + ("" if profile == profile_after else " (the profile changed)"))
+        return preview, after
+
+    def check_applied(self, preview: dict[str, HostPreview], before: dict[str, Kernel]
+                      ) -> None:
+        """Every node's kernel gained and lost exactly the rules its preview named (none
+        for a node the preview does not name)."""
+        want = {n: (preview.get(n, HostPreview()).keyed("+"),
+                    preview.get(n, HostPreview()).keyed("-")) for n in self.nodes}
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        while True:
+            after = self.kernels()
+            got = {n: before[n].changes(after[n]) for n in self.nodes}
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        for node in self.nodes:
+            (added, removed), (want_added, want_removed) = got[node], want[node]
+            counts = f"+{added.total()}, -{removed.total()}"
+            if node in preview:
+                what = f"{node}: its rules changed exactly as previewed ({counts})"
+            else:
+                what = f"{node}: not in the preview, its rules unchanged ({counts})"
+            ok = (added, removed) == (want_added, want_removed)
+            if not ok:
+                chains = sorted({k[2] for k in (added - want_added) + (want_added - added)
+                                 + (removed - want_removed) + (want_removed - removed)})
+                what += (f"; previewed +{want_added.total()}, -{want_removed.total()}; "
+                         f"differs in {', '.join(chains)}")
+            self.report.check(ok, what)
 
     def troubleshoot(self) -> None:
         heading("Troubleshooting: calicoctl policy explain, calicoctl profile show "

@@ -6,10 +6,13 @@
 * two network namespaces as hosts (``ansible_connection: local`` with a wrapper interpreter
   that runs every module inside its namespace): the real site.yml (node, policy, docker and
   dataplane plays, without systemd, packages or the venv install) converges, runs again with
-  ``changed=0``; after a profile change, ``--check --diff`` shows the iptables rule diff and
-  leaves every namespace's iptables as they were; the real run applies it, and the next run
-  changes nothing; the daemons' units carry each argument as one systemd word (spaces,
-  quotes, %, $, control characters), which ``systemd-analyze verify`` accepts;
+  ``changed=0``; a profile change, ``--check --diff`` before anything is written: the
+  profile task's diff previews each host's rule lines (from the datastore) and leaves every
+  namespace's iptables and the datastore as they were; once the profile is written, the
+  dataplane module's check mode still sees the drift; the real run then changes exactly the
+  previewed rules in the kernel, and the next run changes nothing; the daemons' units carry
+  each argument as one systemd word (spaces, quotes, %, $, control characters), which
+  ``systemd-analyze verify`` accepts;
 * site.yml over TLS with a real etcd in a namespace and etcd authentication (the default):
   each host's etcd user writes its own records and is refused another host's and any
   policy, the operator's writes them; a second run and ``--check --diff`` change nothing and
@@ -25,18 +28,21 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import calico_lib
 from calico_lib import Endpoint
+from calico_lib.dataplane.iptables import parse_save, rule_hash
 from tests import processes
 from tests.netns import Lab
 from tests.pki import Pki
@@ -265,6 +271,78 @@ def ns_state(lab: Lab, ns: str) -> str:
     return "\n".join(out)
 
 
+#: one of our kernel rules: (IP version, table, chain, the hash of its cali:<hash> comment)
+RuleKey = tuple[int, str, str, str]
+
+
+def cali_rules(lab: Lab, ns: str) -> dict[tuple[int, str, str], list[str | None]]:
+    """Every cali chain of a namespace, per (IP version, table, chain): the hash of each of
+    its rules, in order."""
+    out = {}
+    for version, tool in ((4, "iptables-save"), (6, "ip6tables-save")):
+        tables: dict[str, list[str]] = {}
+        table = ""
+        for line in lab.exec(ns, tool).stdout.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif table:
+                tables.setdefault(table, []).append(line)
+        for table, lines in tables.items():
+            for chain, digests in parse_save("\n".join(lines)).chains.items():
+                out[(version, table, chain)] = digests
+    return out
+
+
+def rule_changes(before: dict, after: dict) -> tuple[Counter[RuleKey], Counter[RuleKey]]:
+    """The rules that came and went from ``before`` to ``after`` (``cali_rules``), chain by
+    chain, compared as the preview compares renders."""
+    added: Counter[RuleKey] = Counter()
+    removed: Counter[RuleKey] = Counter()
+    for key in set(before) | set(after):
+        was, now = before.get(key, []), after.get(key, [])
+        matcher = difflib.SequenceMatcher(a=was, b=now, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag != "equal":
+                removed.update((*key, str(h)) for h in was[i1:i2])
+                added.update((*key, str(h)) for h in now[j1:j2])
+    return added, removed
+
+
+def dataplane_preview(output: str) -> list[str]:
+    """The one `dataplane:` block of a --check --diff run: a summary line, then every changed
+    host's name and its indented lines (the end of an intent task's diff.prepared, which the
+    default callback prints as is)."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("dataplane: ")]
+    assert len(starts) == 1, output
+    block = [lines[starts[0]]]
+    for line in lines[starts[0] + 1:]:
+        if not (line.startswith("  ") or re.fullmatch(r"\S+:", line)):
+            break
+        block.append(line)
+    return block
+
+
+def previewed_rules(block: list[str], host: str) -> tuple[Counter[RuleKey], Counter[RuleKey]]:
+    """The iptables/ip6tables lines a preview block adds and removes on ``host``, keyed as
+    the kernel's rules are (``rule_hash`` of the spec is the rule's cali:<hash> comment)."""
+    added: Counter[RuleKey] = Counter()
+    removed: Counter[RuleKey] = Counter()
+    current, table = "", None
+    for line in block[1:]:
+        if not line.startswith(" "):
+            current, table = line[:-1], None
+        elif not line.startswith("    "):
+            found = re.fullmatch(r"  ip(6?)tables (\S+):", line)
+            table = (6 if found.group(1) else 4, found.group(2)) if found else None
+        elif current == host and table:
+            rule = re.fullmatch(r"    ([+-]) -A (\S+) (.*)", line)
+            if rule:
+                (added if rule.group(1) == "+" else removed)[
+                    (*table, rule.group(2), rule_hash(rule.group(3)))] += 1
+    return added, removed
+
+
 @pytest.mark.netns
 def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
@@ -332,24 +410,44 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     again = site(*POLICY)
     assert again.changed() == 0, again.output
 
-    # the profile change reaches the datastore (the policy play alone) ...
-    changed = site(*POLICY_CHANGED, "--tags", "policy")
-    assert changed.changed() == 1, changed.output
+    # a profile change (tcp/8080 too), previewed before anything is written: the profile
+    # task's diff (on policy_host, h1) ends with every changed host's rule lines, from the
+    # datastore; nothing is written, in any kernel or the datastore
     before = {h.name: ns_state(lab, h.ns) for h in hosts}
+    rules = {h.name: cali_rules(lab, h.ns) for h in hosts}
     stored = intent(url)
-
-    # ... and is previewed on every host: the rule diff, nothing applied
     preview = site(*POLICY_CHANGED, "--check", "--diff")
-    assert preview.recap["h2"]["changed"] == 1, preview.output
-    assert preview.recap["h1"]["changed"] == 0, preview.output
-    assert "would be applied" in preview.output
-    assert "--dports 80,8080" in preview.output, preview.output
+    assert preview.recap["h1"]["changed"] == 1, preview.output  # the profile task
+    assert preview.recap["h2"]["changed"] == 0, preview.output
+    block = dataplane_preview(preview.output)
+    assert [line[:-1] for line in block[1:] if not line.startswith(" ")] == ["h2"], block
+    assert block[0].endswith("; 1 host unaffected"), block  # h1
+    added = [line for line in block if line.startswith("    + -A cali-pi-backend ")]
+    assert len(added) == 1 and "-m multiport --dports 80,8080 " in added[0], block
+    removed = [line for line in block if line.startswith("    - -A cali-pi-backend ")]
+    assert len(removed) == 1 and "-m multiport --dports 80 " in removed[0], block
     assert {h.name: ns_state(lab, h.ns) for h in hosts} == before
     assert intent(url) == stored
 
+    # written (the policy play alone), the change is not in the kernel yet: the dataplane
+    # module's check mode sees the drift on h2 and applies nothing; the profile task, now
+    # as stored, previews nothing more
+    changed = site(*POLICY_CHANGED, "--tags", "policy")
+    assert changed.changed() == 1, changed.output
+    drift = site(*POLICY_CHANGED, "--check", "--diff")
+    assert drift.recap["h2"]["changed"] == 1, drift.output
+    assert drift.recap["h1"]["changed"] == 0, drift.output
+    assert "would be applied" in drift.output
+    assert "--dports 80,8080" in drift.output, drift.output
+    assert "dataplane: " not in drift.output, drift.output
+    assert {h.name: ns_state(lab, h.ns) for h in hosts} == before
+
+    # the real run: h2's kernel gains and loses exactly the previewed rules, h1's none
     applied = site(*POLICY_CHANGED)
     assert applied.recap["h2"]["changed"] == 1, applied.output
-    assert "--dports 80,8080" in lab.exec(hosts[1].ns, "iptables-save").stdout
+    for host in hosts:
+        came, went = rule_changes(rules[host.name], cali_rules(lab, host.ns))
+        assert (came, went) == previewed_rules(block, host.name), (host.name, block)
 
     last = site(*POLICY_CHANGED)
     assert last.changed() == 0, last.output
