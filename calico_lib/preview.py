@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import keys
 from .client import Client
@@ -191,15 +192,30 @@ def _table_diffs(before: Policy, after: Policy) -> list[TableDiff]:
         diff = TableDiff(table.version, table.name)
         for chain in sorted(set(old) | set(table.chains)):
             was, now = old.get(chain, []), table.chains.get(chain, [])
-            if was == now:
-                continue
-            matcher = difflib.SequenceMatcher(a=was, b=now, autojunk=False)
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-                if tag != "equal":
-                    diff.removed += [(chain, spec) for spec in was[i1:i2]]
-                    diff.added += [(chain, spec) for spec in now[j1:j2]]
+            added, removed = chain_changes(was, now)
+            diff.added += [(chain, spec) for spec in added]
+            diff.removed += [(chain, spec) for spec in removed]
         out.append(diff)
     return out
+
+
+T = TypeVar("T", bound=Hashable)
+
+
+def chain_changes(was: Sequence[T], now: Sequence[T]) -> tuple[list[T], list[T]]:
+    """A chain's rules that come (in ``now`` only) and go (in ``was`` only), in order; a rule
+    that moves shows as gone and come, since its place decides what it does. Rules may be
+    the renderer's specs or a kernel's ``cali:<hash>`` comments: comparing a preview with
+    what a kernel did uses the same comparison."""
+    added: list[T] = []
+    removed: list[T] = []
+    if list(was) != list(now):
+        matcher = difflib.SequenceMatcher(a=was, b=now, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag != "equal":
+                removed += was[i1:i2]
+                added += now[j1:j2]
+    return added, removed
 
 
 def host_plan(before: Snapshot, after: Snapshot) -> HostPlan:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import difflib
 import io
 import ipaddress
 import json
@@ -63,6 +62,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from calico_lib.dataplane.iptables import parse_save, rule_hash  # noqa: E402
 from calico_lib.lab import Lab, LabError, read_state  # noqa: E402
+from calico_lib.preview import chain_changes  # noqa: E402
 from calico_lib.render import names  # noqa: E402
 
 CALICOCTL = "/opt/calico/venv/bin/calicoctl"
@@ -170,12 +170,9 @@ class Kernel:
         added: Counter[RuleKey] = Counter()
         removed: Counter[RuleKey] = Counter()
         for key in set(self.rules) | set(after.rules):
-            was, now = self.rules.get(key, []), after.rules.get(key, [])
-            matcher = difflib.SequenceMatcher(a=was, b=now, autojunk=False)
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-                if tag != "equal":
-                    removed.update((*key, str(h)) for h in was[i1:i2])
-                    added.update((*key, str(h)) for h in now[j1:j2])
+            came, went = chain_changes(self.rules.get(key, []), after.rules.get(key, []))
+            added.update((*key, str(h)) for h in came)
+            removed.update((*key, str(h)) for h in went)
         return added, removed
 
 

@@ -512,9 +512,15 @@ class Lab:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+        # BIRD's files in the lab's folder unless given: `ip netns exec` does not isolate
+        # /etc or /run, so the defaults would rewrite this machine's BIRD config
+        bird = [] if "--bird-config" in extra else [
+            "--bird-config", os.path.join(self.workdir, f"{ns}-bird.conf")]
+        bird += [] if "--bird-socket" in extra else [
+            "--bird-socket", os.path.join(self.workdir, f"{ns}-bird.ctl")]
         argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "calico_lib.agent", "--once",
                 "--datastore", datastore_url, "--hostname", hostname,
-                "--lock-file", os.path.join(self.workdir, f"{ns}.lock"), *extra]
+                "--lock-file", os.path.join(self.workdir, f"{ns}.lock"), *bird, *extra]
         proc = _run(argv, timeout=timeout, check=False, env=env)
         if proc.returncode != 0:
             raise AssertionError(f"agent --once in {ns} exited {proc.returncode}\n"

@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -43,6 +42,7 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint
 from calico_lib.dataplane.iptables import parse_save, rule_hash
+from calico_lib.preview import chain_changes
 from tests import processes
 from tests.netns import Lab
 from tests.pki import Pki
@@ -299,12 +299,9 @@ def rule_changes(before: dict, after: dict) -> tuple[Counter[RuleKey], Counter[R
     added: Counter[RuleKey] = Counter()
     removed: Counter[RuleKey] = Counter()
     for key in set(before) | set(after):
-        was, now = before.get(key, []), after.get(key, [])
-        matcher = difflib.SequenceMatcher(a=was, b=now, autojunk=False)
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            if tag != "equal":
-                removed.update((*key, str(h)) for h in was[i1:i2])
-                added.update((*key, str(h)) for h in now[j1:j2])
+        came, went = chain_changes(before.get(key, []), after.get(key, []))
+        added.update((*key, str(h)) for h in came)
+        removed.update((*key, str(h)) for h in went)
     return added, removed
 
 

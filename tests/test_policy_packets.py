@@ -15,11 +15,12 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import calico_lib
-from calico_lib import Endpoint, IPPool, Profile, Rule
+from calico_lib import Endpoint, IPPool, Node, Profile, Rule
 from tests import netns
 from tests.netns import OUTSIDE4, Container, Host, Lab, Listener
 
@@ -108,6 +109,19 @@ def web_profile() -> Profile:
 
 
 # ------------------------------------------------------------------------------ basics
+
+
+def test_the_lab_agent_keeps_bird_files_in_the_lab(lab: Lab, client, url, host) -> None:
+    """`ip netns exec` shares /etc and /run with this machine: the lab's agent used to write
+    its BIRD config to the machine's /etc/bird/bird.conf. It writes it in the lab's folder."""
+    machine = Path("/etc/bird/bird.conf")
+    before = machine.read_bytes() if machine.exists() else None
+    client.add_node(Node(host.name, ipv4="198.18.0.9"))
+    lab.agent(host, url)
+    assert (machine.read_bytes() if machine.exists() else None) == before
+    ours = Path(lab.workdir) / f"{host.ns}-bird.conf"
+    assert "router id 198.18.0.9;" in ours.read_text()
+
 
 
 def test_same_profile_ping_and_tcp(lab: Lab, client, url, host, expect) -> None:

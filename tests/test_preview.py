@@ -37,19 +37,25 @@ def members(kernel: FakeKernel) -> dict[str, set[str]]:
             for name in kernel.ipsets.sets if name.startswith("cali") and "-x-" not in name}
 
 
+def three_hosts(c: calico_lib.Client) -> None:
+    """Pools, nodes h1-h3, profiles frontend and backend, a frontend container on h1 and a
+    backend container on h2 (IPv4 and IPv6)."""
+    c.add_pool(IPPool("10.65.0.0/16"))
+    c.add_pool(IPPool("fd00:65::/64"))
+    for n, host in enumerate(("h1", "h2", "h3"), 1):
+        c.add_node(Node(host, ipv4=f"198.18.0.{n}"))
+    c.add_profile("frontend")
+    c.add_profile("backend")
+    c.add_endpoint(Endpoint("fe1", "h1", "calife1", ipv4_nets=["10.65.0.1"],
+                            ipv6_nets=["fd00:65::1"], profiles=["frontend"]))
+    c.add_endpoint(Endpoint("be1", "h2", "calibe1", ipv4_nets=["10.65.1.1"],
+                            ipv6_nets=["fd00:65::1:1"], profiles=["backend"]))
+
+
 @pytest.fixture
 def client(tmp_path) -> Iterator[calico_lib.Client]:
     with calico_lib.connect("sqlite:///" + str(tmp_path / "calico.db")) as c:
-        c.add_pool(IPPool("10.65.0.0/16"))
-        c.add_pool(IPPool("fd00:65::/64"))
-        for n, host in enumerate(("h1", "h2", "h3"), 1):
-            c.add_node(Node(host, ipv4=f"198.18.0.{n}"))
-        c.add_profile("frontend")
-        c.add_profile("backend")
-        c.add_endpoint(Endpoint("fe1", "h1", "calife1", ipv4_nets=["10.65.0.1"],
-                                ipv6_nets=["fd00:65::1"], profiles=["frontend"]))
-        c.add_endpoint(Endpoint("be1", "h2", "calibe1", ipv4_nets=["10.65.1.1"],
-                                ipv6_nets=["fd00:65::1:1"], profiles=["backend"]))
+        three_hosts(c)
         yield c
 
 

@@ -247,22 +247,6 @@ dataplane:
           C(bird) (a unified diff of BIRD's configuration, passwords masked).
       type: dict
       returned: always
-      sample:
-        calico-lab-2:
-          changed: true
-          rules_added: 2
-          rules_removed: 0
-          iptables:
-            - ip_version: 4
-              table: filter
-              added: ["-A cali-pi-backend -p tcp -m set --match-set cali4-t-frontend src
-                      -m multiport --dports 80 -m comment --comment \"cali:...\" -j MARK
-                      --set-xmark 0x10000/0x10000"]
-              removed: []
-          ipsets: {}
-          routes_added: []
-          routes_removed: []
-          bird: ""
 """
 
 from ansible_collections.calico.docker.plugins.module_utils.calico import (

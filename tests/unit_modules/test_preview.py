@@ -13,7 +13,7 @@ from ansible_collections.calico.docker.plugins.modules import (
     node,
     profile,
 )
-from calico_lib import Endpoint, IPPool, Node
+from tests.test_preview import three_hosts
 from tests.unit_modules.helpers import client, failed, ok
 
 FRONTEND_ON_80 = {"action": "allow", "protocol": "tcp", "src_tag": "frontend",
@@ -24,16 +24,7 @@ FRONTEND_ON_80 = {"action": "allow", "protocol": "tcp", "src_tag": "frontend",
 def cluster(url) -> str:
     """Three hosts; a frontend container on h1 and a backend one on h2."""
     with client(url) as c:
-        c.add_pool(IPPool("10.65.0.0/16"))
-        c.add_pool(IPPool("fd00:65::/64"))
-        for n, host in enumerate(("h1", "h2", "h3"), 1):
-            c.add_node(Node(host, ipv4=f"198.18.0.{n}"))
-        c.add_profile("frontend")
-        c.add_profile("backend")
-        c.add_endpoint(Endpoint("fe1", "h1", "calife1", ipv4_nets=["10.65.0.1"],
-                                ipv6_nets=["fd00:65::1"], profiles=["frontend"]))
-        c.add_endpoint(Endpoint("be1", "h2", "calibe1", ipv4_nets=["10.65.1.1"],
-                                ipv6_nets=["fd00:65::1:1"], profiles=["backend"]))
+        three_hosts(c)
     return url
 
 
