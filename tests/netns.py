@@ -345,6 +345,10 @@ class Lab:
 
     # ------------------------------------------------------------------ topology
 
+    def namespace(self, name: str) -> str:
+        """A namespace of the lab with lo up and nothing else (deleted with the lab)."""
+        return self._netns(name)
+
     def _ensure_outside(self) -> str:
         if self.outside is None:
             ns = self._netns("out")

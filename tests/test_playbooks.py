@@ -864,9 +864,10 @@ def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.yml"
 
     def write_inventory(*names: str) -> None:
-        inventory.write_text(json.dumps({"all": {
-            "hosts": {name: host_vars[name] for name in names},
-            "children": {"etcd": {"hosts": {"e1": host_vars["e1"]}}}}}))
+        """e1 (the etcd member, a Calico host too) and the Calico hosts ``names``."""
+        inventory.write_text(json.dumps({"all": {"children": {
+            "calico_nodes": {"hosts": {name: host_vars[name] for name in ("e1", *names)}},
+            "etcd": {"hosts": {"e1": host_vars["e1"]}}}}}))
 
     write_inventory("h2")
     pki = tmp_path / "calico-pki"
@@ -1090,8 +1091,8 @@ def test_site_over_tls_with_etcd_auth_off(lab: Lab, tmp_path: Path) -> None:
                "etcd_data_dir": str(root / "data"), "etcd_pki_dir": str(root / "etcd-pki"),
                "etcd_health_delay": 1}
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {
-        "vars": {"etcd_auth": False}, "children": {"etcd": {"hosts": {"e1": values}}}}}))
+    inventory.write_text(json.dumps({"all": {"vars": {"etcd_auth": False}, "children": {
+        "etcd": {"hosts": {"e1": values}}, "calico_nodes": {"hosts": {"e1": values}}}}}))
 
     def site(*args: str) -> object:
         return playbook(SITE, inventory, *POLICY, "--skip-tags", "docker", *args,

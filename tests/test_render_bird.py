@@ -217,9 +217,15 @@ def test_global_and_node_peers() -> None:
     # host-b: its own node peer only, and no IPv6 global peer (host-b has no IPv6 address)
     assert "Node_192_0_2_8" in pb and "Node_192_0_2_7" not in pb
     assert "Global_10_100_0_254" in pb and "Global_fd00_100__fe" not in pb
+    # external (eBGP) peers get each route's own next hop where it is on their network
+    # (BIRD's third-party next hop: another host's block is routed to that host, not
+    # through this one); a peer in the nodes' AS gets this host as next hop
     for name, body in pa.items():
         if not name.startswith("Mesh_"):
-            assert "next hop self;" in body
+            assert "next hop self;" not in body
+    internal = render_bird(replace(peers_snapshot(), peers=(BGPPeer("10.100.0.253", 64512),)))
+    assert internal is not None
+    assert "next hop self;" in protocols(internal)["Global_10_100_0_253"]
 
 
 def test_borrowed_addresses_are_exported_as_host_routes() -> None:

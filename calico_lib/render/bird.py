@@ -84,7 +84,11 @@ def sessions(snapshot: Snapshot) -> list[Session]:
         prefix = "Global" if peer.node is None else "Node"
         out.append(Session(protocol_name(prefix, peer.address), KINDS[prefix], version, local,
                            my_as, peer.address, peer.as_number, password=peer.password,
-                           next_hop_self=True,
+                           # an external (eBGP) peer on the hosts' network gets the route's
+                           # own next hop (BIRD's third-party next hop): another host's block
+                           # that this host passes on is then routed to that host directly,
+                           # not through this one (whose firewall sees half a connection)
+                           next_hop_self=peer.as_number == my_as,
                            accept_default_route=peer.accept_default_route,
                            accept_nets=tuple(f"{n}+" for n in peer.accept_nets
                                              if netaddr.IPNetwork(n).version == version)))

@@ -104,9 +104,14 @@ def playbook(play: Path | str, inventory: Path | str, *args: str, workdir: Path,
     return Run(argv, proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start)
 
 
-def write_inventory(path: Path, hosts: dict[str, dict], group_vars: dict | None = None) -> Path:
-    """A YAML (JSON) inventory with ``hosts`` in the group ``all``."""
-    path.write_text(json.dumps({"all": {"hosts": hosts, "vars": group_vars or {}}}, indent=2))
+def write_inventory(path: Path, hosts: dict[str, dict], group_vars: dict | None = None,
+                    groups: dict[str, dict[str, dict]] | None = None) -> Path:
+    """A YAML (JSON) inventory with ``hosts`` in the group ``calico_nodes`` (where site.yml's
+    Calico plays run), and more ``groups`` (name -> hosts and their variables) beside it."""
+    children = {"calico_nodes": {"hosts": hosts}}
+    children |= {name: {"hosts": members} for name, members in (groups or {}).items()}
+    path.write_text(json.dumps({"all": {"children": children, "vars": group_vars or {}}},
+                               indent=2))
     return path
 
 

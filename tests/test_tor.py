@@ -1,0 +1,295 @@
+"""The top-of-rack router role (calico.docker.tor), deployed by site.yml, with real BIRD 2.
+
+Topology (network namespaces, ``tests.netns``): two Calico hosts, host-a and host-b, each
+running the real agent and BIRD (``tests.test_bgp.Fabric``, one SQLite datastore), joined
+by the lab's fabric bridge to the ToR namespace (198.18.0.254, 2001:db8:ff::fe); behind the
+ToR, on a veth of its own, an outside network (203.0.113.0/24, 2001:db8:77::/64) with one
+host in it, whose way to the pools is the ToR. The Calico hosts' IPv6 way out is only what
+the ToR advertises (their IPv4 default route stays on the ToR, a rack's gateway: Calico's
+proxy ARP for 169.254.1.1 needs a route to it). Nothing on the way between a container and
+the outside translates addresses but a nat_outgoing pool's masquerade on its host.
+
+The ToR's BIRD configuration comes from the role, run by ``ansible-playbook site.yml --tags
+tor`` with an inventory shaped like a real site's (calico_nodes with their BGP addresses,
+policy_pools, policy_bgp, the tor group with its variables): the module runs inside the
+ToR's namespace (the wrapper interpreter of tests/playbooks/harness.py), BIRD's files are in
+tmp_path, and the test starts BIRD on the rendered file itself. The Calico hosts have the
+ToR as a global peer with accept_nets, as inventory/example documents.
+
+Checked: the ToR learns exactly the pools' blocks and a borrowed address (no container's
+/32 inside its own host's block), IPv4 and IPv6, each routed to the host that holds it (a
+host passes the others' routes on with their own next hop); the hosts learn the outside
+networks from it; a container of a pool without NAT reaches the outside with its own
+address (IPv4 and IPv6, the borrowed one too), one of a nat_outgoing pool with its host's;
+the outside reaches a container only once a profile rule allows its network. And a bad
+inventory value fails the role with one message naming the variable, before anything is written; and
+site.yml runs the Calico plays on calico_nodes only, the ToR's on tor only.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import calico_lib
+from calico_lib import BGPPeer, IPPool, Rule
+from tests import netns
+from tests.netns import OUTSIDE4, OUTSIDE6, Host, Lab
+from tests.playbooks.harness import (
+    REPO,
+    SITE,
+    ansible_command,
+    ansible_env,
+    netns_host_vars,
+    netns_python,
+    playbook,
+    write_inventory,
+)
+from tests.test_bgp import ROUTE_TIMEOUT, Fabric, wait_for
+
+POOL4, POOL6 = "10.65.0.0/16", "fd00:65::/64"  # no NAT: the outside sees the containers
+NAT_POOL4 = "10.66.0.0/16"  # nat_outgoing: the outside sees the host
+OUT4, OUT6 = "203.0.113.0/24", "2001:db8:77::/64"  # the outside network, behind the ToR
+TOR_OUT4, TOR_OUT6 = "203.0.113.1", "2001:db8:77::1"
+EXT4, EXT6 = "203.0.113.10", "2001:db8:77::10"  # a host out there
+TOR_AS, NODE_AS = 65000, 64512
+PASSWORD = "tor-md5-s3cret"
+PORT = 8080
+
+pytestmark = pytest.mark.ansible
+
+
+def tor_vars(python: Path, work: Path, **extra: object) -> dict[str, object]:
+    """The ToR's inventory variables: the role's defaults but packages, service and sysctl
+    file, which the namespace host cannot have; BIRD's files in ``work``."""
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": str(python),
+        "ansible_become": False,
+        "tor_bgp_ipv4": OUTSIDE4,
+        "tor_install_packages": False,
+        "tor_manage_service": False,
+        "tor_sysctl_file": str(work / "sysctl.conf"),
+        "tor_bird_config": str(work / "bird.conf"),
+        "tor_bird_socket": str(work / "bird.ctl"),
+        **extra,
+    }
+
+
+def kernel_routes(lab: Lab, ns: str, *selector: str) -> dict[str, dict[str, object]]:
+    """The main table's routes in ``ns`` (IPv4 and IPv6) matching ``selector``, by prefix."""
+    out = {}
+    for family in ("-4", "-6"):
+        for route in json.loads(lab.ip(ns, "-j", family, "route", "show", *selector) or "[]"):
+            dst = route["dst"]
+            out[dst if "/" in dst or dst == "default" else
+                f"{dst}/{32 if family == '-4' else 128}"] = route
+    return out
+
+
+@pytest.mark.netns
+def test_tor_learns_blocks_and_routes_the_outside(lab: Lab, tmp_path: Path) -> None:
+    netns.require("bird", "birdc")
+    url = "sqlite:///" + str((tmp_path / "calico.db").resolve())
+    with calico_lib.connect(url) as client:
+        client.add_pool(IPPool(POOL4, block_size=26))
+        client.add_pool(IPPool(POOL6, block_size=122))
+        client.add_pool(IPPool(NAT_POOL4, block_size=26, nat_outgoing=True))
+        client.add_profile("web")
+        # the ToR as a global peer of every host, as inventory/example has it
+        for address, outside in ((OUTSIDE4, OUT4), (OUTSIDE6, OUT6)):
+            client.add_bgp_peer(BGPPeer(address, TOR_AS, password=PASSWORD,
+                                        accept_nets=[outside]))
+        fabric = Fabric(lab, client, url)
+        a, b = fabric.host("host-a"), fabric.host("host-b")
+        ctr_a = fabric.workload(a, "ctr-a", ["10.65.1.10"], ["fd00:65::1:10"])
+        ctr_b = fabric.workload(b, "ctr-b", ["10.65.2.10"], ["fd00:65::2:10"])
+        ctr_nat = fabric.workload(a, "ctr-nat", ["10.66.1.10"], [])
+        # host-b borrows an address of each version from host-a's blocks
+        borrowed = fabric.workload(b, "ctr-borrowed", ["10.65.1.20"], ["fd00:65::1:20"])
+        tor = lab.outside
+        assert tor is not None
+        ext = outside_network(lab, tor)
+        for host in (a, b):
+            # IPv6's way out is what the ToR advertises, nothing else. (IPv4 keeps the
+            # default route via the ToR, a rack's gateway: without a route to 169.254.1.1 a
+            # host answers no proxy ARP for it, as with Calico.)
+            lab.ip(host.ns, "-6", "route", "del", "default")
+            fabric.agent(host)
+            fabric.start(host)
+        # the ToR has no way back to the pools yet
+        assert not lab.ping(ctr_a.ns, EXT4, count=1, wait=0.5)
+
+        work = tmp_path / "tor"
+        work.mkdir()
+        nodes = {h.name: netns_host_vars(h.name, h.ns, tmp_path, url)
+                 | {"node_bgp_ipv4": h.ipv4, "node_bgp_ipv6": h.ipv6} for h in (a, b)}
+        inventory = write_inventory(
+            tmp_path / "inventory.yml", nodes,
+            group_vars={"policy_pools": [{"cidr": POOL4}, {"cidr": POOL6},
+                                         {"cidr": NAT_POOL4, "nat_outgoing": True}],
+                        "policy_bgp": {"as_number": NODE_AS}},
+            groups={"tor": {"tor-1": tor_vars(
+                netns_python(tor, tmp_path / "python-tor"), work, tor_bgp_ipv6=OUTSIDE6,
+                tor_advertise=[OUT4, OUT6], tor_password=PASSWORD)}})
+        first = playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path).check()
+        assert first.recap["tor-1"]["changed"] == 2, first.output  # the sysctls, the config
+        assert PASSWORD not in first.output
+        again = playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path).check()
+        assert again.changed() == 0, again.output
+        conf = work / "bird.conf"
+        st = conf.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, grp.getgrnam("bird").gr_gid,
+                                                               0o640)
+        assert lab.sysctl(tor, "net.ipv4.ip_forward") == "1"
+        assert lab.sysctl(tor, "net.ipv6.conf.all.forwarding") == "1"
+        text = conf.read_text()
+        for name in ("node_198_18_0_2", "node_198_18_0_3", "node_2001_db8_ff__2",
+                     "node_2001_db8_ff__3"):
+            assert f"protocol bgp {name} {{" in text, text
+        lab.start_bird(tor, conf, work / "bird.ctl", work / "bird.pid")
+
+        def tor_status() -> str:
+            return fabric.birdc(work / "bird.ctl", "show", "protocols")
+
+        fabric.wait_established(a, b)
+        wait_for("the ToR's four sessions", lambda: tor_status().count("Established") == 4,
+                 ROUTE_TIMEOUT, tor_status)
+
+        # The ToR's kernel: the pools' blocks, and the borrowed addresses (more specific
+        # than host-a's block, via host-b), from BGP; never a container's address inside
+        # its own host's block.
+        learned = {"10.65.1.0/26": a.ipv4, "10.65.2.0/26": b.ipv4, "10.66.1.0/26": a.ipv4,
+                   "10.65.1.20/32": b.ipv4, "fd00:65::1:0/122": a.ipv6,
+                   "fd00:65::2:0/122": b.ipv6, "fd00:65::1:20/128": b.ipv6}
+
+        def tor_routes() -> dict[str, object] | None:
+            routes = kernel_routes(lab, tor, "proto", "bird")
+            return routes if set(routes) == set(learned) else None
+
+        routes = wait_for("the ToR's routes from BGP", tor_routes, ROUTE_TIMEOUT,
+                          lambda: fabric.birdc(work / "bird.ctl", "show", "route", "all"))
+        for prefix, via in learned.items():
+            assert routes[prefix]["gateway"] == via, (prefix, routes[prefix])
+
+        # The hosts: the outside networks from the ToR (accept_nets), and nothing else
+        for host in (a, b):
+            def outside_routes(host: Host = host) -> dict[str, object] | None:
+                routes = kernel_routes(lab, host.ns, "proto", "bird")
+                return routes if {OUT4, OUT6} <= set(routes) else None
+
+            routes = wait_for(f"{host.name}'s routes to the outside", outside_routes,
+                              ROUTE_TIMEOUT, lambda host=host: fabric.diagnostics(host))
+            assert routes[OUT4]["gateway"] == OUTSIDE4
+            pools = [ipaddress.ip_network(p) for p in (POOL4, POOL6, NAT_POOL4)]
+            assert {p for p in routes if not any(
+                ipaddress.ip_network(p).version == pool.version
+                and ipaddress.ip_network(p).subnet_of(pool) for pool in pools)} == {OUT4, OUT6}
+
+        # Out: a container's own address (no NAT on the way), or its host's (nat_outgoing)
+        with lab.listen(ext, EXT4, PORT), lab.listen(ext, EXT6, PORT):
+            seen = {(ctr.name, addr): lab.connect(ctr.ns, addr, PORT, timeout=2.0)
+                    for ctr, addr in ((ctr_a, EXT4), (ctr_a, EXT6), (ctr_b, EXT4),
+                                      (ctr_b, EXT6), (borrowed, EXT4), (borrowed, EXT6),
+                                      (ctr_nat, EXT4))}
+        assert seen == {("ctr-a", EXT4): "10.65.1.10", ("ctr-a", EXT6): "fd00:65::1:10",
+                        ("ctr-b", EXT4): "10.65.2.10", ("ctr-b", EXT6): "fd00:65::2:10",
+                        ("ctr-borrowed", EXT4): "10.65.1.20",
+                        ("ctr-borrowed", EXT6): "fd00:65::1:20",
+                        ("ctr-nat", EXT4): a.ipv4}, seen
+
+        # In: dropped by the containers' profile until a rule allows the outside network
+        targets = [(ctr, addr) for ctr in (ctr_a, ctr_b, borrowed) for addr in ctr.addresses]
+        for ctr, addr in targets:
+            assert lab.tcp_peer(ext, ctr.ns, addr, PORT) is None, (ctr.name, addr)
+        client.add_rule("web", "inbound", Rule(action="allow", src_net=[OUT4]))
+        client.add_rule("web", "inbound", Rule(action="allow", src_net=[OUT6]))
+        for host in (a, b):
+            fabric.agent(host)
+        for ctr, addr in targets:
+            expected = EXT6 if ":" in addr else EXT4
+            assert lab.tcp_peer(ext, ctr.ns, addr, PORT, timeout=2.0) == expected, \
+                (ctr.name, addr, fabric.diagnostics(ctr.host))
+
+
+def outside_network(lab: Lab, tor: str) -> str:
+    """A namespace behind the ToR (on a veth of its own), routed to everything through it."""
+    ext = lab.namespace("ext")
+    lab.ip(tor, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", ext)
+    for ns, dev, v4, v6 in ((tor, "ext0", TOR_OUT4, TOR_OUT6), (ext, "eth0", EXT4, EXT6)):
+        lab.ip(ns, "addr", "add", f"{v4}/24", "dev", dev)
+        lab.ip(ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+        lab.ip(ns, "link", "set", dev, "up")
+    lab.ip(ext, "route", "add", "default", "via", TOR_OUT4)
+    lab.ip(ext, "-6", "route", "add", "default", "via", TOR_OUT6)
+    return ext
+
+
+# ------------------------------------------------------------------ bad inventory values
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"tor_advertise": ["not-a-cidr"]},
+     'tor_advertise: "not-a-cidr" is not a network in CIDR notation'),
+    ({"tor_bgp_ipv4": "198.18.0.254\nprotocol kernel { }"},
+     'tor_bgp_ipv4: "198.18.0.254\\nprotocol kernel { }" is not an IPv4 address'),
+    ({"tor_accept": ["10.65.0.1/16"]},
+     'tor_accept: "10.65.0.1/16" is not a network in CIDR notation'),
+    ({"tor_neighbors": [{"address": "198.18.0.2", "as_number": 64512},
+                        {"address": "198.18.0.2", "as_number": 64513}]},
+     "tor_neighbors: 198.18.0.2 listed more than once"),
+    ({"tor_password": 'x"; protocol'},
+     "tor_password: use 1-80 printable characters without spaces, quotes or backslashes"),
+])
+def test_bad_inventory_value_fails_before_anything_is_written(
+        tmp_path: Path, values: dict[str, object], message: str) -> None:
+    conf = tmp_path / "bird.conf"
+    conf.write_text("# the configuration BIRD runs\n")
+    inventory = write_inventory(tmp_path / "inventory.yml", {}, groups={"tor": {
+        "tor-1": tor_vars(Path(sys.executable), tmp_path, tor_sysctls={}, **values)}})
+    run = playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path)
+    assert run.returncode != 0 and run.recap["tor-1"]["failed"] == 1, run.output
+    errors = [line for line in run.output.splitlines() if line.startswith("[ERROR]")]
+    assert len(errors) == 1 and message in errors[0], run.output
+    assert conf.read_text() == "# the configuration BIRD runs\n"
+    if "tor_password" in values:
+        assert str(values["tor_password"]) not in run.output
+
+
+# ------------------------------------------------------------------ site.yml's plays
+
+
+def test_site_runs_the_calico_plays_on_calico_nodes_and_the_tor_play_on_tor(
+        tmp_path: Path) -> None:
+    """With the example inventory, the ToR gets its play only and the Calico hosts none of
+    it; an inventory without a tor group has no host in that play."""
+    def hosts_per_play(inventory: Path) -> dict[str, list[str]]:
+        """``--list-hosts``: each play's hosts (sorted), by the play's tag."""
+        proc = subprocess.run(
+            [ansible_command("ansible-playbook"), "--list-hosts", str(SITE), "-i",
+             str(inventory)], cwd=REPO, env=ansible_env(tmp_path), capture_output=True,
+            text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        plays: dict[str, list[str]] = {}
+        for line in proc.stdout.splitlines():
+            play = re.match(r"\s*play #\d+ .*TAGS: \[(\w+)\]", line)
+            if play:
+                hosts = plays[play.group(1)] = []
+            elif line.startswith(" " * 6) and line.strip():
+                hosts.append(line.strip())
+        return {play: sorted(hosts) for play, hosts in plays.items()}
+
+    example = hosts_per_play(REPO / "inventory" / "example")
+    calico = ["host-1", "host-2", "host-3"]
+    assert example == {"etcd": ["host-1"], "node": calico, "tor": ["tor-1"], "policy": calico,
+                       "docker": calico, "dataplane": calico}, example
+    bare = hosts_per_play(write_inventory(tmp_path / "inventory.yml", {"h1": {}}))
+    assert bare == {"etcd": [], "node": ["h1"], "tor": [], "policy": ["h1"], "docker": ["h1"],
+                    "dataplane": ["h1"]}, bare
