@@ -33,10 +33,11 @@ lint: deps
 bench: deps
 	.venv/bin/python bench/ipam.py
 
-# The main job: a 3-node lab in containers (calicoctl lab up), deployed with
-# playbooks/site.yml, then scripts/demo.py shows and checks it. `calicoctl lab down` removes it.
+# The main job: a 3-node lab in containers (calicoctl lab up), with a top-of-rack router and an
+# outside host beyond it (--fabric), deployed with playbooks/site.yml, then scripts/demo.py
+# shows and checks it. `calicoctl lab down` removes it.
 demo: deps
-	.venv/bin/calicoctl lab up --nodes 3 --ipv6
+	.venv/bin/calicoctl lab up --nodes 3 --ipv6 --fabric
 	.venv/bin/python scripts/demo.py
 
 clean:

@@ -804,8 +804,12 @@ def build_parser() -> argparse.ArgumentParser:
     # environment, so the fixed names stay the only ones the options offer
     lab_env = ("environment: CALICO_LAB_PREFIX, CALICO_LAB_SUBNET4, CALICO_LAB_SUBNET6 and "
                "CALICO_LAB_STATE_DIR make another lab beside calico-lab (give them to `lab "
-               "down` too); CALICO_LAB_REPO names a checkout to deploy from (default: the "
-               "checkout this package runs from, else the collection installed with it)")
+               "down` too); CALICO_LAB_OUTSIDE_SUBNET4 and CALICO_LAB_OUTSIDE_SUBNET6 choose "
+               "the outside network of --fabric (default: 198.18.0.0/15 holding the fabric's "
+               "last 17 bits, 198.19.250.0/24, and 2001:db8::/32 holding its bits 32 to 127, "
+               "2001:db8:1ab::/64); CALICO_LAB_REPO names a checkout to deploy from "
+               "(default: the checkout this package runs from, else the collection installed "
+               "with it)")
     p = lab.add_parser("up", help="build the node image (cached), start the nodes and "
                        "deploy with playbooks/site.yml", description="build the node image "
                        "(cached), start the nodes and deploy with playbooks/site.yml",
@@ -817,6 +821,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--route-reflectors", type=int, default=0, metavar="R",
                    help="make the first R nodes BGP route reflectors and turn the "
                         "node-to-node mesh off (default 0: the mesh)")
+    p.add_argument("--fabric", action="store_true",
+                   help="add the outside world: a top-of-rack router calico-lab-tor (BIRD 2, "
+                        "AS 65000, deployed by the tor role; every node's global BGP peer) "
+                        "and a host calico-lab-outside on its own network "
+                        "calico-lab-outside-net, reaching the pools through the ToR only; "
+                        "with a second IPv4 pool without nat_outgoing and its network edge")
     p.add_argument("--skip-deploy", action="store_true", help="start the nodes only")
     for name, text in (("down", "remove the lab's containers, volumes, network and state"),
                        ("image", "build the node image if needed and print its tag")):

@@ -33,11 +33,28 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
      at the end of the backend container's chain), then `calicoctl profile show backend
      --counters` on the backend's node before and after a few more requests: that rule's
      packet counter goes up; the agent's and the plugin's Prometheus metrics on that node;
-  6. `calicoctl ipam check`.
+  6. the outside world (a lab made with `calicoctl lab up --fabric`, as `make demo` does): a
+     top-of-rack router (calico-lab-tor, BIRD 2 in AS 65000, deployed by the tor role of
+     playbooks/site.yml) and a host beyond it (calico-lab-outside) on a network of its own,
+     whose only way to the pools is the ToR. Containers edge-1 (node 1) and edge-2 (node 3)
+     on the network edge, whose pool 10.201.0.0/16 has no nat_outgoing; the ToR's `birdc
+     show route`: every block of the pools via the node that owns it, nothing else from the
+     nodes (no /32 or /128 of a container that stays in its block); every node's route to
+     the outside network, learned from the ToR; the sessions on both sides. Then, IPv4 and
+     IPv6: outside -> every container (tcp/80) dropped; a rule with Ansible
+     (playbooks/demo-outside.yml: src_net = the outside network into the profile edge); edge
+     reachable from outside on every node, the others still dropped, and each edge container
+     saw (its /cgi-bin/peer logs it) the outside host's own address; containers -> outside:
+     the outside host sees the container's own address from edge's pool and over IPv6, the
+     node's from the nat_outgoing pool; an egress rule (edge may not call the outside
+     network) refuses edge's containers and no other, then goes again. Last, BIRD stops on
+     the ToR: outside traffic stops, the nodes keep their mesh routes; it starts again and
+     the seconds until the routes and the traffic are back are printed;
+  7. `calicoctl ipam check`.
 
 Every expectation is a check; the exit status is 1 when any of them failed (2 when the lab is
-not there). Re-running is fine: the demo's containers are replaced and the backend profile is
-put back to its default rules first.
+not there). Re-running is fine: the demo's containers are replaced and the backend (and
+edge) profile is put back to its default rules first.
 
     .venv/bin/python scripts/demo.py [--reset-policy]
 """
@@ -94,6 +111,32 @@ IMAGE = "busybox"
 #: every workload serves HTTP on both ports (busybox httpd, /www/index.html)
 SERVE = "httpd -p 80 -h /www && httpd -p 8080 -h /www && exec sleep 999999999"
 PROBES = ("icmp", "tcp/80", "tcp/8080")
+#: /cgi-bin/peer in every workload: answers with the address the container saw the request
+#: come from (busybox httpd's REMOTE_ADDR) and logs it to /tmp/peers.log
+PEER_CGI = """#!/bin/sh
+echo "$REMOTE_ADDR" >> /tmp/peers.log
+printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' "$REMOTE_ADDR"
+"""
+#: run by python3 on the outside host: GET each (key, address, port, path) at once, 3 s
+#: each; prints {key: {"ok": bool, "body": ..., "error": ...}} as JSON
+OUTSIDE_GET = r'''
+import concurrent.futures, json, socket, sys
+def get(job):
+    key, addr, port, path = job
+    try:
+        with socket.create_connection((addr, port), timeout=float(sys.argv[2])) as conn:
+            conn.sendall(f"GET {path} HTTP/1.0\r\nHost: demo\r\n\r\n".encode())
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+    except OSError as exc:
+        return key, {"ok": False, "error": type(exc).__name__}
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    return key, {"ok": " 200 " in head.split("\r\n")[0] + " ", "body": body.strip()}
+jobs = json.loads(sys.argv[1])
+with concurrent.futures.ThreadPoolExecutor(max(len(jobs), 1)) as pool:
+    print(json.dumps(dict(pool.map(get, jobs))))
+'''
 ROUTE_TIMEOUT = 60.0
 #: how long the nodes' kernels may take to show an applied change (agents apply on their own
 #: within a second or two; the playbook's second play applies too)
@@ -236,6 +279,32 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], indent: str = " 
                                  for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def normalise(address: str) -> str:
+    """An address as a server reported it: busybox httpd's "[::ffff:10.0.0.1]" is 10.0.0.1."""
+    return address.strip().strip("[]").removeprefix("::ffff:")
+
+
+def parse_bird_routes(text: str) -> list[dict[str, Any]]:
+    """`birdc show route`: one {net, kind, proto, best, via: [next hops]} per route (a
+    prefix with several routes has one per line of its; `*` marks the best)."""
+    routes: list[dict[str, Any]] = []
+    net = ""
+    for line in text.splitlines():
+        first = re.match(r"(\S+/\d+)\s+(\w+)\s+\[(\S+?)[\s\]].*?\](\s+\*)?", line)
+        other = re.match(r"\s+(\w+)\s+\[(\S+?)[\s\]].*?\](\s+\*)?", line)
+        via = re.match(r"\s+via\s+(\S+)", line)
+        if first:
+            net = first.group(1)
+            routes.append({"net": net, "kind": first.group(2), "proto": first.group(3),
+                           "best": bool(first.group(4)), "via": []})
+        elif via and routes:
+            routes[-1]["via"].append(via.group(1))
+        elif other and net and other.group(1) != "via":
+            routes.append({"net": net, "kind": other.group(1), "proto": other.group(2),
+                           "best": bool(other.group(3)), "via": []})
+    return routes
+
+
 class Demo:
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -248,6 +317,10 @@ class Demo:
                        docker_host=state.get("docker_host"))
         self.report = Report()
         self.workloads: list[Workload] = []
+        #: `lab up --fabric`: the ToR, the outside host and their network (lab.json's)
+        self.world: dict[str, Any] | None = state.get("fabric")
+        #: the containers of the network edge (its pool has no nat_outgoing), with --fabric
+        self.edge: list[Workload] = []
 
     # ---------------------------------------------------------------- helpers
 
@@ -266,9 +339,9 @@ class Demo:
             return proc.returncode, proc.stdout + proc.stderr
 
     def playbook(self, *extra: str, log_name: str = "demo-policy.log",
-                 quiet: bool = False) -> str:
-        """Run playbooks/demo-policy.yml; its output (the log in the lab's state dir).
-        ``quiet``: without the line per task (a failure still names the task)."""
+                 quiet: bool = False, name: str = "playbooks/demo-policy.yml") -> str:
+        """Run playbooks/demo-policy.yml (or ``name``); its output (the log in the lab's
+        state dir). ``quiet``: without the line per task (a failure still names the task)."""
         # the lab's line per task and the preview are both read from the default callback's
         # text: not whatever stdout callback this environment may name
         os.environ["ANSIBLE_STDOUT_CALLBACK"] = "default"
@@ -276,8 +349,7 @@ class Demo:
         if quiet:
             self.lab.shell.out = io.StringIO()
         try:
-            self.lab.deploy("playbooks/demo-policy.yml", extra, log_name=log_name,
-                            step="policy change")
+            self.lab.deploy(name, extra, log_name=log_name, step="policy change")
         finally:
             self.lab.shell.out = shown
         with open(os.path.join(self.lab.state_dir, log_name)) as handle:
@@ -343,17 +415,26 @@ class Demo:
                           "[ -z \"$ids\" ] || docker rm -f $ids >/dev/null")
         self.reset_policy()
         self.workloads = self.layout()
-        for w in self.workloads:
+        self.start(self.workloads)
+
+    def start(self, workloads: Sequence[Workload]) -> None:
+        """Start the containers (serving HTTP, with the peer-logging CGI), show and check
+        their addresses."""
+        for w in workloads:
             self.lab.node_exec(w.node, "docker", "run", "-d", "--name", w.name, "--hostname",
                                w.name, "--label", f"{DEMO_LABEL}=1", "--net", w.network,
                                IMAGE, "sh", "-c", SERVE, step="workloads", timeout=120)
+            self.lab.node_exec(w.node, "docker", "exec", "-i", w.name, "sh", "-c",
+                               "mkdir -p /www/cgi-bin && cat > /www/cgi-bin/peer && "
+                               "chmod 755 /www/cgi-bin/peer", step="workloads",
+                               input_bytes=PEER_CGI.encode())
             info = json.loads(self.lab.node_exec(w.node, "docker", "inspect", w.name,
                                                  step="workloads").stdout)[0]
             net = info["NetworkSettings"]["Networks"][w.network]
             w.ip4, w.ip6 = net.get("IPAddress", ""), net.get("GlobalIPv6Address", "")
         table([[w.name, w.network, w.node, w.ip4 or "-", w.ip6 or "-"]
-               for w in self.workloads], ["CONTAINER", "NETWORK", "NODE", "IPv4", "IPv6"])
-        for w in self.workloads:
+               for w in workloads], ["CONTAINER", "NETWORK", "NODE", "IPv4", "IPv6"])
+        for w in workloads:
             self.report.check(bool(w.ip4) and (bool(w.ip6) or not self.ipv6),
                               f"{w.name} on {w.node} has an IPv4"
                               + (" and an IPv6" if self.ipv6 else "") + " address")
@@ -362,10 +443,19 @@ class Demo:
 
     def check_bgp(self) -> None:
         heading("BGP sessions (calicoctl node status in every node)")
+        # the mesh: every other node, per IP version; with --fabric the ToR too (global)
+        per_node = (len(self.nodes) - 1) * (2 if self.ipv6 else 1) \
+            + len(self.tor_addresses())
+        deadline = time.monotonic() + ROUTE_TIMEOUT
+        while True:  # a ToR's sessions may still be coming up right after a deploy
+            found = {node: self.calicoctl(node, "node", "status") for node in self.nodes}
+            if time.monotonic() > deadline or all(
+                    code == 0 for code, _ in found.values()):
+                break
+            time.sleep(2)
         rows = []
-        per_node = (len(self.nodes) - 1) * (2 if self.ipv6 else 1)
         for node in self.nodes:
-            code, sessions = self.calicoctl(node, "node", "status")
+            code, sessions = found[node]
             sessions = sessions if isinstance(sessions, list) else []
             for s in sessions:
                 rows.append([node, s.get("peer"), s.get("type"), s.get("info"),
@@ -378,7 +468,8 @@ class Demo:
         failed = [f for f in self.report.failures if "BGP sessions Established" in f]
         if not failed:
             print(f"  ok    every node: {per_node} BGP session{'s' * (per_node != 1)} "
-                  "Established")
+                  "Established" + (" (the mesh, and the ToR as a global peer)"
+                                   if self.world else ""))
 
         heading("Routes to the other nodes' address blocks (BIRD, proto bird)")
         if len(self.nodes) == 1:
@@ -847,6 +938,497 @@ class Demo:
                 print(f"    {problem}")
         self.report.check(code == 0, "IPAM is consistent")
 
+    # ---------------------------------------------------------------- 6: the outside world
+
+    def tor_addresses(self) -> list[str]:
+        """The ToR's fabric addresses (the nodes' global peer), with --fabric."""
+        if not self.world:
+            return []
+        tor = self.world["tor"]
+        return [a for a in (tor["ip4"], tor.get("ip6") if self.ipv6 else None) if a]
+
+    def outside_nets(self) -> list[str]:
+        """The outside network's subnets (IPv4, and IPv6 in an IPv6 lab)."""
+        world = self.world or {}
+        return [n for n in (world.get("subnet4"), world.get("subnet6") if self.ipv6 else None)
+                if n]
+
+    def tor_exec(self, *argv: str, check: bool = False, timeout: float = 30.0) -> str:
+        assert self.world is not None
+        return self.lab.node_exec(self.world["tor"]["name"], *argv, step="outside",
+                                  check=check, timeout=timeout).stdout
+
+    def blocks(self) -> dict[str, str]:
+        """Every block with an owner: CIDR -> the owning node."""
+        code, usage = self.calicoctl(self.nodes[0], "ipam", "show")
+        found = {}
+        for pool in (usage or []) if code == 0 and isinstance(usage, list) else []:
+            for block in pool.get("blocks", []):
+                owner = (block.get("affinity") or "").removeprefix("host:")
+                if owner in self.fabric:
+                    found[block["cidr"]] = owner
+        return found
+
+    def outside_world(self) -> None:
+        if not self.world:
+            heading("The outside world")
+            print("  not in this lab: `calicoctl lab up --fabric` adds a top-of-rack router "
+                  "and a host beyond it (make demo does)")
+            return
+        world, tor, outside = self.world, self.world["tor"], self.world["outside"]
+        heading(f"The outside world: {outside['name']} reaches the containers through the "
+                f"top-of-rack router {tor['name']}, without NAT or gateways")
+        print(f"""
+  {outside['name']} ({', '.join(a for a in (outside['ip4'], outside['ip6']) if a)}) sits on \
+{world['network']} ({', '.join(self.outside_nets())}),
+  a Docker network of its own: its only way to the pools is {tor['name']} \
+({tor['outside_ip4']}), a router
+  running BIRD 2 in AS {world['as_number']} (configured by the tor role of \
+playbooks/site.yml). On the fabric
+  ({', '.join(self.tor_addresses())}) every node peers with it (a global BGP peer): it \
+learns the pools'
+  blocks from the nodes and advertises {', '.join(self.outside_nets())} to them.""")
+        self.start_edge()
+        self.check_tor_routes()
+        self.check_node_outside_routes()
+        self.check_tor_sessions()
+
+        heading("Outside -> containers, Calico's default rules: nothing from outside gets in")
+        self.outside_matrix(allowed=False)
+        heading("A rule with Ansible (playbooks/demo-outside.yml): the outside network may "
+                "call edge on tcp/80")
+        self.playbook(name="playbooks/demo-outside.yml", log_name="demo-outside.log")
+        self.show_edge_profile()
+        heading("Outside -> containers after the rule")
+        self.outside_matrix(allowed=True)
+
+        heading(f"Containers -> {outside['name']}: which source address it sees")
+        self.egress(denied=False)
+        heading("An egress rule with Ansible: edge may not call the outside network")
+        print("  ansible-playbook playbooks/demo-outside.yml -e demo_outside_deny_egress=true "
+              f"(log: {os.path.join(self.lab.state_dir, 'demo-outside.log')})")
+        self.playbook("-e", "demo_outside_deny_egress=true", name="playbooks/demo-outside.yml",
+                      log_name="demo-outside.log", quiet=True)
+        self.show_edge_profile()
+        self.egress(denied=True)
+        print("\n  and back: ansible-playbook playbooks/demo-outside.yml (edge may call out "
+              "again)")
+        self.playbook(name="playbooks/demo-outside.yml", log_name="demo-outside.log",
+                      quiet=True)
+        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "edge")
+        self.report.check(isinstance(profile, dict)
+                          and profile.get("outbound_rules") == [{"action": "allow"}],
+                          "edge's outbound rules are back to: allow")
+        self.tor_failure()
+
+    def reset_edge(self) -> bool:
+        """Whether the edge profile has Calico's default rules (else an earlier demo's)."""
+        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "edge")
+        return code == 0 and isinstance(profile, dict) \
+            and profile.get("inbound_rules") == [{"action": "allow", "src_tag": "edge"}] \
+            and profile.get("outbound_rules") == [{"action": "allow"}]
+
+    def start_edge(self) -> None:
+        heading("Containers on the network edge: its pool (10.201.0.0/16) has no nat_outgoing")
+        if not self.reset_edge():
+            print("  the edge profile is not at its default rules (an earlier demo?): "
+                  "resetting it with Ansible")
+            self.playbook("-e", "demo_outside_allow=false", name="playbooks/demo-outside.yml",
+                          log_name="demo-outside.log", quiet=True)
+        n = len(self.nodes)
+        self.edge = [Workload("edge-1", "edge", self.nodes[0]),
+                     Workload("edge-2", "edge", self.nodes[min(3, n) - 1])]
+        if self.edge[1].node == self.edge[0].node and n > 1:
+            self.edge[1].node = self.nodes[1]
+        self.start(self.edge)
+        pools = {p["cidr"]: p for p in self.pools()}
+        for w in self.edge:
+            self.report.check(ipaddress.ip_address(w.ip4) in ipaddress.ip_network(
+                "10.201.0.0/16") and pools.get("10.201.0.0/16", {}).get("nat_outgoing")
+                is False, f"{w.label}'s IPv4 address is in 10.201.0.0/16, a pool without "
+                "nat_outgoing")
+
+    def pools(self) -> list[dict[str, Any]]:
+        code, pools = self.calicoctl(self.nodes[0], "pool", "list")
+        return pools if code == 0 and isinstance(pools, list) else []
+
+    # ------------------------------------------------------------ the ToR's routes
+
+    def tor_routes(self) -> list[dict[str, Any]]:
+        """The ToR's routes as BIRD shows them: each {net, proto, best, via: [...]}."""
+        return parse_bird_routes(self.tor_exec("birdc", "show", "route"))
+
+    def route_problems(self, routes: list[dict[str, Any]], blocks: dict[str, str]
+                       ) -> list[str]:
+        """What is wrong with the ToR's routes: a block missing, its best next hop not its
+        node, or a route from the nodes that is neither a block nor a borrowed address."""
+        problems = []
+        learned = [r for r in routes if any(v in self.node_addresses() for v in r["via"])]
+        by_net: dict[str, list[dict[str, Any]]] = {}
+        for r in learned:
+            by_net.setdefault(r["net"], []).append(r)
+        for cidr, owner in sorted(blocks.items()):
+            if ipaddress.ip_network(cidr).version == 6 and not self.ipv6:
+                continue
+            best = [r for r in by_net.get(cidr, []) if r["best"]]
+            want = self.fabric[owner][1 if ":" in cidr else 0]
+            if not best:
+                problems.append(f"the ToR has no route to {cidr} (of {owner})")
+            elif set(best[0]["via"]) != {want}:
+                problems.append(f"the ToR's route to {cidr} (of {owner}) goes via "
+                                f"{', '.join(best[0]['via'])}, not {want}")
+        for net_text, found in by_net.items():
+            if net_text in blocks:
+                continue
+            net = ipaddress.ip_network(net_text)
+            block = next((b for b in blocks if ipaddress.ip_network(b).version == net.version
+                          and net.subnet_of(ipaddress.ip_network(b))), None)  # type: ignore
+            best = next((r for r in found if r["best"]), found[0])
+            if net.prefixlen != net.max_prefixlen or block is None:
+                problems.append(f"the ToR learned {net_text}: neither a block of the pools "
+                                "nor an address of one")
+            elif self.fabric[blocks[block]][0 if net.version == 4 else 1] in best["via"]:
+                # from the block's own node: a container that stays in its block
+                problems.append(f"the ToR learned {net_text}, an address that stays in its "
+                                f"block {block}")
+        return problems
+
+    def node_addresses(self) -> set[str]:
+        return {a for pair in self.fabric.values() for a in pair if a}
+
+    def check_tor_routes(self) -> None:
+        tor = self.world["tor"]["name"] if self.world else ""
+        heading(f"{tor}'s routes (docker exec {tor} birdc show route)")
+        deadline = time.monotonic() + ROUTE_TIMEOUT
+        while True:
+            blocks = self.blocks()
+            routes = self.tor_routes()
+            problems = self.route_problems(routes, blocks)
+            if not problems or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        text = self.tor_exec("birdc", "show", "route")
+        print("\n".join("    " + line for line in text.splitlines()[1:] if line.strip()))
+        nodes = {a: n for n, pair in self.fabric.items() for a in pair if a}
+        rows = []
+        for r in routes:
+            if not r["best"]:
+                continue
+            owner = blocks.get(r["net"], "")
+            hops = ", ".join(f"{v} ({nodes.get(v, '?')})" for v in r["via"]) or r["kind"]
+            rows.append([r["net"], r["proto"], hops,
+                         f"block of {owner}" if owner else
+                         ("the outside network" if r["net"] in self.outside_nets() else "")])
+        print("\n  the ToR's best route to each prefix (every node passes each block on, with "
+              "the block's own node as\n  the next hop: whichever session BIRD prefers, the "
+              "traffic goes straight to that node):")
+        table(rows, ["PREFIX", "LEARNED OVER", "NEXT HOP", "WHAT"], indent="    ")
+        for problem in problems:
+            self.report.check(False, problem)
+        if not problems:
+            count = sum(1 for c in blocks if ":" not in c or self.ipv6)
+            self.report.check(bool(blocks), f"the ToR routes each of the {count} blocks of the "
+                              "pools to the node that owns it, and learned nothing else from "
+                              "the nodes (no container /32 or /128 that stays in its block)")
+
+    def check_node_outside_routes(self) -> None:
+        assert self.world is not None
+        heading("Every node's route to the outside network, learned from the ToR (proto bird)")
+        tor4, tor6 = self.world["tor"]["ip4"], self.world["tor"].get("ip6")
+        wanted = [(self.world["subnet4"], tor4)]
+        if self.ipv6 and self.world.get("subnet6"):
+            wanted.append((self.world["subnet6"], tor6))
+        deadline = time.monotonic() + ROUTE_TIMEOUT
+        while True:
+            rows, missing = [], []
+            for node in self.nodes:
+                for net, via in wanted:
+                    line = self.sh(node, f"ip {'-6 ' if ':' in net else ''}route show {net}",
+                                   check=False).strip()
+                    rows.append([node, line or "(none)"])
+                    if f"via {via}" not in line or "proto bird" not in line:
+                        missing.append(f"{node}: a route to {net} via {via} (proto bird)")
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        table(rows, ["NODE", "ip route show <outside network>"])
+        for what in missing:
+            self.report.check(False, what)
+        if not missing:
+            self.report.check(True, f"every node routes {', '.join(n for n, _ in wanted)} via "
+                              "the ToR, learned over BGP")
+
+    def check_tor_sessions(self) -> None:
+        assert self.world is not None
+        node = self.nodes[0]
+        heading(f"The ToR's sessions: calicoctl node status on {node}, birdc show protocols on "
+                "the ToR")
+        text = self.lab.node_exec(node, CALICOCTL, "node", "status", step="outside",
+                                  check=False).stdout
+        print(f"  $ calicoctl node status      # on {node}")
+        print("\n".join("    " + line for line in text.splitlines()))
+        code, sessions = self.calicoctl(node, "node", "status")
+        tor = {s.get("peer"): s for s in sessions or [] if isinstance(sessions, list)
+               and s.get("type") == "global"}
+        for address in self.tor_addresses():
+            self.report.check(str(tor.get(address, {}).get("info", "")).startswith(
+                "Established"), f"{node}: its session with the ToR {address} (global peer) "
+                "Established")
+        text = self.tor_exec("birdc", "show", "protocols")
+        print(f"\n  $ birdc show protocols      # on {self.world['tor']['name']}")
+        print("\n".join("    " + line for line in text.splitlines()[1:]))
+        neighbours = self.node_addresses() if self.ipv6 else {
+            a for a in self.node_addresses() if ":" not in a}
+        established = 0
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) >= 6 and words[1] == "BGP" and words[3] == "up" \
+                    and "Established" in line:
+                established += 1
+        self.report.check(established == len(neighbours), f"the ToR: {established} of "
+                          f"{len(neighbours)} BGP sessions with the nodes Established")
+
+    # ------------------------------------------------------------ traffic
+
+    def outside_get(self, jobs: list[tuple[str, str, int, str]], timeout: float = 3.0
+                    ) -> dict[str, dict[str, Any]]:
+        """GET each (key, address, port, path) from the outside host at once."""
+        assert self.world is not None
+        out = self.lab.node_exec(self.world["outside"]["name"], "python3", "-c", OUTSIDE_GET,
+                                 json.dumps(jobs), str(timeout), step="outside",
+                                 check=False, timeout=60).stdout
+        try:
+            return json.loads(out)
+        except ValueError:
+            return {}
+
+    def outside_matrix(self, allowed: bool) -> None:
+        assert self.world is not None
+        outside = self.world["outside"]
+        targets = self.workloads + self.edge
+        families = [4, 6] if self.ipv6 else [4]
+        jobs = [(f"{w.name}/{v}", w.ip4 if v == 4 else w.ip6, 80, "/cgi-bin/peer")
+                for w in targets for v in families]
+        results = self.outside_get(jobs)
+
+        def want(w: Workload) -> bool:
+            return allowed and w.network == "edge"
+
+        again = [j for j in jobs if want(next(w for w in targets if w.name == j[0][:-2]))
+                 and not results.get(j[0], {}).get("ok")]
+        if again:  # a first packet can meet a cold neighbour cache
+            time.sleep(1)
+            results.update(self.outside_get(again))
+        seen_by = {4: outside["ip4"], 6: outside.get("ip6")}
+        print(f"\n  from {outside['name']}: GET http://<container>:80/cgi-bin/peer, which "
+              "answers with the address the container saw\n  (+ passes, . dropped, "
+              "! not as expected)")
+        rows = []
+        for w in targets:
+            row = [w.label, w.network]
+            for v in families:
+                got = results.get(f"{w.name}/{v}", {})
+                mark = "+" if got.get("ok") else "."
+                if bool(got.get("ok")) != want(w):
+                    mark += "!"
+                saw = normalise(got.get("body", "")) if got.get("ok") else ""
+                row += [w.ip4 if v == 4 else w.ip6, mark + (f" saw {saw}" if saw else "")]
+            rows.append(row)
+        header = ["CONTAINER", "NETWORK", "IPv4", "tcp/80"]
+        if self.ipv6:
+            header += ["IPv6", "tcp/80"]
+        table(rows, header, indent="    ")
+        print()
+        for v in families:
+            for w in targets:
+                got = results.get(f"{w.name}/{v}", {})
+                if bool(got.get("ok")) != want(w):
+                    self.report.check(False, f"IPv{v} outside -> {w.label} tcp/80: "
+                                      f"{'passed' if got.get('ok') else 'dropped'}, expected "
+                                      f"{'to pass' if want(w) else 'a drop'}")
+            others = [w for w in targets if not want(w)]
+            if all(not results.get(f"{w.name}/{v}", {}).get("ok") for w in others):
+                self.report.check(True, f"IPv{v}: outside -> " + (
+                    "frontend, backend: dropped" if allowed else "every container: dropped")
+                    + f" ({len(others)} containers)")
+            if allowed:
+                edge = [w for w in targets if want(w)]
+                saw = {w.name: normalise(results.get(f"{w.name}/{v}", {}).get("body", ""))
+                       for w in edge}
+                logged = {w.name: [normalise(a) for a in self.peers_logged(w)] for w in edge}
+                if all(results.get(f"{w.name}/{v}", {}).get("ok") for w in edge):
+                    ok = all(a == seen_by[v] for a in saw.values()) \
+                        and all(seen_by[v] in peers for peers in logged.values())
+                    self.report.check(ok, f"IPv{v}: outside -> edge passes on every node; each "
+                                      "container saw (and logged) the outside host's own "
+                                      f"address {seen_by[v]}" + ("" if ok else
+                                                                 f" (saw {saw})"))
+        if allowed:
+            for w in targets:
+                if want(w):
+                    print(f"    {w.name}'s /tmp/peers.log (busybox httpd's REMOTE_ADDR): "
+                          + ", ".join(self.peers_logged(w)[-len(families):]))
+
+    def peers_logged(self, w: Workload) -> list[str]:
+        """The addresses the container's /cgi-bin/peer logged, oldest first."""
+        return self.lab.node_exec(w.node, "docker", "exec", w.name, "cat", "/tmp/peers.log",
+                                  step="outside", check=False).stdout.split()
+
+    def show_edge_profile(self) -> None:
+        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "edge")
+        if not isinstance(profile, dict):
+            self.report.check(False, f"calicoctl profile show edge: {profile}")
+            return
+        for direction in ("inbound", "outbound"):
+            print(f"  edge's {direction} rules now:")
+            for rule in profile.get(f"{direction}_rules", []):
+                print("    " + " ".join(f"{k}={v}" for k, v in rule.items()))
+        nets = sorted(self.outside_nets())
+        self.report.check(code == 0 and any(
+            r.get("action") == "allow" and sorted(r.get("src_net") or []) == nets
+            for r in profile.get("inbound_rules", [])),
+            f"the edge profile lets {', '.join(nets)} in (src_net)")
+
+    def egress(self, denied: bool) -> None:
+        """From a container of every network to the outside host's server: what address
+        it saw (the container's own from a pool without NAT and over IPv6, the node's from
+        the NAT pool); with ``denied``, edge's containers do not get out."""
+        assert self.world is not None
+        outside = self.world["outside"]
+        sources = [next(w for w in self.workloads if w.network == "frontend"),
+                   next(w for w in self.workloads if w.network == "backend"), *self.edge]
+        families = [4, 6] if self.ipv6 else [4]
+        addr = {4: outside["ip4"], 6: f"[{outside.get('ip6')}]"}
+        tag = f"{time.time():.0f}"
+        results = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(sources)) as pool:
+            for w, found in zip(sources, pool.map(lambda w: self.workload_probe(w, [
+                    (f"v{v}", f"http://{addr[v]}/{w.name}-v{v}-{tag}") for v in families]),
+                    sources), strict=True):
+                results[w.name] = found
+        log = self.lab.node_exec(outside["name"], "cat", "/var/log/peers.log",
+                                 step="outside", check=False).stdout
+        logged = {}
+        for line in log.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[2].endswith(f"-{tag}"):
+                logged[parts[2].lstrip("/")] = parts[1]
+        pools = {p["cidr"]: p for p in self.pools()}
+        rows = []
+        checks: list[tuple[bool, str]] = []
+        for w in sources:
+            pool4 = next((c for c in pools if ":" not in c and ipaddress.ip_address(w.ip4)
+                          in ipaddress.ip_network(c)), "?")
+            nat = bool(pools.get(pool4, {}).get("nat_outgoing"))
+            row = [w.label, f"{pool4}{' (NAT)' if nat else ''}"]
+            for v in families:
+                got = results[w.name].get(f"v{v}", "rc=? (no answer)")
+                rc, _, body = got.partition(" ")
+                saw = normalise(body) if rc == "rc=0" else ""
+                own = w.ip4 if v == 4 else w.ip6
+                node = self.fabric[w.node][0]
+                expect = None if denied and w.network == "edge" else (
+                    node if v == 4 and nat else own)
+                seen = logged.get(f"{w.name}-v{v}-{tag}", "")
+                what = ("its node's" if saw == node else "its own" if saw == own
+                        else "another") + " address" if saw else "no answer"
+                row.append(f"{saw} ({what})" if saw else f"- ({what})")
+                if expect is None:
+                    checks.append((not saw and not seen, f"IPv{v} {w.label} -> outside: "
+                                   "refused by edge's egress rule"
+                                   + ("" if not saw else f" (got out as {saw})")))
+                    continue
+                whose = f"its node's address {expect}" if expect == node \
+                    else f"the container's own address {expect}"
+                checks.append((saw == expect == seen,
+                               f"IPv{v} {w.label} -> outside passes; the outside host saw "
+                               f"{whose}" + ("" if saw == expect == seen else
+                                             f" (answered {saw or 'nothing'}, logged "
+                                             f"{seen or 'nothing'})")))
+            rows.append(row)
+        print(f"\n  from the row's container: wget http://{outside['ip4']}/..."
+              + (f" and http://{addr[6]}/..." if self.ipv6 else "")
+              + f"; {outside['name']}'s server answers with (and logs) the address it saw")
+        header = ["FROM", "ITS IPv4 POOL", "IPv4: it saw"]
+        if self.ipv6:
+            header.append("IPv6: it saw")
+        table(rows, header, indent="    ")
+        print()
+        for ok, what in checks:
+            self.report.check(ok, what)
+
+    # ------------------------------------------------------------ failure
+
+    def tor_failure(self) -> None:
+        assert self.world is not None
+        tor = self.world["tor"]["name"]
+        heading(f"Failure: BIRD stops on {tor}, then starts again")
+        edge = self.edge[0]
+        families = [4, 6] if self.ipv6 else [4]
+        jobs = [(f"{edge.name}/{v}", edge.ip4 if v == 4 else edge.ip6, 80, "/cgi-bin/peer")
+                for v in families]
+
+        def traffic() -> bool:
+            found = self.outside_get(jobs, timeout=1.0)
+            return all(found.get(key, {}).get("ok") for key, *_ in jobs)
+
+        def tor_has_routes() -> bool:
+            blocks = self.blocks()
+            return not self.route_problems(self.tor_routes(), blocks) and bool(blocks)
+
+        def nodes_have_routes() -> bool:
+            for node in self.nodes:
+                for net in self.outside_nets():
+                    line = self.sh(node, f"ip {'-6 ' if ':' in net else ''}route show {net}",
+                                   check=False)
+                    if "proto bird" not in line:
+                        return False
+            return True
+
+        self.report.check(traffic(), f"before: outside -> {edge.label} tcp/80 passes")
+        print(f"  $ docker exec {tor} systemctl stop bird")
+        self.tor_exec("systemctl", "stop", "bird", check=True)
+        stopped = time.monotonic()
+        while traffic() and time.monotonic() - stopped < 20:
+            time.sleep(0.5)
+        down = not traffic()
+        self.report.check(down, f"outside -> {edge.label} tcp/80 no longer passes (checked "
+                          f"{time.monotonic() - stopped:.1f}s after BIRD stopped on the ToR)")
+        kernel = self.tor_exec("sh", "-c", "ip route; ip -6 route")
+        left = [line for line in kernel.splitlines()
+                if any(line.startswith(b + " ") for b in self.blocks())]
+        self.report.check(not left, "the ToR's kernel has no route to a block any more"
+                          + (f" (still: {'; '.join(left)})" if left else ""))
+        missing, rows = self.route_rows()
+        self.report.check(not missing, f"the nodes keep their mesh routes to each other's "
+                          f"blocks ({len(rows)} routes)" + (f"; missing: {missing}"
+                                                             if missing else ""))
+        nodes_out = [n for n in self.nodes if "proto bird" in self.sh(
+            n, f"ip route show {self.world['subnet4']}", check=False)]
+        print(f"  the nodes' learned routes to {self.world['subnet4']}: "
+              + (f"still on {', '.join(nodes_out)} (BGP graceful restart keeps them a while)"
+                 if nodes_out else "gone"))
+
+        print(f"  $ docker exec {tor} systemctl start bird")
+        self.tor_exec("systemctl", "start", "bird", check=True)
+        started = time.monotonic()
+        routes_back = traffic_back = None
+        while time.monotonic() - started < 120 and (routes_back is None
+                                                    or traffic_back is None):
+            if routes_back is None and tor_has_routes() and nodes_have_routes():
+                routes_back = time.monotonic() - started
+            if traffic_back is None and traffic():
+                traffic_back = time.monotonic() - started
+            time.sleep(0.3)
+        self.report.check(routes_back is not None, "routes back: the ToR's to every block, "
+                          "every node's to the outside network"
+                          + (f", within {routes_back:.1f}s of BIRD's start" if routes_back
+                             is not None else ": not within 120s"))
+        self.report.check(traffic_back is not None, f"traffic back: outside -> {edge.label} "
+                          "tcp/80 passes again"
+                          + (f", within {traffic_back:.1f}s of BIRD's start" if traffic_back
+                             is not None else ": not within 120s"))
+
     # ---------------------------------------------------------------- run
 
     def run(self, keep_policy: bool = True) -> int:
@@ -861,6 +1443,7 @@ class Demo:
         heading("Connectivity after the change")
         self.matrix(after=True)
         self.troubleshoot()
+        self.outside_world()
         self.check_ipam()
         if not keep_policy:
             heading("Putting the backend profile back to its default rules")
@@ -876,6 +1459,11 @@ class Demo:
         w = self.workloads[0]
         print(f"    docker exec -it {w.node} docker exec -it {w.name} sh")
         print(f"    docker exec {self.nodes[0]} {CALICOCTL} profile show backend")
+        if self.world:
+            print(f"    docker exec {self.world['tor']['name']} birdc show route      "
+                  "# the top-of-rack router")
+            print(f"    docker exec {self.world['outside']['name']} cat /var/log/peers.log"
+                  "      # who called the outside host")
         print("    .venv/bin/calicoctl lab down      # remove the lab")
         return 0
 

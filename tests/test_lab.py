@@ -2,10 +2,11 @@
 
 The real lab runs beside a user's: its containers are ``calico-labtest-1`` and ``-2`` on
 ``calico-labtest-fabric`` (172.31.251.0/24) with state in a temporary folder, so a running
-``calico-lab`` (``make demo``) is left alone. It shares the node image with it: built once
-(about 90 s, debootstrap) and then taken from its tag, a hash of the recipe. It skips the
-Ansible deploy (the demo and the playbook tests do that); the lab test takes 15 s with the
-image cached.
+``calico-lab`` (``make demo``) is left alone; the outside world of ``--fabric`` gets a
+one-node lab of its own, ``calico-fabtest`` (172.31.248.0/24). They share the node image
+with it: built once (about 90 s, debootstrap) and then taken from its tag, a hash of the
+recipe. They skip the Ansible deploy (the demo and the playbook tests do that); each takes
+about 15 s with the image cached.
 
 Needs root and docker.io (the lab starts dockerd when it is not running); debootstrap is
 installed by the lab when the image has to be built.
@@ -19,8 +20,10 @@ outside the checkout makes ``calico-wheeltest-1`` on ``calico-wheeltest-fabric``
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -46,8 +49,8 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
 
     class FakeLab:
         def __init__(self, nodes: int = 3, ipv6: bool = False,
-                     route_reflectors: int = 0) -> None:
-            calls.append(("init", nodes, ipv6, route_reflectors))
+                     route_reflectors: int = 0, fabric: bool = False) -> None:
+            calls.append(("init", nodes, ipv6, route_reflectors, fabric))
 
         def up(self, deploy: bool = True) -> None:
             calls.append(("up", deploy))
@@ -60,8 +63,10 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
     assert cli.main(["lab", "up", "--nodes", "2", "--ipv6", "--skip-deploy"]) == 0
     assert cli.main(["lab", "down"]) == 0
     assert cli.main(["lab", "up", "--nodes", "10", "--route-reflectors", "2"]) == 0
-    assert calls == [("init", 2, True, 0), ("up", False), ("init", 3, False, 0), ("down",),
-                     ("init", 10, False, 2), ("up", True)]
+    assert cli.main(["lab", "up", "--ipv6", "--fabric"]) == 0
+    assert calls == [("init", 2, True, 0, False), ("up", False), ("init", 3, False, 0, False),
+                     ("down",), ("init", 10, False, 2, False), ("up", True),
+                     ("init", 3, True, 0, True), ("up", True)]
 
 
 def test_cli_lab_errors_name_the_step(monkeypatch, capsys) -> None:
@@ -100,11 +105,15 @@ def test_cli_lab_beside_another_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("CALICO_LAB_SUBNET4", SUBNET4)
     monkeypatch.setenv("CALICO_LAB_SUBNET6", SUBNET6)
     monkeypatch.setenv("CALICO_LAB_STATE_DIR", "/tmp/labtest-state")
-    assert cli.main(["lab", "up", "--nodes", "1", "--skip-deploy"]) == 0
+    monkeypatch.setenv("CALICO_LAB_OUTSIDE_SUBNET4", "192.0.2.0/24")
+    monkeypatch.setenv("CALICO_LAB_OUTSIDE_SUBNET6", "2001:db8:99::/64")
+    assert cli.main(["lab", "up", "--nodes", "1", "--skip-deploy", "--fabric"]) == 0
     assert cli.main(["lab", "down"]) == 0
     other = {"prefix": PREFIX, "subnet4": SUBNET4, "subnet6": SUBNET6,
-             "state_dir": "/tmp/labtest-state"}
-    assert made == [{}, {"nodes": 1, "ipv6": False, "route_reflectors": 0, **other}, other]
+             "state_dir": "/tmp/labtest-state", "outside_subnet4": "192.0.2.0/24",
+             "outside_subnet6": "2001:db8:99::/64"}
+    assert made == [{}, {"nodes": 1, "ipv6": False, "route_reflectors": 0, "fabric": True,
+                         **other}, other]
 
 
 @pytest.mark.parametrize("count", ["many", "0", "51", "-1"])
@@ -177,6 +186,128 @@ def test_inventory_names_the_nodes_and_their_fabric_addresses() -> None:
     assert inventory["vars"]["node_agent_metrics_address"] == "127.0.0.1:9091"
     assert inventory["vars"]["docker_plugin_metrics_address"] == "127.0.0.1:9092"
     assert Lab(nodes=2).node_specs()[1].ip6 is None
+
+
+def test_the_default_lab_has_no_outside_world() -> None:
+    the_lab = Lab(nodes=3, ipv6=True)
+    assert the_lab.fabric_layout is None
+    inventory = the_lab.inventory(the_lab.node_specs())["all"]
+    assert "tor" not in inventory["children"]
+    assert "policy_bgp_peers" not in inventory["vars"]
+    assert [p["cidr"] for p in inventory["vars"]["policy_pools"]] == \
+        ["10.200.0.0/16", "fd00:200::/64"]
+    assert [n["name"] for n in inventory["vars"]["docker_calico_networks"]] == \
+        ["frontend", "backend"]
+
+
+def test_fabric_adds_the_tor_as_a_global_peer_and_a_pool_without_nat() -> None:
+    """`lab up --fabric`: the ToR in the tor group (the role's variables), a global peer of
+    every node whose routes are accepted for the outside network only; a second IPv4 pool
+    without nat_outgoing for the network edge."""
+    the_lab = Lab(nodes=3, ipv6=True, fabric=True)
+    layout = the_lab.fabric_layout
+    assert layout == lab.FabricLayout(
+        network="calico-lab-outside-net", subnet4="198.19.250.0/24",
+        subnet6="2001:db8:1ab::/64", tor="calico-lab-tor", tor_fabric4="172.31.250.2",
+        tor_fabric6="fd7a:ca1:1ab::2", tor_outside4="198.19.250.2",
+        tor_outside6="2001:db8:1ab::2", outside="calico-lab-outside",
+        outside4="198.19.250.100", outside6="2001:db8:1ab::100", as_number=65000)
+    inventory = the_lab.inventory(the_lab.node_specs())["all"]
+    tor = inventory["children"]["tor"]
+    assert tor == {"hosts": {"calico-lab-tor": {"ansible_host": "calico-lab-tor",
+                                                "tor_bgp_ipv4": "172.31.250.2",
+                                                "tor_bgp_ipv6": "fd7a:ca1:1ab::2"}},
+                   "vars": {"tor_as_number": 65000,
+                            "tor_advertise": ["198.19.250.0/24", "2001:db8:1ab::/64"]}}
+    # the ToR is no Calico node and no etcd member
+    assert "calico-lab-tor" not in inventory["children"]["calico_nodes"]["hosts"]
+    assert list(inventory["children"]["etcd"]["hosts"]) == ["calico-lab-1"]
+    variables = inventory["vars"]
+    assert variables["policy_bgp_peers"] == [
+        {"address": "172.31.250.2", "as_number": 65000, "accept_nets": ["198.19.250.0/24"]},
+        {"address": "fd7a:ca1:1ab::2", "as_number": 65000,
+         "accept_nets": ["2001:db8:1ab::/64"]}]
+    assert variables["policy_pools"] == [{"cidr": "10.200.0.0/16", "nat_outgoing": True},
+                                         {"cidr": "10.201.0.0/16", "nat_outgoing": False},
+                                         {"cidr": "fd00:200::/64"}]
+    assert variables["docker_calico_networks"][-1] == \
+        {"name": "edge", "subnet": ["10.201.0.0/16"], "ipv6": True}
+    assert {"name": "edge", "default_rules": True, "docker_network": True} in \
+        variables["policy_profiles"]
+    # the mesh stays on: the nodes keep their routes to each other without the ToR
+    assert variables["policy_bgp"]["node_to_node_mesh"] is True
+
+    # IPv4 only: one session, no IPv6 addresses anywhere
+    v4 = Lab(nodes=2, fabric=True)
+    inventory = v4.inventory(v4.node_specs())["all"]
+    assert inventory["children"]["tor"]["hosts"]["calico-lab-tor"] == {
+        "ansible_host": "calico-lab-tor", "tor_bgp_ipv4": "172.31.250.2"}
+    assert inventory["children"]["tor"]["vars"]["tor_advertise"] == ["198.19.250.0/24"]
+    assert [p["address"] for p in inventory["vars"]["policy_bgp_peers"]] == ["172.31.250.2"]
+    assert v4.fabric_layout is not None and v4.fabric_layout.outside6 is None
+
+
+def test_outside_networks_follow_the_fabric_and_the_environment() -> None:
+    """Derived from the fabric so that labs beside each other never share one (the tests'
+    fabrics are 172.31.249-254.0/24); CALICO_LAB_OUTSIDE_SUBNET4/6 choose others."""
+    derived = {lab.outside_subnets(f"172.31.{n}.0/24", f"fd7a:ca1:1{n - 150:x}::/64")
+               for n in range(249, 255)}
+    assert len(derived) == 6
+    assert lab.outside_subnets("172.31.250.0/24", "fd7a:ca1:1ab::/64") == \
+        ("198.19.250.0/24", "2001:db8:1ab::/64")
+    assert lab.outside_subnets("172.31.251.0/24", "fd7a:ca1:1ac::/64") == \
+        ("198.19.251.0/24", "2001:db8:1ac::/64")
+    fabrics = [ipaddress.ip_network(f"172.31.{n}.0/24") for n in range(249, 255)]
+    assert not any(ipaddress.ip_network(four).overlaps(f) for four, _ in derived
+                   for f in fabrics)
+    chosen = Lab(ipv6=True, fabric=True, outside_subnet4="192.0.2.0/24",
+                 outside_subnet6="2001:db8:99::/64").fabric_layout
+    assert chosen is not None
+    assert (chosen.subnet4, chosen.tor_outside4, chosen.outside4, chosen.outside6) == \
+        ("192.0.2.0/24", "192.0.2.2", "192.0.2.100", "2001:db8:99::100")
+    with pytest.raises(LabError, match="outside subnet: .* overlaps the fabric"):
+        Lab(fabric=True, outside_subnet4="172.31.250.0/25")
+    with pytest.raises(LabError, match="outside subnet"):
+        Lab(fabric=True, outside_subnet4="not-a-net")
+    # without --fabric a bad outside subnet matters not (down removes by name)
+    assert Lab(outside_subnet4="not-a-net").fabric_layout is None
+
+
+def test_the_outside_host_reaches_the_pools_and_the_fabric_through_the_tor_only() -> None:
+    the_lab = Lab(nodes=3, ipv6=True, fabric=True)
+    argv = the_lab.outside_command()
+    assert argv[:2] == ["sh", "-c"] and argv[-1] == lab.outside.OUTSIDE_SERVER
+    script = argv[2]
+    assert "ip route del default" in script and "ip -6 route del default" in script
+    routes = re.findall(r"(ip(?: -6)?) route replace (\S+) via (\S+)", script)
+    assert routes == [("ip", "10.200.0.0/16", "198.19.250.2"),
+                      ("ip", "10.201.0.0/16", "198.19.250.2"),
+                      ("ip -6", "fd00:200::/64", "2001:db8:1ab::2"),
+                      ("ip", "172.31.250.0/24", "198.19.250.2"),
+                      ("ip -6", "fd7a:ca1:1ab::/64", "2001:db8:1ab::2")]
+    # the server's code compiles (it runs in the outside host's python3)
+    compile(lab.outside.OUTSIDE_SERVER, "outside-server", "exec")
+    # a change of the routes makes another container (``up`` replaces the old one)
+    v4 = Lab(fabric=True)
+    assert the_lab.outside is not None and v4.outside is not None
+    assert the_lab.outside.outside_spec() != v4.outside.outside_spec()
+    # the ToR: the pools unreachable but for the blocks' routes (no default route for them),
+    # Docker masked before systemd starts
+    tor = the_lab.outside.tor_command[2]
+    assert re.findall(r"ip(?: -6)? route replace unreachable (\S+)", tor) == \
+        ["10.200.0.0/16", "10.201.0.0/16", "fd00:200::/64"]
+    assert "ln -sf /dev/null /etc/systemd/system/$unit" in tor
+    assert tor.endswith("exec /lib/systemd/systemd")
+    assert the_lab.outside.tor_spec() != v4.outside.tor_spec()
+
+
+def test_cli_lab_up_documents_fabric_and_its_environment(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["lab", "up", "--help"])
+    # argparse wraps lines at hyphens too
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert "--fabric" in text and "calico-lab-tor" in text and "calico-lab-outside-net" in text
+    assert "CALICO_LAB_OUTSIDE_SUBNET4" in text and "CALICO_LAB_OUTSIDE_SUBNET6" in text
 
 
 # ------------------------------------------------------------------------------ a real lab
@@ -299,6 +430,84 @@ def test_two_nodes_boot_run_docker_inside_and_go_away(tmp_path, dockerd: None) -
     assert "no node containers" in out.getvalue()
     # the image stays cached
     assert docker("image", "inspect", lab.image_tag()).returncode == 0
+
+
+FABRIC_PREFIX = "calico-fabtest"
+FABRIC_SUBNET4 = "172.31.248.0/24"
+FABRIC_SUBNET6 = "fd7a:ca1:1a8::/64"
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_fabric_tor_and_outside_host_come_and_go(tmp_path, dockerd: None) -> None:
+    """`up --fabric` (no deploy): the ToR on both networks, forwarding, without Docker; the
+    outside host without a default route, its server answering, the ToR's fabric address
+    reached through the ToR; `up` keeps them, `up` without --fabric and `down` remove them.
+    A one-node lab of its own (calico-fabtest-1 on 172.31.248.0/24, the outside network
+    198.19.248.0/24), beside any other."""
+    out = io.StringIO()
+    state_dir = str(tmp_path / "state")
+
+    def make(fabric: bool) -> Lab:
+        return Lab(nodes=1, ipv6=True, prefix=FABRIC_PREFIX, subnet4=FABRIC_SUBNET4,
+                   subnet6=FABRIC_SUBNET6, state_dir=state_dir, out=out, fabric=fabric)
+
+    the_lab = make(True)
+    layout = the_lab.fabric_layout
+    assert layout is not None and layout.subnet4 == "198.19.248.0/24"
+    tor, outside, net = layout.tor, layout.outside, layout.network
+    try:
+        try:
+            the_lab.up(deploy=False)
+        except LabError as exc:
+            pytest.fail(f"{exc}\nprogress:\n{out.getvalue()}", pytrace=False)
+        log = out.getvalue()
+        assert "[6/9] the outside world" in log and "[9/9] Ansible inventory" in log, log
+        info = json.loads(docker("inspect", tor).stdout)[0]
+        networks = info["NetworkSettings"]["Networks"]
+        assert networks[f"{FABRIC_PREFIX}-fabric"]["IPAddress"] == "172.31.248.2"
+        assert networks[net]["IPAddress"] == "198.19.248.2"
+        assert networks[net]["GlobalIPv6Address"] == "2001:db8:1a8::2"
+        assert docker("exec", tor, "sysctl", "-n", "net.ipv4.ip_forward",
+                      "net.ipv6.conf.all.forwarding").stdout.split() == ["1", "1"]
+        assert docker("exec", tor, "systemctl", "is-active", "docker",
+                      check=False).stdout.strip() != "active"
+        assert docker("exec", tor, "iptables", "-S", "FORWARD").stdout.startswith(
+            "-P FORWARD ACCEPT")
+        routes = docker("exec", outside, "ip", "route").stdout
+        assert "default" not in routes and "10.200.0.0/16 via 198.19.248.2" in routes, routes
+        assert "default" not in docker("exec", outside, "ip", "-6", "route").stdout
+        for address in ("172.31.248.2", "fd7a:ca1:1a8::2"):  # through the ToR
+            assert docker("exec", outside, "ping", "-c", "1", "-W", "2", address,
+                          check=False).returncode == 0, address
+        state = json.load(open(os.path.join(state_dir, "lab.json")))
+        assert state["fabric"]["tor"]["ip4"] == "172.31.248.2"
+        assert state["fabric"]["outside"]["ip6"] == "2001:db8:1a8::100"
+        inventory = open(the_lab.inventory_path).read()
+        assert "tor_bgp_ipv4: 172.31.248.2" in inventory
+
+        clear(out)
+        the_lab.up(deploy=False)
+        assert f"{tor}: kept" in out.getvalue() and f"{outside}: kept" in out.getvalue()
+
+        clear(out)
+        make(False).up(deploy=False)  # the lab without the outside world
+        assert f"removing {tor}: the lab runs without --fabric" in out.getvalue()
+        for name in (tor, outside):
+            assert docker("inspect", name, check=False).returncode != 0
+        assert docker("network", "inspect", net, check=False).returncode != 0
+        assert json.load(open(os.path.join(state_dir, "lab.json")))["fabric"] is None
+
+        clear(out)
+        the_lab.up(deploy=False)  # and with it again
+        assert docker("inspect", tor).returncode == 0
+    finally:
+        clear(out)
+        make(False).down()
+    for name in (tor, outside, f"{FABRIC_PREFIX}-1"):
+        assert docker("inspect", name, check=False).returncode != 0
+    for network in (net, f"{FABRIC_PREFIX}-fabric"):
+        assert docker("network", "inspect", network, check=False).returncode != 0
 
 
 def test_route_reflectors_turn_the_mesh_off_and_mark_the_first_nodes() -> None:

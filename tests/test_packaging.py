@@ -67,7 +67,8 @@ def test_the_wheel_carries_the_ansible_collection(installed: wheel_install.Insta
     bundle = "calico_lib/lab/" + BUNDLE_DIR
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
-    for path in ("playbooks/site.yml", "playbooks/demo-policy.yml", "galaxy.yml",
+    for path in ("playbooks/site.yml", "playbooks/demo-policy.yml",
+                 "playbooks/demo-outside.yml", "roles/tor/tasks/main.yml", "galaxy.yml",
                  "meta/runtime.yml", "ansible.cfg", "roles/node/tasks/main.yml",
                  "roles/node/files/build_wheelhouse.py", "plugins/modules/ip_pool.py",
                  "plugins/module_utils/calico.py", "inventory/example/hosts.yml",
@@ -161,7 +162,8 @@ def test_the_installed_collection_resolves_for_ansible(
         "c = find_collection()\n"
         "print(json.dumps({'root': c.root, 'env': ansible_env(c, dict(os.environ))}))\n"),
         tmp_path)
-    for playbook in ("playbooks/site.yml", "playbooks/demo-policy.yml"):
+    for playbook in ("playbooks/site.yml", "playbooks/demo-policy.yml",
+                     "playbooks/demo-outside.yml"):
         proc = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "-i",
                                "localhost,", playbook], cwd=env["root"], env=env["env"],
                               capture_output=True, text=True, timeout=300)

@@ -15,6 +15,16 @@ connection, so ``playbooks/site.yml`` deploys to them exactly as to real hosts.
                                   its own etcd user calico-host.<node>, the policy host
                                   also has calico-operator's and root's)
 
+With ``--fabric``, the outside world of a real site too (see :mod:`.outside`):
+
+    calico-lab-tor                a top-of-rack router (BIRD 2, AS 65000, deployed by the
+                                  ``tor`` role of site.yml): on the fabric (.2) and on
+    calico-lab-outside-net        the outside network, 198.19.250.0/24 (+ 2001:db8:1ab::/64),
+                                  where
+    calico-lab-outside            the outside host (.100) reaches the pools only through the
+                                  ToR, which learns the pools' blocks from the nodes (global
+                                  BGP peer) and advertises the outside network to them
+
 ``up`` runs these steps, each announced on one line and timed; a failure raises
 :class:`LabError` naming the step and the reason (the last lines of the failing command):
 
@@ -23,15 +33,18 @@ connection, so ``playbooks/site.yml`` deploys to them exactly as to real hosts.
     3. leftovers    lab containers that do not fit (another image, address, stopped) removed
     4. fabric       the Docker network (recreated when its IPv6 setting differs)
     5. nodes        ``docker run`` of the missing node containers
+       outside      (``--fabric``) the outside network, the ToR and the outside host
     6. boot         ``systemctl is-system-running`` says running (or degraded) in every node
+                    (and the ToR)
     7. workload image  a ``busybox`` image (static busybox only) in every node's dockerd
     8. inventory    the Ansible inventory for the nodes, in the state dir
     9. deploy       ``ansible-playbook playbooks/site.yml`` (skipped with ``deploy=False``)
 
 Healthy nodes of an earlier run are kept, so ``up`` after a failed run resumes: the playbook
 is idempotent. ``down`` removes every container (with its volumes), the network and the state
-whatever state they are in; it never touches containers or networks the lab did not make
-(they carry the label ``io.calico.lab``).
+whatever state they are in (the ToR, the outside host and their network too); it never
+touches containers or networks the lab did not make (they carry the label ``io.calico.lab``).
+``up`` without ``--fabric`` removes an earlier run's ToR, outside host and network.
 
 The playbooks and roles come from the checkout this package runs from, else from the copy
 of the collection installed with it (see :mod:`.collection`), so ``pip install`` and then
@@ -39,7 +52,8 @@ of the collection installed with it (see :mod:`.collection`), so ``pip install``
 
 Modules, one concern each: ``shell`` (step lines, long commands), ``docker`` (the daemon
 and its CLI), ``image`` (the node image), ``nodes`` (node containers and the fabric),
-``inventory`` (the Ansible inventory and the lab's variables), ``state`` (lab.json),
+``outside`` (the ToR, the outside host and their network), ``inventory`` (the Ansible
+inventory and the lab's variables), ``state`` (lab.json),
 ``collection`` (where the playbooks are), ``deploy`` (ansible-playbook), ``core`` (the
 ``Lab`` and its steps), ``command`` (``calicoctl lab``).
 """
@@ -54,11 +68,12 @@ from .errors import LabError
 from .image import PACKAGES, apt_mirror, image_tag
 from .inventory import RR_CLUSTER_ID, lab_variables
 from .nodes import NODE_RUN_FLAGS, PREFIX, SUBNET4, SUBNET6, WORKLOAD_IMAGE, NodeSpec
+from .outside import TOR_AS, FabricLayout, outside_subnets
 from .state import STATE_DIR, read_state
 
 __all__ = [
     "DOCKER_SOCKET", "LABEL", "NODE_RUN_FLAGS", "PACKAGES", "PREFIX", "RR_CLUSTER_ID",
-    "STATE_DIR", "SUBNET4", "SUBNET6", "WORKLOAD_IMAGE", "Collection", "Lab", "LabError",
-    "NodeSpec", "apt_mirror", "cli", "find_collection", "image_tag", "lab_variables",
-    "read_state",
+    "STATE_DIR", "SUBNET4", "SUBNET6", "TOR_AS", "WORKLOAD_IMAGE", "Collection",
+    "FabricLayout", "Lab", "LabError", "NodeSpec", "apt_mirror", "cli", "find_collection",
+    "image_tag", "lab_variables", "outside_subnets", "read_state",
 ]

@@ -11,7 +11,9 @@ from .core import Lab
 #: a second lab beside the default one (tests of an installed package): Lab's keyword
 #: arguments from the environment; unset, the fixed names and subnets apply
 ENVIRONMENT = {"CALICO_LAB_PREFIX": "prefix", "CALICO_LAB_SUBNET4": "subnet4",
-               "CALICO_LAB_SUBNET6": "subnet6", "CALICO_LAB_STATE_DIR": "state_dir"}
+               "CALICO_LAB_SUBNET6": "subnet6", "CALICO_LAB_STATE_DIR": "state_dir",
+               "CALICO_LAB_OUTSIDE_SUBNET4": "outside_subnet4",
+               "CALICO_LAB_OUTSIDE_SUBNET6": "outside_subnet6"}
 
 
 def lab_options() -> dict[str, str]:
@@ -26,7 +28,7 @@ def cli(args: Any) -> int:
     try:
         if command == "up":
             lab = Lab(nodes=args.nodes, ipv6=args.ipv6,
-                      route_reflectors=args.route_reflectors, **options)
+                      route_reflectors=args.route_reflectors, fabric=args.fabric, **options)
             lab.up(deploy=not args.skip_deploy)
         elif command == "down":
             Lab(**options).down()

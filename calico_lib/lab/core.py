@@ -18,8 +18,9 @@ from .docker import Docker
 from .errors import LabError
 from .image import ensure_image, image_tag
 from .inventory import inventory as inventory_data
-from .inventory import write_inventory
+from .inventory import lab_pools, write_inventory
 from .nodes import BOOT_TIMEOUT, PREFIX, SUBNET4, SUBNET6, WORKLOAD_IMAGE, Cluster, NodeSpec
+from .outside import FabricLayout, Outside
 from .shell import Shell
 from .state import default_state_dir
 from .state import write_state as write_state_file
@@ -28,12 +29,16 @@ from .state import write_state as write_state_file
 class Lab:
     """The lab on this machine's dockerd. ``prefix`` and ``subnet4``/``subnet6`` exist so a
     test can make a second lab beside a user's; the CLI uses the fixed defaults unless the
-    CALICO_LAB_* environment says otherwise (see :mod:`.command`)."""
+    CALICO_LAB_* environment says otherwise (see :mod:`.command`). ``fabric`` adds the
+    outside world (:mod:`.outside`): a ToR and an outside host on the outside network
+    (``outside_subnet4``/``outside_subnet6``, derived from the fabric's when not given)."""
 
     def __init__(self, nodes: int = 3, ipv6: bool = False, *, prefix: str = PREFIX,
                  subnet4: str = SUBNET4, subnet6: str = SUBNET6,
                  state_dir: str | None = None, out: IO[str] | None = None,
-                 docker_host: str | None = None, route_reflectors: int = 0) -> None:
+                 docker_host: str | None = None, route_reflectors: int = 0,
+                 fabric: bool = False, outside_subnet4: str | None = None,
+                 outside_subnet6: str | None = None) -> None:
         if nodes < 1 or nodes > 50:
             raise LabError("arguments", f"--nodes must be between 1 and 50, not {nodes}")
         if not 0 <= route_reflectors <= nodes:
@@ -51,6 +56,18 @@ class Lab:
             self.cluster = Cluster(self.daemon, prefix, subnet4, subnet6, ipv6)
         except ValueError as exc:  # CALICO_LAB_SUBNET4/6 are user input
             raise LabError("arguments", f"fabric subnet: {exc}") from None
+        #: whether the lab has the ToR and the outside host
+        self.fabric = fabric
+        try:  # CALICO_LAB_OUTSIDE_SUBNET4/6 are user input too
+            layout = FabricLayout.make(prefix, subnet4, subnet6, ipv6,
+                                       outside_subnet4, outside_subnet6)
+        except ValueError as exc:
+            if fabric:
+                raise LabError("arguments", f"outside subnet: {exc}") from None
+            layout = None  # no outside world to make (or remove) then
+        pools = [p["cidr"] for p in lab_pools(ipv6, fabric=True)]
+        self.outside = Outside(self.daemon, prefix, layout, self.network,
+                               self.cluster.subnets(), pools) if layout is not None else None
 
     # -------------------------------------------------------------------- layout
 
@@ -76,6 +93,18 @@ class Lab:
 
     def node_specs(self, count: int | None = None) -> list[NodeSpec]:
         return self.cluster.specs(count or self.count)
+
+    @property
+    def fabric_layout(self) -> FabricLayout | None:
+        """The ToR's, the outside host's and the outside network's names and addresses
+        (None without ``fabric``)."""
+        return self.outside.layout if self.fabric and self.outside is not None else None
+
+    def outside_command(self) -> list[str]:
+        """The outside host's command: its routes to the pools and the fabric, the ToR."""
+        if self.outside is None:
+            raise LabError("arguments", "no outside world in this lab")
+        return self.outside.outside_command
 
     @property
     def inventory_path(self) -> str:
@@ -124,7 +153,8 @@ class Lab:
     def inventory(self, specs: Sequence[NodeSpec]) -> dict[str, Any]:
         """The lab's inventory as data (written as YAML)."""
         return inventory_data(specs, docker_host=self.docker_host, pki_dir=self.pki_dir,
-                                   ipv6=self.ipv6, route_reflectors=self.route_reflectors)
+                              ipv6=self.ipv6, route_reflectors=self.route_reflectors,
+                              fabric=self.fabric_layout)
 
     def deploy(self, playbook: str = "playbooks/site.yml", extra: Sequence[str] = (),
                log_name: str = "deploy.log", step: str = "deploy") -> None:
@@ -140,13 +170,21 @@ class Lab:
         """Bring the lab up (see the package doc for the steps)."""
         started = time.monotonic()
         shell, cluster = self.shell, self.cluster
-        shell.step_total = 9 if deploy else 8
+        layout = self.fabric_layout
+        shell.step_total = (9 if deploy else 8) + (1 if layout else 0)
         with shell.step("docker", "Docker daemon"):
             self.daemon.ensure_running()
         with shell.step("image", "node image"):
             tag = ensure_image(self.daemon)
         specs = self.node_specs()
         with shell.step("leftovers", "leftovers of earlier runs"):
+            # the ToR is on the fabric: it goes first when the fabric is made anew
+            fabric_info = cluster.network_info()
+            fabric_ok = fabric_info is not None and cluster.fabric_fits(fabric_info)
+            outside_keep: set[str] = set()
+            if self.outside is not None:
+                outside_keep = self.outside.clear_leftovers(tag, fabric_ok,
+                                                            wanted=layout is not None)
             keep = cluster.clear_leftovers(tag, specs)
         with shell.step("fabric", f"fabric network {self.network}"):
             cluster.ensure_fabric()
@@ -156,8 +194,24 @@ class Lab:
                     shell.progress(f"{spec.name}: kept (running, {spec.ip4})")
                     continue
                 cluster.start_node(spec, tag)
-        with shell.step("boot", "systemd boot in every node"):
-            cluster.wait_booted([s.name for s in specs])
+        booting = [s.name for s in specs]
+        if layout is not None and self.outside is not None:
+            with shell.step("outside", f"the outside world: ToR {layout.tor}, outside host "
+                            f"{layout.outside} on {layout.network}"):
+                self.outside.ensure_network()
+                if layout.tor in outside_keep:
+                    shell.progress(f"{layout.tor}: kept (running, {layout.tor_fabric4})")
+                else:
+                    self.outside.start_tor(tag)
+                if layout.outside in outside_keep:
+                    shell.progress(f"{layout.outside}: kept (running, {layout.outside4})")
+                else:
+                    self.outside.start_outside(tag)
+                self.outside.wait_serving()
+            booting.append(layout.tor)
+        with shell.step("boot", "systemd boot in every node"
+                        + (" and the ToR" if layout else "")):
+            cluster.wait_booted(booting)
         with shell.step("workload image", f"workload image '{WORKLOAD_IMAGE}' in every node"):
             for spec in specs:
                 cluster.load_workload_image(spec.name)
@@ -171,6 +225,11 @@ class Lab:
         shell.say(f"lab is up in {time.monotonic() - started:.0f}s: "
                   + ", ".join(f"{s.name} ({s.ip4}{', ' + s.ip6 if s.ip6 else ''})"
                               for s in specs))
+        if layout is not None:
+            shell.say(f"    outside world: {layout.tor} (AS {layout.as_number}; fabric "
+                      f"{layout.tor_fabric4}), {layout.outside} ({layout.outside4}"
+                      + (f", {layout.outside6}" if layout.outside6 else "")
+                      + f") on {layout.network} ({', '.join(layout.subnets)})")
         shell.say(f"    try: docker exec -it {specs[0].name} bash     "
                   f"inventory: {self.inventory_path}")
 
@@ -182,7 +241,9 @@ class Lab:
             "docker_host": self.docker_host,
             "inventory": self.inventory_path,
             "route_reflectors": self.route_reflectors,
-            "nodes": [{"name": s.name, "ip4": s.ip4, "ip6": s.ip6} for s in specs]})
+            "nodes": [{"name": s.name, "ip4": s.ip4, "ip6": s.ip6} for s in specs],
+            # lab up --fabric: the ToR, the outside host and their network (else null)
+            "fabric": self.fabric_layout.state() if self.fabric_layout else None})
 
     def image(self) -> str:
         """``calicoctl lab image``: the Docker daemon, then the node image; its tag."""
@@ -205,8 +266,11 @@ class Lab:
             if not docker_up:
                 shell.progress(f"no Docker daemon at {self.docker_host}: no containers or "
                                "networks to remove")
-        with shell.step("remove", "node containers and fabric network"):
+        with shell.step("remove", "node containers and fabric network (and the ToR, the "
+                        "outside host and their network)"):
             if docker_up:
+                if self.outside is not None:  # the ToR first: it is on the fabric
+                    self.outside.remove()
                 self.cluster.remove()
         with shell.step("state", f"state in {self.state_dir}"):
             if os.path.isdir(self.state_dir):

@@ -9,30 +9,61 @@ from collections.abc import Sequence
 from typing import Any
 
 from .nodes import NodeSpec
+from .outside import FabricLayout
 from .shell import write_atomic
 
 #: the cluster id of the lab's route reflectors (``--route-reflectors``)
 RR_CLUSTER_ID = "10.255.0.1"
 POOL4 = "10.200.0.0/16"
 POOL6 = "fd00:200::/64"
+#: with --fabric: an IPv4 pool without nat_outgoing (the network ``edge``'s), so the outside
+#: sees these containers' own addresses
+POOL4_ROUTED = "10.201.0.0/16"
+#: with --fabric: the network on POOL4_ROUTED
+EDGE_NETWORK = "edge"
 
 
-def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
-                  ) -> dict[str, Any]:
+def lab_pools(ipv6: bool, fabric: bool = False) -> list[dict[str, Any]]:
+    """The lab's pools: POOL4 with nat_outgoing, POOL4_ROUTED without (``fabric``), and
+    POOL6 without (``ipv6``)."""
+    pools: list[dict[str, Any]] = [{"cidr": POOL4, "nat_outgoing": True}]
+    if fabric:
+        pools.append({"cidr": POOL4_ROUTED, "nat_outgoing": False})
+    if ipv6:
+        pools.append({"cidr": POOL6})
+    return pools
+
+
+def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False,
+                  fabric: FabricLayout | None = None) -> dict[str, Any]:
     """site.yml's variables for the lab (see inventory/example/group_vars): etcd on the first
     node (over TLS with client certificates, the roles' default), the mesh (or, ``reflected``,
     route reflectors instead), one pool per IP version, networks frontend and backend on
     every node with Calico's default profile rules (members reach each other, nothing else
-    gets in)."""
-    pools: list[dict[str, Any]] = [{"cidr": POOL4, "nat_outgoing": True}]
+    gets in).
+
+    With ``fabric`` (``lab up --fabric``), as a site behind a top-of-rack router: the ToR is
+    a global BGP peer of every node (IPv4, and IPv6 in an IPv6 lab) whose routes are
+    accepted for the outside network only, and a second IPv4 pool without nat_outgoing
+    holds the network ``edge`` (``--subnet``)."""
+    pools = lab_pools(ipv6, fabric is not None)
     networks: list[dict[str, Any]] = [{"name": "frontend"}, {"name": "backend"}]
+    if fabric is not None:
+        networks.append({"name": EDGE_NETWORK, "subnet": [POOL4_ROUTED]})
     if ipv6:
-        pools.append({"cidr": POOL6})
         for network in networks:
             network["ipv6"] = True
+    peers: list[dict[str, Any]] = []
+    if fabric is not None:
+        peers.append({"address": fabric.tor_fabric4, "as_number": fabric.as_number,
+                      "accept_nets": [fabric.subnet4]})
+        if fabric.tor_fabric6 and fabric.subnet6:
+            peers.append({"address": fabric.tor_fabric6, "as_number": fabric.as_number,
+                          "accept_nets": [fabric.subnet6]})
     return {
         "policy_pools": pools,
         "policy_bgp": {"as_number": 64512, "node_to_node_mesh": not reflected},
+        **({"policy_bgp_peers": peers} if peers else {}),
         # the networks' profiles (docker_network: the plugin puts their containers there)
         "policy_profiles": [{"name": n["name"], "default_rules": True, "docker_network": True}
                             for n in networks],
@@ -44,9 +75,12 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
 
 
 def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6: bool,
-              route_reflectors: int = 0) -> dict[str, Any]:
+              route_reflectors: int = 0, fabric: FabricLayout | None = None
+              ) -> dict[str, Any]:
     """The inventory as data: every node in ``calico_nodes``, the first in ``etcd``; the
-    first ``route_reflectors`` nodes reflect routes (and the mesh is off)."""
+    first ``route_reflectors`` nodes reflect routes (and the mesh is off); with ``fabric``
+    the ToR in ``tor`` (the role calico.docker.tor configures its BIRD), advertising the
+    outside network to the nodes."""
     hosts: dict[str, Any] = {}
     for spec in specs:
         # ansible_host is the container (the docker connection's target); BGP and etcd
@@ -70,14 +104,26 @@ def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6
                 # kept with the lab's state (`down` removes them); etcd's
                 # authentication is on, the roles' default (etcd_auth)
                 "pki_dir": pki_dir,
-                **lab_variables(specs, ipv6, route_reflectors > 0),
+                **lab_variables(specs, ipv6, route_reflectors > 0, fabric),
             },
             "children": {
                 "etcd": {"hosts": {specs[0].name: {}}},
                 "calico_nodes": {"hosts": hosts},
+                **({"tor": tor_group(fabric)} if fabric is not None else {}),
             },
         }
     }
+
+
+def tor_group(fabric: FabricLayout) -> dict[str, Any]:
+    """The ``tor`` group: the ToR container, its fabric addresses (BIRD's router id is the
+    IPv4 one), its AS and the outside network it advertises to the nodes; its neighbours
+    are the ``calico_nodes`` and it accepts their pools' blocks (the role's defaults)."""
+    host: dict[str, Any] = {"ansible_host": fabric.tor, "tor_bgp_ipv4": fabric.tor_fabric4}
+    if fabric.tor_fabric6:
+        host["tor_bgp_ipv6"] = fabric.tor_fabric6
+    return {"hosts": {fabric.tor: host},
+            "vars": {"tor_as_number": fabric.as_number, "tor_advertise": fabric.subnets}}
 
 
 def write_inventory(path: str, data: dict[str, Any]) -> None:

@@ -108,7 +108,7 @@ class Cluster:
         wanted = {s.name: s for s in specs}
         keep: set[str] = set()
         net = self.network_info()
-        fabric_ok = net is not None and self._fabric_fits(net)
+        fabric_ok = net is not None and self.fabric_fits(net)
         for info in self.containers():
             name = info["Name"].lstrip("/")
             why = self._unfit(info, wanted.get(name), image, fabric_ok)
@@ -162,7 +162,9 @@ class Cluster:
 
     # -------------------------------------------------------------------- the fabric
 
-    def _fabric_fits(self, net: dict[str, Any]) -> bool:
+    def fabric_fits(self, net: dict[str, Any]) -> bool:
+        """Whether the inspected network ``net`` is this lab's fabric as wanted (subnets, IPv6
+        setting, the lab's label); else ``ensure_fabric`` makes it anew."""
         subnets = {c.get("Subnet") for c in net.get("IPAM", {}).get("Config") or []}
         want = {str(self.subnet4)} | ({str(self.subnet6)} if self.ipv6 else set())
         return bool(net.get("EnableIPv6")) == self.ipv6 and subnets == want \
@@ -170,7 +172,7 @@ class Cluster:
 
     def ensure_fabric(self) -> None:
         net = self.network_info()
-        if net is not None and self._fabric_fits(net):
+        if net is not None and self.fabric_fits(net):
             self.shell.progress(f"{self.network} exists ({', '.join(self.subnets())})")
             return
         if net is not None:
