@@ -37,19 +37,22 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
      top-of-rack router (calico-lab-tor, BIRD 2 in AS 65000, deployed by the tor role of
      playbooks/site.yml) and a host beyond it (calico-lab-outside) on a network of its own,
      whose only way to the pools is the ToR. Containers edge-1 (node 1) and edge-2 (node 3)
-     on the network edge, whose pool 10.201.0.0/16 has no nat_outgoing; the ToR's `birdc
-     show route`: every block of the pools via the node that owns it, nothing else from the
-     nodes (no /32 or /128 of a container that stays in its block); every node's route to
-     the outside network, learned from the ToR; the sessions on both sides. Then, IPv4 and
-     IPv6: outside -> every container (tcp/80) dropped; a rule with Ansible
-     (playbooks/demo-outside.yml: src_net = the outside network into the profile edge); edge
-     reachable from outside on every node, the others still dropped, and each edge container
-     saw (its /cgi-bin/peer logs it) the outside host's own address; containers -> outside:
-     the outside host sees the container's own address from edge's pool and over IPv6, the
-     node's from the nat_outgoing pool; an egress rule (edge may not call the outside
-     network) refuses edge's containers and no other, then goes again. Last, BIRD stops on
-     the ToR: outside traffic stops, the nodes keep their mesh routes; it starts again and
-     the seconds until the routes and the traffic are back are printed;
+     on the network edge, whose pool 10.201.0.0/16 has no nat_outgoing, and edge-borrowed
+     (node 2) with a borrowed address: `docker run --ip` with a free address of edge-1's
+     block (its owner from `calicoctl ipam show`), so node 2 exports a /32 for it; the ToR's
+     `birdc show route`: every block of the pools via the node that owns it, and from the
+     nodes only that /32 besides, via node 2 (no /32 or /128 of a container that stays in
+     its block); every node's route to the outside network, learned from the ToR; the
+     sessions on both sides. Then, IPv4 and IPv6: outside -> every container (tcp/80)
+     dropped; a rule with Ansible (playbooks/demo-outside.yml: src_net = the outside network
+     into the profile edge); edge (the borrowed address too) reachable from outside on every
+     node, the others still dropped, and each edge container saw (its /cgi-bin/peer logs it)
+     the outside host's own address; containers -> outside: the outside host sees the
+     container's own address from edge's pool and over IPv6, the node's from the
+     nat_outgoing pool; an egress rule (edge may not call the outside network) refuses
+     edge's containers and no other, then goes again. Last, BIRD stops on the ToR: outside
+     traffic stops, the nodes keep their mesh routes; it starts again and the seconds until
+     the routes and the traffic are back are printed;
   7. `calicoctl ipam check`.
 
 Every expectation is a check; the exit status is 1 when any of them failed (2 when the lab is
@@ -106,6 +109,14 @@ with calico_lib.connect() as c:
             out[name] = str(exc)
 print(json.dumps(out))
 '''
+#: run on a node with calico_lib: the highest free address of the block argv[1] (empty when
+#: the block is full)
+FREE_ADDRESS = '''
+import sys, calico_lib
+with calico_lib.connect() as c:
+    block = next(b for b in c.ipam.blocks() if b.cidr == sys.argv[1])
+    print(block.address(max(block.unallocated)) if block.unallocated else "")
+'''
 DEMO_LABEL = "calico-demo"
 IMAGE = "busybox"
 #: every workload serves HTTP on both ports (busybox httpd, /www/index.html)
@@ -154,6 +165,8 @@ class Workload:
     node: str
     ip4: str = ""
     ip6: str = ""
+    #: `docker run --ip`: this IPv4 address instead of one the plugin picks
+    chosen_ip4: str = ""
 
     @property
     def label(self) -> str:
@@ -321,6 +334,9 @@ class Demo:
         self.world: dict[str, Any] | None = state.get("fabric")
         #: the containers of the network edge (its pool has no nat_outgoing), with --fabric
         self.edge: list[Workload] = []
+        #: edge's container with a borrowed address (in ``edge``), and that address's block
+        #: and the block's owner
+        self.borrowed: tuple[Workload, str, str] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -421,9 +437,11 @@ class Demo:
         """Start the containers (serving HTTP, with the peer-logging CGI), show and check
         their addresses."""
         for w in workloads:
+            chosen = ["--ip", w.chosen_ip4] if w.chosen_ip4 else []
             self.lab.node_exec(w.node, "docker", "run", "-d", "--name", w.name, "--hostname",
                                w.name, "--label", f"{DEMO_LABEL}=1", "--net", w.network,
-                               IMAGE, "sh", "-c", SERVE, step="workloads", timeout=120)
+                               *chosen, IMAGE, "sh", "-c", SERVE, step="workloads",
+                               timeout=120)
             self.lab.node_exec(w.node, "docker", "exec", "-i", w.name, "sh", "-c",
                                "mkdir -p /www/cgi-bin && cat > /www/cgi-bin/peer && "
                                "chmod 755 /www/cgi-bin/peer", step="workloads",
@@ -1047,6 +1065,42 @@ learns the pools'
                 "10.201.0.0/16") and pools.get("10.201.0.0/16", {}).get("nat_outgoing")
                 is False, f"{w.label}'s IPv4 address is in 10.201.0.0/16, a pool without "
                 "nat_outgoing")
+        self.start_borrowed()
+
+    def start_borrowed(self) -> None:
+        """One more edge container, on another node than its address's block: the free
+        address of edge-1's block (whose owner `calicoctl ipam show` names), given with
+        `docker run --ip`. Its node exports a /32 for it (docs/bgp.md)."""
+        self.borrowed = None
+        if len(self.nodes) < 2:
+            return
+        blocks = self.blocks()
+        first = self.edge[0]
+        cidr = next((c for c in blocks if ":" not in c and ipaddress.ip_address(first.ip4)
+                     in ipaddress.ip_network(c)), None)
+        if not self.report.check(cidr is not None, f"calicoctl ipam show names the block of "
+                                 f"{first.label}'s address {first.ip4}", quiet=True):
+            return
+        assert cidr is not None
+        owner = blocks[cidr]
+        busy = {w.node for w in self.edge}
+        node = next((n for n in self.nodes if n != owner and n not in busy),
+                    next(n for n in self.nodes if n != owner))
+        address = self.lab.node_exec(owner, PYTHON, "-c", FREE_ADDRESS, cidr,
+                                     step="workloads", check=False).stdout.strip()
+        if not self.report.check(bool(address), f"a free address in {cidr}", quiet=True):
+            return
+        w = Workload("edge-borrowed", "edge", node, chosen_ip4=address)
+        print(f"\n  a borrowed address: {first.label}'s block {cidr} belongs to {owner} "
+              f"(calicoctl ipam show);\n  its free address {address} goes to a container on "
+              f"{node}:\n    $ docker run --net edge --ip {address} ...      # on {node}")
+        self.start([w])
+        after = self.blocks()
+        self.report.check(w.ip4 == address and after.get(cidr) == owner,
+                          f"{w.label} has {address} in {owner}'s block {cidr}: borrowed"
+                          + ("" if w.ip4 == address else f" (got {w.ip4 or 'none'})"))
+        self.edge.append(w)
+        self.borrowed = (w, cidr, owner)
 
     def pools(self) -> list[dict[str, Any]]:
         code, pools = self.calicoctl(self.nodes[0], "pool", "list")
@@ -1063,6 +1117,7 @@ learns the pools'
         """What is wrong with the ToR's routes: a block missing, its best next hop not its
         node, or a route from the nodes that is neither a block nor a borrowed address."""
         problems = []
+        borrowed = self.borrowed_routes()
         learned = [r for r in routes if any(v in self.node_addresses() for v in r["via"])]
         by_net: dict[str, list[dict[str, Any]]] = {}
         for r in learned:
@@ -1077,8 +1132,17 @@ learns the pools'
             elif set(best[0]["via"]) != {want}:
                 problems.append(f"the ToR's route to {cidr} (of {owner}) goes via "
                                 f"{', '.join(best[0]['via'])}, not {want}")
+        for net_text, node in borrowed.items():
+            best = [r for r in by_net.get(net_text, []) if r["best"]]
+            want = self.fabric[node][1 if ":" in net_text else 0]
+            if not best:
+                problems.append(f"the ToR has no route to the borrowed {net_text} (on {node})")
+            elif set(best[0]["via"]) != {want}:
+                problems.append(f"the ToR's route to the borrowed {net_text} goes via "
+                                f"{', '.join(best[0]['via'])}, not {want} ({node}, which "
+                                "runs it)")
         for net_text, found in by_net.items():
-            if net_text in blocks:
+            if net_text in blocks or net_text in borrowed:
                 continue
             net = ipaddress.ip_network(net_text)
             block = next((b for b in blocks if ipaddress.ip_network(b).version == net.version
@@ -1091,7 +1155,17 @@ learns the pools'
                 # from the block's own node: a container that stays in its block
                 problems.append(f"the ToR learned {net_text}, an address that stays in its "
                                 f"block {block}")
+            else:
+                problems.append(f"the ToR learned {net_text}, a borrowed address of no demo "
+                                "container")
         return problems
+
+    def borrowed_routes(self) -> dict[str, str]:
+        """The borrowed address's /32 -> the node that runs its container."""
+        if self.borrowed is None:
+            return {}
+        w = self.borrowed[0]
+        return {f"{w.ip4}/32": w.node}
 
     def node_addresses(self) -> set[str]:
         return {a for pair in self.fabric.values() for a in pair if a}
@@ -1116,9 +1190,12 @@ learns the pools'
                 continue
             owner = blocks.get(r["net"], "")
             hops = ", ".join(f"{v} ({nodes.get(v, '?')})" for v in r["via"]) or r["kind"]
-            rows.append([r["net"], r["proto"], hops,
-                         f"block of {owner}" if owner else
-                         ("the outside network" if r["net"] in self.outside_nets() else "")])
+            what = f"block of {owner}" if owner else \
+                "the outside network" if r["net"] in self.outside_nets() else ""
+            if self.borrowed and r["net"] in self.borrowed_routes():
+                w, cidr, owner = self.borrowed
+                what = f"{w.label}, borrowed from {cidr} of {owner}"
+            rows.append([r["net"], r["proto"], hops, what])
         print("\n  the ToR's best route to each prefix (every node passes each block on, with "
               "the block's own node as\n  the next hop: whichever session BIRD prefers, the "
               "traffic goes straight to that node):")
@@ -1128,8 +1205,16 @@ learns the pools'
         if not problems:
             count = sum(1 for c in blocks if ":" not in c or self.ipv6)
             self.report.check(bool(blocks), f"the ToR routes each of the {count} blocks of the "
-                              "pools to the node that owns it, and learned nothing else from "
-                              "the nodes (no container /32 or /128 that stays in its block)")
+                              "pools to the node that owns it")
+            if self.borrowed:
+                w, cidr, owner = self.borrowed
+                self.report.check(True, f"and learned only one more prefix from the nodes: "
+                                  f"{w.label}'s borrowed {w.ip4}/32 (in {owner}'s block "
+                                  f"{cidr}), via {w.node}, which runs it; no container /32 "
+                                  "or /128 that stays in its block")
+            else:
+                self.report.check(True, "and learned nothing else from the nodes (no "
+                                  "container /32 or /128 that stays in its block)")
 
     def check_node_outside_routes(self) -> None:
         assert self.world is not None
@@ -1420,8 +1505,9 @@ learns the pools'
             if traffic_back is None and traffic():
                 traffic_back = time.monotonic() - started
             time.sleep(0.3)
-        self.report.check(routes_back is not None, "routes back: the ToR's to every block, "
-                          "every node's to the outside network"
+        self.report.check(routes_back is not None, "routes back: the ToR's to every block"
+                          + (" and to the borrowed /32" if self.borrowed else "")
+                          + ", every node's to the outside network"
                           + (f", within {routes_back:.1f}s of BIRD's start" if routes_back
                              is not None else ": not within 120s"))
         self.report.check(traffic_back is not None, f"traffic back: outside -> {edge.label} "
