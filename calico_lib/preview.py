@@ -27,6 +27,7 @@ from . import keys
 from .client import Client
 from .datastore import Datastore
 from .datastore.draft import DraftDatastore
+from .records import DecodeCache
 from .render.bird import render_bird
 from .render.policy import Policy, render_policy
 from .render.routes import RouteRenderer, RouteSpec
@@ -277,7 +278,10 @@ def hosts(store: Datastore) -> list[str]:
 def plan(before: Datastore, after: Datastore) -> Plan:
     """Each host's dataplane change from the records of ``before`` to those of ``after``
     (every host either knows)."""
+    # one cache per side: a record is decoded once, not once per host
+    was, now = DecodeCache(), DecodeCache()
     out = []
     for host in sorted(set(hosts(before)) | set(hosts(after))):
-        out.append(host_plan(load_snapshot(before, host), load_snapshot(after, host)))
+        out.append(host_plan(load_snapshot(before, host, was),
+                             load_snapshot(after, host, now)))
     return Plan(out)
