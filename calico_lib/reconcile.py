@@ -139,6 +139,9 @@ class Dataplane:
         #: the datastore records this dataplane read last (see ``load_snapshot``)
         self.decoded = DecodeCache()
         self._input: Snapshot | None = None
+        #: the snapshot BIRD's config was last written for: the plugin, whose state the
+        #: agent adopts, writes no BIRD config, so adopting says nothing about BIRD
+        self._bird_input: Snapshot | None = None
         self._tables: dict[tuple[int, str], iptables.KernelTable] = {}
         self._sets: dict[str, IpSet] | None = None
         self._routes: set[RouteSpec] = set()
@@ -172,6 +175,7 @@ class Dataplane:
         if trust and replace(snapshot, revision=0) == self._input:
             report = Report(snapshot.revision, ipsets.SetPlan(), verified=False,
                             unreadable=snapshot.unreadable)
+            self._apply_bird(snapshot, report, check_mode)
             report.seconds = time.perf_counter() - start
             metrics.APPLY_TIME.observe(report.seconds)
             return report
@@ -221,9 +225,7 @@ class Dataplane:
             report.conntrack_flushed = self.kernel.conntrack.flush(
                 _policy_changed(snapshot, report.tables) | set_plan.left
                 | host_route_addresses(report.routes.removed))
-        if self.bird_config is not None:
-            report.bird = apply_bird(render_bird(snapshot), self.bird_config,
-                                     self.bird_socket, check_mode)
+        self._apply_bird(snapshot, report, check_mode)
         report.seconds = time.perf_counter() - start
         if not check_mode:
             metrics.APPLY_TIME.observe(report.seconds)
@@ -241,6 +243,19 @@ class Dataplane:
             if missing:
                 self._input = None
         return report
+
+
+    def _apply_bird(self, snapshot: Snapshot, report: Report, check_mode: bool) -> None:
+        """BIRD's config for ``snapshot``, unless this dataplane wrote it for the same one."""
+        if self.bird_config is None:
+            return
+        key = replace(snapshot, revision=0)
+        if key == self._bird_input and not check_mode and report.verified is False:
+            return  # trusted and unchanged: the file is what this dataplane wrote
+        report.bird = apply_bird(render_bird(snapshot), self.bird_config, self.bird_socket,
+                                 check_mode)
+        if not check_mode:
+            self._bird_input = key
 
 
 def _policy_changed(snapshot: Snapshot, tables: list[iptables.TablePlan]) -> set[str]:

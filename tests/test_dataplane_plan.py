@@ -5,6 +5,7 @@ let writers adopt each other's state. No root, milliseconds; the root tests
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -343,6 +344,31 @@ def test_writers_adopt_each_others_state_by_stamp(store, tmp_path: Path) -> None
     again = reconcile(store.store, "h", lock, dataplane=mine, verify=False)
     assert again.verified and not again.changed
     assert "iptables-save -t filter" in mine.kernel.calls
+
+
+def test_an_adopted_state_still_gets_its_bird_config(store, tmp_path: Path) -> None:
+    """The plugin writes no BIRD config: when it applied the revision that gave this host a
+    new block first, the agent adopts its kernel state and must still write BIRD's config
+    (it did not: the block was announced only at the next resync; found in a lab of racks,
+    where the rack's ToR never heard of the new block)."""
+    from calico_lib.model import Node
+
+    store.add_node(Node("h", ipv4="192.0.2.10"))
+    kernel, lock = FakeKernel(), str(tmp_path / "lock")
+    config = tmp_path / "bird.conf"
+    agent = Dataplane(str(config), str(tmp_path / "no-socket"), kernel.another_writer())
+    reconcile(store.store, "h", lock, dataplane=agent, verify=False)
+    block = re.compile(r"route 10\.66\.\d+\.\d+/26 blackhole;")
+    assert not block.search(config.read_text())
+    # the plugin claims a block for a new container and applies that revision first
+    store.ipam.auto_assign("h", "c1", num_ipv4=1)
+    plugin = Dataplane(kernel=kernel.another_writer())
+    reconcile(store.store, "h", lock, dataplane=plugin, verify=True)
+    report = reconcile(store.store, "h", lock, dataplane=agent, verify=False)
+    assert not report.verified  # adopted, not read
+    assert block.search(config.read_text()), config.read_text()
+    # and once written, a trusted no-change apply leaves BIRD alone
+    assert not reconcile(store.store, "h", lock, dataplane=agent, verify=False).changed
 
 
 def test_a_failed_apply_stamps_the_kernel_untrusted(store, tmp_path: Path) -> None:
