@@ -827,6 +827,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "and a host calico-lab-outside on its own network "
                         "calico-lab-outside-net, reaching the pools through the ToR only; "
                         "with a second IPv4 pool without nat_outgoing and its network edge")
+    p.add_argument("--racks", type=int, default=1, metavar="R",
+                   help="split the nodes in R racks (default 1), each its own network "
+                        "calico-lab-fabric-1..R (the fabric subnets split in R parts) with "
+                        "its ToR calico-lab-tor-1..R in AS 65000+R, Calico's \"AS per "
+                        "rack\": each node in its rack's AS peers with its ToR only (the "
+                        "mesh off), the ToR reflects the rack's routes and peers with the "
+                        "other ToRs over the outside network; implies --fabric")
     p.add_argument("--skip-deploy", action="store_true", help="start the nodes only")
     for name, text in (("down", "remove the lab's containers, volumes, network and state"),
                        ("image", "build the node image if needed and print its tag")):

@@ -306,11 +306,13 @@ def longest_match(routes: list[dict[str, Any]], address: str) -> dict[str, Any] 
     return best
 
 
-def verdict(facts: dict[str, dict[str, Any]], fabric: dict[str, str],
+def verdict(facts: dict[str, dict[str, Any]], fabric: dict[str, str | dict[str, str]],
             results: dict[str, bool] | None = None, probes: Sequence[Probe] = (),
             hosts: Iterable[str] | None = None) -> Verdict:
     """What is wrong, from every host's facts (``facts``: host -> HOST_PROBE's answer),
-    the hosts' fabric addresses (for routes between hosts) and the matrix ``results`` of
+    the hosts' fabric addresses (for routes between hosts: a host's address, or, where hosts
+    are in racks, host -> the next hop it routes that host's containers through, its ToR)
+    and the matrix ``results`` of
     ``probes``. ``hosts``: the hosts that must have answered (default: those in facts)."""
     v = Verdict()
     wanted = list(hosts) if hosts is not None else list(facts)
@@ -365,7 +367,8 @@ def verdict(facts: dict[str, dict[str, Any]], fabric: dict[str, str],
 
 
 def _check_routes(v: Verdict, host: str, f: dict[str, Any],
-                  live: dict[str, tuple[str, dict[str, Any]]], fabric: dict[str, str]) -> None:
+                  live: dict[str, tuple[str, dict[str, Any]]],
+                  fabric: dict[str, str | dict[str, str]]) -> None:
     routes = f.get("routes", [])
     for addr, (owner, e) in sorted(live.items()):
         route = longest_match(routes, addr)
@@ -375,9 +378,11 @@ def _check_routes(v: Verdict, host: str, f: dict[str, Any],
                 v.routes.append(f"{host}: {addr} ({e['container']}) not via {want}: "
                                 f"{_show(route)}")
         elif owner in fabric and ":" not in addr:
-            if route is None or route.get("gateway") != fabric[owner]:
+            hop = fabric[owner]
+            gateway = hop if isinstance(hop, str) else hop.get(host)
+            if route is None or route.get("gateway") != gateway:
                 v.routes.append(f"{host}: {addr} ({e['container']}@{owner}) not via "
-                                f"{fabric[owner]}: {_show(route)}")
+                                f"{gateway}: {_show(route)}")
     mine = {addr for addr, (owner, _) in live.items() if owner == host}
     for route in routes:
         dst = route.get("dst", "")

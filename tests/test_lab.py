@@ -49,8 +49,8 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
 
     class FakeLab:
         def __init__(self, nodes: int = 3, ipv6: bool = False,
-                     route_reflectors: int = 0, fabric: bool = False) -> None:
-            calls.append(("init", nodes, ipv6, route_reflectors, fabric))
+                     route_reflectors: int = 0, fabric: bool = False, racks: int = 1) -> None:
+            calls.append(("init", nodes, ipv6, route_reflectors, fabric, racks))
 
         def up(self, deploy: bool = True) -> None:
             calls.append(("up", deploy))
@@ -64,9 +64,12 @@ def test_cli_lab_commands_reach_the_lab_without_a_datastore(monkeypatch) -> None
     assert cli.main(["lab", "down"]) == 0
     assert cli.main(["lab", "up", "--nodes", "10", "--route-reflectors", "2"]) == 0
     assert cli.main(["lab", "up", "--ipv6", "--fabric"]) == 0
-    assert calls == [("init", 2, True, 0, False), ("up", False), ("init", 3, False, 0, False),
-                     ("down",), ("init", 10, False, 2, False), ("up", True),
-                     ("init", 3, True, 0, True), ("up", True)]
+    assert cli.main(["lab", "up", "--racks", "2"]) == 0
+    assert calls == [("init", 2, True, 0, False, 1), ("up", False),
+                     ("init", 3, False, 0, False, 1), ("down",),
+                     ("init", 10, False, 2, False, 1), ("up", True),
+                     ("init", 3, True, 0, True, 1), ("up", True),
+                     ("init", 3, False, 0, False, 2), ("up", True)]
 
 
 def test_cli_lab_errors_name_the_step(monkeypatch, capsys) -> None:
@@ -113,7 +116,7 @@ def test_cli_lab_beside_another_from_the_environment(monkeypatch) -> None:
              "state_dir": "/tmp/labtest-state", "outside_subnet4": "192.0.2.0/24",
              "outside_subnet6": "2001:db8:99::/64"}
     assert made == [{}, {"nodes": 1, "ipv6": False, "route_reflectors": 0, "fabric": True,
-                         **other}, other]
+                         "racks": 1, **other}, other]
 
 
 @pytest.mark.parametrize("count", ["many", "0", "51", "-1"])
@@ -208,10 +211,15 @@ def test_fabric_adds_the_tor_as_a_global_peer_and_a_pool_without_nat() -> None:
     layout = the_lab.fabric_layout
     assert layout == lab.FabricLayout(
         network="calico-lab-outside-net", subnet4="198.19.250.0/24",
-        subnet6="2001:db8:1ab::/64", tor="calico-lab-tor", tor_fabric4="172.31.250.2",
-        tor_fabric6="fd7a:ca1:1ab::2", tor_outside4="198.19.250.2",
-        tor_outside6="2001:db8:1ab::2", outside="calico-lab-outside",
-        outside4="198.19.250.100", outside6="2001:db8:1ab::100", as_number=65000)
+        subnet6="2001:db8:1ab::/64",
+        tors=(lab.outside.Tor(name="calico-lab-tor", rack=1, network="calico-lab-fabric",
+                              fabric4="172.31.250.2", fabric6="fd7a:ca1:1ab::2",
+                              outside4="198.19.250.2", outside6="2001:db8:1ab::2",
+                              as_number=65000),),
+        outside="calico-lab-outside", outside4="198.19.250.100",
+        outside6="2001:db8:1ab::100")
+    assert (layout.tor, layout.tor_fabric4, layout.as_number, layout.racked) == \
+        ("calico-lab-tor", "172.31.250.2", 65000, False)
     inventory = the_lab.inventory(the_lab.node_specs())["all"]
     tor = inventory["children"]["tor"]
     assert tor == {"hosts": {"calico-lab-tor": {"ansible_host": "calico-lab-tor",
@@ -298,7 +306,99 @@ def test_the_outside_host_reaches_the_pools_and_the_fabric_through_the_tor_only(
         ["10.200.0.0/16", "10.201.0.0/16", "fd00:200::/64"]
     assert "ln -sf /dev/null /etc/systemd/system/$unit" in tor
     assert tor.endswith("exec /lib/systemd/systemd")
-    assert the_lab.outside.tor_spec() != v4.outside.tor_spec()
+    assert the_lab.outside.tor_spec(layout_tor(the_lab)) != v4.outside.tor_spec(
+        layout_tor(v4))
+
+
+def layout_tor(the_lab: Lab) -> lab.outside.Tor:
+    assert the_lab.fabric_layout is not None
+    return the_lab.fabric_layout.tors[0]
+
+
+def test_racks_split_the_fabric_with_a_tor_and_an_as_per_rack() -> None:
+    """`lab up --racks 2`: each rack a network holding half the fabric subnets, the nodes in
+    order, a ToR per rack at host address 2 in AS 65000 + rack; Calico's "AS per rack" in
+    the inventory (the mesh off, every node in its rack's AS with its ToR as its own peer;
+    each ToR serving its rack's nodes and peering with the other over the outside network);
+    the nodes reach the rest of the fabric through their ToR, the ToRs the other racks
+    through each other, the outside host each rack through its ToR."""
+    the_lab = Lab(nodes=3, ipv6=True, racks=2)
+    assert the_lab.fabric  # racks need their ToRs
+    racks = the_lab.cluster.racks
+    assert [(r.network, str(r.subnet4), str(r.subnet6), r.router4, r.router6)
+            for r in racks] == [
+        ("calico-lab-fabric-1", "172.31.250.0/25", "fd7a:ca1:1ab::/65", "172.31.250.2",
+         "fd7a:ca1:1ab::2"),
+        ("calico-lab-fabric-2", "172.31.250.128/25", "fd7a:ca1:1ab:0:8000::/65",
+         "172.31.250.130", "fd7a:ca1:1ab:0:8000::2")]
+    specs = the_lab.node_specs()
+    assert [(s.name, s.rack, s.ip4, s.ip6) for s in specs] == [
+        ("calico-lab-1", 1, "172.31.250.11", "fd7a:ca1:1ab::11"),
+        ("calico-lab-2", 1, "172.31.250.12", "fd7a:ca1:1ab::12"),
+        ("calico-lab-3", 2, "172.31.250.141", "fd7a:ca1:1ab:0:8000::13")]
+    layout = the_lab.fabric_layout
+    assert layout is not None and layout.racked
+    assert [(t.name, t.network, t.fabric4, t.outside4, t.outside6, t.as_number)
+            for t in layout.tors] == [
+        ("calico-lab-tor-1", "calico-lab-fabric-1", "172.31.250.2", "198.19.250.2",
+         "2001:db8:1ab::2", 65001),
+        ("calico-lab-tor-2", "calico-lab-fabric-2", "172.31.250.130", "198.19.250.3",
+         "2001:db8:1ab::3", 65002)]
+
+    inventory = the_lab.inventory(specs)["all"]
+    variables = inventory["vars"]
+    assert variables["policy_bgp"]["node_to_node_mesh"] is False
+    hosts = inventory["children"]["calico_nodes"]["hosts"]
+    assert [hosts[s.name]["node_as_number"] for s in specs] == [65001, 65001, 65002]
+    assert {(p["node"], p["address"], p["as_number"]) for p in variables["policy_bgp_peers"]} \
+        == {("calico-lab-1", "172.31.250.2", 65001), ("calico-lab-1", "fd7a:ca1:1ab::2", 65001),
+            ("calico-lab-2", "172.31.250.2", 65001), ("calico-lab-2", "fd7a:ca1:1ab::2", 65001),
+            ("calico-lab-3", "172.31.250.130", 65002),
+            ("calico-lab-3", "fd7a:ca1:1ab:0:8000::2", 65002)}
+    assert all(p["accept_nets"] == [layout.subnet4 if "." in p["address"] else layout.subnet6]
+               for p in variables["policy_bgp_peers"])
+    tors = inventory["children"]["tor"]
+    assert tors["vars"] == {"tor_advertise": ["198.19.250.0/24", "2001:db8:1ab::/64"]}
+    assert tors["hosts"]["calico-lab-tor-2"] == {
+        "ansible_host": "calico-lab-tor-2", "tor_bgp_ipv4": "172.31.250.130",
+        "tor_bgp_ipv6": "fd7a:ca1:1ab:0:8000::2", "tor_as_number": 65002,
+        "tor_nodes": ["calico-lab-3"],
+        "tor_peers": [{"address": "198.19.250.2", "as_number": 65001, "local": "198.19.250.3"},
+                      {"address": "2001:db8:1ab::2", "as_number": 65001,
+                       "local": "2001:db8:1ab::3"}]}
+    assert tors["hosts"]["calico-lab-tor-1"]["tor_nodes"] == ["calico-lab-1", "calico-lab-2"]
+
+    # the underlay: nodes through their ToR, ToRs through each other, the outside host to
+    # each rack through its ToR (the pools through the first)
+    command = the_lab.cluster.node_command(specs[2])[2]
+    assert re.findall(r"(ip(?: -6)?) route replace (\S+) via (\S+)", command) == [
+        ("ip", "172.31.250.0/24", "172.31.250.130"),
+        ("ip -6", "fd7a:ca1:1ab::/64", "fd7a:ca1:1ab:0:8000::2")]
+    assert command.endswith("exec /lib/systemd/systemd")
+    assert the_lab.outside is not None
+    tor2 = the_lab.outside.tor_commands["calico-lab-tor-2"][2]
+    assert re.findall(r"(ip(?: -6)?) route replace (\S+) via (\S+)", tor2) == [
+        ("ip", "172.31.250.0/25", "198.19.250.2"),
+        ("ip -6", "fd7a:ca1:1ab::/65", "2001:db8:1ab::2")]
+    routes = re.findall(r"route replace (\S+) via (\S+)", the_lab.outside_command()[2])
+    assert ("10.200.0.0/16", "198.19.250.2") in routes
+    assert ("172.31.250.128/25", "198.19.250.3") in routes
+    assert ("172.31.250.0/25", "198.19.250.2") in routes
+    # one rack is the lab as it was: no command of its own for the nodes
+    assert Lab(nodes=3).cluster.node_command(Lab(nodes=3).node_specs()[0]) == []
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"nodes": 2, "racks": 3}, "--racks must be between 1 and the node count"),
+    ({"nodes": 20, "racks": 9}, "at most 8"),
+    ({"nodes": 3, "racks": 0}, "--racks must be between"),
+    ({"nodes": 4, "racks": 2, "route_reflectors": 1}, "do not go together"),
+    ({"nodes": 8, "racks": 8, "subnet4": "172.31.250.0/26"}, "cannot be split in 8 racks"),
+    ({"nodes": 50, "racks": 8}, "50 nodes in 8 racks: .* too small"),
+])
+def test_racks_refuse_what_does_not_fit(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(LabError, match=message):
+        Lab(**kwargs).node_specs()
 
 
 def test_cli_lab_up_documents_fabric_and_its_environment(capsys) -> None:

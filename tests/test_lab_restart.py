@@ -1,10 +1,16 @@
 """A lab node restarted with live workloads (the lifecycle issue's "done means").
 
-A deployed two-node lab of its own, beside any other: ``calico-rstest-1`` (etcd) and
-``calico-rstest-2`` on ``calico-rstest-fabric`` (172.31.254.0/24), state in a temporary
-folder, deployed with playbooks/site.yml and the roles' defaults. Node 2 runs containers
+A deployed two-node lab of its own, beside any other, in two racks (``--racks 2``, Calico's
+"AS per rack" on an L3 fabric): ``calico-rstest-1`` (etcd) on ``calico-rstest-fabric-1``
+(172.31.254.0/25) behind ``calico-rstest-tor-1`` (AS 65001), ``calico-rstest-2`` on
+``calico-rstest-fabric-2`` (172.31.254.128/25) behind ``calico-rstest-tor-2`` (AS 65002),
+the mesh off: each node's only BGP session is with its ToR, and the two ToRs peer with
+each other, so every route between the nodes crosses both ToRs (and the restarted node's
+routes must come back through them). State in a temporary folder, deployed with
+playbooks/site.yml and the roles' defaults. Node 2 runs containers
 with ``--restart always`` and without, on the lab's networks and on two ``--subnet``
-networks that share one pool (rs-old, rs-new). Then ``docker restart calico-rstest-2``, and:
+networks that share one pool (rs-old, rs-new; the lab's pool without NAT). Then ``docker
+restart calico-rstest-2``, and:
 
   1. no stale endpoints: every endpoint record of each node is a container its Docker lists;
   2. ``calicoctl ipam check`` (which cross-checks endpoints and allocations) is clean;
@@ -30,6 +36,7 @@ from collections.abc import Iterator
 import pytest
 
 from calico_lib.lab import Lab, LabError
+from calico_lib.lab.inventory import POOL4_ROUTED
 from calico_lib.render import names
 from tests import faultcheck
 from tests.faultcheck import Probe
@@ -41,10 +48,9 @@ SUBNET4 = "172.31.254.0/24"
 SUBNET6 = "fd7a:ca1:1ae::/64"
 PYTHON = "/opt/calico/venv/bin/python"
 CALICOCTL = "/opt/calico/venv/bin/calicoctl"
-OPERATOR = ("--etcd-cert", "/etc/calico/pki/operator.crt", "--etcd-key",
-            "/etc/calico/pki/operator.key", "--etcd-user", "calico-operator",
-            "--etcd-password-file", "/etc/calico/pki/operator-password")
-SHARED_POOL = "10.201.7.0/24"
+#: the lab's pool without NAT (its network edge's): the ToRs accept only the inventory's
+#: pools, as a real site's routers would
+SHARED_POOL = POOL4_ROUTED
 DEAD_ADDRESS = "10.201.7.10"
 SERVE = "httpd -p 80 -h /www; trap 'exit 0' TERM; while true; do sleep 1; done"
 NODE1, NODE2 = f"{PREFIX}-1", f"{PREFIX}-2"
@@ -65,7 +71,7 @@ WORKLOADS = [
 def lab(tmp_path) -> Iterator[Lab]:
     out = io.StringIO()
     the_lab = Lab(nodes=2, prefix=PREFIX, subnet4=SUBNET4, subnet6=SUBNET6,
-                  state_dir=str(tmp_path / "state"), out=out)
+                  state_dir=str(tmp_path / "state"), out=out, racks=2)
     try:
         try:
             the_lab.up()
@@ -113,7 +119,10 @@ def probe(lab: Lab, probes: list[Probe]) -> dict[str, bool]:
 
 def wait_right(lab: Lab, what: str, timeout: float = 90) -> faultcheck.Verdict:
     """Until both nodes' dataplane is right and their records clean."""
-    fabric = {NODE1: "172.31.254.11", NODE2: "172.31.254.12"}
+    # each node routes the other's containers through its own ToR (rack 1's is .2, rack
+    # 2's .130): the routes crossed both ToRs
+    fabric: dict[str, str | dict[str, str]] = {NODE1: {NODE2: "172.31.254.130"},
+                                               NODE2: {NODE1: "172.31.254.2"}}
     started = time.monotonic()
     while True:
         found = facts(lab)
@@ -129,8 +138,6 @@ def wait_right(lab: Lab, what: str, timeout: float = 90) -> faultcheck.Verdict:
 
 @pytest.mark.slow
 def test_node_restart_with_live_workloads(lab: Lab) -> None:
-    code, out = sh(lab, NODE1, " ".join([CALICOCTL, "pool", "add", SHARED_POOL, *OPERATOR]))
-    assert code == 0, out
     for node in (NODE1, NODE2):
         for net in ("rs-old", "rs-new"):
             code, out = sh(lab, node, "docker network create -d calico --ipam-driver "

@@ -24,6 +24,13 @@ address (IPv4 and IPv6, the borrowed one too), one of a nat_outgoing pool with i
 the outside reaches a container only once a profile rule allows its network. And a bad
 inventory value fails the role with one message naming the variable, before anything is written; and
 site.yml runs the Calico plays on calico_nodes only, the ToR's on tor only.
+
+Racks (Calico's "AS per rack", node-to-node mesh off): two ToRs rendered by the role in one
+run, each serving its rack's hosts (tor_nodes) as iBGP route reflector clients in the
+rack's AS and peering with the other ToR over a link of their own (tor_peers with local).
+A rack's hosts learn each other's blocks with the holder as next hop (reflected), the other
+rack's via their ToR, which has them via the other ToR; containers reach each other across
+racks, and a packet to the other rack crosses both ToRs.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from pathlib import Path
 import pytest
 
 import calico_lib
-from calico_lib import BGPPeer, IPPool, Rule
+from calico_lib import BGPPeer, IPPool, Node, Rule
 from tests import netns
 from tests.netns import OUTSIDE4, OUTSIDE6, Host, Lab
 from tests.playbooks.harness import (
@@ -52,7 +59,7 @@ from tests.playbooks.harness import (
     playbook,
     write_inventory,
 )
-from tests.test_bgp import ROUTE_TIMEOUT, Fabric, wait_for
+from tests.test_bgp import ESTABLISHED_TIMEOUT, ROUTE_TIMEOUT, Fabric, wait_for
 
 POOL4, POOL6 = "10.65.0.0/16", "fd00:65::/64"  # no NAT: the outside sees the containers
 NAT_POOL4 = "10.66.0.0/16"  # nat_outgoing: the outside sees the host
@@ -232,6 +239,222 @@ def outside_network(lab: Lab, tor: str) -> str:
     return ext
 
 
+# ------------------------------------------------------------------ racks: an AS per rack
+
+#: the racks: AS number, hosts; rack N on 198.18.N.0/24 and 2001:db8:N::/64, its ToR .254/::fe
+RACKS = {1: (65001, ("host-a", "host-b")), 2: (65002, ("host-c",))}
+#: the ToRs' own link (the "spine"): tor-N has .N and ::N
+SPINE4, SPINE6 = "198.18.255.{}", "2001:db8:ffff::{}"
+
+
+def rack_subnets(rack: int) -> tuple[str, str]:
+    return f"198.18.{rack}.0/24", f"2001:db8:{rack}::/64"
+
+
+def rack_tor(rack: int) -> tuple[str, str]:
+    """A rack's ToR's addresses facing its hosts."""
+    return f"198.18.{rack}.254", f"2001:db8:{rack}::fe"
+
+
+def build_racks(lab: Lab) -> tuple[dict[int, str], dict[str, Host]]:
+    """The racks' namespaces: each ToR with a bridge for its hosts, the two ToRs joined by
+    a veth of their own. The underlay a fabric has before Calico: each ToR routes the other
+    rack's subnet via the other ToR, each host the other rack's subnet via its ToR (and its
+    IPv4 default route: without a route to 169.254.1.1 no proxy ARP for the containers)."""
+    tors: dict[int, str] = {}
+    hosts: dict[str, Host] = {}
+    for rack, (_, names) in RACKS.items():
+        tor = tors[rack] = lab.namespace(f"tor{rack}")
+        tor4, tor6 = rack_tor(rack)
+        lab.ip(tor, "link", "add", "br0", "type", "bridge")
+        lab.ip(tor, "addr", "add", f"{tor4}/24", "dev", "br0")
+        lab.ip(tor, "addr", "add", f"{tor6}/64", "dev", "br0", "nodad")
+        lab.ip(tor, "link", "set", "br0", "up")
+        for n, name in enumerate(names, start=2):
+            ns = lab.namespace(name)
+            host = hosts[name] = Host(name=name, ns=ns, index=len(hosts) + 1,
+                                      ipv4=f"198.18.{rack}.{n}", ipv6=f"2001:db8:{rack}::{n:x}")
+            lab.ip(tor, "link", "add", f"port{n}", "type", "veth", "peer", "name", "eth0",
+                   "netns", ns)
+            lab.ip(tor, "link", "set", f"port{n}", "master", "br0", "up")
+            lab.ip(ns, "addr", "add", f"{host.ipv4}/24", "dev", "eth0")
+            lab.ip(ns, "addr", "add", f"{host.ipv6}/64", "dev", "eth0", "nodad")
+            lab.ip(ns, "link", "set", "eth0", "up")
+            lab.ip(ns, "route", "add", "default", "via", tor4)
+            other4, other6 = rack_subnets(3 - rack)
+            lab.ip(ns, "route", "add", other4, "via", tor4)
+            lab.ip(ns, "-6", "route", "add", other6, "via", tor6)
+            lab.hosts.append(host)
+    lab.ip(tors[1], "link", "add", "spine", "type", "veth", "peer", "name", "spine", "netns",
+           tors[2])
+    for rack, tor in tors.items():
+        lab.ip(tor, "addr", "add", SPINE4.format(rack) + "/24", "dev", "spine")
+        lab.ip(tor, "addr", "add", SPINE6.format(rack) + "/64", "dev", "spine", "nodad")
+        lab.ip(tor, "link", "set", "spine", "up")
+        other = 3 - rack
+        other4, other6 = rack_subnets(other)
+        lab.ip(tor, "route", "add", other4, "via", SPINE4.format(other))
+        lab.ip(tor, "-6", "route", "add", other6, "via", SPINE6.format(other))
+    return tors, hosts
+
+
+@pytest.mark.netns
+def test_racks_each_in_its_own_as_with_the_tors_peering(lab: Lab, tmp_path: Path) -> None:
+    netns.require("bird", "birdc")
+    url = "sqlite:///" + str((tmp_path / "calico.db").resolve())
+    tors, hosts = build_racks(lab)
+    a, b, c = hosts["host-a"], hosts["host-b"], hosts["host-c"]
+    rack_of = {name: rack for rack, (_, names) in RACKS.items() for name in names}
+    with calico_lib.connect(url) as client:
+        client.add_pool(IPPool(POOL4, block_size=26))
+        client.add_pool(IPPool(POOL6, block_size=122))
+        client.add_profile("web")
+        client.set_bgp_config(node_to_node_mesh=False)
+        for host in (a, b, c):
+            rack = rack_of[host.name]
+            client.add_node(Node(host.name, host.ipv4, host.ipv6, as_number=RACKS[rack][0]))
+            # each host peers with its rack's ToR only (a per-node BGP peer), in its AS
+            for address in rack_tor(rack):
+                client.add_bgp_peer(BGPPeer(address, RACKS[rack][0], node=host.name))
+        fabric = Fabric(lab, client, url)
+        ctr_a = fabric.workload(a, "ctr-a", ["10.65.1.10"], ["fd00:65::1:10"])
+        ctr_b = fabric.workload(b, "ctr-b", ["10.65.2.10"], ["fd00:65::2:10"])
+        ctr_c = fabric.workload(c, "ctr-c", ["10.65.3.10"], ["fd00:65::3:10"])
+        blocks = {"host-a": ("10.65.1.0/26", "fd00:65::1:0/122"),
+                  "host-b": ("10.65.2.0/26", "fd00:65::2:0/122"),
+                  "host-c": ("10.65.3.0/26", "fd00:65::3:0/122")}
+        for host in (a, b, c):
+            fabric.agent(host)
+            fabric.start(host)
+
+        # Both ToRs' BIRD from the role, in one run, as a site with two racks has it
+        nodes = {h.name: netns_host_vars(h.name, h.ns, tmp_path, url)
+                 | {"node_bgp_ipv4": h.ipv4, "node_bgp_ipv6": h.ipv6,
+                    "node_as_number": RACKS[rack_of[h.name]][0]} for h in (a, b, c)}
+        work = {rack: tmp_path / f"tor-{rack}" for rack in RACKS}
+        tor_hosts = {}
+        for rack, (as_number, names) in RACKS.items():
+            work[rack].mkdir()
+            other = 3 - rack
+            tor4, tor6 = rack_tor(rack)
+            tor_hosts[f"tor-{rack}"] = tor_vars(
+                netns_python(tors[rack], tmp_path / f"python-tor-{rack}"), work[rack],
+                tor_bgp_ipv4=tor4, tor_bgp_ipv6=tor6, tor_as_number=as_number,
+                tor_nodes=list(names),
+                tor_peers=[{"address": SPINE4.format(other), "as_number": RACKS[other][0],
+                            "local": SPINE4.format(rack)},
+                           {"address": SPINE6.format(other), "as_number": RACKS[other][0],
+                            "local": SPINE6.format(rack)}])
+        inventory = write_inventory(
+            tmp_path / "inventory.yml", nodes,
+            group_vars={"policy_pools": [{"cidr": POOL4}, {"cidr": POOL6}],
+                        "policy_bgp": {"as_number": NODE_AS, "node_to_node_mesh": False}},
+            groups={"tor": tor_hosts})
+        playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path).check()
+        conf = {rack: (work[rack] / "bird.conf") for rack in RACKS}
+        text = conf[1].read_text()
+        assert text.count("rr client;") == 4 and text.count("next hop self ebgp;") == 4, text
+        for name in ("peer_198_18_255_2", "peer_2001_db8_ffff__2"):
+            assert f"protocol bgp {name} {{" in text, text
+        assert "local 198.18.255.1 as 65001;" in text and "node_198_18_2_2" not in text, text
+        for rack in RACKS:
+            assert lab.sysctl(tors[rack], "net.ipv4.ip_forward") == "1"
+            lab.start_bird(tors[rack], conf[rack], work[rack] / "bird.ctl",
+                           work[rack] / "bird.pid")
+
+        def tor_status(rack: int) -> str:
+            return fabric.birdc(work[rack] / "bird.ctl", "show", "protocols")
+
+        # tor-1: 4 node sessions and 2 with tor-2; tor-2: 2 and 2
+        for rack, sessions in ((1, 6), (2, 4)):
+            wait_for(f"tor-{rack}'s {sessions} sessions",
+                     lambda rack=rack, n=sessions: tor_status(rack).count("Established") == n,
+                     ESTABLISHED_TIMEOUT, lambda rack=rack: tor_status(rack))
+        fabric.wait_established(a, b, c)
+
+        # A rack's hosts: each other's blocks reflected by their ToR with the holder as next
+        # hop; the other rack's via their ToR (IPv6: its global or its link-local address,
+        # both of which a directly connected BGP speaker sends)
+        def via_tor(rack: int) -> tuple[set[str], set[str]]:
+            tor4, tor6 = rack_tor(rack)
+            return {tor4}, {tor6, link_local(lab, tors[rack], "br0")}
+
+        for host, other in ((a, b), (b, a)):
+            for block, via in zip(blocks[other.name], ({other.ipv4}, {other.ipv6}),
+                                  strict=True):
+                wait_route_via(fabric, host, block, via)
+            for block, via in zip(blocks["host-c"], via_tor(1), strict=True):
+                wait_route_via(fabric, host, block, via)
+        detail = fabric.birdc(fabric.sock(a), "show", "route", blocks["host-b"][0], "all")
+        assert "BGP.cluster_list: 198.18.1.254" in detail, detail  # reflected by tor-1
+        for other in (a, b):
+            for block, via in zip(blocks[other.name], via_tor(2), strict=True):
+                wait_route_via(fabric, c, block, via)
+
+        # The ToRs' kernels: their rack's blocks via the hosts, the other rack's via the
+        # other ToR; nothing else from BGP
+        for rack, (_, names) in RACKS.items():
+            other = 3 - rack
+            learned = {}
+            for name, (block4, block6) in blocks.items():
+                if name in names:
+                    learned |= {block4: hosts[name].ipv4, block6: hosts[name].ipv6}
+                else:
+                    learned |= {block4: SPINE4.format(other), block6: SPINE6.format(other)}
+
+            def tor_routes(rack: int = rack, learned: dict[str, str] = learned
+                           ) -> dict[str, dict[str, object]] | None:
+                routes = kernel_routes(lab, tors[rack], "proto", "bird")
+                return routes if set(routes) == set(learned) else None
+
+            routes = wait_for(f"tor-{rack}'s routes from BGP", tor_routes, ROUTE_TIMEOUT,
+                              lambda rack=rack: fabric.birdc(work[rack] / "bird.ctl", "show",
+                                                             "route", "all"))
+            for prefix, via in learned.items():
+                assert routes[prefix]["gateway"] == via, (rack, prefix, routes[prefix])
+
+    # Packets, both ways, each with its own address (nothing translates on the way), the
+    # profile allowing its own members
+    pairs = ((ctr_a, ctr_b), (ctr_b, ctr_a), (ctr_a, ctr_c), (ctr_c, ctr_a), (ctr_b, ctr_c),
+             (ctr_c, ctr_b))
+    for src, dst in pairs:
+        for index, addr in enumerate(dst.addresses):
+            seen = lab.tcp_peer(src.ns, dst.ns, addr, PORT, timeout=2.0)
+            assert seen == src.addresses[index], (src.name, addr, seen,
+                                                  fabric.diagnostics(src.host))
+    # ... and to the other rack across both ToRs: host-a, tor-1, tor-2 and host-c forward
+    # it (in the rack: host-a and host-b only)
+    for src, dst, routers in ((ctr_a, ctr_c, 4), (ctr_c, ctr_a, 4), (ctr_a, ctr_b, 2)):
+        for addr in dst.addresses:
+            assert hops(lab, src.ns, addr, routers + 1), (src.name, addr)
+            assert not hops(lab, src.ns, addr, routers), (src.name, addr)
+
+
+def link_local(lab: Lab, ns: str, dev: str) -> str:
+    """The IPv6 link-local address of ``dev`` in ``ns``."""
+    (link,) = json.loads(lab.ip(ns, "-j", "-6", "addr", "show", "dev", dev))
+    return next(a["local"] for a in link["addr_info"] if a.get("scope") == "link")
+
+
+def wait_route_via(fabric: Fabric, host: Host, prefix: str, vias: set[str]) -> None:
+    """Wait for ``prefix`` installed by BIRD in ``host``'s kernel via one of ``vias``."""
+    def probe() -> bool:
+        route = fabric.route(host, prefix)
+        return bool(route and route.get("gateway") in vias and route.get("protocol") == "bird")
+
+    wait_for(f"{prefix} via {' or '.join(sorted(vias))} (proto bird) on {host.name}", probe,
+             ROUTE_TIMEOUT, lambda: fabric.diagnostics(host))
+
+
+def hops(lab: Lab, ns: str, addr: str, ttl: int) -> bool:
+    """Whether an echo request with this TTL (hop limit) is answered: it is dropped at the
+    ttl-th router on the way."""
+    argv = ["ping", "-n", "-q", "-c", "1", "-W", "1", "-t", str(ttl), addr]
+    if ":" in addr:
+        argv.insert(1, "-6")
+    return lab.exec(ns, *argv, timeout=10, check=False).returncode == 0
+
+
 # ------------------------------------------------------------------ bad inventory values
 
 
@@ -247,6 +470,32 @@ def outside_network(lab: Lab, tor: str) -> str:
      "tor_neighbors: 198.18.0.2 listed more than once"),
     ({"tor_password": 'x"; protocol'},
      "tor_password: use 1-80 printable characters without spaces, quotes or backslashes"),
+    ({"tor_nodes": ["host-x"]},
+     'tor_nodes: ["host-x"] is not a list of inventory hostnames in calico_nodes'),
+    # (the role's argument spec catches a wrong type or key first: Ansible's message)
+    ({"tor_peers": {"address": "198.18.255.2", "as_number": 65002}},
+     "argument 'tor_peers' is of type dict and we were unable to convert to list"),
+    ({"tor_peers": [{"address": "spine-1", "as_number": 65002}]},
+     "needs an address, an IPv4 or IPv6 address"),
+    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 0}]},
+     'tor_peers: {"address": "198.18.255.2", "as_number": 0} needs an as_number'
+     " (1-4294967295)"),
+    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 65002,
+                     "local": "2001:db8:ffff::1"}]},
+     "has a local that is not an IPv4 address"),
+    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 65002,
+                     "password": 'x" }; protocol'}]},
+     'tor_peers: {"address": "198.18.255.2", "as_number": 65002} has a password that is'
+     " not 1-80 printable characters"),
+    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 65002, "pasword": "s3cret"}]},
+     "tor_peers.pasword. Supported parameters include: address, as_number, local, password"),
+    ({"tor_peers": [{"address": "2001:db8:ffff::2", "as_number": 65002}]},
+     "is an IPv6 peer, which needs tor_bgp_ipv6"),
+    ({"tor_neighbors": [{"address": "198.18.0.2", "as_number": 64512}],
+      "tor_peers": [{"address": "198.18.0.2", "as_number": 65002}]},
+     "tor_peers: 198.18.0.2 listed more than once (in tor_neighbors and tor_peers together)"),
+    ({"tor_peer_accept": ["10.65.0.1/16"]},
+     'tor_peer_accept: "10.65.0.1/16" is not a network in CIDR notation'),
 ])
 def test_bad_inventory_value_fails_before_anything_is_written(
         tmp_path: Path, values: dict[str, object], message: str) -> None:
@@ -256,11 +505,17 @@ def test_bad_inventory_value_fails_before_anything_is_written(
         "tor-1": tor_vars(Path(sys.executable), tmp_path, tor_sysctls={}, **values)}})
     run = playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path)
     assert run.returncode != 0 and run.recap["tor-1"]["failed"] == 1, run.output
-    errors = [line for line in run.output.splitlines() if line.startswith("[ERROR]")]
+    # each error: its [ERROR] line and what follows it up to its Origin
+    errors = [error.split("\nOrigin:")[0].replace("\n", " ")
+              for error in run.output.split("\n[ERROR]")[1:]]
     assert len(errors) == 1 and message in errors[0], run.output
     assert conf.read_text() == "# the configuration BIRD runs\n"
-    if "tor_password" in values:
-        assert str(values["tor_password"]) not in run.output
+    # no password shown, nor a value under a misspelt key (it may be one)
+    secrets = [values.get("tor_password")] + [
+        value for peer in values.get("tor_peers", []) if isinstance(peer, dict)
+        for key, value in peer.items() if key not in ("address", "as_number", "local")]
+    for secret in filter(None, secrets):
+        assert str(secret) not in run.output
 
 
 # ------------------------------------------------------------------ site.yml's plays

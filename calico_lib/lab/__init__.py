@@ -25,13 +25,25 @@ With ``--fabric``, the outside world of a real site too (see :mod:`.outside`):
                                   ToR, which learns the pools' blocks from the nodes (global
                                   BGP peer) and advertises the outside network to them
 
+With ``--racks R`` (implies ``--fabric``), Calico's "AS per rack" on an L3 fabric:
+
+    calico-lab-fabric-1 … -R      one network per rack, each holding an equal part of the
+                                  fabric subnets (2 racks: 172.31.250.0/25 and .128/25);
+                                  the nodes split in order between them
+    calico-lab-tor-1 … -R         a ToR per rack (.2 of its rack's subnet) in AS 65000 + R,
+                                  the AS of its rack's nodes: it reflects their routes (the
+                                  mesh is off), and peers with the other ToRs over the
+                                  outside network; the nodes reach the other racks' nodes
+                                  through it (a static underlay route)
+
 ``up`` runs these steps, each announced on one line and timed; a failure raises
 :class:`LabError` naming the step and the reason (the last lines of the failing command):
 
     1. docker       the machine's own dockerd (started when it is not running)
     2. image        built once with debootstrap + ``docker import``, then reused by its tag
     3. leftovers    lab containers that do not fit (another image, address, stopped) removed
-    4. fabric       the Docker network (recreated when its IPv6 setting differs)
+    4. fabric       the Docker network, one per rack (recreated when its subnets or IPv6
+                    setting differ; those of another rack count removed)
     5. nodes        ``docker run`` of the missing node containers
        outside      (``--fabric``) the outside network, the ToR and the outside host
     6. boot         ``systemctl is-system-running`` says running (or degraded) in every node

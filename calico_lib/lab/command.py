@@ -27,8 +27,8 @@ def cli(args: Any) -> int:
     options = lab_options()
     try:
         if command == "up":
-            lab = Lab(nodes=args.nodes, ipv6=args.ipv6,
-                      route_reflectors=args.route_reflectors, fabric=args.fabric, **options)
+            lab = Lab(nodes=args.nodes, ipv6=args.ipv6, route_reflectors=args.route_reflectors,
+                      fabric=args.fabric, racks=args.racks, **options)
             lab.up(deploy=not args.skip_deploy)
         elif command == "down":
             Lab(**options).down()

@@ -19,7 +19,16 @@ from .errors import LabError
 from .image import ensure_image, image_tag
 from .inventory import inventory as inventory_data
 from .inventory import lab_pools, write_inventory
-from .nodes import BOOT_TIMEOUT, PREFIX, SUBNET4, SUBNET6, WORKLOAD_IMAGE, Cluster, NodeSpec
+from .nodes import (
+    BOOT_TIMEOUT,
+    MAX_RACKS,
+    PREFIX,
+    SUBNET4,
+    SUBNET6,
+    WORKLOAD_IMAGE,
+    Cluster,
+    NodeSpec,
+)
 from .outside import FabricLayout, Outside
 from .shell import Shell
 from .state import default_state_dir
@@ -38,12 +47,18 @@ class Lab:
                  state_dir: str | None = None, out: IO[str] | None = None,
                  docker_host: str | None = None, route_reflectors: int = 0,
                  fabric: bool = False, outside_subnet4: str | None = None,
-                 outside_subnet6: str | None = None) -> None:
+                 outside_subnet6: str | None = None, racks: int = 1) -> None:
         if nodes < 1 or nodes > 50:
             raise LabError("arguments", f"--nodes must be between 1 and 50, not {nodes}")
         if not 0 <= route_reflectors <= nodes:
             raise LabError("arguments", f"--route-reflectors must be between 0 and the node "
                                         f"count ({nodes}), not {route_reflectors}")
+        if not 1 <= racks <= min(nodes, MAX_RACKS):
+            raise LabError("arguments", f"--racks must be between 1 and the node count "
+                                        f"({nodes}, at most {MAX_RACKS}), not {racks}")
+        if racks > 1 and route_reflectors:
+            raise LabError("arguments", "--racks and --route-reflectors do not go together: "
+                                        "in racks, each rack's ToR reflects its nodes' routes")
         self.count = nodes
         #: the first this many nodes are route reflectors and the mesh is off
         self.route_reflectors = route_reflectors
@@ -53,21 +68,21 @@ class Lab:
         self.shell = Shell(out or sys.stdout)
         self.daemon = Docker(docker_host, self.shell)
         try:
-            self.cluster = Cluster(self.daemon, prefix, subnet4, subnet6, ipv6)
+            self.cluster = Cluster(self.daemon, prefix, subnet4, subnet6, ipv6, racks)
         except ValueError as exc:  # CALICO_LAB_SUBNET4/6 are user input
             raise LabError("arguments", f"fabric subnet: {exc}") from None
-        #: whether the lab has the ToR and the outside host
-        self.fabric = fabric
+        #: whether the lab has the ToRs and the outside host (racks need their ToRs)
+        self.fabric = fabric or racks > 1
         try:  # CALICO_LAB_OUTSIDE_SUBNET4/6 are user input too
-            layout = FabricLayout.make(prefix, subnet4, subnet6, ipv6,
+            layout = FabricLayout.make(prefix, subnet4, subnet6, ipv6, self.cluster.racks,
                                        outside_subnet4, outside_subnet6)
         except ValueError as exc:
-            if fabric:
+            if self.fabric:
                 raise LabError("arguments", f"outside subnet: {exc}") from None
             layout = None  # no outside world to make (or remove) then
         pools = [p["cidr"] for p in lab_pools(ipv6, fabric=True)]
-        self.outside = Outside(self.daemon, prefix, layout, self.network,
-                               self.cluster.subnets(), pools) if layout is not None else None
+        self.outside = Outside(self.daemon, prefix, layout, self.cluster.subnets(), pools,
+                               self.cluster.racks) if layout is not None else None
 
     # -------------------------------------------------------------------- layout
 
@@ -179,14 +194,14 @@ class Lab:
         specs = self.node_specs()
         with shell.step("leftovers", "leftovers of earlier runs"):
             # the ToR is on the fabric: it goes first when the fabric is made anew
-            fabric_info = cluster.network_info()
-            fabric_ok = fabric_info is not None and cluster.fabric_fits(fabric_info)
+            fabric_ok = cluster.fabric_ok()
             outside_keep: set[str] = set()
             if self.outside is not None:
                 outside_keep = self.outside.clear_leftovers(tag, fabric_ok,
                                                             wanted=layout is not None)
             keep = cluster.clear_leftovers(tag, specs)
-        with shell.step("fabric", f"fabric network {self.network}"):
+        with shell.step("fabric", "fabric network " + ", ".join(
+                r.network for r in cluster.racks)):
             cluster.ensure_fabric()
         with shell.step("nodes", f"{self.count} node containers"):
             for spec in specs:
@@ -196,21 +211,23 @@ class Lab:
                 cluster.start_node(spec, tag)
         booting = [s.name for s in specs]
         if layout is not None and self.outside is not None:
-            with shell.step("outside", f"the outside world: ToR {layout.tor}, outside host "
-                            f"{layout.outside} on {layout.network}"):
+            tors = [t.name for t in layout.tors]
+            with shell.step("outside", f"the outside world: ToR {', '.join(tors)}, outside "
+                            f"host {layout.outside} on {layout.network}"):
                 self.outside.ensure_network()
-                if layout.tor in outside_keep:
-                    shell.progress(f"{layout.tor}: kept (running, {layout.tor_fabric4})")
-                else:
-                    self.outside.start_tor(tag)
+                for tor in layout.tors:
+                    if tor.name in outside_keep:
+                        shell.progress(f"{tor.name}: kept (running, {tor.fabric4})")
+                    else:
+                        self.outside.start_tor(tor, tag)
                 if layout.outside in outside_keep:
                     shell.progress(f"{layout.outside}: kept (running, {layout.outside4})")
                 else:
                     self.outside.start_outside(tag)
                 self.outside.wait_serving()
-            booting.append(layout.tor)
+            booting += tors
         with shell.step("boot", "systemd boot in every node"
-                        + (" and the ToR" if layout else "")):
+                        + (" and ToR" if layout else "")):
             cluster.wait_booted(booting)
         with shell.step("workload image", f"workload image '{WORKLOAD_IMAGE}' in every node"):
             for spec in specs:
@@ -223,11 +240,14 @@ class Lab:
             with shell.step("deploy", "deploy with playbooks/site.yml"):
                 self.deploy()
         shell.say(f"lab is up in {time.monotonic() - started:.0f}s: "
-                  + ", ".join(f"{s.name} ({s.ip4}{', ' + s.ip6 if s.ip6 else ''})"
+                  + ", ".join(f"{s.name} ({s.ip4}{', ' + s.ip6 if s.ip6 else ''}"
+                              + (f"; rack {s.rack}" if len(cluster.racks) > 1 else "") + ")"
                               for s in specs))
         if layout is not None:
-            shell.say(f"    outside world: {layout.tor} (AS {layout.as_number}; fabric "
-                      f"{layout.tor_fabric4}), {layout.outside} ({layout.outside4}"
+            shell.say("    outside world: " + ", ".join(
+                          f"{t.name} (AS {t.as_number}; {t.network} {t.fabric4})"
+                          for t in layout.tors)
+                      + f", {layout.outside} ({layout.outside4}"
                       + (f", {layout.outside6}" if layout.outside6 else "")
                       + f") on {layout.network} ({', '.join(layout.subnets)})")
         shell.say(f"    try: docker exec -it {specs[0].name} bash     "
@@ -241,7 +261,11 @@ class Lab:
             "docker_host": self.docker_host,
             "inventory": self.inventory_path,
             "route_reflectors": self.route_reflectors,
-            "nodes": [{"name": s.name, "ip4": s.ip4, "ip6": s.ip6} for s in specs],
+            "racks": [{"index": r.index, "network": r.network, "subnet4": str(r.subnet4),
+                       "subnet6": str(r.subnet6) if self.ipv6 else None}
+                      for r in self.cluster.racks],
+            "nodes": [{"name": s.name, "ip4": s.ip4, "ip6": s.ip6, "rack": s.rack}
+                      for s in specs],
             # lab up --fabric: the ToR, the outside host and their network (else null)
             "fabric": self.fabric_layout.state() if self.fabric_layout else None})
 

@@ -3,11 +3,14 @@ daemon itself (started when it does not answer)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import shutil
 import subprocess
 import time
-from typing import IO
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 from .errors import LabError
 from .shell import Shell, file_tail, install_packages, quote, tail
@@ -63,6 +66,48 @@ class Docker:
         flags = ["-i"] if input_bytes is not None else []
         return self.run("exec", *flags, node, *argv, step=step, check=check,
                         timeout=timeout, input_bytes=input_bytes)
+
+    def network_info(self, name: str, step: str = "docker") -> dict[str, Any] | None:
+        """``docker network inspect NAME``, or None when there is no such network."""
+        proc = self.run("network", "inspect", name, check=False, step=step)
+        return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+
+    def ensure_network(self, name: str, subnets: Sequence[str], *, kind: str, prefix: str,
+                       step: str, fits: Callable[[dict[str, Any]], bool]) -> None:
+        """A bridge network ``name`` with ``subnets`` (gateway: host address 1 of each; IPv6
+        on when one is IPv6) and the lab's label ``kind``: kept when ``fits`` says so, made
+        anew when it is the lab's but does not fit; one the lab did not make is an error."""
+        net = self.network_info(name, step)
+        if net is not None and fits(net):
+            self.shell.progress(f"{name} exists ({', '.join(subnets)})")
+            return
+        if net is not None:
+            if net.get("Labels", {}).get(LABEL) != kind:
+                raise LabError(step, f"a Docker network named {name} exists and was not made "
+                               "by the lab; remove it")
+            self.shell.progress(f"recreating {name} (other subnets or IPv6 setting)")
+            self.remove_network(name, step)
+        args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}={kind}",
+                "--label", f"{LABEL}.prefix={prefix}"]
+        for subnet in subnets:
+            gateway = ipaddress.ip_network(subnet).network_address + 1
+            args += ["--subnet", subnet, "--gateway", str(gateway)]
+        if any(":" in subnet for subnet in subnets):
+            args.append("--ipv6")
+        self.run(*args, name, step=step)
+        self.shell.progress(f"created {name} ({', '.join(subnets)})")
+
+    def remove_network(self, name: str, step: str = "docker") -> None:
+        """``docker network rm NAME``; an error names what is still attached."""
+        proc = self.run("network", "rm", name, check=False, step=step)
+        if proc.returncode != 0:
+            users = self.network_info(name, step)
+            if users is None:
+                return
+            names = [c.get("Name") for c in (users.get("Containers") or {}).values()]
+            raise LabError(step, f"cannot remove {name}: {tail(proc.stderr)}"
+                           + (f" (still attached: {', '.join(map(str, names))})"
+                              if names else ""))
 
     def answers(self) -> bool:
         socket_path = self.host[len("unix://"):] if self.host.startswith("unix://") else None

@@ -45,7 +45,9 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
     With ``fabric`` (``lab up --fabric``), as a site behind a top-of-rack router: the ToR is
     a global BGP peer of every node (IPv4, and IPv6 in an IPv6 lab) whose routes are
     accepted for the outside network only, and a second IPv4 pool without nat_outgoing
-    holds the network ``edge`` (``--subnet``)."""
+    holds the network ``edge`` (``--subnet``). In racks (``--racks``), Calico's "AS per
+    rack": the mesh is off, and each node peers with its rack's ToR only (a per-node peer in
+    the rack's AS, the ToR reflecting the rack's routes and bringing the other racks')."""
     pools = lab_pools(ipv6, fabric is not None)
     networks: list[dict[str, Any]] = [{"name": "frontend"}, {"name": "backend"}]
     if fabric is not None:
@@ -54,15 +56,22 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
         for network in networks:
             network["ipv6"] = True
     peers: list[dict[str, Any]] = []
+    racked = fabric is not None and fabric.racked
     if fabric is not None:
-        peers.append({"address": fabric.tor_fabric4, "as_number": fabric.as_number,
-                      "accept_nets": [fabric.subnet4]})
-        if fabric.tor_fabric6 and fabric.subnet6:
-            peers.append({"address": fabric.tor_fabric6, "as_number": fabric.as_number,
-                          "accept_nets": [fabric.subnet6]})
+        # one ToR: every node's (global) peer; racks: each node's own rack's
+        pairs = [(spec.name, fabric.tors[spec.rack - 1]) for spec in specs] if racked \
+            else [(None, fabric.tors[0])]
+        for node, tor in pairs:
+            for address, subnet in ((tor.fabric4, fabric.subnet4),
+                                    (tor.fabric6, fabric.subnet6)):
+                if address and subnet:
+                    peers.append({"address": address, "as_number": tor.as_number,
+                                  **({"node": node} if node else {}),
+                                  "accept_nets": [subnet]})
     return {
         "policy_pools": pools,
-        "policy_bgp": {"as_number": 64512, "node_to_node_mesh": not reflected},
+        "policy_bgp": {"as_number": 64512,
+                       "node_to_node_mesh": not (reflected or racked)},
         **({"policy_bgp_peers": peers} if peers else {}),
         # the networks' profiles (docker_network: the plugin puts their containers there)
         "policy_profiles": [{"name": n["name"], "default_rules": True, "docker_network": True}
@@ -80,7 +89,7 @@ def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6
     """The inventory as data: every node in ``calico_nodes``, the first in ``etcd``; the
     first ``route_reflectors`` nodes reflect routes (and the mesh is off); with ``fabric``
     the ToR in ``tor`` (the role calico.docker.tor configures its BIRD), advertising the
-    outside network to the nodes."""
+    outside network to the nodes; in racks, a ToR per rack and each node in its rack's AS."""
     hosts: dict[str, Any] = {}
     for spec in specs:
         # ansible_host is the container (the docker connection's target); BGP and etcd
@@ -91,6 +100,8 @@ def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6
             host["node_bgp_ipv6"] = spec.ip6
         if spec.index <= route_reflectors:  # one cluster: the reflectors peer
             host["node_rr_cluster_id"] = RR_CLUSTER_ID
+        if fabric is not None and fabric.racked:  # AS per rack
+            host["node_as_number"] = fabric.tors[spec.rack - 1].as_number
         hosts[spec.name] = host
     return {
         "all": {
@@ -109,21 +120,36 @@ def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6
             "children": {
                 "etcd": {"hosts": {specs[0].name: {}}},
                 "calico_nodes": {"hosts": hosts},
-                **({"tor": tor_group(fabric)} if fabric is not None else {}),
+                **({"tor": tor_group(fabric, specs)} if fabric is not None else {}),
             },
         }
     }
 
 
-def tor_group(fabric: FabricLayout) -> dict[str, Any]:
-    """The ``tor`` group: the ToR container, its fabric addresses (BIRD's router id is the
-    IPv4 one), its AS and the outside network it advertises to the nodes; its neighbours
-    are the ``calico_nodes`` and it accepts their pools' blocks (the role's defaults)."""
-    host: dict[str, Any] = {"ansible_host": fabric.tor, "tor_bgp_ipv4": fabric.tor_fabric4}
-    if fabric.tor_fabric6:
-        host["tor_bgp_ipv6"] = fabric.tor_fabric6
-    return {"hosts": {fabric.tor: host},
-            "vars": {"tor_as_number": fabric.as_number, "tor_advertise": fabric.subnets}}
+def tor_group(fabric: FabricLayout, specs: Sequence[NodeSpec]) -> dict[str, Any]:
+    """The ``tor`` group: each ToR container with its fabric addresses (BIRD's router id is
+    the IPv4 one), and the outside network it advertises to the nodes. One ToR: in AS 65000,
+    its neighbours every node of ``calico_nodes`` and it accepts their pools' blocks (the
+    role's defaults). Racks: each ToR in its rack's AS, its neighbours its rack's nodes
+    (``tor_nodes``), and the other ToRs its peers over the outside network (``tor_peers``)."""
+    hosts: dict[str, Any] = {}
+    for tor in fabric.tors:
+        host: dict[str, Any] = {"ansible_host": tor.name, "tor_bgp_ipv4": tor.fabric4}
+        if tor.fabric6:
+            host["tor_bgp_ipv6"] = tor.fabric6
+        if fabric.racked:
+            host["tor_as_number"] = tor.as_number
+            host["tor_nodes"] = [s.name for s in specs if s.rack == tor.rack]
+            host["tor_peers"] = [
+                {"address": theirs, "as_number": other.as_number, "local": mine}
+                for other in fabric.tors if other != tor
+                for mine, theirs in ((tor.outside4, other.outside4),
+                                     (tor.outside6, other.outside6)) if mine and theirs]
+        hosts[tor.name] = host
+    group_vars: dict[str, Any] = {"tor_advertise": fabric.subnets}
+    if not fabric.racked:
+        group_vars = {"tor_as_number": fabric.as_number, **group_vars}
+    return {"hosts": hosts, "vars": group_vars}
 
 
 def write_inventory(path: str, data: dict[str, Any]) -> None:

@@ -1,5 +1,15 @@
-"""The node containers and their fabric: names and addresses, the Docker network, starting
-and booting the nodes, the workload image inside them, and removing all of it."""
+"""The node containers and their fabric: names and addresses, the Docker network (one per rack
+with ``--racks``), starting and booting the nodes, the workload image inside them, and
+removing all of it.
+
+With one rack the fabric is one network, ``PREFIX-fabric``, holding the whole fabric subnet.
+With ``racks`` > 1 each rack is a network of its own, ``PREFIX-fabric-R``, holding the R-th
+equal part of the fabric subnets (172.31.250.0/24 → 172.31.250.0/25 and .128/25), and the
+nodes are split between them in order (3 nodes, 2 racks: 1 and 2 in rack 1, 3 in rack 2).
+A rack's router (its ToR, :mod:`.outside`) is host address 2 of its subnets; a node reaches
+the rest of the fabric through it (the fabric's underlay: a route the node container gets
+when it starts, as a real host gets it from its network configuration), and the Docker
+bridge's gateway (host address 1) stays its default route."""
 
 from __future__ import annotations
 
@@ -40,48 +50,123 @@ NODE_RUN_FLAGS = (
     "--sysctl", "net.ipv6.conf.all.disable_ipv6=0",
     "--sysctl", "net.ipv6.conf.default.disable_ipv6=0",
 )
-#: a node container made with other flags is replaced by ``up``
-NODE_SPEC = hashlib.sha256(json.dumps(NODE_RUN_FLAGS).encode()).hexdigest()[:12]
+#: a rack's router (its ToR) is this host address of the rack's subnets
+RACK_ROUTER_HOST = 2
+#: at most this many racks (the fabric subnets split in up to 8 parts)
+MAX_RACKS = 8
+
+
+def node_spec_hash(command: Sequence[str]) -> str:
+    """A node container made with other flags or another command is replaced by ``up``."""
+    return hashlib.sha256(json.dumps([NODE_RUN_FLAGS, list(command)]).encode()).hexdigest()[:12]
+
+
+def host_address(net: ipaddress.IPv4Network | ipaddress.IPv6Network, number: int) -> str:
+    """Host ``number`` of ``net``; in IPv6 its digits read the same (11 is ::11)."""
+    if net.version == 6:
+        number = int(str(number), 16)
+    if number >= net.num_addresses - 1:
+        raise ValueError(f"{net} is too small for host address {number}")
+    return str(net.network_address + number)
+
+
+@dataclass(frozen=True)
+class Rack:
+    """One rack: its Docker network, its part of the fabric subnets, its router's addresses
+    (IPv6 ones None in an IPv4-only lab)."""
+
+    index: int
+    network: str
+    subnet4: ipaddress.IPv4Network
+    subnet6: ipaddress.IPv6Network
+    router4: str
+    router6: str | None
+
+    def subnets(self, ipv6: bool) -> list[str]:
+        return [str(self.subnet4)] + ([str(self.subnet6)] if ipv6 else [])
 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One lab node: its name, fabric addresses and index (1-based)."""
+    """One lab node: its name, fabric addresses, index (1-based) and rack (1-based)."""
 
     index: int
     name: str
     ip4: str
     ip6: str | None
+    rack: int = 1
 
 
 class Cluster:
-    """The nodes ``PREFIX-1`` … ``PREFIX-N`` on the network ``PREFIX-fabric``."""
+    """The nodes ``PREFIX-1`` … ``PREFIX-N`` on the network ``PREFIX-fabric`` (or, in
+    racks, on ``PREFIX-fabric-1`` … ``PREFIX-fabric-R``)."""
 
     def __init__(self, docker: Docker, prefix: str, subnet4: str, subnet6: str,
-                 ipv6: bool) -> None:
+                 ipv6: bool, racks: int = 1) -> None:
+        """ValueError when a subnet is not one or too small for the racks."""
         self.docker = docker
         self.shell = docker.shell
         self.prefix = prefix
-        self.network = f"{prefix}-fabric"
-        self.subnet4 = ipaddress.ip_network(subnet4)
-        self.subnet6 = ipaddress.ip_network(subnet6)
+        self.subnet4 = ipaddress.IPv4Network(subnet4)
+        self.subnet6 = ipaddress.IPv6Network(subnet6)
         self.ipv6 = ipv6
+        self.racks = self._racks(racks)
+        #: the first rack's network (the only one without racks)
+        self.network = self.racks[0].network
+
+    def _racks(self, count: int) -> list[Rack]:
+        if count == 1:
+            parts4, parts6 = [self.subnet4], [self.subnet6]
+            names = [f"{self.prefix}-fabric"]
+        else:
+            bits = (count - 1).bit_length()  # 2 racks: halves; 3 or 4: quarters
+            if self.subnet4.prefixlen + bits > 27 or self.subnet6.prefixlen + bits > 121:
+                raise ValueError(f"{self.subnet4} / {self.subnet6} cannot be split in {count} "
+                                 "racks (a rack needs at least a /27 and a /121)")
+            parts4 = list(self.subnet4.subnets(prefixlen_diff=bits))[:count]
+            parts6 = list(self.subnet6.subnets(prefixlen_diff=bits))[:count]
+            names = [f"{self.prefix}-fabric-{r}" for r in range(1, count + 1)]
+        return [Rack(r, names[r - 1], parts4[r - 1], parts6[r - 1],
+                     host_address(parts4[r - 1], RACK_ROUTER_HOST),
+                     host_address(parts6[r - 1], RACK_ROUTER_HOST) if self.ipv6 else None)
+                for r in range(1, count + 1)]
 
     # -------------------------------------------------------------------- layout
 
     def specs(self, count: int) -> list[NodeSpec]:
-        """Node ``i`` is ``PREFIX-i`` at host address ``10 + i`` of each subnet (the IPv6
-        address reads the same digits)."""
+        """Node ``i`` is ``PREFIX-i`` at host address ``10 + i`` of its rack's subnets (the
+        IPv6 address reads the same digits); racks take the nodes in order."""
         specs = []
         for i in range(1, count + 1):
-            ip4 = str(self.subnet4.network_address + 10 + i)
-            ip6 = str(ipaddress.ip_address(f"{self.subnet6.network_address}") +
-                      int(str(10 + i), 16)) if self.ipv6 else None
-            specs.append(NodeSpec(i, f"{self.prefix}-{i}", ip4, ip6))
+            rack = self.racks[(i - 1) * len(self.racks) // count]
+            try:
+                ip4 = host_address(rack.subnet4, 10 + i)
+                ip6 = host_address(rack.subnet6, 10 + i) if self.ipv6 else None
+            except ValueError as exc:
+                raise LabError("arguments", f"{count} nodes in {len(self.racks)} racks: "
+                               f"{exc}") from None
+            specs.append(NodeSpec(i, f"{self.prefix}-{i}", ip4, ip6, rack.index))
         return specs
 
     def subnets(self) -> list[str]:
+        """The whole fabric's subnets (every rack's)."""
         return [str(self.subnet4)] + ([str(self.subnet6)] if self.ipv6 else [])
+
+    def rack(self, spec: NodeSpec) -> Rack:
+        return self.racks[spec.rack - 1]
+
+    def node_command(self, spec: NodeSpec) -> list[str]:
+        """The node container's command: in racks, the rest of the fabric through the rack's
+        router first (the underlay), then systemd; else the image's (systemd)."""
+        if len(self.racks) == 1:
+            return []
+        rack = self.rack(spec)
+        lines = [f"ip route replace {self.subnet4} via {rack.router4}"]
+        if rack.router6:  # an IPv6 address may still be settling: a few tries
+            lines.append(f"for i in $(seq 50); do ip -6 route replace {self.subnet6} via "
+                         f"{rack.router6} && break; sleep 0.1; done")
+        lines.append("exec /lib/systemd/systemd")
+        return ["sh", "-c", "\n".join(lines)]
 
     # -------------------------------------------------------------------- what exists
 
@@ -94,12 +179,26 @@ class Cluster:
             return []
         return json.loads(self.docker.run("inspect", *mine, step="leftovers").stdout)
 
-    def network_info(self) -> dict[str, Any] | None:
-        proc = self.docker.run("network", "inspect", self.network, check=False,
-                               step="fabric")
-        if proc.returncode != 0:
-            return None
-        return json.loads(proc.stdout)[0]
+    def network_info(self, name: str) -> dict[str, Any] | None:
+        return self.docker.network_info(name, step="fabric")
+
+    def fabric_networks(self) -> list[str]:
+        """The lab's fabric networks that exist, of any rack count (by label and name)."""
+        names = self.docker.run("network", "ls", "--filter", f"label={LABEL}=fabric",
+                                "--format", "{{.Name}}", step="fabric").stdout.split()
+        pattern = re.escape(f"{self.prefix}-fabric") + r"(-\d+)?"
+        return sorted(n for n in names if re.fullmatch(pattern, n))
+
+    def fabric_ok(self) -> bool:
+        """Whether every rack's network exists as wanted and no other fabric network does."""
+        wanted = {r.network: r for r in self.racks}
+        if self.fabric_networks() != sorted(wanted):
+            return False
+        for rack in self.racks:
+            info = self.network_info(rack.network)
+            if info is None or not self.fabric_fits(info, rack):
+                return False
+        return True
 
     # -------------------------------------------------------------------- leftovers
 
@@ -107,8 +206,7 @@ class Cluster:
         """Remove lab containers that do not fit this run; return the names kept."""
         wanted = {s.name: s for s in specs}
         keep: set[str] = set()
-        net = self.network_info()
-        fabric_ok = net is not None and self.fabric_fits(net)
+        fabric_ok = self.fabric_ok()
         for info in self.containers():
             name = info["Name"].lstrip("/")
             why = self._unfit(info, wanted.get(name), image, fabric_ok)
@@ -130,8 +228,7 @@ class Cluster:
             self.shell.progress(f"keeping {len(keep)} healthy node(s): "
                                 f"{', '.join(sorted(keep))}")
         else:
-            self.shell.progress("nothing to keep" if net is None
-                                else "no healthy nodes to keep")
+            self.shell.progress("no healthy nodes to keep")
         return keep
 
     def _unfit(self, info: dict[str, Any], spec: NodeSpec | None, image: str,
@@ -144,11 +241,13 @@ class Cluster:
             return f"not running ({info['State'].get('Status')})"
         if info["Config"].get("Image") != image:
             return f"made from {info['Config'].get('Image')}, not {image}"
-        if (info["Config"].get("Labels") or {}).get(f"{LABEL}.spec") != NODE_SPEC:
-            return "made with other container flags"
-        net = info["NetworkSettings"]["Networks"].get(self.network)
+        if (info["Config"].get("Labels") or {}).get(f"{LABEL}.spec") != \
+                node_spec_hash(self.node_command(spec)):
+            return "made with other container flags or command"
+        network = self.rack(spec).network
+        net = info["NetworkSettings"]["Networks"].get(network)
         if net is None:
-            return f"not on {self.network}"
+            return f"not on {network}"
         if net.get("IPAddress") != spec.ip4:
             return f"address {net.get('IPAddress')} instead of {spec.ip4}"
         have6 = net.get("GlobalIPv6Address") or None
@@ -162,55 +261,45 @@ class Cluster:
 
     # -------------------------------------------------------------------- the fabric
 
-    def fabric_fits(self, net: dict[str, Any]) -> bool:
-        """Whether the inspected network ``net`` is this lab's fabric as wanted (subnets, IPv6
-        setting, the lab's label); else ``ensure_fabric`` makes it anew."""
+    def fabric_fits(self, net: dict[str, Any], rack: Rack) -> bool:
+        """Whether the inspected network ``net`` is this rack's network as wanted (subnets,
+        IPv6 setting, the lab's label); else ``ensure_fabric`` makes it anew."""
         subnets = {c.get("Subnet") for c in net.get("IPAM", {}).get("Config") or []}
-        want = {str(self.subnet4)} | ({str(self.subnet6)} if self.ipv6 else set())
-        return bool(net.get("EnableIPv6")) == self.ipv6 and subnets == want \
+        return bool(net.get("EnableIPv6")) == self.ipv6 \
+            and subnets == set(rack.subnets(self.ipv6)) \
             and net.get("Labels", {}).get(LABEL) == "fabric"
 
     def ensure_fabric(self) -> None:
-        net = self.network_info()
-        if net is not None and self.fabric_fits(net):
-            self.shell.progress(f"{self.network} exists ({', '.join(self.subnets())})")
-            return
-        if net is not None:
-            if net.get("Labels", {}).get(LABEL) != "fabric":
-                raise LabError("fabric", f"a Docker network named {self.network} exists and "
-                               "was not made by the lab; remove it")
-            self.shell.progress(f"recreating {self.network} (other subnets or IPv6 setting)")
-            self.remove_network()
-        args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}=fabric",
-                "--subnet", str(self.subnet4),
-                "--gateway", str(self.subnet4.network_address + 1)]
-        if self.ipv6:
-            args += ["--ipv6", "--subnet", str(self.subnet6),
-                     "--gateway", str(self.subnet6.network_address + 1)]
-        self.docker.run(*args, self.network, step="fabric")
-        self.shell.progress(f"created {self.network} ({', '.join(self.subnets())})")
+        """Every rack's network as wanted; fabric networks of another rack count removed."""
+        wanted = {r.network for r in self.racks}
+        for name in self.fabric_networks():
+            if name not in wanted:
+                self.shell.progress(f"removing {name}: not a network of this lab's racks")
+                self.remove_network(name)
+        for rack in self.racks:
+            self.docker.ensure_network(rack.network, rack.subnets(self.ipv6),
+                                       kind="fabric", prefix=self.prefix, step="fabric",
+                                       fits=lambda net, rack=rack: self.fabric_fits(net, rack))
 
-    def remove_network(self) -> None:
-        proc = self.docker.run("network", "rm", self.network, check=False, step="fabric")
-        if proc.returncode != 0 and self.network_info() is not None:
-            users = self.network_info() or {}
-            names = [c.get("Name") for c in (users.get("Containers") or {}).values()]
-            raise LabError("fabric", f"cannot remove {self.network}: {tail(proc.stderr)}"
-                           + (f" (still attached: {', '.join(map(str, names))})"
-                              if names else ""))
+    def remove_network(self, name: str) -> None:
+        self.docker.remove_network(name, step="fabric")
 
     # -------------------------------------------------------------------- nodes
 
     def start_node(self, spec: NodeSpec, image: str) -> None:
+        command = self.node_command(spec)
+        rack = self.rack(spec)
         args = ["run", "-d", "--name", spec.name, "--hostname", spec.name,
                 "--label", f"{LABEL}=node", "--label", f"{LABEL}.prefix={self.prefix}",
-                "--label", f"{LABEL}.spec={NODE_SPEC}",
-                *NODE_RUN_FLAGS, "--network", self.network, "--ip", spec.ip4]
+                "--label", f"{LABEL}.spec={node_spec_hash(command)}",
+                *NODE_RUN_FLAGS, "--network", rack.network, "--ip", spec.ip4]
         if spec.ip6:
             args += ["--ip6", spec.ip6]
-        self.docker.run(*args, image, step="nodes")
+        self.docker.run(*args, image, *command, step="nodes")
         self.shell.progress(f"{spec.name}: started "
-                            f"({spec.ip4}{', ' + spec.ip6 if spec.ip6 else ''})")
+                            f"({spec.ip4}{', ' + spec.ip6 if spec.ip6 else ''}"
+                            + (f"; rack {rack.index}, via {rack.router4}"
+                               if len(self.racks) > 1 else "") + ")")
 
     def wait_booted(self, names: Sequence[str], timeout: float = BOOT_TIMEOUT) -> None:
         """Until ``systemctl is-system-running`` says running or degraded in every node."""
@@ -289,11 +378,12 @@ class Cluster:
             self.shell.progress(f"removed {name}")
         if not containers:
             self.shell.progress("no node containers")
-        net = self.network_info()
-        if net is None:
+        networks = self.fabric_networks()  # of any rack count
+        for name in networks:
+            self.remove_network(name)
+            self.shell.progress(f"removed {name}")
+        if not networks:
             self.shell.progress(f"no network {self.network}")
-        elif net.get("Labels", {}).get(LABEL) != "fabric":
-            self.shell.progress(f"left {self.network} alone: the lab did not make it")
-        else:
-            self.remove_network()
-            self.shell.progress(f"removed {self.network}")
+        for rack in self.racks:
+            if rack.network not in networks and self.network_info(rack.network) is not None:
+                self.shell.progress(f"left {rack.network} alone: the lab did not make it")

@@ -1,4 +1,5 @@
-"""The outside world of ``lab up --fabric``: a top-of-rack router and a host beyond it.
+"""The outside world of ``lab up --fabric``: a top-of-rack router (one per rack with
+``--racks``) and a host beyond it.
 
     PREFIX-tor          the ToR: a node-image container running systemd and BIRD 2 (AS
                         65000, configured by the ``tor`` role like a real site's), on the
@@ -18,6 +19,15 @@
                         (fd7a:ca1:1ab::/64 → 2001:db8:1ab::/64), so labs with other fabrics
                         never share one; CALICO_LAB_OUTSIDE_SUBNET4/6 choose others.
 
+With ``--racks R`` there is a ToR per rack, ``PREFIX-tor-1`` … ``PREFIX-tor-R``, each on its
+rack's network (host address 2 of the rack's subnets) and on the outside network (host
+address 1 + R), in AS 65000 + R with its rack's nodes (Calico's "AS per rack": it reflects
+the rack's routes, and peers with the other ToRs over the outside network, which serves as
+the spine). The fabric's own routing between racks (the underlay a real fabric has before
+Calico) is static: each ToR reaches the other racks' subnets through their ToRs, each node
+the rest of the fabric through its ToR. The outside host reaches each rack's subnets through
+its ToR and the pools through the first ToR.
+
 Docker isolates its bridges from each other over IPv4, so those packets between the outside
 network and the fabric cross the ToR or nothing. Over IPv6 (which this machine's Docker may
 not filter) a node's default route leads to the machine, which could pass a packet on to the
@@ -29,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +47,7 @@ from typing import Any
 
 from .docker import LABEL, Docker
 from .errors import LabError
-from .nodes import NODE_RUN_FLAGS
+from .nodes import NODE_RUN_FLAGS, Rack, host_address
 from .shell import tail
 
 #: the ToR's AS (the nodes' is 64512)
@@ -105,92 +116,136 @@ def outside_subnets(fabric4: str, fabric6: str) -> tuple[str, str]:
     return str(out4), str(out6)
 
 
-def _host(net: ipaddress.IPv4Network | ipaddress.IPv6Network, number: int) -> str:
-    """Host ``number`` of ``net``; in IPv6 its digits read the same (100 is ::100)."""
-    if net.version == 6:
-        number = int(str(number), 16)
-    if number >= net.num_addresses - 1:
-        raise ValueError(f"{net} is too small for host address {number}")
-    return str(net.network_address + number)
+@dataclass(frozen=True)
+class Tor:
+    """One top-of-rack router: its rack (1-based), its addresses on the rack's network
+    (``fabric``) and on the outside network, and its AS."""
+
+    name: str
+    rack: int
+    network: str
+    fabric4: str
+    fabric6: str | None
+    outside4: str
+    outside6: str | None
+    as_number: int
+
+    def state(self) -> dict[str, Any]:
+        return {"name": self.name, "rack": self.rack, "network": self.network,
+                "as_number": self.as_number, "ip4": self.fabric4, "ip6": self.fabric6,
+                "outside_ip4": self.outside4, "outside_ip6": self.outside6}
 
 
 @dataclass(frozen=True)
 class FabricLayout:
-    """Names and addresses of the ToR, the outside host and the outside network (IPv6 ones
-    are None in an IPv4-only lab)."""
+    """Names and addresses of the ToRs (one per rack), the outside host and the outside
+    network (IPv6 ones are None in an IPv4-only lab). The ``tor*`` properties are the first
+    ToR's (the only one without racks)."""
 
     network: str
     subnet4: str
     subnet6: str | None
-    tor: str
-    tor_fabric4: str
-    tor_fabric6: str | None
-    tor_outside4: str
-    tor_outside6: str | None
+    tors: tuple[Tor, ...]
     outside: str
     outside4: str
     outside6: str | None
-    as_number: int = TOR_AS
 
     @classmethod
     def make(cls, prefix: str, fabric4: str, fabric6: str, ipv6: bool,
-             subnet4: str | None = None, subnet6: str | None = None) -> FabricLayout:
-        """The layout for a lab; ``subnet4``/``subnet6`` override the derived outside
-        subnets. ValueError when a subnet is not one or overlaps the fabric."""
+             racks: Sequence[Rack], subnet4: str | None = None, subnet6: str | None = None
+             ) -> FabricLayout:
+        """The layout for a lab with these racks; ``subnet4``/``subnet6`` override the
+        derived outside subnets. ValueError when a subnet is not one or overlaps the
+        fabric. One rack: the ToR ``PREFIX-tor`` in AS 65000 (the nodes' eBGP peer); more:
+        ``PREFIX-tor-R`` in AS 65000 + R, the AS of its rack's nodes too (Calico's "AS per
+        rack")."""
         default4, default6 = outside_subnets(fabric4, fabric6)
         out4 = ipaddress.IPv4Network(subnet4 or default4)
         out6 = ipaddress.IPv6Network(subnet6 or default6)
         for mine, theirs in ((out4, fabric4), (out6, fabric6)):
             if mine.overlaps(ipaddress.ip_network(theirs)):
                 raise ValueError(f"the outside network {mine} overlaps the fabric {theirs}")
-        f4, f6 = ipaddress.IPv4Network(fabric4), ipaddress.IPv6Network(fabric6)
+        single = len(racks) == 1
+        tors = tuple(
+            Tor(name=f"{prefix}-tor" if single else f"{prefix}-tor-{rack.index}",
+                rack=rack.index, network=rack.network,
+                fabric4=rack.router4, fabric6=rack.router6 if ipv6 else None,
+                outside4=host_address(out4, TOR_HOST + rack.index - 1),
+                outside6=host_address(out6, TOR_HOST + rack.index - 1) if ipv6 else None,
+                as_number=TOR_AS if single else TOR_AS + rack.index)
+            for rack in racks)
         return cls(network=f"{prefix}-outside-net", subnet4=str(out4),
-                   subnet6=str(out6) if ipv6 else None,
-                   tor=f"{prefix}-tor", tor_fabric4=_host(f4, TOR_HOST),
-                   tor_fabric6=_host(f6, TOR_HOST) if ipv6 else None,
-                   tor_outside4=_host(out4, TOR_HOST),
-                   tor_outside6=_host(out6, TOR_HOST) if ipv6 else None,
-                   outside=f"{prefix}-outside", outside4=_host(out4, OUTSIDE_HOST),
-                   outside6=_host(out6, OUTSIDE_HOST) if ipv6 else None)
+                   subnet6=str(out6) if ipv6 else None, tors=tors,
+                   outside=f"{prefix}-outside", outside4=host_address(out4, OUTSIDE_HOST),
+                   outside6=host_address(out6, OUTSIDE_HOST) if ipv6 else None)
+
+    @property
+    def racked(self) -> bool:
+        """Whether the lab has racks (a ToR per rack, an AS per rack, no mesh)."""
+        return len(self.tors) > 1
+
+    @property
+    def tor(self) -> str:
+        return self.tors[0].name
+
+    @property
+    def tor_fabric4(self) -> str:
+        return self.tors[0].fabric4
+
+    @property
+    def tor_fabric6(self) -> str | None:
+        return self.tors[0].fabric6
+
+    @property
+    def tor_outside4(self) -> str:
+        return self.tors[0].outside4
+
+    @property
+    def tor_outside6(self) -> str | None:
+        return self.tors[0].outside6
+
+    @property
+    def as_number(self) -> int:
+        return self.tors[0].as_number
 
     @property
     def subnets(self) -> list[str]:
-        """The outside network's subnets (what the ToR advertises to the nodes)."""
+        """The outside network's subnets (what the ToRs advertise to the nodes)."""
         return [self.subnet4] + ([self.subnet6] if self.subnet6 else [])
 
     def state(self) -> dict[str, Any]:
-        """As lab.json records it."""
+        """As lab.json records it (``tor``: the first ToR, ``tors``: every one)."""
         return {"network": self.network, "subnet4": self.subnet4, "subnet6": self.subnet6,
-                "as_number": self.as_number,
-                "tor": {"name": self.tor, "ip4": self.tor_fabric4, "ip6": self.tor_fabric6,
-                        "outside_ip4": self.tor_outside4, "outside_ip6": self.tor_outside6},
+                "as_number": self.as_number, "tor": self.tors[0].state(),
+                "tors": [t.state() for t in self.tors],
                 "outside": {"name": self.outside, "ip4": self.outside4,
                             "ip6": self.outside6}}
 
 
-def tor_command(pools: Sequence[str]) -> list[str]:
-    """The ToR's command: the pools unreachable (below the blocks' routes BGP installs), Docker
-    masked (the image's dockerd would set iptables' FORWARD policy to DROP, and a router has
-    no use for it), then systemd."""
+def tor_command(pools: Sequence[str], underlay: Sequence[tuple[str, str]] = ()
+                ) -> list[str]:
+    """A ToR's command: the pools unreachable (below the blocks' routes BGP installs), the
+    other racks' subnets through their ToRs (``underlay``: (subnet, via) pairs, the fabric's
+    own routing), Docker masked (the image's dockerd would set iptables' FORWARD policy to
+    DROP, and a router has no use for it), then systemd."""
     lines = [f"ip{' -6' if ':' in cidr else ''} route replace unreachable {cidr}"
              for cidr in pools]
+    for cidr, via in underlay:
+        ip = "ip -6" if ":" in cidr else "ip"
+        lines.append(f"for i in $(seq 50); do {ip} route replace {cidr} via {via} && break; "
+                     "sleep 0.1; done")
     lines += ["for unit in docker.service docker.socket containerd.service; do "
               "ln -sf /dev/null /etc/systemd/system/$unit; done",
               "exec /lib/systemd/systemd"]
     return ["sh", "-c", "\n".join(lines)]
 
 
-def outside_command(layout: FabricLayout, fabric: Sequence[str], pools: Sequence[str]
-                    ) -> list[str]:
-    """The outside host's command: no default routes, the pools and the fabric through the
-    ToR, then the server."""
+def outside_command(routes: Sequence[tuple[str, str]]) -> list[str]:
+    """The outside host's command: no default routes, ``routes`` ((network, via) pairs: the
+    pools and the fabric through the ToRs), then the server."""
     lines = ["ip route del default 2>/dev/null", "ip -6 route del default 2>/dev/null"]
-    for cidr in [*pools, *fabric]:
-        version = ipaddress.ip_network(cidr).version
-        via = layout.tor_outside4 if version == 4 else layout.tor_outside6
-        if via is None:
-            continue
-        ip = "ip" if version == 4 else "ip -6"
+    for cidr, via in routes:
+        ip = "ip -6" if ":" in cidr else "ip"
         # an IPv6 address may still be settling: a few tries
         lines.append(f"for i in $(seq 50); do {ip} route replace {cidr} via {via} && break; "
                      "sleep 0.1; done")
@@ -203,42 +258,64 @@ def _spec(*parts: Sequence[str]) -> str:
 
 
 class Outside:
-    """Makes, checks and removes the ToR, the outside host and the outside network."""
+    """Makes, checks and removes the ToRs, the outside host and the outside network."""
 
     def __init__(self, docker: Docker, prefix: str, layout: FabricLayout,
-                 fabric_network: str, fabric_subnets: Sequence[str],
-                 pools: Sequence[str]) -> None:
+                 fabric: Sequence[str], pools: Sequence[str], racks: Sequence[Rack]) -> None:
         self.docker = docker
         self.shell = docker.shell
         self.prefix = prefix
         self.layout = layout
-        self.fabric_network = fabric_network
-        #: the ToR's and the outside host's commands (part of their spec)
-        self.tor_command = tor_command(pools)
-        self.outside_command = outside_command(layout, fabric_subnets, pools)
+        first = layout.tors[0]
+        # the outside host's way: the pools through the first ToR (every ToR knows every
+        # block), each rack's subnets through its own ToR
+        routes = [(cidr, self._via(first, cidr)) for cidr in pools]
+        if layout.racked:
+            for tor, rack in zip(layout.tors, racks, strict=True):
+                routes += [(cidr, self._via(tor, cidr)) for cidr in rack.subnets(True)]
+        else:
+            routes += [(cidr, self._via(first, cidr)) for cidr in fabric]
+        #: the outside host's command (part of its spec)
+        self.outside_command = outside_command([(c, v) for c, v in routes if v])
+        #: each ToR's command (part of its spec): the other racks through their ToRs
+        self.tor_commands = {
+            tor.name: tor_command(pools, [
+                (cidr, via) for other, rack in zip(layout.tors, racks, strict=True) if other != tor
+                for cidr in rack.subnets(True) if (via := self._via(other, cidr))])
+            for tor in layout.tors}
+
+    @staticmethod
+    def _via(tor: Tor, cidr: str) -> str | None:
+        """The ToR's outside address of the CIDR's IP version (None: no IPv6 here)."""
+        return tor.outside6 if ":" in cidr else tor.outside4
 
     @property
-    def names(self) -> tuple[str, str]:
-        return self.layout.tor, self.layout.outside
+    def tor_command(self) -> list[str]:
+        """The first ToR's command."""
+        return self.tor_commands[self.layout.tor]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*(t.name for t in self.layout.tors), self.layout.outside)
 
     # -------------------------------------------------------------------- what exists
 
     def containers(self) -> list[dict[str, Any]]:
-        """The lab's ToR and outside host, inspected (those that exist)."""
+        """The lab's ToRs (of any rack count) and outside host, inspected (those that
+        exist)."""
         found = []
         for role in ("tor", "outside"):
             found += self.docker.run("ps", "-a", "--filter", f"label={LABEL}={role}",
                                      "--filter", f"label={LABEL}.prefix={self.prefix}",
                                      "--format", "{{.Names}}", step="leftovers").stdout.split()
-        mine = [n for n in found if n in self.names]
+        pattern = re.escape(self.prefix) + r"-(tor(-\d+)?|outside)"
+        mine = sorted(n for n in found if re.fullmatch(pattern, n))
         if not mine:
             return []
         return json.loads(self.docker.run("inspect", *mine, step="leftovers").stdout)
 
     def network_info(self) -> dict[str, Any] | None:
-        proc = self.docker.run("network", "inspect", self.layout.network, check=False,
-                               step="outside")
-        return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+        return self.docker.network_info(self.layout.network, step="outside")
 
     def _network_fits(self, net: dict[str, Any]) -> bool:
         subnets = {c.get("Subnet") for c in net.get("IPAM", {}).get("Config") or []}
@@ -276,23 +353,26 @@ class Outside:
     def _unfit(self, info: dict[str, Any], image: str, fabric_ok: bool, net_ok: bool
                ) -> str | None:
         name = info["Name"].lstrip("/")
-        tor = name == self.layout.tor
+        tor = next((t for t in self.layout.tors if t.name == name), None)
+        if tor is None and name != self.layout.outside:
+            return "not a ToR of this lab's racks"
         if not net_ok:
             return "the outside network is being made anew"
-        if tor and not fabric_ok:
+        if tor is not None and not fabric_ok:
             return "the fabric network is being recreated"
         if not info["State"].get("Running"):
             return f"not running ({info['State'].get('Status')})"
         if info["Config"].get("Image") != image:
             return f"made from {info['Config'].get('Image')}, not {image}"
-        spec = self.tor_spec() if tor else self.outside_spec()
+        spec = self.tor_spec(tor) if tor is not None else self.outside_spec()
         if (info["Config"].get("Labels") or {}).get(f"{LABEL}.spec") != spec:
             return "made with other container flags or command"
         networks = info["NetworkSettings"]["Networks"]
-        want = {self.layout.network: (self.layout.tor_outside4 if tor else self.layout.outside4,
-                                      self.layout.tor_outside6 if tor else self.layout.outside6)}
-        if tor:
-            want[self.fabric_network] = (self.layout.tor_fabric4, self.layout.tor_fabric6)
+        if tor is not None:
+            want = {self.layout.network: (tor.outside4, tor.outside6),
+                    tor.network: (tor.fabric4, tor.fabric6)}
+        else:
+            want = {self.layout.network: (self.layout.outside4, self.layout.outside6)}
         for network, (ip4, ip6) in want.items():
             net = networks.get(network)
             if net is None:
@@ -301,7 +381,7 @@ class Outside:
                 return (f"addresses {net.get('IPAddress')}, "
                         f"{net.get('GlobalIPv6Address') or 'none'} on {network} instead of "
                         f"{ip4}, {ip6 or 'none'}")
-        if tor:
+        if tor is not None:
             state = self.docker.exec(name, "systemctl", "is-system-running", check=False,
                                      step="leftovers", timeout=20).stdout.strip()
             if state not in ("running", "degraded", "starting"):
@@ -310,9 +390,9 @@ class Outside:
 
     # -------------------------------------------------------------------- making them
 
-    def tor_spec(self) -> str:
-        """A hash of the ToR's flags and command: a ToR made otherwise is replaced."""
-        return _spec(TOR_RUN_FLAGS, self.tor_command)
+    def tor_spec(self, tor: Tor) -> str:
+        """A hash of a ToR's flags and command: a ToR made otherwise is replaced."""
+        return _spec(TOR_RUN_FLAGS, self.tor_commands[tor.name])
 
     def outside_spec(self) -> str:
         """A hash of the outside host's flags and command (its routes)."""
@@ -320,42 +400,26 @@ class Outside:
 
     def ensure_network(self) -> None:
         layout = self.layout
-        net = self.network_info()
-        if net is not None and self._network_fits(net):
-            self.shell.progress(f"{layout.network} exists ({', '.join(layout.subnets)})")
-            return
-        if net is not None:
-            if net.get("Labels", {}).get(LABEL) != "outside-net":
-                raise LabError("outside", f"a Docker network named {layout.network} exists "
-                               "and was not made by the lab; remove it")
-            self.remove_network()
-        args = ["network", "create", "--driver", "bridge", "--label", f"{LABEL}=outside-net",
-                "--label", f"{LABEL}.prefix={self.prefix}"]
-        for subnet in layout.subnets:
-            gateway = ipaddress.ip_network(subnet).network_address + 1
-            args += ["--subnet", subnet, "--gateway", str(gateway)]
-        if layout.subnet6:
-            args.append("--ipv6")
-        self.docker.run(*args, layout.network, step="outside")
-        self.shell.progress(f"created {layout.network} ({', '.join(layout.subnets)})")
+        self.docker.ensure_network(layout.network, layout.subnets, kind="outside-net",
+                                   prefix=self.prefix, step="outside",
+                                   fits=self._network_fits)
 
-    def start_tor(self, image: str) -> None:
-        layout = self.layout
-        args = ["run", "-d", "--name", layout.tor, "--hostname", layout.tor,
+    def start_tor(self, tor: Tor, image: str) -> None:
+        args = ["run", "-d", "--name", tor.name, "--hostname", tor.name,
                 "--label", f"{LABEL}=tor", "--label", f"{LABEL}.prefix={self.prefix}",
-                "--label", f"{LABEL}.spec={self.tor_spec()}", *TOR_RUN_FLAGS,
-                "--network", self.fabric_network, "--ip", layout.tor_fabric4]
-        if layout.tor_fabric6:
-            args += ["--ip6", layout.tor_fabric6]
-        self.docker.run(*args, image, *self.tor_command, step="outside")
-        connect = ["network", "connect", "--ip", layout.tor_outside4]
-        if layout.tor_outside6:
-            connect += ["--ip6", layout.tor_outside6]
-        self.docker.run(*connect, layout.network, layout.tor, step="outside")
-        self.shell.progress(f"{layout.tor}: started (fabric {layout.tor_fabric4}"
-                            f"{', ' + layout.tor_fabric6 if layout.tor_fabric6 else ''}; "
-                            f"outside {layout.tor_outside4}"
-                            f"{', ' + layout.tor_outside6 if layout.tor_outside6 else ''})")
+                "--label", f"{LABEL}.spec={self.tor_spec(tor)}", *TOR_RUN_FLAGS,
+                "--network", tor.network, "--ip", tor.fabric4]
+        if tor.fabric6:
+            args += ["--ip6", tor.fabric6]
+        self.docker.run(*args, image, *self.tor_commands[tor.name], step="outside")
+        connect = ["network", "connect", "--ip", tor.outside4]
+        if tor.outside6:
+            connect += ["--ip6", tor.outside6]
+        self.docker.run(*connect, self.layout.network, tor.name, step="outside")
+        self.shell.progress(f"{tor.name}: started (AS {tor.as_number}; {tor.network} "
+                            f"{tor.fabric4}{', ' + tor.fabric6 if tor.fabric6 else ''}; "
+                            f"outside {tor.outside4}"
+                            f"{', ' + tor.outside6 if tor.outside6 else ''})")
 
     def start_outside(self, image: str) -> None:
         layout = self.layout
@@ -409,9 +473,4 @@ class Outside:
         self.shell.progress(f"removed {self.layout.network}")
 
     def remove_network(self) -> None:
-        proc = self.docker.run("network", "rm", self.layout.network, check=False,
-                               step="outside")
-        if proc.returncode != 0 and self.network_info() is not None:
-            raise LabError("outside", f"cannot remove {self.layout.network}: "
-                           f"{tail(proc.stderr)}")
-
+        self.docker.remove_network(self.layout.network, step="outside")
