@@ -220,14 +220,48 @@ def _rule_count(c: Client, profile: str, direction: str) -> int:
     return len(getattr(c.get_profile(profile), f"{direction}_rules"))
 
 
+def _with_subnet(value: str | None) -> tuple[str | None, str | None]:
+    """``--ip ADDR[/PREFIX]``: the address, and with a prefix the host's subnet too (Calico's
+    ``ipv4Address: 10.0.0.1/24``); the node record checks both."""
+    if value is None or "/" not in value:
+        return value, None
+    return value.split("/", 1)[0], value
+
+
 def node_add(c: Client, a: argparse.Namespace) -> None:
-    c.add_node(Node(a.name, ipv4=a.ip, ipv6=a.ip6, as_number=a.as_number,
-                    rr_cluster_id=a.rr_cluster_id))
+    ipv4, ipv4_subnet = _with_subnet(a.ip)
+    ipv6, ipv6_subnet = _with_subnet(a.ip6)
+    c.add_node(Node(a.name, ipv4=ipv4, ipv6=ipv6, as_number=a.as_number,
+                    rr_cluster_id=a.rr_cluster_id, ipv4_subnet=ipv4_subnet,
+                    ipv6_subnet=ipv6_subnet))
+
+
+def node_set(c: Client, a: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {}
+    for option, version in (("ip", 4), ("ip6", 6)):
+        if getattr(a, option) is not None:  # the address and its subnet go together
+            address, subnet = _with_subnet(getattr(a, option))
+            changes.update({f"ipv{version}": address, f"ipv{version}_subnet": subnet})
+    if a.as_number is not None:
+        changes["as_number"] = a.as_number
+    if a.rr_cluster_id is not None:
+        changes["rr_cluster_id"] = a.rr_cluster_id
+    if not changes:
+        raise ValidationError("node", "nothing to change; give --ip, --ip6, --as or "
+                                      "--rr-cluster-id")
+    c.update_node(a.name, **changes)
+
+
+NODE_COLUMNS = ["name", "ipv4", "ipv4_subnet", "ipv6", "ipv6_subnet", "as_number",
+                "rr_cluster_id"]
 
 
 def node_list(c: Client, a: argparse.Namespace) -> None:
-    emit(a, [n.to_dict() for n in c.list_nodes()],
-         ["name", "ipv4", "ipv6", "as_number", "rr_cluster_id"])
+    emit(a, [n.to_dict() for n in c.list_nodes()], NODE_COLUMNS)
+
+
+def node_show(c: Client, a: argparse.Namespace) -> None:
+    emit(a, c.get_node(a.name).to_dict(), NODE_COLUMNS)
 
 
 def node_status(c: Client | None, a: argparse.Namespace) -> int:
@@ -235,12 +269,12 @@ def node_status(c: Client | None, a: argparse.Namespace) -> int:
     from .dataplane.bird import bgp_sessions
 
     sessions = bgp_sessions(a.bird_socket)
-    rows = [{"peer": s.peer, "type": s.kind, "state": s.state, "since": s.since,
-             "info": s.info, "name": s.name} for s in sessions]
+    rows = [{"peer": s.peer, "type": s.kind, "multihop": s.multihop, "state": s.state,
+             "since": s.since, "info": s.info, "name": s.name} for s in sessions]
     if a.output == "json":
         emit(a, rows)
     elif rows:
-        emit(a, rows, ["peer", "type", "state", "since", "info"])
+        emit(a, rows, ["peer", "type", "multihop", "state", "since", "info"])
     else:
         print("no BGP sessions configured")
     return 0 if all(s.established for s in sessions) else 1
@@ -661,17 +695,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     # node
     node = group(groups, "node", "hosts that run containers and BIRD")
-    p = command(node, "add", node_add, "add a node", preview=True)
-    p.add_argument("name")
-    p.add_argument("--ip", metavar="ADDR", help="BGP IPv4 address")
-    p.add_argument("--ip6", metavar="ADDR6", help="BGP IPv6 address")
-    p.add_argument("--as", dest="as_number", metavar="ASN", help="AS number (default: global)")
-    p.add_argument("--rr-cluster-id", metavar="ID",
-                   help="make the node a route reflector of this cluster")
+    for name, handler, text in (
+            ("add", node_add, "add a node"),
+            ("set", node_set, "change a node (what is not given stays; its peers too)")):
+        p = command(node, name, handler, text, preview=True)
+        p.add_argument("name")
+        p.add_argument("--ip", metavar="ADDR[/PREFIX]",
+                       help="BGP IPv4 address; with /PREFIX (e.g. 10.0.0.1/24, as Calico's "
+                            "ipv4Address) also the host's subnet: BGP peers outside it are "
+                            "reached through routers (multihop); without, every peer is "
+                            "taken to share the host's subnet")
+        p.add_argument("--ip6", metavar="ADDR6[/PREFIX]",
+                       help="BGP IPv6 address; with /PREFIX (e.g. 2001:db8::1/64) also the "
+                            "host's IPv6 subnet")
+        p.add_argument("--as", dest="as_number", metavar="ASN",
+                       help="AS number (default: global)")
+        p.add_argument("--rr-cluster-id", metavar="ID",
+                       help="make the node a route reflector of this cluster")
     p = command(node, "remove", lambda c, a: c.remove_node(a.name), "remove a node",
                 preview=True)
     p.add_argument("name")
     command(node, "list", node_list, "list nodes")
+    p = command(node, "show", node_show, "show a node")
+    p.add_argument("name")
     p = command(node, "status", node_status, "this host's BGP sessions (exit 1 when one is "
                 "not Established)")
     p.add_argument("--bird-socket", default="/run/bird/bird.ctl", metavar="PATH")
@@ -911,7 +957,7 @@ DRY_RUN_HELP = ("print what every host's dataplane would change (rules, ipset me
 
 #: commands that never write to the datastore
 READ_ONLY = frozenset({pool_list, profile_list, profile_show, policy_explain, node_list,
-                       peer_list, bgp_config_show, endpoint_list, config_show,
+                       node_show, peer_list, bgp_config_show, endpoint_list, config_show,
                        datastore_check, ipam_show, ipam_check, ipam_config_show, diags})
 
 

@@ -329,6 +329,24 @@ class Client:
             return True
         return transact(self.store, write)
 
+    def update_node(self, name: str, **changes: Any) -> Node:
+        """Change some fields of an existing node (a field given None is cleared), keeping
+        the others and the node's own BGP peers, e.g. ``update_node("host-1",
+        ipv4_subnet="10.0.0.0/24")``; checked whole, like a new record."""
+        validate_hostname("name", name)
+        if "name" in changes:
+            raise ValidationError("name", "a node keeps its name; add a node of the new "
+                                          "name and remove this one")
+
+        def write(tx: Tx) -> Node:
+            data = tx.get(keys.node(name))
+            if data is None:
+                raise NotFoundError(f"node {name}: not found")
+            node = Node.from_dict({**data, **changes})
+            self._put_node(tx, node)
+            return node
+        return transact(self.store, write)
+
     def _put_node(self, tx: Tx, node: Node) -> None:
         # Every node write rewrites the guard, so two nodes written at once with one
         # address cannot both pass the check.

@@ -37,6 +37,8 @@ LABEL_KEY_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_./-]{0,251}[A-Za-z0-9])?")
 LABEL_VALUE_RE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
 DIGITS_RE = re.compile(r"[0-9]{1,10}")
 PORT_RANGE_RE = re.compile(r"([0-9]{1,5}) *: *([0-9]{1,5})")
+#: ADDR/PREFIX (the address itself is checked by netaddr)
+SUBNET_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}")
 #: the longest piece of a bad value an error message quotes
 SHOW_MAX = 64
 
@@ -106,6 +108,26 @@ def parse_address(field_name: str, value: Any, version: int | None = None) -> ne
     if version is not None and addr.version != version:
         raise _fail(field_name, f"{value} is IPv{addr.version}; IPv{version} is required here")
     return addr
+
+
+def parse_subnet(field_name: str, value: Any, version: int) -> netaddr.IPNetwork:
+    """A host's subnet of IP ``version`` in CIDR, ``ADDR/PREFIX`` and nothing else (host
+    bits may be set, as in Calico's ``ipv4Address: 10.0.0.1/24``; they are cleared)."""
+    example = "10.0.0.0/24" if version == 4 else "2001:db8::/64"
+    problem = f"{show(value)} is not a subnet; use a CIDR such as {example}"
+    if not isinstance(value, str) or not SUBNET_RE.fullmatch(value):
+        raise _fail(field_name, problem)
+    text, prefix = value.split("/")
+    try:
+        addr = netaddr.IPAddress(text)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise _fail(field_name, problem) from None
+    if addr.version != version:
+        raise _fail(field_name, f"{value} is IPv{addr.version}; IPv{version} is required here")
+    if int(prefix) > HOST_PREFIX[version]:
+        raise _fail(field_name, f"{value}: /{int(prefix)} is not allowed; use a prefix "
+                                f"length 0-{HOST_PREFIX[version]}")
+    return netaddr.IPNetwork(f"{addr}/{int(prefix)}").cidr
 
 
 def validate_name(field_name: str, value: Any, pattern: re.Pattern[str] = NAME_RE,
@@ -558,13 +580,24 @@ class Endpoint(Model):
 
 @dataclass
 class Node(Model):
-    """A host that runs containers and BIRD."""
+    """A host that runs containers and BIRD.
+
+    ``ipv4_subnet``/``ipv6_subnet``: the network (CIDR) of the host's interface that holds
+    ``ipv4``/``ipv6``, as Calico's ``ipv4Address: 10.0.0.1/24`` gives it. A BGP peer outside
+    it is reached through routers (BIRD's ``multihop``); without it (records made before it
+    existed) every peer is taken to share the host's subnet. Left out of ``to_dict`` when
+    unknown, so such records read and write as before."""
+
+    compact: ClassVar[bool] = True  # the subnets only when known
+    always: ClassVar[tuple[str, ...]] = ("name", "ipv4", "ipv6", "as_number", "rr_cluster_id")
 
     name: str
     ipv4: str | None = None
     ipv6: str | None = None
     as_number: int | None = None
     rr_cluster_id: str | None = None
+    ipv4_subnet: str | None = None
+    ipv6_subnet: str | None = None
 
     def __post_init__(self) -> None:
         validate_hostname("name", self.name)
@@ -585,6 +618,29 @@ class Node(Model):
             except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise _fail("rr_cluster_id", f"{show(cluster)} is not allowed; use a dotted "
                                              "quad such as 224.0.0.1 or a number") from None
+        for version in (4, 6):
+            name, address = f"ipv{version}_subnet", self.address(version)
+            if getattr(self, name) is None:
+                continue
+            subnet = parse_subnet(name, getattr(self, name), version)
+            if address is None:
+                raise _fail(name, f"{subnet} is given without ipv{version}; give the node's "
+                                  f"IPv{version} address too, or leave the subnet out")
+            if netaddr.IPAddress(address) not in subnet:
+                around = netaddr.IPNetwork(f"{address}/{24 if version == 4 else 64}").cidr
+                raise _fail(name, f"{subnet} does not hold ipv{version} {address}; use the "
+                                  "network of the host's interface that holds it, e.g. "
+                                  f"{around}")
+            setattr(self, name, str(subnet))
+
+    def address(self, version: int) -> str | None:
+        """The node's BGP address of IP ``version`` (4 or 6), or None."""
+        return self.ipv4 if version == 4 else self.ipv6
+
+    def subnet(self, version: int) -> netaddr.IPNetwork | None:
+        """The host's subnet of IP ``version``, or None when unknown."""
+        value = self.ipv4_subnet if version == 4 else self.ipv6_subnet
+        return netaddr.IPNetwork(value) if value is not None else None
 
 
 @dataclass

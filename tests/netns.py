@@ -12,7 +12,10 @@
 Topology. One "outside" namespace (the internet) holds a bridge with 198.18.0.254/24 and
 2001:db8:ff::fe/64. Every host namespace is joined to it by a veth (``eth0`` on the host side)
 with 198.18.0.N/24 and 2001:db8:ff::N/64 (N = host index + 1) and default routes via the
-outside. A container namespace is joined to its host by a veth named like a Calico workload
+outside. ``lab.host(name, segment=S)`` (S > 0) puts a host on a subnet of its own instead,
+198.18.S.0/24 and 2001:db8:ff:S::/64 (bridge brS in the outside namespace, which holds .254
+and ::fe there): the outside namespace then forwards between the segments, a router that
+runs no BGP. A container namespace is joined to its host by a veth named like a Calico workload
 interface: ``cali`` + the first 11 hex characters of its endpoint id on the host side (MAC
 ee:ee:ee:ee:ee:ee), ``eth0`` in the container, with /32 and /128 addresses and the Calico
 gateway routes (169.254.1.1 by proxy ARP, the host veth's link-local address for IPv6). The
@@ -216,10 +219,14 @@ class Host:
     name: str        # the host name (datastore and --hostname)
     ns: str          # its network namespace
     index: int       # 1-based
-    ipv4: str        # uplink address, 198.18.0.(index + 1)
-    ipv6: str        # uplink address, 2001:db8:ff::(index + 1)
+    ipv4: str        # uplink address, 198.18.S.(index + 1) (segment S, 0 by default)
+    ipv6: str        # uplink address, 2001:db8:ff:S::(index + 1)
     uplink: str = UPLINK
     containers: list[Container] = field(default_factory=list)
+    subnet4: str = "198.18.0.0/24"     # the uplink's subnets
+    subnet6: str = "2001:db8:ff::/64"
+    gateway4: str = OUTSIDE4           # the outside namespace's address on them
+    gateway6: str = OUTSIDE6
 
 
 @dataclass
@@ -359,22 +366,47 @@ class Lab:
             self.ip(ns, "link", "set", "br0", "up")
         return self.outside
 
-    def host(self, name: str) -> Host:
-        """A host namespace with lo up and an uplink to the outside namespace."""
+    def _ensure_segment(self, segment: int) -> tuple[str, str, str]:
+        """Bridge brS in the outside namespace with .254 and ::fe on segment S (> 0), and
+        forwarding on there: (bridge, IPv4 gateway, IPv6 gateway)."""
+        outside = self._ensure_outside()
+        bridge = f"br{segment}"
+        gateway4, gateway6 = f"198.18.{segment}.254", f"2001:db8:ff:{segment:x}::fe"
+        if not self.ip(outside, "link", "show", "dev", bridge, check=False):
+            self.ip(outside, "link", "add", bridge, "type", "bridge")
+            self.ip(outside, "addr", "add", f"{gateway4}/24", "dev", bridge)
+            self.ip(outside, "addr", "add", f"{gateway6}/64", "dev", bridge, "nodad")
+            self.ip(outside, "link", "set", bridge, "up")
+            self.sysctl(outside, "net.ipv4.ip_forward", "1")
+            self.sysctl(outside, "net.ipv6.conf.all.forwarding", "1")
+        return bridge, gateway4, gateway6
+
+    def host(self, name: str, segment: int = 0) -> Host:
+        """A host namespace with lo up and an uplink to the outside namespace; on segment
+        ``segment`` > 0, on a subnet of its own behind the outside namespace (a router)."""
         outside = self._ensure_outside()
         index = len(self.hosts) + 1
         ns = self._netns(name)
-        host = Host(name=name, ns=ns, index=index, ipv4=f"198.18.0.{index + 1}",
-                    ipv6=f"2001:db8:ff::{index + 1:x}")
+        if segment:
+            bridge, gateway4, gateway6 = self._ensure_segment(segment)
+            host = Host(name=name, ns=ns, index=index, ipv4=f"198.18.{segment}.{index + 1}",
+                        ipv6=f"2001:db8:ff:{segment:x}::{index + 1:x}",
+                        subnet4=f"198.18.{segment}.0/24",
+                        subnet6=f"2001:db8:ff:{segment:x}::/64",
+                        gateway4=gateway4, gateway6=gateway6)
+        else:
+            bridge = "br0"
+            host = Host(name=name, ns=ns, index=index, ipv4=f"198.18.0.{index + 1}",
+                        ipv6=f"2001:db8:ff::{index + 1:x}")
         port = f"up{index}"
         self.ip(outside, "link", "add", port, "type", "veth", "peer", "name", UPLINK,
                 "netns", ns)
-        self.ip(outside, "link", "set", port, "master", "br0", "up")
+        self.ip(outside, "link", "set", port, "master", bridge, "up")
         self.ip(ns, "addr", "add", f"{host.ipv4}/24", "dev", UPLINK)
         self.ip(ns, "addr", "add", f"{host.ipv6}/64", "dev", UPLINK, "nodad")
         self.ip(ns, "link", "set", UPLINK, "up")
-        self.ip(ns, "route", "add", "default", "via", OUTSIDE4, "dev", UPLINK)
-        self.ip(ns, "-6", "route", "add", "default", "via", OUTSIDE6, "dev", UPLINK)
+        self.ip(ns, "route", "add", "default", "via", host.gateway4, "dev", UPLINK)
+        self.ip(ns, "-6", "route", "add", "default", "via", host.gateway6, "dev", UPLINK)
         self.hosts.append(host)
         return host
 

@@ -74,10 +74,15 @@ class Fabric:
     # ------------------------------------------------------------------ hosts
 
     def host(self, name: str, as_number: int | None = None,
-             rr_cluster_id: str | None = None) -> Host:
-        host = self.lab.host(name)
+             rr_cluster_id: str | None = None, segment: int = 0,
+             subnets: bool = False) -> Host:
+        """A host on the lab's segment ``segment`` (``netns.Lab.host``), registered as a
+        node; with ``subnets`` its record gives its subnets too."""
+        host = self.lab.host(name, segment)
         self.client.add_node(Node(name, host.ipv4, host.ipv6, as_number=as_number,
-                                  rr_cluster_id=rr_cluster_id))
+                                  rr_cluster_id=rr_cluster_id,
+                                  ipv4_subnet=host.subnet4 if subnets else None,
+                                  ipv6_subnet=host.subnet6 if subnets else None))
         return host
 
     def conf(self, host: Host) -> Path:

@@ -361,6 +361,8 @@ def test_nodes_and_bgp(ctl: Ctl) -> None:
     ]
     ctl.fails(2, ("node", "add", "node-1", "--ip", "192.0.2.99"), "node node-1",
               "already exists")
+    assert ctl.ok("node", "list").lines[0].split() == [
+        "NAME", "IPV4", "IPV4_SUBNET", "IPV6", "IPV6_SUBNET", "AS_NUMBER", "RR_CLUSTER_ID"]
 
     ctl.ok("bgp", "peer", "add", "192.0.2.1", "--as", "65000")
     ctl.ok("bgp", "peer", "add", "192.0.2.2", "--as", "65002", "--node", "node-1")
@@ -393,6 +395,53 @@ def test_nodes_and_bgp(ctl: Ctl) -> None:
     ctl.fails(2, ("bgp", "config", "set", "--as", "99999999999", "--mesh", "on"), "as_number")
     ctl.ok("bgp", "config", "set", "--mesh", "on")
     assert ctl.ok("bgp", "config", "show").lines[1].split() == ["65100", "yes"]
+
+
+def test_node_subnets(ctl: Ctl) -> None:
+    """--ip ADDR/PREFIX, as Calico's ipv4Address: the address and the host's subnet."""
+    ctl.ok("node", "add", "node-1", "--ip", "192.0.2.11/24", "--ip6", "2001:DB8::11/64")
+    ctl.ok("node", "add", "node-2", "--ip", "198.51.100.12")
+    node1 = {"name": "node-1", "ipv4": "192.0.2.11", "ipv4_subnet": "192.0.2.0/24",
+             "ipv6": "2001:db8::11", "ipv6_subnet": "2001:db8::/64", "as_number": None,
+             "rr_cluster_id": None}
+    assert ctl.json("node", "show", "node-1") == node1
+    # a node without a subnet: its record as before
+    assert ctl.json("node", "show", "node-2") == {
+        "name": "node-2", "ipv4": "198.51.100.12", "ipv6": None, "as_number": None,
+        "rr_cluster_id": None}
+    table = ctl.ok("node", "list").lines
+    assert table[1].split() == ["node-1", "192.0.2.11", "192.0.2.0/24", "2001:db8::11",
+                                "2001:db8::/64", "-", "-"], table
+    assert table[2].split() == ["node-2", "198.51.100.12", "-", "-", "-", "-", "-"], table
+    assert ctl.ok("node", "show", "node-2").lines[1].split()[:3] == [
+        "node-2", "198.51.100.12", "-"]
+
+    # set: what is given changes (an address together with its subnet), the rest stays,
+    # the node's own peers too
+    ctl.ok("bgp", "peer", "add", "198.51.100.1", "--as", "65000", "--node", "node-2")
+    ctl.ok("node", "set", "node-2", "--ip", "198.51.100.12/25", "--as", "65002")
+    assert ctl.json("node", "show", "node-2") == {
+        "name": "node-2", "ipv4": "198.51.100.12", "ipv4_subnet": "198.51.100.0/25",
+        "ipv6": None, "as_number": 65002, "rr_cluster_id": None}
+    assert [p["node"] for p in ctl.json("bgp", "peer", "list")] == ["node-2"]
+    ctl.ok("node", "set", "node-1", "--ip", "192.0.2.11")  # no prefix: subnet unknown
+    assert "ipv4_subnet" not in ctl.json("node", "show", "node-1")
+    assert ctl.json("node", "show", "node-1")["ipv6_subnet"] == "2001:db8::/64"
+
+    # refused, naming the field; nothing written
+    ctl.fails(2, ("node", "set", "node-1", "--ip6", "2001:db8::11/128x"), "ipv6_subnet")
+    ctl.fails(2, ("node", "add", "node-3", "--ip", "192.0.2.13/24", "--ip6", "10.0.0.1/8"),
+              "ipv6", "IPv6 is required")
+    ctl.fails(2, ("node", "set", "node-2", "--ip", "192.0.2.11/24"), "ipv4",
+              "already node node-1's")
+    ctl.fails(1, ("node", "set", "node-2", "--ip6", "fd00::1/64x", "--dry-run"),
+              "dry run: ipv6_subnet:")
+
+    # a dry run shows BIRD's change: alone on a /32, node-2's own peer is behind a router
+    text = ctl.ok("node", "set", "node-2", "--ip", "198.51.100.12/32", "--dry-run").out
+    assert '+  description "node peer 198.51.100.1, multihop";' in text, text
+    assert "+  multihop;" in text, text
+    assert ctl.json("node", "show", "node-2")["ipv4_subnet"] == "198.51.100.0/25"
 
 
 # --------------------------------------------------------------------------- IPAM, endpoints
@@ -708,6 +757,12 @@ BAD_INPUT: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("profile", "rule", "add", "web", "sideways", "allow"), ("direction", "inbound")),
     (("profile", "rule", "add", "web", "inbound", "maybe"), ("action", "allow")),
     (("node", "add", "node-3", "--ip", "192.0.2.300"), ("ipv4", "192.0.2.300")),
+    (("node", "add", "node-3", "--ip", "192.0.2.3/33"), ("ipv4_subnet", "0-32")),
+    (("node", "add", "node-3", "--ip6", "2001:db8::3/129"), ("ipv6_subnet", "0-128")),
+    (("node", "add", "node-3", "--ip", "192.0.2.3/24x"), ("ipv4_subnet", "not a subnet")),
+    (("node", "set", "node-3", "--ip", "192.0.2.3/24"), ("node node-3", "not found")),
+    (("node", "set", "h1"), ("node", "nothing to change", "--ip")),
+    (("node", "show", "no such"), ("name", "host name")),
     (("node", "add", "node-3", "--ip", "2001:db8::3"), ("ipv4", "IPv4")),
     (("node", "add", "node-3", "--ip6", "192.0.2.3"), ("ipv6", "IPv6")),
     (("node", "add", "node-3", "--as", "0"), ("as_number", "1-4294967295")),

@@ -369,7 +369,8 @@ def node_kwargs(wrong: st.SearchStrategy[Any], bad_every: int = 4) -> st.SearchS
         return field(valid, wrong, bad_every)
     return st.fixed_dictionaries({"name": f(HOST)}, optional={
         "ipv4": f(ADDR4), "ipv6": f(ADDR6), "as_number": f(ASN),
-        "rr_cluster_id": f(st.one_of(V4, st.integers(0, 2**32 - 1)))})
+        "rr_cluster_id": f(st.one_of(V4, st.integers(0, 2**32 - 1))),
+        "ipv4_subnet": f(CIDR), "ipv6_subnet": f(CIDR)})
 
 
 def peer_kwargs(wrong: st.SearchStrategy[Any], bad_every: int = 4) -> st.SearchStrategy[dict]:
@@ -1405,7 +1406,8 @@ def _module_options() -> dict[str, tuple[Any, st.SearchStrategy[dict]]]:
             "docker_network": f(st.booleans())})),
         "node": (node_module, st.fixed_dictionaries({"name": f(HOST)}, optional={
             "ipv4": f(ADDR4), "ipv6": f(ADDR6), "as_number": f(ASN),
-            "rr_cluster_id": f(V4), "state": f(STATE)})),
+            "rr_cluster_id": f(V4), "ipv4_subnet": f(CIDR), "ipv6_subnet": f(CIDR),
+            "state": f(STATE)})),
         "bgp_peer": (bgp_peer_module, st.fixed_dictionaries(
             {"address": f(ADDRESS), "as_number": f(ASN)}, optional={
                 "node": f(st.just("h")), "password": f(PASSWORD), "state": f(STATE)})),

@@ -165,6 +165,27 @@ class TestNodeAndBGP:
         assert Node("n", rr_cluster_id=256).rr_cluster_id == "0.0.1.0"
         assert Node("n", as_number=4294967295).as_number == 4294967295
 
+    def test_node_subnets(self) -> None:
+        node = Node("n", "10.0.0.1", "FD00::1", ipv4_subnet="10.0.0.77/24",
+                    ipv6_subnet="FD00::1/64")
+        # host bits cleared (Calico's ipv4Address: 10.0.0.1/24 form), IPv6 compressed
+        assert (node.ipv4_subnet, node.ipv6_subnet) == ("10.0.0.0/24", "fd00::/64")
+        assert str(node.subnet(4)) == "10.0.0.0/24" and str(node.subnet(6)) == "fd00::/64"
+        assert node.address(4) == "10.0.0.1" and node.address(6) == "fd00::1"
+        # a host alone on its subnet (a cloud /32): every peer is behind a router
+        assert Node("n", "10.0.0.1", ipv4_subnet="10.0.0.1/32").ipv4_subnet == "10.0.0.1/32"
+        # one version known, the other not
+        assert Node("n", "10.0.0.1", "fd00::1", ipv4_subnet="10.0.0.0/8").subnet(6) is None
+        # records without subnets (made before they existed) read and write as before
+        old = {"name": "n", "ipv4": "10.0.0.1", "ipv6": None, "as_number": None,
+               "rr_cluster_id": None}
+        assert Node.from_dict(old).to_dict() == old
+        assert Node.from_dict(old).subnet(4) is None
+        assert Node("n", "10.0.0.1", ipv4_subnet="10.0.0.0/24").to_dict() == {
+            **old, "ipv4_subnet": "10.0.0.0/24"}
+        with pytest.raises(ValidationError, match="unknown field 'ipv4_net'"):
+            Node.from_dict({**old, "ipv4_net": "10.0.0.0/24"})
+
     def test_bgp_peer(self) -> None:
         peer = BGPPeer("FD00::0001", "64513", node="node1")
         assert (peer.address, peer.as_number, peer.node) == ("fd00::1", 64513, "node1")
@@ -275,6 +296,40 @@ BAD_CASES: list[tuple[str, Callable[[], object], str, str]] = [
     ("node-rr", lambda: Node("n", rr_cluster_id="cluster"), "rr_cluster_id", "dotted quad"),
     ("node-rr-big", lambda: Node("n", rr_cluster_id="4294967296"), "rr_cluster_id",
      "dotted quad"),
+    ("subnet-not-holding", lambda: Node("n", "10.0.0.1", ipv4_subnet="10.0.1.0/24"),
+     "ipv4_subnet", "does not hold ipv4 10.0.0.1; use the network of the host's interface "
+                    "that holds it, e.g. 10.0.0.0/24"),
+    ("subnet-v6-not-holding", lambda: Node("n", ipv6="fd00::1", ipv6_subnet="fd01::/64"),
+     "ipv6_subnet", "e.g. fd00::/64"),
+    ("subnet-without-address", lambda: Node("n", ipv6_subnet="fd00::/64"), "ipv6_subnet",
+     "given without ipv6"),
+    ("subnet-v4-without-address", lambda: Node("n", ipv6="fd00::1", ipv4_subnet="10.0.0.0/8"),
+     "ipv4_subnet", "given without ipv4"),
+    ("subnet-wrong-version", lambda: Node("n", "10.0.0.1", ipv4_subnet="fd00::/64"),
+     "ipv4_subnet", "IPv4 is required"),
+    ("subnet-v6-wrong-version", lambda: Node("n", "10.0.0.1", "fd00::1",
+                                             ipv6_subnet="10.0.0.0/24"),
+     "ipv6_subnet", "IPv6 is required"),
+    ("subnet-bare-address", lambda: Node("n", "10.0.0.1", ipv4_subnet="10.0.0.1"),
+     "ipv4_subnet", "use a CIDR such as 10.0.0.0/24"),
+    ("subnet-prefix-33", lambda: Node("n", "10.0.0.1", ipv4_subnet="10.0.0.0/33"),
+     "ipv4_subnet", "prefix length 0-32"),
+    ("subnet-prefix-129", lambda: Node("n", ipv6="fd00::1", ipv6_subnet="fd00::/129"),
+     "ipv6_subnet", "prefix length 0-128"),
+    ("subnet-octet", lambda: Node("n", "10.0.0.1", ipv4_subnet="10.0.0.300/24"),
+     "ipv4_subnet", "not a subnet"),
+    ("subnet-short", lambda: Node("n", "10.0.0.1", ipv4_subnet="10.0/16"),
+     "ipv4_subnet", "not a subnet"),
+    ("subnet-newline", lambda: Node("n", "10.0.0.1", ipv4_subnet="10.0.0.0/24\n"),
+     "ipv4_subnet", "not a subnet"),
+    ("subnet-space", lambda: Node("n", "10.0.0.1", ipv4_subnet=" 10.0.0.0/24"),
+     "ipv4_subnet", "not a subnet"),
+    ("subnet-number", lambda: Node("n", "10.0.0.1", ipv4_subnet=24), "ipv4_subnet",
+     "not a subnet"),
+    ("subnet-list", lambda: Node("n", "10.0.0.1", ipv4_subnet=["10.0.0.0/24"]),
+     "ipv4_subnet", "not a subnet"),
+    ("subnet-zone", lambda: Node("n", ipv6="fe80::1%eth0", ipv6_subnet="fe80::/64"),
+     "ipv6", "fd00::1"),
     ("peer-address", lambda: BGPPeer("10.0.0", 64512), "address", "10.0.0.1"),
     ("peer-as-0", lambda: BGPPeer("10.0.0.1", 0), "as_number", "1-4294967295"),
     ("peer-as-big", lambda: BGPPeer("10.0.0.1", "4294967296"), "as_number", "1-4294967295"),
@@ -371,6 +426,8 @@ ROUND_TRIP = [
     Endpoint("ep2", "host2", "cali2"),
     Node("node1", ipv4="10.0.0.1", ipv6="fd00::1", as_number=65000, rr_cluster_id="1.2.3.4"),
     Node("node2"),
+    Node("node3", ipv4="10.0.0.3", ipv6="fd00::3", ipv4_subnet="10.0.0.0/24",
+         ipv6_subnet="fd00::/64"),
     BGPPeer("10.0.0.254", 65001),
     BGPPeer("fd00::fe", 65002, node="node1"),
     BGPConfig(),

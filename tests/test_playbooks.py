@@ -373,7 +373,10 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     # what the node role and the dataplane entry point did, host by host
     with calico_lib.connect(url) as client:
         nodes = {n.name: n.ipv4 for n in client.list_nodes()}
+        # the subnet of the interface that holds the address, from the facts
+        subnets = {n.name: n.ipv4_subnet for n in client.list_nodes()}
     assert nodes == {"h1": "198.18.0.2", "h2": "198.18.0.3"}
+    assert subnets == {"h1": "198.18.0.0/24", "h2": "198.18.0.0/24"}
     for host in hosts:
         root = tmp_path / host.name
         assert (root / "calico.conf").read_text().splitlines()[-1] == f"datastore = {url}"
@@ -382,6 +385,7 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
         bird = (root / "bird.conf").read_text()
         assert f"router id {nodes[host.name]};" in bird
         assert "198.18.0.254" in bird  # the global peer
+        assert "  multihop;" not in bird  # everyone on one subnet
         assert PASSWORD not in first.output
         # the units, from calico_lib/data, with this host's arguments in ExecStart, each
         # quoted for systemd (not started: no systemd here)

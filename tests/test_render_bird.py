@@ -121,12 +121,35 @@ def borrowed_snapshot() -> Snapshot:
     )
 
 
+def multihop_snapshot(hostname: str = "host-a", v6_subnets: bool = True) -> Snapshot:
+    """Hosts on two subnets (10.100.0.0/24 and fd00:100::/64; 10.200.0.0/24 and
+    fd00:200::/64): host-b shares host-a's, host-c and host-d (another AS) are behind a
+    router; a global peer on each subnet, and host-a's own peer further away."""
+    def node(name: str, v4: str, v6: str | None, as_number: int | None = None) -> Node:
+        return Node(name, f"{v4}", v6, as_number=as_number,
+                    ipv4_subnet=f"{v4.rsplit('.', 1)[0]}.0/24",
+                    ipv6_subnet=f"{v6.rsplit(':', 1)[0]}:/64" if v6 and v6_subnets else None)
+    return Snapshot(
+        hostname=hostname,
+        pools=POOLS,
+        nodes={"host-a": node("host-a", "10.100.0.1", "fd00:100::1"),
+               "host-b": node("host-b", "10.100.0.2", "fd00:100::2"),
+               "host-c": node("host-c", "10.200.0.3", "fd00:200::3"),
+               "host-d": node("host-d", "10.200.0.4", None, as_number=64600)},
+        peers=(BGPPeer("10.100.0.254", 65000), BGPPeer("fd00:200::fe", 65000),
+               BGPPeer("192.0.2.7", 65001, node="host-a", password="s3cr3t-md5")),
+        blocks=("10.65.1.0/26", "fd00:65::1:0/122"),
+    )
+
+
 CASES = {
     "mesh": mesh_snapshot,
     "rr-reflector": lambda: rr_snapshot("rr"),
     "rr-client": lambda: rr_snapshot("client-1"),
     "peers": peers_snapshot,
     "borrowed": borrowed_snapshot,
+    "multihop": multihop_snapshot,
+    "multihop-v4-subnet-only": lambda: multihop_snapshot(v6_subnets=False),
 }
 
 
@@ -287,3 +310,100 @@ def test_snapshot_from_datastore_gives_node_peers_to_their_node_only(tmp_path: P
         assert set(protocols(text)) == set(protocols(render_bird(peers_snapshot()) or ""))
         assert "Node_192_0_2_8" not in text
         assert "Node_192_0_2_8" in (render_bird(load_snapshot(client.store, "host-b")) or "")
+
+
+# ----------------------------------------------------------------------------- other subnets
+
+
+def kernel_protocol(text: str, version: int) -> str:
+    match = re.search(rf"^protocol kernel kernel{version} \{{\n(.*?)^\}}", text, re.S | re.M)
+    assert match, text
+    return match.group(1)
+
+
+def test_peers_off_the_subnet_are_multihop_from_this_hosts_address() -> None:
+    text = render_bird(multihop_snapshot())
+    assert text is not None
+    bgp = protocols(text)
+    multihop = {name for name, body in bgp.items() if "\n  multihop;" in body}
+    # host-c, host-d (v4 only), the IPv6 global peer and host-a's own peer are behind the
+    # router; host-b and the IPv4 global peer share host-a's subnet
+    assert multihop == {"Mesh_10_200_0_3", "Mesh_fd00_200__3", "Mesh_10_200_0_4",
+                        "Global_fd00_200__fe", "Node_192_0_2_7"}
+    for name, body in bgp.items():
+        local = "fd00:100::1" if "_fd00_" in name else "10.100.0.1"
+        assert f"local {local} as 64512;" in body  # the source, multihop or not
+        assert (", multihop\";" in body) == (name in multihop)
+        if name.startswith("Mesh_"):  # GTSM stays on both ends of every mesh session
+            assert "ttl security on;" in body
+        else:
+            assert "ttl security" not in body
+    assert "neighbor 10.200.0.4 as 64600;" in bgp["Mesh_10_200_0_4"]
+    # directly connected sessions render exactly as for a node without a subnet
+    old = replace(multihop_snapshot(), nodes={n: replace(node, ipv4_subnet=None,
+                                                         ipv6_subnet=None)
+                                              for n, node in multihop_snapshot().nodes.items()})
+    before = protocols(render_bird(old) or "")
+    for name in set(bgp) - multihop:
+        assert bgp[name] == before[name], name
+    for name in multihop:
+        assert "multihop" not in before[name]
+
+
+def test_kernel_routes_are_learned_only_where_a_next_hop_may_be_off_the_subnet() -> None:
+    text = render_bird(multihop_snapshot())
+    assert text is not None
+    for version, pool in ((4, "10.65.0.0/16+"), (6, "fd00:65::/64+")):
+        body = kernel_protocol(text, version)
+        assert "\n  learn;\n" in body and "import none;" not in body
+        # never a pool's address or a container's route; exports unchanged (BGP's only)
+        assert f"if net ~ [ {pool} ] then reject;" in body
+        assert 'if ifname ~ "cali*" then reject;' in body
+        assert "export filter { if source = RTS_BGP then accept; reject; };" in body
+    # the BGP sessions still export the pools only
+    for body in protocols(text).values():
+        assert re.search(r"export filter calico_export[46];", body)
+    # IPv6 subnet unknown: IPv6 renders as before, IPv4 learns
+    v4_only = render_bird(multihop_snapshot(v6_subnets=False))
+    assert v4_only is not None
+    assert "learn;" in kernel_protocol(v4_only, 4)
+    assert "import none;" in kernel_protocol(v4_only, 6)
+    assert "learn" not in kernel_protocol(v4_only, 6)
+    assert not any("multihop" in body for name, body in protocols(v4_only).items()
+                   if "_fd00_" in name)
+    # every peer on the subnet: nothing learned, nothing multihop
+    snap = multihop_snapshot("host-b")
+    nodes = {n: node for n, node in snap.nodes.items() if n in ("host-a", "host-b")}
+    same = render_bird(replace(snap, nodes=nodes, peers=snap.peers[:1]))
+    assert same is not None
+    assert "multihop" not in same and "learn;" not in same
+    assert same.count("import none;") == 2
+
+
+def test_reflected_next_hops_off_the_subnet_are_learned_too() -> None:
+    """A route reflector on this host's subnet passes on the blocks of clients behind a
+    router with their own next hop: the client resolves it through the kernel's routes
+    although its only session is direct."""
+    snap = rr_snapshot("client-1")
+    nodes = {"rr": replace(snap.nodes["rr"], ipv4_subnet="10.100.0.0/24"),
+             "client-1": replace(snap.nodes["client-1"], ipv4_subnet="10.100.0.0/24"),
+             "client-2": Node("client-2", "10.200.0.12", ipv4_subnet="10.200.0.0/24")}
+    text = render_bird(replace(snap, nodes=nodes))
+    assert text is not None
+    assert set(protocols(text)) == {"Mesh_10_100_0_10", "Mesh_fd00_100__10"}
+    assert "  multihop;" not in text
+    assert "learn;" in kernel_protocol(text, 4) and "learn" not in kernel_protocol(text, 6)
+
+
+def test_a_node_without_subnets_renders_as_before() -> None:
+    """Records made before subnets existed: today's config, whatever the addresses."""
+    snap = multihop_snapshot()
+    nodes = {n: replace(node, ipv4_subnet=None, ipv6_subnet=None)
+             for n, node in snap.nodes.items()}
+    text = render_bird(replace(snap, nodes=nodes))
+    assert text is not None
+    assert "multihop" not in text and "learn;" not in text
+    assert text.count("import none;") == 2
+    # only this node's subnet counts: the others' are not its business
+    mine = dict(snap.nodes, **{"host-a": nodes["host-a"]})
+    assert render_bird(replace(snap, nodes=mine)) == text

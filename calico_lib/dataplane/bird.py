@@ -137,6 +137,8 @@ class BgpSession:
     since: str
     info: str
     details: dict[str, str] = field(default_factory=dict)
+    #: to a peer off this host's subnet, through routers (the config's description says so)
+    multihop: bool = False
 
     @property
     def established(self) -> bool:
@@ -172,4 +174,7 @@ def bgp_sessions(socket: str = DEFAULT_SOCKET) -> list[BgpSession]:
         match = re.match(r"^\s+BGP state:\s+(\S+)", line)
         if match:
             current.details["bgp_state"] = match.group(1)
+        match = re.match(r"^\s+Description:\s+(.*\S)", line)
+        if match:
+            current.multihop = match.group(1).endswith(", multihop")
     return sessions

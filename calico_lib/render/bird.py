@@ -4,6 +4,12 @@ Peerings: the node-to-node mesh (every other node; per-node AS honoured), global
 (every node peers with them, e.g. top-of-rack routers), this node's own peers, and route
 reflectors (with the mesh off, a node with a cluster id reflects for the nodes without one
 and peers with the other reflectors; the others peer with the reflectors only).
+
+Hosts on different subnets: when the node's record gives its subnet of an IP version, a
+session to a peer outside it is ``multihop`` (reached through routers, from the node's own
+address), and BIRD learns the kernel's routes outside the pools so that next hops off the
+subnet resolve through them (never exported: the export filters stay as they are). A node
+without a subnet renders as before: every peer is taken to share its subnet.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class Session:
     #: external peers: what they may send besides the pools' blocks
     accept_default_route: bool = False
     accept_nets: tuple[str, ...] = ()
+    #: the peer is not on this node's subnet (known): reached through routers
+    multihop: bool = False
 
 
 def protocol_name(prefix: str, address: str) -> str:
@@ -52,7 +60,15 @@ def protocol_name(prefix: str, address: str) -> str:
 
 
 def _address(node: Node, version: int) -> str | None:
-    return node.ipv4 if version == 4 else node.ipv6
+    return node.address(version)
+
+
+def off_subnet(me: Node, address: str) -> bool:
+    """True when ``address`` is outside ``me``'s subnet of its IP version; False when the
+    subnet is not known (the node is then taken to share a subnet with everyone)."""
+    addr = netaddr.IPAddress(address)
+    subnet = me.subnet(addr.version)
+    return subnet is not None and addr not in subnet
 
 
 def sessions(snapshot: Snapshot) -> list[Session]:
@@ -74,7 +90,8 @@ def sessions(snapshot: Snapshot) -> list[Session]:
                 out.append(Session(protocol_name("Mesh", remote), "mesh", version, local,
                                    my_as, remote, other.as_number or default_as,
                                    rr_client=client,
-                                   cluster_id=me.rr_cluster_id if client else None))
+                                   cluster_id=me.rr_cluster_id if client else None,
+                                   multihop=off_subnet(me, remote)))
     for peer in sorted(snapshot.peers, key=lambda p: (p.node is not None,
                                                       netaddr.IPAddress(p.address))):
         version = netaddr.IPAddress(peer.address).version
@@ -91,8 +108,22 @@ def sessions(snapshot: Snapshot) -> list[Session]:
                            next_hop_self=peer.as_number == my_as,
                            accept_default_route=peer.accept_default_route,
                            accept_nets=tuple(f"{n}+" for n in peer.accept_nets
-                                             if netaddr.IPNetwork(n).version == version)))
+                                             if netaddr.IPNetwork(n).version == version),
+                           multihop=off_subnet(me, peer.address)))
     return out
+
+
+def learn_kernel_routes(snapshot: Snapshot) -> dict[int, bool]:
+    """Per IP version: whether BIRD must learn the kernel's routes to resolve next hops,
+    i.e. this node's subnet is known and another node or a peer of this node is outside
+    it. Not only the multihop sessions' peers: a route reflector passes on other nodes'
+    routes with their own next hop, which may be off the subnet too."""
+    me = snapshot.nodes[snapshot.hostname]
+    addresses = [a for n in snapshot.nodes.values() if n.name != me.name
+                 for a in (n.ipv4, n.ipv6) if a]
+    addresses += [p.address for p in snapshot.peers if p.node in (None, me.name)]
+    return {v: any(netaddr.IPAddress(a).version == v and off_subnet(me, a)
+                   for a in addresses) for v in (4, 6)}
 
 
 def originated(snapshot: Snapshot) -> dict[int, list[str]]:
@@ -123,4 +154,5 @@ def render_bird(snapshot: Snapshot) -> str | None:
                   if p.version == v] for v in (4, 6)}
     return _ENV.get_template("bird.conf.j2").render(
         node=me, router_id=me.ipv4, originated=originated(snapshot), pools=pools,
-        blocks=blocks, sessions=sessions(snapshot))
+        blocks=blocks, sessions=sessions(snapshot), learn=learn_kernel_routes(snapshot),
+        subnets={v: me.subnet(v) for v in (4, 6)})

@@ -187,6 +187,11 @@ bgp_sessions:
       description: Whether the session is up.
       type: bool
       returned: always
+    multihop:
+      description: Whether the peer is off this host's subnet, reached through routers
+        (see M(calico.docker.node)'s O(calico.docker.node#module:ipv4_subnet)).
+      type: bool
+      returned: always
 explanations:
   description: One per O(explain) item - the verdict and the decision path.
   returned: always
@@ -264,7 +269,8 @@ def sessions(socket, notes):
         notes.append(f"bgp_sessions: {exc}")
         return []
     return [{"name": s.name, "type": s.kind, "peer": s.peer, "state": s.state,
-             "since": s.since, "info": s.info, "established": s.established} for s in found]
+             "since": s.since, "info": s.info, "established": s.established,
+             "multihop": s.multihop} for s in found]
 
 
 def peer(data):

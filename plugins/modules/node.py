@@ -25,10 +25,26 @@ options:
     description:
       - The node's IPv4 address; BIRD's router id and the address other nodes peer with.
         A node without one takes no part in BGP.
-      - C(ADDR/PREFIX) is accepted; the prefix is dropped.
+      - C(ADDR/PREFIX) is accepted; the prefix is dropped (the host's subnet is
+        O(ipv4_subnet)).
+    type: str
+  ipv4_subnet:
+    description:
+      - "The host's IPv4 subnet, in CIDR (such as C(10.0.0.0/24)): the network of the
+        interface that holds O(ipv4), as Calico's C(ipv4Address: 10.0.0.1/24) gives it
+        (host bits are cleared). It must hold O(ipv4)."
+      - A BGP peer outside it (a node, a global peer or this node's own peer) is reached
+        through routers, with BIRD's C(multihop), and its routes' next hops are resolved
+        through the host's kernel routes.
+      - Left out, every peer is taken to be on the host's subnet (records made before this
+        option existed); the C(calico.docker.node) role fills it in from the facts.
     type: str
   ipv6:
     description: The node's IPv6 address, for IPv6 BGP sessions.
+    type: str
+  ipv6_subnet:
+    description: The host's IPv6 subnet (such as C(2001:db8::/64)), which must hold
+      O(ipv6); as O(ipv4_subnet) for IPv6 sessions.
     type: str
   as_number:
     description: The node's own AS number; when not given, the global one of
@@ -61,6 +77,13 @@ EXAMPLES = r"""
     name: "{{ ansible_facts['hostname'] }}"
     ipv4: "{{ ansible_facts['default_ipv4']['address'] }}"
 
+- name: Register this host with its subnet (peers on other subnets are multihop)
+  calico.docker.node:
+    name: "{{ ansible_facts['hostname'] }}"
+    ipv4: "{{ ansible_facts['default_ipv4']['address'] }}"
+    ipv4_subnet: >-
+      {{ ansible_facts['default_ipv4']['network'] }}/{{ ansible_facts['default_ipv4']['prefix'] }}
+
 - name: A route reflector with its own AS
   calico.docker.node:
     name: rr-1
@@ -81,7 +104,7 @@ node:
   returned: always
   type: dict
   sample: {"name": "host-1", "ipv4": "10.0.0.1", "ipv6": null, "as_number": null,
-           "rr_cluster_id": null}
+           "rr_cluster_id": null, "ipv4_subnet": "10.0.0.0/24"}
 diff:
   description: The node record before and after (an empty dict where there is none).
   returned: always
@@ -133,7 +156,7 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
     run,
 )
 
-FIELDS = ("ipv4", "ipv6", "as_number", "rr_cluster_id")
+FIELDS = ("ipv4", "ipv6", "as_number", "rr_cluster_id", "ipv4_subnet", "ipv6_subnet")
 
 
 def ensure(module, client):
@@ -154,6 +177,8 @@ def main():
         "ipv6": {"type": "str"},
         "as_number": {"type": "int"},
         "rr_cluster_id": {"type": "str"},
+        "ipv4_subnet": {"type": "str"},
+        "ipv6_subnet": {"type": "str"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     })
     run(module, lambda client: ensure(module, client), preview=True)

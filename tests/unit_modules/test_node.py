@@ -14,6 +14,10 @@ from tests.unit_modules.helpers import client, failed, ok
     ({"name": "host-1", "as_number": "lots"}, "as_number"),
     ({"name": "host-1", "rr_cluster_id": "not-an-id"}, "rr_cluster_id"),
     ({"ipv4": "10.0.0.1"}, "name"),
+    ({"name": "host-1", "ipv4": "10.0.0.1", "ipv4_subnet": "10.0.1.0/24"}, "ipv4_subnet"),
+    ({"name": "host-1", "ipv4": "10.0.0.1", "ipv4_subnet": "10.0.0.0"}, "ipv4_subnet"),
+    ({"name": "host-1", "ipv6_subnet": "fd00::/64"}, "ipv6_subnet"),
+    ({"name": "host-1", "ipv6": "fd00::1", "ipv6_subnet": "10.0.0.0/8"}, "ipv6_subnet"),
 ])
 def test_bad_arguments_name_the_field(url, args, field) -> None:
     msg = failed(node, dict(args, datastore=url))
@@ -68,3 +72,24 @@ def test_absent_removes_the_node_and_its_peers(url) -> None:
     assert ok(node, {"name": "host-1", "state": "absent", "datastore": url})["changed"] is False
     with client(url) as c:
         assert c.list_nodes() == [] and c.list_bgp_peers() == []
+
+
+def test_subnets_add_to_a_record_made_without_them(url) -> None:
+    ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "ipv6": "fd00::1", "datastore": url})
+    args = {"name": "host-1", "ipv4": "10.0.0.1", "ipv4_subnet": "10.0.0.1/24",
+            "ipv6": "fd00::1", "ipv6_subnet": "fd00::/64", "datastore": url}
+    preview = ok(node, args, check=True, diff=True)
+    assert preview["changed"] is True
+    assert preview["diff"]["before"] == {"name": "host-1", "ipv4": "10.0.0.1",
+                                         "ipv6": "fd00::1", "as_number": None,
+                                         "rr_cluster_id": None}
+    assert preview["diff"]["after"] == {**preview["diff"]["before"],
+                                        "ipv4_subnet": "10.0.0.0/24", "ipv6_subnet": "fd00::/64"}
+    with client(url) as c:
+        assert c.get_node("host-1").ipv4_subnet is None  # check mode wrote nothing
+    out = ok(node, args)
+    assert out["changed"] is True and out["node"]["ipv4_subnet"] == "10.0.0.0/24"
+    assert ok(node, args)["changed"] is False
+    # left out: cleared, as every option of the module
+    out = ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url})
+    assert out["changed"] is True and "ipv4_subnet" not in out["node"]
