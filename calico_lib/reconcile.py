@@ -250,7 +250,7 @@ class Dataplane:
         if self.bird_config is None:
             return
         key = replace(snapshot, revision=0)
-        if key == self._bird_input and not check_mode and report.verified is False:
+        if key == self._bird_input and not check_mode and not report.verified:
             return  # trusted and unchanged: the file is what this dataplane wrote
         report.bird = apply_bird(render_bird(snapshot), self.bird_config, self.bird_socket,
                                  check_mode)

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import IO, Any
 
 from .errors import LabError
@@ -73,12 +73,13 @@ class Docker:
         return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
 
     def ensure_network(self, name: str, subnets: Sequence[str], *, kind: str, prefix: str,
-                       step: str, fits: Callable[[dict[str, Any]], bool]) -> None:
+                       step: str) -> None:
         """A bridge network ``name`` with ``subnets`` (gateway: host address 1 of each; IPv6
-        on when one is IPv6) and the lab's label ``kind``: kept when ``fits`` says so, made
-        anew when it is the lab's but does not fit; one the lab did not make is an error."""
+        on when one is IPv6) and the lab's label ``kind``: kept when it fits
+        (``network_fits``), made anew when it is the lab's but does not fit; one the lab did
+        not make is an error."""
         net = self.network_info(name, step)
-        if net is not None and fits(net):
+        if net is not None and network_fits(net, subnets, kind):
             self.shell.progress(f"{name} exists ({', '.join(subnets)})")
             return
         if net is not None:
@@ -96,6 +97,10 @@ class Docker:
             args.append("--ipv6")
         self.run(*args, name, step=step)
         self.shell.progress(f"created {name} ({', '.join(subnets)})")
+
+    def remove_container(self, name: str, step: str) -> None:
+        """``docker rm -f -v NAME``: the container and its volumes, whatever its state."""
+        self.run("rm", "-f", "-v", name, step=step, timeout=180)
 
     def remove_network(self, name: str, step: str = "docker") -> None:
         """``docker network rm NAME``; an error names what is still attached."""
@@ -158,6 +163,14 @@ class Docker:
             time.sleep(0.5)
         raise LabError("docker", f"dockerd did not answer at {self.host} within "
                        f"60s; see {DOCKERD_LOG}:\n{file_tail(DOCKERD_LOG)}")
+
+
+def network_fits(net: dict[str, Any], subnets: Sequence[str], kind: str) -> bool:
+    """Whether the inspected network ``net`` has exactly ``subnets``, IPv6 on exactly when
+    one of them is IPv6, and the lab's label ``kind``."""
+    have = {c.get("Subnet") for c in net.get("IPAM", {}).get("Config") or []}
+    return bool(net.get("EnableIPv6")) == any(":" in s for s in subnets) \
+        and have == set(subnets) and net.get("Labels", {}).get(LABEL) == kind
 
 
 def systemd_runs() -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .docker import LABEL, Docker
+from .docker import LABEL, Docker, network_fits
 from .errors import LabError
 from .shell import tail
 
@@ -196,7 +196,7 @@ class Cluster:
             return False
         for rack in self.racks:
             info = self.network_info(rack.network)
-            if info is None or not self.fabric_fits(info, rack):
+            if info is None or not network_fits(info, rack.subnets(self.ipv6), "fabric"):
                 return False
         return True
 
@@ -212,7 +212,7 @@ class Cluster:
             why = self._unfit(info, wanted.get(name), image, fabric_ok)
             if why:
                 self.shell.progress(f"removing {name}: {why}")
-                self.docker.run("rm", "-f", "-v", name, step="leftovers", timeout=180)
+                self.docker.remove_container(name, step="leftovers")
             else:
                 keep.add(name)
         # a container with a node's name that the lab did not make is not ours to remove
@@ -261,14 +261,6 @@ class Cluster:
 
     # -------------------------------------------------------------------- the fabric
 
-    def fabric_fits(self, net: dict[str, Any], rack: Rack) -> bool:
-        """Whether the inspected network ``net`` is this rack's network as wanted (subnets,
-        IPv6 setting, the lab's label); else ``ensure_fabric`` makes it anew."""
-        subnets = {c.get("Subnet") for c in net.get("IPAM", {}).get("Config") or []}
-        return bool(net.get("EnableIPv6")) == self.ipv6 \
-            and subnets == set(rack.subnets(self.ipv6)) \
-            and net.get("Labels", {}).get(LABEL) == "fabric"
-
     def ensure_fabric(self) -> None:
         """Every rack's network as wanted; fabric networks of another rack count removed."""
         wanted = {r.network for r in self.racks}
@@ -278,8 +270,7 @@ class Cluster:
                 self.remove_network(name)
         for rack in self.racks:
             self.docker.ensure_network(rack.network, rack.subnets(self.ipv6),
-                                       kind="fabric", prefix=self.prefix, step="fabric",
-                                       fits=lambda net, rack=rack: self.fabric_fits(net, rack))
+                                       kind="fabric", prefix=self.prefix, step="fabric")
 
     def remove_network(self, name: str) -> None:
         self.docker.remove_network(name, step="fabric")
@@ -374,7 +365,7 @@ class Cluster:
         containers = self.containers()
         for info in containers:
             name = info["Name"].lstrip("/")
-            self.docker.run("rm", "-f", "-v", name, step="remove", timeout=180)
+            self.docker.remove_container(name, step="remove")
             self.shell.progress(f"removed {name}")
         if not containers:
             self.shell.progress("no node containers")

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .docker import LABEL, Docker
+from .docker import LABEL, Docker, network_fits
 from .errors import LabError
 from .nodes import NODE_RUN_FLAGS, Rack, host_address
 from .shell import tail
@@ -317,19 +317,14 @@ class Outside:
     def network_info(self) -> dict[str, Any] | None:
         return self.docker.network_info(self.layout.network, step="outside")
 
-    def _network_fits(self, net: dict[str, Any]) -> bool:
-        subnets = {c.get("Subnet") for c in net.get("IPAM", {}).get("Config") or []}
-        return bool(net.get("EnableIPv6")) == bool(self.layout.subnet6) \
-            and subnets == set(self.layout.subnets) \
-            and net.get("Labels", {}).get(LABEL) == "outside-net"
-
     # -------------------------------------------------------------------- leftovers
 
     def clear_leftovers(self, image: str, fabric_ok: bool, wanted: bool) -> set[str]:
         """Remove the ToR and the outside host unless they fit (``wanted``: the lab has
         them; else they all go, with the outside network); the names kept."""
         net = self.network_info()
-        net_ok = wanted and net is not None and self._network_fits(net)
+        net_ok = wanted and net is not None and network_fits(net, self.layout.subnets,
+                                                             "outside-net")
         keep: set[str] = set()
         for info in self.containers():
             name = info["Name"].lstrip("/")
@@ -337,7 +332,7 @@ class Outside:
                 else self._unfit(info, image, fabric_ok, net_ok)
             if why:
                 self.shell.progress(f"removing {name}: {why}")
-                self.docker.run("rm", "-f", "-v", name, step="leftovers", timeout=180)
+                self.docker.remove_container(name, step="leftovers")
             else:
                 keep.add(name)
         if not wanted and net is not None:
@@ -401,8 +396,7 @@ class Outside:
     def ensure_network(self) -> None:
         layout = self.layout
         self.docker.ensure_network(layout.network, layout.subnets, kind="outside-net",
-                                   prefix=self.prefix, step="outside",
-                                   fits=self._network_fits)
+                                   prefix=self.prefix, step="outside")
 
     def start_tor(self, tor: Tor, image: str) -> None:
         args = ["run", "-d", "--name", tor.name, "--hostname", tor.name,
@@ -461,7 +455,7 @@ class Outside:
         containers = self.containers()
         for info in containers:
             name = info["Name"].lstrip("/")
-            self.docker.run("rm", "-f", "-v", name, step="remove", timeout=180)
+            self.docker.remove_container(name, step="remove")
             self.shell.progress(f"removed {name}")
         net = self.network_info()
         if net is None:
