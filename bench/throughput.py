@@ -47,6 +47,12 @@ neighbour caches or sysctls left by the previous scenario. The scenarios:
             fabric for IPv4, id 6 over the IPv6 fabric for IPv6, dstport 4789, devices
             10.97.0.x/24 and fd00:97::x/64), as Calico's and flannel's VXLAN modes do; the
             containers' routes carry the device's MTU (1450, 1430). No policy.
+``calico-vxlan``  Calico with a VXLAN pool: ``calico``'s snapshot and policy, its IPv4 pool
+            ``vxlan_mode: always``: the library makes each host's ``vxlan.calico`` device,
+            its static neighbour and FDB entries and the routes through it (every container
+            address a /32 to its host's tunnel address); IPv6 is routed natively as in
+            ``calico`` (VXLAN pools are IPv4 only). The containers' IPv4 routes carry
+            MTU 1450.
 
 Measured between the two containers (host to host for ``veth``), for IPv4 and IPv6:
   * iperf3 TCP throughput, 1 stream and 4 streams (``-t DURATION -O 1``: the first second
@@ -64,7 +70,7 @@ policy >= 0.95x bare routed and >= 1.05x VXLAN, for throughput and, as the inver
 of round-trip times, for latency.
 
 Run as root: .venv/bin/python bench/throughput.py [--quick] [--duration S] [--runs N]
-             [--ipv4-only] [--scenarios calico,bare,veth,nat,vxlan]
+             [--ipv4-only] [--scenarios calico,bare,veth,nat,vxlan,calico-vxlan]
 """
 
 from __future__ import annotations
@@ -114,6 +120,9 @@ PAIR_PROFILE = "pair"
 VXLAN = {4: ("vxlan4", 4, ("10.97.0.1", "10.97.0.2"), 24, 1450),
          6: ("vxlan6", 6, ("fd00:97::1", "fd00:97::2"), 64, 1430)}
 VXLAN_PORT = 4789
+#: ``calico-vxlan``: each host's block holding its tunnel address
+TUNNEL_BLOCKS = ("10.96.255.0/26", "10.96.255.64/26")
+TUNNELS = ("10.96.255.1", "10.96.255.65")
 DOCKER_BRIDGE = "docker0"
 DOCKER_NET = {4: ("172.17.0.0/16", "172.17.0.1", "172.17.0.2", 16),
               6: ("fd00:17::/64", "fd00:17::1", "fd00:17::2", 64)}
@@ -277,8 +286,11 @@ def _filler_rule(rng: random.Random, others: list[str]) -> Rule:
 
 
 def cluster_snapshot(hostname: str, endpoints: int, profiles: int, rules: int,
-                     seed: int) -> Snapshot:
-    """The two-host cluster as ``hostname`` sees it (deterministic for a seed)."""
+                     seed: int, vxlan: bool = False) -> Snapshot:
+    """The two-host cluster as ``hostname`` sees it (deterministic for a seed). With
+    ``vxlan`` its IPv4 pool is ``vxlan_mode: always``: each host holds a block with its
+    tunnel address (TUNNEL_BLOCKS), and every container address is, as far as the
+    library knows, borrowed, so each gets a /32 through the tunnel to its host."""
     rng = random.Random(seed)
     profile_names = [f"prof-{i:03d}" for i in range(profiles)]
     inbound: dict[str, list[Rule]] = {n: [] for n in profile_names}
@@ -314,12 +326,18 @@ def cluster_snapshot(hostname: str, endpoints: int, profiles: int, rules: int,
     pair = [Endpoint(id=f"pair-{i}", host=HOSTS[i], interface=PAIR_INTERFACES[i],
                      mac=PAIR_MACS[i], ipv4_nets=[POD4[i]], ipv6_nets=[POD6[i]],
                      profiles=[*profile_names, PAIR_PROFILE]) for i in (0, 1)]
+    mode = "always" if vxlan else "never"
+    blocks = dict(zip(HOSTS, TUNNEL_BLOCKS, strict=True)) if vxlan else {}
     return Snapshot(
         hostname=hostname, revision=1,
-        pools=(IPPool(POOL4, nat_outgoing=True), IPPool(POOL6)),
+        pools=(IPPool(POOL4, nat_outgoing=True, vxlan_mode=mode), IPPool(POOL6)),
         profiles=all_profiles,
         endpoints=tuple(others + pair),  # the pair last: last of the endpoints
-        nodes={h: Node(h, FABRIC4[i], FABRIC6[i]) for i, h in enumerate(HOSTS)})
+        nodes={h: Node(h, FABRIC4[i], FABRIC6[i],
+                       ipv4_vxlan_tunnel=TUNNELS[i] if vxlan else None)
+               for i, h in enumerate(HOSTS)},
+        blocks=(blocks[hostname],) if vxlan else (),
+        host_blocks={h: (b,) for h, b in blocks.items()})
 
 
 def rules_walked(policy: Policy, interface: str, version: int, outbound: bool) -> int:
@@ -529,12 +547,13 @@ def attach_routed(tb: Testbed, mtu: dict[int, int] | None = None) -> None:
               f"route add default via {GATEWAY6} dev eth0{mtu6}")
 
 
-def route_over_fabric(tb: Testbed) -> None:
+def route_over_fabric(tb: Testbed, versions: tuple[int, ...] = (4, 6)) -> None:
     """Each host routes the other's container /32 and /128 via the other host."""
     for i in (0, 1):
         peer = 1 - i
-        tb.ip(tb.hosts[i], f"route add {POD4[peer]}/32 via {FABRIC4[peer]} dev {FABRIC}",
-              f"route add {POD6[peer]}/128 via {FABRIC6[peer]} dev {FABRIC}")
+        routes = {4: f"route add {POD4[peer]}/32 via {FABRIC4[peer]} dev {FABRIC}",
+                  6: f"route add {POD6[peer]}/128 via {FABRIC6[peer]} dev {FABRIC}"}
+        tb.ip(tb.hosts[i], *(routes[v] for v in versions))
 
 
 def apply_on_hosts(tb: Testbed, cfg: Config, what: str) -> list[dict[str, Any]]:
@@ -577,15 +596,27 @@ def closed_port(tb: Testbed, ns: str, addr: str, port: int) -> str:
     return tb.exec(ns, sys.executable, "-I", "-S", "-c", code, addr, str(port)).strip()
 
 
-def setup_calico(tb: Testbed, cfg: Config) -> Ends:
-    attach_routed(tb)
-    reports = apply_on_hosts(tb, cfg, "policy")
-    route_over_fabric(tb)
+def setup_calico(tb: Testbed, cfg: Config, vxlan: bool = False) -> Ends:
+    if vxlan:  # the library's VXLAN for IPv4 (its routes and the device's MTU)
+        attach_routed(tb, mtu={4: VXLAN[4][4], 6: 1500})
+        reports = apply_on_hosts(tb, cfg, "vxlan")
+        route_over_fabric(tb, (6,))
+    else:
+        attach_routed(tb)
+        reports = apply_on_hosts(tb, cfg, "policy")
+        route_over_fabric(tb)
     a, b = reports
-    notes = [f"policy: {cfg.profiles} profiles with {cfg.rules} rules, "
+    notes = [] if vxlan else [f"policy: {cfg.profiles} profiles with {cfg.rules} rules, "
              f"{cfg.endpoints} other endpoints; apply_snapshot took {a['seconds']:.1f} s on "
              f"host-a and {b['seconds']:.1f} s on host-b; host-a has {a['rules']} iptables "
              f"rules (IPv4+IPv6, filter+nat) and {a['ipsets']} ipsets"]
+    if vxlan:
+        tunnel = a["summary"].split("vxlan device ", 1)[-1].split(" (")[0]
+        notes.append("calico-vxlan: the same policy; IPv4 through the vxlan.calico device "
+                     f"the library made (pool vxlan_mode always; on host-a: vxlan device "
+                     f"{tunnel})")
+        return Ends(tb.containers[0], tb.containers[1], {4: POD4[1], 6: POD6[1]},
+                    notes=notes)
     for v in cfg.versions:
         notes.append(f"IPv{v}: a new flow's first packet passes about "
                      f"{a['walked'][str(v)]['out']} filter rules on host-a and "
@@ -670,6 +701,8 @@ SCENARIOS = [
     Scenario("veth", "raw veth, host to host", setup_veth),
     Scenario("nat", "Docker bridge NAT (-p)", setup_nat),
     Scenario("vxlan", "VXLAN overlay", setup_vxlan),
+    Scenario("calico-vxlan", "Calico VXLAN pool + policy",
+             lambda tb, cfg: setup_calico(tb, cfg, vxlan=True)),
 ]
 
 
@@ -874,7 +907,7 @@ def apply_inside(args: argparse.Namespace) -> int:
     from calico_lib.render.routes import desired_routes
 
     snapshot = cluster_snapshot(args.apply, args.endpoints, args.profiles, args.rules,
-                                args.seed)
+                                args.seed, vxlan=args.what == "vxlan")
     start = time.perf_counter()
     if args.what == "routes":
         report = apply_routes(desired_routes(snapshot))
@@ -992,7 +1025,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--apply", choices=HOSTS, help=argparse.SUPPRESS)
     parser.add_argument("--inside", help=argparse.SUPPRESS)
-    parser.add_argument("--what", choices=("policy", "routes"), help=argparse.SUPPRESS)
+    parser.add_argument("--what", choices=("policy", "routes", "vxlan"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.duration = args.duration if args.duration is not None else preset["duration"]

@@ -16,11 +16,13 @@ import time
 from collections.abc import Sequence
 
 from . import datastore, keys, logsafe, metrics
+from .client import Client
 from .dataplane.bird import DEFAULT_CONFIG, DEFAULT_SOCKET
 from .datastore import open_datastore
 from .errors import CalicoError, CompactedError, DatastoreError
 from .hostname import resolve_hostname
 from .reconcile import DEFAULT_LOCK_FILE, Dataplane, reconcile
+from .tunnel_address import ensure_tunnel_address
 
 log = logging.getLogger("calico-agent")
 #: the longest wait between reconciles that fail; a datastore that does not answer is
@@ -60,11 +62,20 @@ class Agent:
         self.hostname = resolve_hostname(args.hostname)
         # never create the store: on a mistyped path an empty one would unprogram the host
         self.store = open_datastore(**datastore.options(args), create=False)
+        self.client = Client(self.store)
         bird = None if args.bird_config == "none" else args.bird_config
         self.dataplane = Dataplane(bird, args.bird_socket)
         self.stopping = False
 
     def reconcile_once(self, verify: bool = True) -> int:
+        # the host's VXLAN tunnel address first: its own record, written by it alone;
+        # failing that (but for the datastore), the rest of the dataplane is still kept
+        try:
+            ensure_tunnel_address(self.client, self.hostname, thorough=verify)
+        except DatastoreError:
+            raise
+        except CalicoError as exc:
+            log.error("vxlan: tunnel address not checked: %s", exc)
         report = reconcile(self.store, self.hostname, self.args.lock_file,
                            dataplane=self.dataplane, verify=verify)
         log.info("%s", report.summary())

@@ -23,7 +23,18 @@ from typing import Any, NoReturn
 from . import datastore
 from .client import Client, connect
 from .errors import CalicoError, DatastoreMissing, ValidationError
-from .model import ACTIONS, BGPPeer, Endpoint, IPAMConfig, IPPool, Node, Profile, Rule, show
+from .model import (
+    ACTIONS,
+    VXLAN_MODES,
+    BGPPeer,
+    Endpoint,
+    IPAMConfig,
+    IPPool,
+    Node,
+    Profile,
+    Rule,
+    show,
+)
 
 Handler = Callable[[Client, argparse.Namespace], int | None]
 
@@ -74,16 +85,21 @@ def rule_text(rule: Rule) -> str:
 
 def pool_add(c: Client, a: argparse.Namespace) -> None:
     c.add_pool(IPPool(a.cidr, block_size=a.block_size, nat_outgoing=a.nat_outgoing,
-                      disabled=a.disabled))
+                      disabled=a.disabled, vxlan_mode=a.vxlan))
 
 
 def pool_set(c: Client, a: argparse.Namespace) -> None:
-    c.update_pool(a.cidr, nat_outgoing=a.nat_outgoing, disabled=a.disabled)
+    c.update_pool(a.cidr, nat_outgoing=a.nat_outgoing, disabled=a.disabled,
+                  vxlan_mode=a.vxlan)
 
 
 def pool_list(c: Client, a: argparse.Namespace) -> None:
-    emit(a, [p.to_dict() for p in c.list_pools()],
-         ["cidr", "block_size", "nat_outgoing", "disabled"])
+    pools = c.list_pools()
+    if a.output == "json":  # the pools as stored (vxlan_mode only when not never)
+        emit(a, [p.to_dict() for p in pools])
+        return
+    emit(a, [dict(p.to_dict(), vxlan=p.vxlan_mode) for p in pools],
+         ["cidr", "block_size", "nat_outgoing", "disabled", "vxlan"])
 
 
 def profile_add(c: Client, a: argparse.Namespace) -> None:
@@ -615,10 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disabled", action="store_true", help="give no new addresses from it")
     p.add_argument("--block-size", type=int, metavar="N",
                    help="prefix length of its blocks (default 26 for IPv4, 122 for IPv6)")
+    p.add_argument("--vxlan", choices=VXLAN_CHOICES, default="never",
+                   help=VXLAN_HELP + " (default: never)")
     p = command(pool, "set", pool_set, "change a pool's flags", preview=True)
     p.add_argument("cidr")
     p.add_argument("--nat-outgoing", type=_bool_arg, metavar="true|false")
     p.add_argument("--disabled", type=_bool_arg, metavar="true|false")
+    p.add_argument("--vxlan", choices=VXLAN_CHOICES, help=VXLAN_HELP)
     p = command(pool, "remove", lambda c, a: c.remove_pool(a.cidr), "remove an unused pool",
                 preview=True)
     p.add_argument("cidr")
@@ -950,6 +969,12 @@ def dry_run(c: Client, a: argparse.Namespace) -> int:
     print("\n".join(found.lines()))
     return 0
 
+
+#: a pool's --vxlan (IPPool.vxlan_mode), as Calico's vxlanMode
+VXLAN_CHOICES = sorted(VXLAN_MODES)
+VXLAN_HELP = ("how the pool's traffic goes between hosts (IPv4 pools only): never routes it "
+              "natively; always encapsulates it in VXLAN to every other host; cross-subnet "
+              "encapsulates it only to hosts on another subnet")
 
 #: commands that can preview their change with --dry-run
 DRY_RUN_HELP = ("print what every host's dataplane would change (rules, ipset members, "

@@ -140,8 +140,9 @@ class Client:
         return sorted(pools, key=lambda p: (p.version, p.network))
 
     def update_pool(self, cidr: str, nat_outgoing: bool | None = None,
-                    disabled: bool | None = None) -> IPPool:
-        """Change a pool's flags (its CIDR and block size are fixed once blocks exist)."""
+                    disabled: bool | None = None, vxlan_mode: str | None = None) -> IPPool:
+        """Change a pool's flags and its ``vxlan_mode`` (its CIDR and block size are fixed
+        once blocks exist); None leaves one as it is."""
         net = str(parse_network("cidr", cidr))
 
         def write(tx: Tx) -> IPPool:
@@ -152,6 +153,8 @@ class Client:
                 data["nat_outgoing"] = nat_outgoing
             if disabled is not None:
                 data["disabled"] = disabled
+            if vxlan_mode is not None:
+                data["vxlan_mode"] = vxlan_mode
             pool = IPPool.from_dict(data)
             tx.put(keys.pool(net), pool.to_dict())
             tx.put(keys.POOLS_GUARD, {"changed": net})

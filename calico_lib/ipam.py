@@ -38,6 +38,7 @@ from .model import (
     Endpoint,
     IPAMConfig,
     IPPool,
+    Node,
     parse_address,
     parse_network,
     show,
@@ -60,6 +61,14 @@ BLOCK_FIELDS = ("cidr", "affinity", "allocations", "unallocated")
 
 
 # --------------------------------------------------------------------------- pending handles
+
+
+#: the handle of a host's VXLAN tunnel address (``calico_lib.tunnel_address``)
+TUNNEL_HANDLE_PREFIX = "vxlan-tunnel."
+
+
+def tunnel_handle(host: str) -> str:
+    return TUNNEL_HANDLE_PREFIX + validate_hostname("host", host)
 
 
 def pending_handle_name(now: float) -> str:
@@ -261,6 +270,8 @@ class State:
     endpoints: dict[str, Endpoint]  # endpoint key -> endpoint
     endpoint_keys: set[str]  # every endpoint key, readable or not
     unreadable: list[Unreadable]
+    #: the tunnel handle of each node record that names a tunnel address -> that address
+    tunnels: dict[str, str] = field(default_factory=dict)
 
     def holdings(self) -> dict[str, dict[str, list[str]]]:
         """Per handle, per block CIDR, the addresses the blocks allocate to it."""
@@ -763,14 +774,19 @@ class IPAM:
 
     def read_state(self) -> State:
         """Pools, blocks, claims, handle records and endpoints, read in one snapshot."""
-        (pool_kvs, block_kvs, aff_kvs, handle_kvs, endpoint_kvs), revision = self.store.read(
-            [keys.POOLS, keys.BLOCKS, keys.AFFINITIES, keys.HANDLES, keys.ENDPOINTS])
+        (pool_kvs, block_kvs, aff_kvs, handle_kvs, endpoint_kvs, node_kvs), revision = \
+            self.store.read([keys.POOLS, keys.BLOCKS, keys.AFFINITIES, keys.HANDLES,
+                             keys.ENDPOINTS, keys.NODES])
         pools, unreadable = decode_all(pool_kvs, IPPool)
         endpoints, bad = decode_all(endpoint_kvs, Endpoint)
         unreadable += bad
+        nodes, bad = decode_all(node_kvs, Node)
+        unreadable += bad
         state = State(revision, pools, {}, {kv.key for kv in block_kvs}, {}, {},
                       {keys.endpoint(e.host, e.id): e for e in endpoints},
-                      {kv.key for kv in endpoint_kvs}, unreadable)
+                      {kv.key for kv in endpoint_kvs}, unreadable,
+                      {tunnel_handle(n.name): n.ipv4_vxlan_tunnel for n in nodes
+                       if n.ipv4_vxlan_tunnel})
         for kv in block_kvs:
             try:
                 block = read_block(kv)
@@ -827,7 +843,9 @@ class IPAM:
         state.require_readable(keys.BLOCKS, keys.HANDLES, keys.ENDPOINTS)
         keep = None if live is None else set(live)
         holdings = state.holdings()
-        used = state.endpoint_ids()
+        if any(h.startswith(TUNNEL_HANDLE_PREFIX) for h in holdings):
+            state.require_readable(keys.NODES)  # whose tunnel is live depends on them
+        used = state.endpoint_ids() | set(state.tunnels)  # a node's tunnel address is live
         absent_hosts = sorted(state.hosts())
         plans = []
         for handle in sorted(set(holdings) | set(state.handles)):

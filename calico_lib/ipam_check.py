@@ -252,6 +252,13 @@ class _Findings:
         for handle, per_block in sorted(self.holdings.items()):
             key = keys.handle(handle)
             addrs = [a for cidr in sorted(per_block) for a in per_block[cidr]]
+            if handle in self.state.tunnels:
+                other = [a for a in addrs if a != self.state.tunnels[handle]]
+                if other:
+                    self.add("address-not-on-node", key, f"{', '.join(other)} allocated to "
+                             f"tunnel handle {handle} but not its node's tunnel address; "
+                             "its agent releases it")
+                continue
             if handle in used:
                 extra = [a for a in addrs if a not in on_endpoint.get(handle, set())]
                 if extra and handle not in unread_ids:

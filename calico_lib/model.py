@@ -312,14 +312,27 @@ def _plain(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- objects
 
+#: a pool's ``vxlan_mode`` values (Calico's Never, Always, CrossSubnet)
+VXLAN_MODES = ("never", "always", "cross-subnet")
+
+
 @dataclass
 class IPPool(Model):
-    """A range that container addresses are drawn from, carved into blocks."""
+    """A range that container addresses are drawn from, carved into blocks.
+
+    ``vxlan_mode`` (as Calico's ``vxlanMode``): ``never`` routes the pool's traffic
+    natively between hosts; ``always`` encapsulates it (VXLAN) to the other host's address;
+    ``cross-subnet`` only to hosts on another subnet (``Node.ipv4_subnet``). IPv4 pools
+    only. Left out of ``to_dict`` when ``never``, so such records read as before."""
+
+    compact: ClassVar[bool] = True  # vxlan_mode only when it encapsulates
+    always: ClassVar[tuple[str, ...]] = ("cidr", "block_size", "nat_outgoing", "disabled")
 
     cidr: str
     block_size: int | None = None
     nat_outgoing: bool = False
     disabled: bool = False
+    vxlan_mode: str = "never"
 
     def __post_init__(self) -> None:
         net = parse_network("cidr", self.cidr)
@@ -337,6 +350,18 @@ class IPPool(Model):
                                       f"block size of {net.prefixlen}-{high}")
         self.nat_outgoing = _bool("nat_outgoing", self.nat_outgoing)
         self.disabled = _bool("disabled", self.disabled)
+        if not isinstance(self.vxlan_mode, str) or self.vxlan_mode not in VXLAN_MODES:
+            raise _fail("vxlan_mode", f"{show(self.vxlan_mode)} is not allowed; use one of "
+                                      + ", ".join(VXLAN_MODES))
+        if self.vxlan_mode != "never" and net.version != 4:
+            # one VXLAN device per host, over IPv4 (see docs/vxlan.md)
+            raise _fail("vxlan_mode", f"{self.vxlan_mode} is for IPv4 pools; IPv6 pools "
+                                      "route natively (use never)")
+
+    @property
+    def encapsulates(self) -> bool:
+        """Whether the pool's traffic between some hosts goes through VXLAN."""
+        return self.vxlan_mode != "never"  # a disabled pool's containers still talk
 
     @property
     def network(self) -> netaddr.IPNetwork:
@@ -598,9 +623,15 @@ class Node(Model):
     rr_cluster_id: str | None = None
     ipv4_subnet: str | None = None
     ipv6_subnet: str | None = None
+    #: the host's own address on its VXLAN device (``vxlan.calico``), taken by its agent
+    #: from a pool that encapsulates (Calico's ``ipv4VXLANTunnelAddr``)
+    ipv4_vxlan_tunnel: str | None = None
 
     def __post_init__(self) -> None:
         validate_hostname("name", self.name)
+        if self.ipv4_vxlan_tunnel is not None:
+            self.ipv4_vxlan_tunnel = str(routable_address("ipv4_vxlan_tunnel",
+                                                          self.ipv4_vxlan_tunnel, 4))
         if self.ipv4 is not None:
             self.ipv4 = str(routable_address("ipv4", self.ipv4, 4))
         if self.ipv6 is not None:

@@ -21,6 +21,7 @@ from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
 from .dataplane.kernel import Kernel, real_kernel
 from .dataplane.routes import RouteReport, host_route_addresses
 from .dataplane.runner import CommandError
+from .dataplane.tunnel import TunnelError, TunnelReport
 from .datastore import Datastore
 from .errors import CalicoError
 from .records import DecodeCache, Reporter, Unreadable
@@ -28,6 +29,7 @@ from .render import names
 from .render.bird import render_bird
 from .render.policy import IpSet, PolicyRenderer
 from .render.routes import RouteRenderer, RouteSpec
+from .render.tunnel import TunnelSpec, render_tunnel
 from .snapshot import Snapshot, load_snapshot
 
 DEFAULT_LOCK_FILE = "/run/calico/dataplane.lock"
@@ -65,6 +67,7 @@ class Report:
     tables: list[iptables.TablePlan] = field(default_factory=list)
     routes: RouteReport | None = None
     bird: BirdReport | None = None
+    tunnel: TunnelReport | None = None
     seconds: float = 0.0
     check_mode: bool = False
     #: False when the kernel was not read because the render had not changed
@@ -80,6 +83,7 @@ class Report:
         return bool(self.sets.before or self.sets.after
                     or any(t.text for t in self.tables)
                     or (self.routes is not None and self.routes.changed)
+                    or (self.tunnel is not None and self.tunnel.changed)
                     or (self.bird is not None and self.bird.changed))
 
     def summary(self) -> str:
@@ -101,6 +105,8 @@ class Report:
                              + (f", {t.hooks_fixed} hooks fixed" if t.hooks_fixed else ""))
         if self.routes is not None and self.routes.changed:
             parts.append(self.routes.summary().removeprefix("changed: "))
+        if self.tunnel is not None and self.tunnel.changed:
+            parts.append(self.tunnel.summary())
         if self.conntrack_flushed:
             parts.append(f"flows of {len(self.conntrack_flushed)} address(es) judged again")
         if self.bird is not None and self.bird.changed:
@@ -145,9 +151,12 @@ class Dataplane:
         self._tables: dict[tuple[int, str], iptables.KernelTable] = {}
         self._sets: dict[str, IpSet] | None = None
         self._routes: set[RouteSpec] = set()
+        #: the VXLAN state last applied (None: read the kernel next time)
+        self._tunnel: TunnelSpec | None = None
 
     def forget(self) -> None:
         self._input, self._tables, self._sets, self._routes = None, {}, None, set()
+        self._tunnel = None
 
     def adopt(self, snapshot: Snapshot) -> None:
         """Take the kernel to hold ``snapshot``'s render: another writer just applied it
@@ -157,6 +166,7 @@ class Dataplane:
         self._tables = {(t.version, t.name): iptables.as_kernel(t) for t in policy.tables}
         self._sets = dict(policy.ipsets)
         self._routes = self.routes.render(snapshot)
+        self._tunnel = render_tunnel(snapshot)
         for table in policy.tables:  # this process's gauges too say what is programmed
             metrics.programmed(table)
         metrics.active(snapshot)
@@ -183,7 +193,7 @@ class Dataplane:
             metrics.RESYNCS_STARTED.inc()
         routes = self.routes.render(snapshot)
         policy = self.renderer.render(snapshot)
-        known_sets, known_routes = self._sets, self._routes
+        known_sets, known_routes, known_tunnel = self._sets, self._routes, self._tunnel
         known_tables = self._tables if trust else {}
         if not check_mode:
             self.forget()  # until this apply has fully succeeded
@@ -219,6 +229,13 @@ class Dataplane:
                          partial(ipsets.apply_after, self.kernel.ipsets, set_plan))
             report.routes = (self.kernel.routes.apply_changes(known_routes, routes) if trust
                              else self.kernel.routes.apply(routes))
+        tunnel = render_tunnel(snapshot)
+        if not (trust and tunnel == known_tunnel):
+            try:
+                report.tunnel = self.kernel.tunnel.apply(tunnel, check_mode)
+            except TunnelError as exc:
+                failures.append(str(exc))
+        if not check_mode:
             # Open connections the new policy may no longer allow are judged again, and an
             # address that left this host takes no flows with it to the next container
             # that gets it: one flush for all of them.
@@ -237,6 +254,7 @@ class Dataplane:
             missing = set(report.routes.missing_interfaces) if report.routes else set()
             self._input, self._tables = replace(snapshot, revision=0), tables
             self._sets = dict(policy.ipsets)
+            self._tunnel = tunnel
             # a route whose interface does not exist yet is tried again next time
             self._routes = {r for r in routes if r.interface not in missing} if missing \
                 else routes

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import netaddr
+
 from . import keys
 from .datastore import Datastore, KeyValue
 from .errors import ValidationError
@@ -36,6 +38,9 @@ class Snapshot:
     peers: tuple[BGPPeer, ...] = ()
     #: the IPAM blocks affine to this host
     blocks: tuple[str, ...] = ()
+    #: by host (this one included), its blocks inside pools that encapsulate (VXLAN):
+    #: empty when no pool does. A block two hosts claim is nobody's here.
+    host_blocks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: records that could not be read and were left out (reported, never fatal)
     unreadable: tuple[Unreadable, ...] = ()
 
@@ -59,7 +64,7 @@ def load_snapshot(store: Datastore, hostname: str, cache: DecodeCache | None = N
      affinities), revision = store.read(
         [keys.POOLS, keys.PROFILES, keys.ENDPOINTS, keys.AGENT_CONFIG, keys.NODES,
          keys.BGP_CONFIG, keys.GLOBAL_PEERS, f"{keys.NODE_PEERS}{hostname}/",
-         keys.affinities(hostname)])
+         keys.AFFINITIES])
     bad: list[Unreadable] = []
 
     def read(kvs: list[KeyValue], cls: type) -> list:
@@ -70,10 +75,12 @@ def load_snapshot(store: Datastore, hostname: str, cache: DecodeCache | None = N
     agent_config = read(config, AgentConfig)
     bgp_config = read(bgp, BGPConfig)
     all_endpoints = _one_per_interface(read(endpoints, Endpoint), bad)
+    all_pools = tuple(read(pools, IPPool))
+    mine = keys.affinities(hostname)
     return Snapshot(
         hostname=hostname,
         revision=revision,
-        pools=tuple(read(pools, IPPool)),
+        pools=all_pools,
         profiles=with_network_profiles({p.name: p for p in read(profiles, Profile)},
                                        all_endpoints),
         endpoints=all_endpoints,
@@ -81,7 +88,9 @@ def load_snapshot(store: Datastore, hostname: str, cache: DecodeCache | None = N
         nodes=_one_per_address(read(nodes, Node), hostname, bad),
         bgp=bgp_config[0] if bgp_config else BGPConfig(),
         peers=tuple(read(global_peers + own_peers, BGPPeer)),
-        blocks=tuple(b for b in (_block(kv, bad) for kv in affinities) if b),
+        blocks=tuple(b for b in (_block(kv, bad) for kv in affinities
+                                 if kv.key.startswith(mine)) if b),
+        host_blocks=_encapsulated_blocks(affinities, all_pools, hostname, bad),
         unreadable=tuple(bad),
     )
 
@@ -97,6 +106,36 @@ def _block(kv: KeyValue, bad: list[Unreadable]) -> str | None:
         bad.append(Unreadable(kv.key, f"not a block affinity ({exc})"))
         return None
     return str(cidr)
+
+
+def _encapsulated_blocks(affinities: list[KeyValue], pools: tuple[IPPool, ...],
+                         hostname: str, bad: list[Unreadable]) -> dict[str, tuple[str, ...]]:
+    """Every host's blocks inside pools that encapsulate; a block that more than one host
+    claims (each host writes its own affinities: a host may lie) is left out for the
+    others, never for this host."""
+    nets = [p.network for p in pools if p.encapsulates and p.version == 4]
+    if not nets:
+        return {}
+    claims: dict[str, list[str]] = {}
+    for kv in affinities:
+        host = kv.key[len(keys.AFFINITIES):].split("/", 1)[0]
+        if host == hostname:
+            block = _block(kv, [])  # this host's own are reported with ``blocks``
+        else:
+            block = _block(kv, bad)
+        if block is not None and any(netaddr.IPNetwork(block) in n for n in nets):
+            claims.setdefault(block, []).append(host)
+    out: dict[str, list[str]] = {}
+    for block, hosts in sorted(claims.items()):
+        if len(hosts) > 1:
+            for host in hosts:
+                if host != hostname:
+                    bad.append(Unreadable(keys.affinity(host, block), f"block {block} is "
+                               f"also claimed by {sorted(set(hosts) - {host})[0]}: left out"))
+        for host in hosts:
+            if len(hosts) == 1 or host == hostname:
+                out.setdefault(host, []).append(block)
+    return {host: tuple(blocks) for host, blocks in sorted(out.items())}
 
 
 def _one_per_interface(endpoints: list[Endpoint], bad: list[Unreadable]

@@ -28,7 +28,9 @@ import netaddr
 from calico_lib.dataplane.kernel import RESTORE, SAVE, Kernel
 from calico_lib.dataplane.routes import RouteReport
 from calico_lib.dataplane.runner import CommandError
+from calico_lib.dataplane.tunnel import TunnelReport
 from calico_lib.render.routes import RouteSpec
+from calico_lib.render.tunnel import TunnelSpec
 
 BUILTIN = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
            "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
@@ -308,6 +310,34 @@ class FakeRoutes:
         return report
 
 
+class FakeTunnel:
+    """The VXLAN state as the spec last applied (the real applier diffs the same way)."""
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+        #: shared with ``another_writer``'s: one kernel
+        self.state = {"spec": TunnelSpec()}
+
+    @property
+    def spec(self) -> TunnelSpec:
+        return self.state["spec"]
+
+    def apply(self, spec: TunnelSpec, check_mode: bool = False) -> TunnelReport:
+        self.kernel.calls.append("vxlan: dump")
+        before, report = self.spec, TunnelReport()
+        if before.device != spec.device or before.local != spec.local:
+            report.device = "created" if spec.device else "removed"
+        report.added = sorted(r.dst for r in spec.routes - before.routes)
+        report.removed = sorted(r.dst for r in before.routes - spec.routes)
+        report.neighbours = len(spec.neighbours ^ before.neighbours) + len(
+            spec.fdb ^ before.fdb) + (spec.address != before.address)
+        if not check_mode and report.changed:
+            self.kernel.calls.append("vxlan: write")
+        if not check_mode:
+            self.state["spec"] = spec
+        return report
+
+
 class FakeKernel(Kernel):
     """A ``Kernel`` whose handlers are the fakes above, sharing one record of calls."""
 
@@ -315,6 +345,7 @@ class FakeKernel(Kernel):
     ipsets: FakeIpsets
     conntrack: FakeConntrack
     routes: FakeRoutes
+    tunnel: FakeTunnel
 
     def __init__(self) -> None:
         #: every handler call, as the command the real one would run
@@ -322,7 +353,7 @@ class FakeKernel(Kernel):
         #: (tool, text) of every restore
         self.inputs: list[tuple[str, str]] = []
         super().__init__({v: FakeIptables(self, v) for v in (4, 6)}, FakeIpsets(self),
-                         FakeConntrack(self), FakeRoutes(self))
+                         FakeConntrack(self), FakeRoutes(self), FakeTunnel(self))
 
     def another_writer(self) -> FakeKernel:
         """Handlers of another process on this same kernel state, with a record of their
@@ -332,6 +363,7 @@ class FakeKernel(Kernel):
             other.iptables[version] = self.iptables[version].shared(other)
         other.ipsets.sets = self.ipsets.sets
         other.routes.routes = self.routes.routes
+        other.tunnel.state = self.tunnel.state
         return other
 
     def sets_in_use(self) -> set[str]:
@@ -339,7 +371,7 @@ class FakeKernel(Kernel):
 
     def writes(self) -> list[str]:
         """The calls that change something: restores, flushes, route writes."""
-        return [c for c in self.calls if "save" not in c]
+        return [c for c in self.calls if "save" not in c and c != "vxlan: dump"]
 
     def chains(self, version: int, table: str = "filter") -> dict[str, list[str]]:
         return self.iptables[version].tables.get(table, {})

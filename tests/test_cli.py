@@ -246,8 +246,8 @@ def test_pools(ctl: Ctl) -> None:
         {"cidr": POOL6, "block_size": 120, "nat_outgoing": False, "disabled": True},
     ]
     table = ctl.ok("pool", "list").lines
-    assert table[0].split() == ["CIDR", "BLOCK_SIZE", "NAT_OUTGOING", "DISABLED"]
-    assert table[1].split() == [POOL4, "26", "yes", "no"]
+    assert table[0].split() == ["CIDR", "BLOCK_SIZE", "NAT_OUTGOING", "DISABLED", "VXLAN"]
+    assert table[1].split() == [POOL4, "26", "yes", "no", "never"]
 
     ctl.fails(2, ("pool", "add", "10.65.8.0/24"), "cidr", "overlaps", POOL4)
     ctl.fails(2, ("pool", "add", "10.0.0.0/8", "--nat-outgoing"), "cidr", "overlaps")
@@ -269,6 +269,40 @@ def test_pools(ctl: Ctl) -> None:
     ctl.ok("pool", "remove", POOL4)
     ctl.ok("pool", "remove", POOL6)
     assert ctl.json("pool", "list") == []
+
+
+def test_pool_vxlan(ctl: Ctl) -> None:
+    """--vxlan on pool add and pool set; listed as the VXLAN column (and vxlan_mode in
+    -o json unless never, as stored); IPv4 pools only."""
+    ctl.ok("pool", "add", POOL4, "--vxlan", "cross-subnet")
+    ctl.ok("pool", "add", "10.66.0.0/16")
+    assert ctl.json("pool", "list") == [
+        {"cidr": POOL4, "block_size": 26, "nat_outgoing": False, "disabled": False,
+         "vxlan_mode": "cross-subnet"},
+        {"cidr": "10.66.0.0/16", "block_size": 26, "nat_outgoing": False,
+         "disabled": False},
+    ]
+    table = ctl.ok("pool", "list").lines
+    assert table[0].split()[-1] == "VXLAN"
+    assert [line.split()[-1] for line in table[1:]] == ["cross-subnet", "never"]
+
+    ctl.ok("pool", "set", POOL4, "--vxlan", "always")
+    ctl.ok("pool", "set", "10.66.0.0/16", "--vxlan", "cross-subnet", "--nat-outgoing", "true")
+    assert [(p["vxlan_mode"], p["nat_outgoing"]) for p in ctl.json("pool", "list")] == [
+        ("always", False), ("cross-subnet", True)]
+    ctl.ok("pool", "set", POOL4, "--vxlan", "never")
+    ctl.ok("pool", "set", "10.66.0.0/16", "--disabled", "true")  # --vxlan left out: kept
+    assert [p.get("vxlan_mode") for p in ctl.json("pool", "list")] == [None, "cross-subnet"]
+
+    # IPv6 pools route natively: refused with one line naming the field, nothing written
+    ctl.fails(2, ("pool", "add", POOL6, "--vxlan", "always"), "vxlan_mode", "IPv4")
+    ctl.ok("pool", "add", POOL6)
+    ctl.fails(2, ("pool", "set", POOL6, "--vxlan", "cross-subnet"), "vxlan_mode", "IPv4")
+    assert ctl.json("pool", "list")[-1] == {"cidr": POOL6, "block_size": 122,
+                                            "nat_outgoing": False, "disabled": False}
+    ctl.fails(2, ("pool", "add", "10.67.0.0/16", "--vxlan", "sometimes"), "--vxlan",
+              "'sometimes'", "cross-subnet")
+    ctl.fails(2, ("pool", "set", POOL4, "--vxlan", "Always"), "--vxlan", "'Always'")
 
 
 # --------------------------------------------------------------------------- profiles
@@ -749,6 +783,8 @@ BAD_INPUT: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("pool", "add", "10.66.0.0/16", "--block-size", "8"), ("block_size", "20-32")),
     (("pool", "add", "10.66.0.0/16", "--block-size", "big"), ("--block-size", "'big'")),
     (("pool", "set", POOL4, "--disabled", "maybe"), ("--disabled", "true or false")),
+    (("pool", "add", "10.66.0.0/16", "--vxlan", "sometimes"), ("--vxlan", "'sometimes'")),
+    (("pool", "add", "fd00:66::/64", "--vxlan", "always"), ("vxlan_mode", "IPv4")),
     (("profile", "add", "no spaces"), ("name:", "'no spaces'")),
     (("profile", "add", "x", "--label", "novalue"), ("label", "KEY=VALUE")),
     (("profile", "rule", "add", "web", "inbound", "allow", "--src-net", "bad"), ("src_net",)),

@@ -49,6 +49,36 @@ class TestIPPool:
         assert IPPool("10.0.0.0/24", block_size=32).block_size == 32
         assert IPPool("fd00::/116", block_size=128).block_size == 128
 
+    def test_vxlan_mode_never_by_default_and_left_out_of_to_dict(self) -> None:
+        pool = IPPool("10.1.0.0/16")
+        assert pool.vxlan_mode == "never" and pool.encapsulates is False
+        assert "vxlan_mode" not in pool.to_dict()
+        assert "vxlan_mode" not in IPPool("10.1.0.0/16", vxlan_mode="never").to_dict()
+        assert IPPool.from_dict(pool.to_dict()) == pool
+
+    def test_vxlan_mode_cross_subnet_round_trips(self) -> None:
+        pool = IPPool("10.1.0.0/16", vxlan_mode="cross-subnet")
+        assert pool.encapsulates is True
+        data = pool.to_dict()
+        assert data["vxlan_mode"] == "cross-subnet"
+        assert IPPool.from_dict(json.loads(json.dumps(data))) == pool
+        assert IPPool("10.1.0.0/16", vxlan_mode="always").to_dict()["vxlan_mode"] == "always"
+
+    @pytest.mark.parametrize("mode", ["sometimes", "Always", "cross_subnet", "", None, True])
+    def test_bad_vxlan_mode_is_refused_naming_the_field(self, mode: object) -> None:
+        with pytest.raises(ValidationError) as info:
+            IPPool("10.1.0.0/16", vxlan_mode=mode)
+        assert info.value.field == "vxlan_mode"
+        assert str(info.value).startswith("vxlan_mode: ") and "\n" not in str(info.value)
+        assert "cross-subnet" in info.value.problem
+
+    @pytest.mark.parametrize("mode", ["always", "cross-subnet"])
+    def test_vxlan_mode_is_for_ipv4_pools(self, mode: str) -> None:
+        with pytest.raises(ValidationError) as info:
+            IPPool.from_dict({"cidr": "fd00:1::/48", "vxlan_mode": mode})
+        assert info.value.field == "vxlan_mode" and "IPv4" in info.value.problem
+        assert IPPool("fd00:1::/48", vxlan_mode="never").vxlan_mode == "never"
+
 
 class TestRule:
     def test_defaults(self) -> None:

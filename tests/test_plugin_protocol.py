@@ -95,9 +95,11 @@ class Recorder:
             self.calls.append(("add_address", interface, address))
         return True
 
-    def create_veth(self, host: str, peer: str, mac: str | None) -> bool:
+    def create_veth(self, host: str, peer: str, mac: str | None, mtu: int | None = None
+                    ) -> bool:
         with self.lock:
-            self.calls.append(("create_veth", host, peer, mac))
+            self.calls.append(("create_veth", host, peer, mac)
+                              + ((mtu,) if mtu is not None else ()))
         return True
 
     def delete_veth(self, host: str) -> bool:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..render.routes import RouteSpec
+from ..render.tunnel import TunnelSpec
 from . import conntrack, runner
 from .routes import RouteReport, apply_route_changes, apply_routes
+from .tunnel import TunnelReport, apply_tunnel
 
 #: ``runner.run``'s signature: (argv, stdin=None, timeout=..., ok_codes=(0,), ...) -> stdout
 Run = Callable[..., str]
@@ -67,6 +69,14 @@ class Routes(Protocol):
     def apply_changes(self, applied: Sequence[RouteSpec],
                       desired: Sequence[RouteSpec]) -> RouteReport:
         """Write the difference between ``applied`` and ``desired`` without reading."""
+        ...
+
+
+class Tunnel(Protocol):
+    """This host's VXLAN device, its neighbour/FDB entries and tunnel routes."""
+
+    def apply(self, spec: TunnelSpec, check_mode: bool = False) -> TunnelReport:
+        """Read the kernel and make it hold ``spec`` (check mode: only report)."""
         ...
 
 
@@ -129,6 +139,13 @@ class Netlink:
         return apply_route_changes(applied, desired)
 
 
+class NetlinkTunnel:
+    """The VXLAN device through pyroute2 (``dataplane.tunnel``)."""
+
+    def apply(self, spec: TunnelSpec, check_mode: bool = False) -> TunnelReport:
+        return apply_tunnel(spec, check_mode)
+
+
 @dataclass
 class Kernel:
     """Every handler the dataplane reads and writes through."""
@@ -137,10 +154,11 @@ class Kernel:
     ipsets: Ipsets
     conntrack: Conntrack
     routes: Routes
+    tunnel: Tunnel
 
 
 def real_kernel(run: Run | None = None) -> Kernel:
     """This host's kernel through the real tools; ``run`` replaces ``runner.run`` (a test's
     spy that records every command)."""
     return Kernel({v: IptablesCommands(v, run) for v in (4, 6)}, IpsetCommands(run),
-                  ConntrackCommands(run), Netlink())
+                  ConntrackCommands(run), Netlink(), NetlinkTunnel())

@@ -65,15 +65,18 @@ class VethError(CalicoError):
     pass
 
 
-def create_veth(host: str, peer: str, peer_mac: str | None = None) -> bool:
-    """Create ``host``<->``peer`` unless ``host`` exists; host end up. True if created."""
+def create_veth(host: str, peer: str, peer_mac: str | None = None,
+                mtu: int | None = None) -> bool:
+    """Create ``host``<->``peer`` unless ``host`` exists; host end up. True if created.
+    ``mtu``: both ends' (the kernel's default otherwise)."""
     with IPRoute() as ipr:
         if ipr.link_lookup(ifname=host):
             return False
         if ipr.link_lookup(ifname=peer):  # a leftover of an interrupted Join
             ipr.link("del", index=ipr.link_lookup(ifname=peer)[0])
         try:
-            ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
+            sizes = {} if mtu is None else {"mtu": mtu}
+            ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer, **sizes}, **sizes)
             index = ipr.link_lookup(ifname=host)[0]
             ipr.link("set", index=index, address=HOST_MAC)
             _no_dad(host)

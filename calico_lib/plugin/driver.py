@@ -166,12 +166,13 @@ def _strip(address: str | None) -> str | None:
 class Driver:
     def __init__(self, client: Client, hostname: str, docker: DockerAPI,
                  reconcile: Callable[[], Any] | None = None,
-                 create_veth: Callable[[str, str, str | None], bool] | None = None,
+                 create_veth: Callable[..., bool] | None = None,
                  delete_veth: Callable[[str], bool] | None = None,
                  gateway_prefixes: Callable[[str, str], set[int] | None] | None = None,
                  add_address: Callable[[str, str], bool] | None = None,
                  forgotten: Callable[..., None] | None = None,
-                 add_routes: Callable[[str, list[str]], Any] | None = None) -> None:
+                 add_routes: Callable[[str, list[str]], Any] | None = None,
+                 veth_mtu: Callable[[str | None], int] | None = None) -> None:
         self.client = client
         self.hostname = hostname
         self.docker = docker
@@ -181,7 +182,9 @@ class Driver:
         # dropped by the dispatch chains, never let through).
         self.reconcile = reconcile or (lambda: None)
         self.add_routes = add_routes or (lambda interface, nets: None)
-        self.create_veth = create_veth or (lambda host, peer, mac: True)
+        self.create_veth = create_veth or (lambda host, peer, mac, mtu=None: True)
+        # the MTU of a veth whose traffic may be encapsulated, from this host's address
+        self.veth_mtu = veth_mtu or (lambda address: 1450)
         self.delete_veth = delete_veth or (lambda host: True)
         self.gateway_prefixes = gateway_prefixes or (lambda sandbox, gateway: set())
         self.add_address = add_address or (lambda interface, address: True)
@@ -451,7 +454,8 @@ class Driver:
             elif ":" in subnet and hop6:
                 routes.append({"Destination": subnet, "RouteType": 0, "NextHop": hop6})
 
-        created = self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac)
+        created = self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac,
+                                   mtu=self._mtu())
         try:
             if hop6:
                 self.add_address(endpoint.interface, hop6)
@@ -473,6 +477,17 @@ class Driver:
         if endpoint.ipv6_nets:
             answer["GatewayIPv6"] = GATEWAY_V6
         return answer
+
+    def _mtu(self) -> int | None:
+        """The veth MTU: lowered by the VXLAN overhead while a pool encapsulates, so that a
+        container's packets fit the tunnel whole (the kernel's default otherwise)."""
+        if not any(p.encapsulates for p in self.client.list_pools()):
+            return None
+        try:
+            address = self.client.get_node(self.hostname).ipv4
+        except NotFoundError:
+            address = None
+        return self.veth_mtu(address)
 
     def _gateway_route_for(self, sandbox: str, endpoint_id: str) -> str:
         """The connected gateway route of this endpoint's interface: what its Join got

@@ -27,6 +27,7 @@ from typing import Any
 from .. import datastore, logsafe, metrics
 from ..client import connect
 from ..dataplane.routes import apply_route_changes
+from ..dataplane.tunnel import veth_mtu
 from ..dataplane.veth import (
     add_address,
     create_veth,
@@ -422,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     create_veth=create_veth, delete_veth=delete_veth,
                     gateway_prefixes=gateway_prefixes, add_address=add_address,
                     forgotten=syncer.forgotten if args.docker_sync_interval > 0 else None,
-                    add_routes=add_routes)
+                    add_routes=add_routes, veth_mtu=veth_mtu)
     # an endpoint the sync freed may still have its veth (its DeleteEndpoint failed)
     syncer.after_free = lambda ids: [driver.delete_own_veth(i, "docker sync") for i in ids]
     servers = serve(driver, args.socket_dir)

@@ -96,6 +96,11 @@ def all_hosts_set(version: int) -> str:
     return f"cali{version}-all-hosts"
 
 
+def vxlan_hosts_set() -> str:
+    """The IPv4 addresses of every node: the only sources of VXLAN packets a host takes."""
+    return "cali4-vxlan-hosts"
+
+
 def dispatch_child(root: str, prefix: str) -> str:
     """A chain of a dispatch tree: the interfaces whose names start with "cali" + prefix.
     Interface names never start with "wl-", so no endpoint chain can take this name."""

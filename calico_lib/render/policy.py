@@ -28,6 +28,7 @@ import netaddr
 from ..model import Endpoint, Profile, Rule
 from ..snapshot import Snapshot
 from . import names
+from .tunnel import PORT as VXLAN_PORT
 
 ACCEPT_MARK = "0x10000/0x10000"
 CLEAR_MARK = "-j MARK --set-xmark 0x0/0x10000"
@@ -330,8 +331,10 @@ DISPATCH = (
 DISPATCH_DEPTH = 2
 
 
-def _fixed_chains(version: int, action: str) -> dict[str, list[str]]:
-    """The chains every host has whatever its containers: the hooks' targets."""
+def _fixed_chains(version: int, action: str, vxlan: bool = False) -> dict[str, list[str]]:
+    """The chains every host has whatever its containers: the hooks' targets. With
+    ``vxlan`` (a pool encapsulates), VXLAN packets to this host only from other nodes:
+    never from a workload, a BGP peer or an unknown source."""
     chains: dict[str, list[str]] = {}
     chains[names.FORWARD] = [
         "-m conntrack --ctstate INVALID -j DROP",
@@ -342,6 +345,11 @@ def _fixed_chains(version: int, action: str) -> dict[str, list[str]]:
         "-o cali+ -j ACCEPT",
     ]
     chains[names.INPUT] = [f"-i cali+ -g {names.WL_TO_HOST}"]
+    if vxlan:
+        vxlan_in = f"-p udp -m udp --dport {VXLAN_PORT}"
+        chains[names.INPUT][:0] = [
+            f"-i cali+ {vxlan_in} -j DROP",
+            f"{vxlan_in} -m set ! --match-set {names.vxlan_hosts_set()} src -j DROP"]
     # Anti-spoofing first: the exemptions below accept only a container's own traffic (a
     # DNS query sent with another container's address would have the host answer the
     # victim, past the victim's inbound policy).
@@ -493,10 +501,16 @@ class PolicyRenderer:
         table = Table(version, "filter")
         chains = table.chains
         action = snapshot.config.default_endpoint_to_host_action.upper()
-        fixed = self._fixed.get((version, action))
+        vxlan = version == 4 and any(p.encapsulates for p in snapshot.pools)
+        fixed = self._fixed.get((version, action, vxlan))
         if fixed is None:
-            fixed = self._fixed[(version, action)] = _fixed_chains(version, action)
+            fixed = self._fixed[(version, action, vxlan)] = _fixed_chains(version, action,
+                                                                          vxlan)
         chains.update(fixed)
+        if vxlan:
+            hosts = names.vxlan_hosts_set()
+            sets[hosts] = IpSet(hosts, "hash:ip", 4, frozenset(
+                n.ipv4 for n in snapshot.nodes.values() if n.ipv4))
 
         # Endpoints without an address of this IP version get no chains here: the
         # dispatch chains' final DROP covers their interfaces.

@@ -12,8 +12,8 @@ version_added: 0.1.0
 description:
   - Adds, changes or removes one IP pool in the Calico datastore, like
     C(calicoctl pool add) and C(calicoctl pool set).
-  - A pool's CIDR and block size are fixed once it exists; its C(nat_outgoing) and
-    C(disabled) flags can change at any time.
+  - A pool's CIDR and block size are fixed once it exists; its C(nat_outgoing),
+    C(disabled) and C(vxlan_mode) settings can change at any time.
   - Removing a pool is refused while addresses are assigned from it.
 options:
   cidr:
@@ -32,6 +32,19 @@ options:
       - A disabled pool gives out no new addresses; assigned addresses stay.
       - When not given, a new pool gets V(false) and an existing pool keeps its setting.
     type: bool
+  vxlan_mode:
+    description:
+      - How the pool's traffic goes between hosts, as Calico's C(vxlanMode) and
+        C(calicoctl pool add --vxlan).
+      - V(never) routes it natively; V(always) encapsulates it in VXLAN to every other
+        host; V(cross-subnet) encapsulates it only to hosts on another subnet (see the
+        M(calico.docker.node) module's C(ipv4_subnet)) and routes it natively to the others.
+      - IPv4 pools only; an IPv6 pool with a value other than V(never) fails.
+      - An existing pool is set to the value given, so a task that leaves this option out
+        turns encapsulation off (V(never)).
+    type: str
+    choices: [never, always, cross-subnet]
+    default: never
   block_size:
     description:
       - Prefix length of the blocks the pool is carved into (20-32 for IPv4, 116-128 for
@@ -66,6 +79,11 @@ EXAMPLES = r"""
     block_size: 120
     datastore: etcd://10.0.0.10:2379
 
+- name: An IPv4 pool whose traffic is VXLAN-encapsulated only between hosts on different subnets
+  calico.docker.ip_pool:
+    cidr: 10.66.0.0/16
+    vxlan_mode: cross-subnet
+
 - name: Stop giving out addresses from a pool
   calico.docker.ip_pool:
     cidr: 10.65.0.0/16
@@ -79,10 +97,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pool:
-  description: The pool as stored (null after removal).
+  description:
+    - The pool as stored (null after removal); C(vxlan_mode) is there only when it is not
+      V(never).
   returned: always
   type: dict
-  sample: {"cidr": "10.65.0.0/16", "block_size": 26, "nat_outgoing": true, "disabled": false}
+  sample: {"cidr": "10.65.0.0/16", "block_size": 26, "nat_outgoing": true, "disabled": false,
+           "vxlan_mode": "cross-subnet"}
 diff:
   description: The pool before and after (an empty dict where there is none).
   returned: always
@@ -144,7 +165,7 @@ def ensure(module, client):
         current = lookup(client.get_pool, cidr)
         return ensure_absent(current, lambda: client.remove_pool(cidr), "pool")
 
-    flags = given(module, "nat_outgoing", "disabled")
+    flags = dict(given(module, "nat_outgoing", "disabled"), vxlan_mode=p["vxlan_mode"])
     wanted = calico_lib.IPPool(p["cidr"], block_size=p["block_size"], **flags)
     current = lookup(client.get_pool, wanted.cidr)
     if current is None:
@@ -156,7 +177,8 @@ def ensure(module, client):
             "block_size", f"pool {current.cidr} has /{current.block_size} blocks; a pool's "
                           "block size cannot change (remove the pool and add it again)")
     before = current.to_dict()
-    after = dict(before, **flags)
+    # through the model: validated, and in its stored form (vxlan_mode left out when never)
+    after = calico_lib.IPPool.from_dict(dict(current.to_dict(), **flags)).to_dict()
     changed = after != before
     if changed:
         client.update_pool(current.cidr, **flags)
@@ -168,6 +190,8 @@ def main():
         "cidr": {"type": "str", "required": True},
         "nat_outgoing": {"type": "bool"},
         "disabled": {"type": "bool"},
+        "vxlan_mode": {"type": "str", "default": "never",
+                       "choices": ["never", "always", "cross-subnet"]},
         "block_size": {"type": "int"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     })

@@ -164,8 +164,10 @@ def ensure(module, client):
     if p["state"] == "absent":
         current = lookup(client.get_node, p["name"])
         return ensure_absent(current, lambda: client.remove_node(p["name"]), "node")
-    wanted = calico_lib.Node(p["name"], **{key: p[key] for key in FIELDS})
-    current = lookup(client.get_node, wanted.name)
+    current = lookup(client.get_node, p["name"])
+    # the tunnel address is the host's agent's to set: kept as it is
+    wanted = calico_lib.Node(p["name"], **{key: p[key] for key in FIELDS},
+                             ipv4_vxlan_tunnel=current.ipv4_vxlan_tunnel if current else None)
     before = current.to_dict() if current else {}
     return ensure_present(before, wanted, client.put_node, "node")
 

@@ -104,3 +104,67 @@ def test_absent_refused_while_addresses_are_assigned(url) -> None:
     assert msg.startswith("cidr:") and "assigned" in msg
     with client(url) as c:
         assert c.get_pool(CIDR).disabled is False
+
+
+def test_vxlan_mode_is_set_changed_and_idempotent(url) -> None:
+    args = {"cidr": CIDR, "vxlan_mode": "cross-subnet", "datastore": url}
+    first = ok(ip_pool, args)
+    assert first["changed"] is True
+    assert first["pool"]["vxlan_mode"] == "cross-subnet"
+    assert first["diff"]["after"]["vxlan_mode"] == "cross-subnet"
+    assert ok(ip_pool, args)["changed"] is False  # same value: no change
+
+    out = ok(ip_pool, dict(args, vxlan_mode="always"))
+    assert out["changed"] is True
+    assert out["diff"]["before"]["vxlan_mode"] == "cross-subnet"
+    assert out["diff"]["after"] == dict(out["diff"]["before"], vxlan_mode="always")
+    with client(url) as c:
+        assert c.get_pool(CIDR).vxlan_mode == "always"
+
+    # left out: never (as stored, without the key), and then no change
+    out = ok(ip_pool, {"cidr": CIDR, "datastore": url})
+    assert out["changed"] is True
+    assert out["diff"]["before"]["vxlan_mode"] == "always"
+    assert "vxlan_mode" not in out["diff"]["after"]
+    assert ok(ip_pool, {"cidr": CIDR, "vxlan_mode": "never",
+                        "datastore": url})["changed"] is False
+    with client(url) as c:
+        assert c.get_pool(CIDR).vxlan_mode == "never"
+
+
+def test_vxlan_mode_check_mode_reports_and_writes_nothing(url) -> None:
+    args = {"cidr": CIDR, "vxlan_mode": "always", "datastore": url}
+    out = ok(ip_pool, args, check=True)
+    assert out["changed"] is True
+    assert out["diff"]["after"]["vxlan_mode"] == "always"
+    with client(url) as c:
+        assert c.list_pools() == []
+    ok(ip_pool, {"cidr": CIDR, "datastore": url})
+    out = ok(ip_pool, args, check=True)
+    assert out["changed"] is True
+    assert "vxlan_mode" not in out["diff"]["before"]
+    assert out["diff"]["after"]["vxlan_mode"] == "always"
+    with client(url) as c:
+        assert c.get_pool(CIDR).vxlan_mode == "never"
+    ok(ip_pool, args)
+    assert ok(ip_pool, args, check=True)["changed"] is False
+
+
+@pytest.mark.parametrize("args, words", [
+    ({"cidr": "fd00:65::/48", "vxlan_mode": "always"}, ("vxlan_mode:", "IPv4")),
+    ({"cidr": CIDR, "vxlan_mode": "sometimes"}, ("vxlan_mode",)),
+])
+def test_bad_vxlan_mode_is_refused(url, args, words) -> None:
+    msg = failed(ip_pool, dict(args, datastore=url))
+    assert all(word in msg for word in words), msg
+    with client(url) as c:
+        assert c.list_pools() == []
+
+
+def test_vxlan_mode_of_an_existing_ipv6_pool_is_refused(url) -> None:
+    ok(ip_pool, {"cidr": "fd00:65::/48", "datastore": url})
+    msg = failed(ip_pool, {"cidr": "fd00:65::/48", "vxlan_mode": "cross-subnet",
+                           "datastore": url})
+    assert msg.startswith("vxlan_mode:")
+    with client(url) as c:
+        assert c.get_pool("fd00:65::/48").vxlan_mode == "never"

@@ -93,3 +93,16 @@ def test_subnets_add_to_a_record_made_without_them(url) -> None:
     # left out: cleared, as every option of the module
     out = ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url})
     assert out["changed"] is True and "ipv4_subnet" not in out["node"]
+
+
+def test_the_agents_tunnel_address_is_kept(url) -> None:
+    """The agent records its VXLAN tunnel address in its node record: the role's next run
+    neither clears it nor reports a change."""
+    args = {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url}
+    ok(node, args)
+    with client(url) as c:
+        c.update_node("host-1", ipv4_vxlan_tunnel="10.66.1.1")
+    assert ok(node, args)["changed"] is False
+    assert ok(node, dict(args, as_number=64513))["changed"] is True
+    with client(url) as c:
+        assert c.get_node("host-1").ipv4_vxlan_tunnel == "10.66.1.1"
