@@ -200,6 +200,23 @@ def policy_explain(c: Client, a: argparse.Namespace) -> int:
 
 RULE_FIELDS = ("protocol", "src_net", "src_tag", "src_ports", "dst_net", "dst_tag",
                "dst_ports", "icmp_type", "icmp_code")
+#: each rule flag's help (its --not-... twin negates it)
+RULE_HELP = {
+    "protocol": "the protocol: tcp, udp, icmp, icmpv6, sctp or a number 1-255",
+    "src_net": "from this CIDR (repeatable: any of them)",
+    "src_tag": "from the containers with this tag (a profile's members)",
+    "src_ports": "from these ports: comma-separated ports or ranges, e.g. 80,8000:8080 "
+                 "(tcp, udp or sctp)",
+    "dst_net": "to this CIDR (repeatable: any of them)",
+    "dst_tag": "to the containers with this tag",
+    "dst_ports": "to these ports: comma-separated ports or ranges, e.g. 80,8000:8080 "
+                 "(tcp, udp or sctp)",
+    "icmp_type": "this ICMP type, 0-254 (with --protocol icmp or icmpv6)",
+    "icmp_code": "this ICMP code, 0-255 (with --icmp-type)",
+}
+RULE_METAVAR = {"protocol": "PROTO", "src_tag": "TAG", "dst_tag": "TAG",
+                "src_ports": "PORTS", "dst_ports": "PORTS", "icmp_type": "TYPE",
+                "icmp_code": "CODE"}
 
 
 def rule_add(c: Client, a: argparse.Namespace) -> None:
@@ -679,10 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in RULE_FIELDS:
         for key in (name, f"not_{name}"):
             flag = "--" + key.replace("_", "-")
+            what = RULE_HELP[name] if key == name else f"not {RULE_HELP[name]}"
             if name.endswith("_net"):
-                p.add_argument(flag, dest=key, action="append", metavar="CIDR")
+                p.add_argument(flag, dest=key, action="append", metavar="CIDR", help=what)
             else:
-                p.add_argument(flag, dest=key)
+                p.add_argument(flag, dest=key, metavar=RULE_METAVAR.get(name), help=what)
     p = command(rule, "remove", rule_remove, "remove a rule by its number in `profile show`",
                 preview=True)
     p.add_argument("profile")
@@ -806,7 +824,8 @@ def build_parser() -> argparse.ArgumentParser:
     # ipam
     ipam = group(groups, "ipam", "IP address management")
     p = command(ipam, "assign", ipam_assign, "assign addresses to a handle (prints them)")
-    p.add_argument("--host", required=True)
+    p.add_argument("--host", "--hostname", dest="host", required=True,
+                   help="the host whose blocks the addresses come from")
     p.add_argument("--handle", required=True, metavar="ID")
     p.add_argument("--ipv4", type=int, metavar="N", help="IPv4 addresses (default 1)")
     p.add_argument("--ipv6", type=int, metavar="M", help="IPv6 addresses")
@@ -854,8 +873,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_seconds, default=GRACE, metavar="SECONDS",
                    help=f"keep handles younger than this (default {GRACE})")
     p.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH")
-    p.add_argument("--hostname", help="this host's name (default: $CALICO_HOSTNAME, else "
-                                      "the system host name)")
+    p.add_argument("--hostname", "--host", dest="hostname",
+                   help="this host's name (default: $CALICO_HOSTNAME, else the system host "
+                        "name)")
     config = ipam.add_parser("config", help="IPAM settings").add_subparsers(
         dest="config_command", required=True, metavar="COMMAND")
     p = command(config, "set", ipam_config_set, "change IPAM settings")

@@ -757,9 +757,11 @@ class IPAM:
         return [Block.load(loads(kv)) for kv in self.store.list(keys.BLOCKS)]
 
     def usage(self) -> list[dict[str, Any]]:
-        """Per pool: its blocks (CIDR, affinity, used) and totals."""
-        pools = [IPPool.from_dict(loads(kv)) for kv in self.store.list(keys.POOLS)]
-        blocks = self.blocks()
+        """Per pool: its blocks (CIDR, affinity, used) and totals; pools and blocks in
+        address order (IPv4 first), not as text sorts them."""
+        pools = sorted((IPPool.from_dict(loads(kv)) for kv in self.store.list(keys.POOLS)),
+                       key=lambda p: (p.version, p.network))
+        blocks = sorted(self.blocks(), key=lambda b: (b.network.version, b.network))
         out = []
         for pool in pools:
             mine = [b for b in blocks if b.network in pool.network]

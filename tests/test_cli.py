@@ -947,3 +947,27 @@ def test_bad_datastore() -> None:
                  "datastore", "host:99999")
     help_text = run_calicoctl("--help")
     assert help_text.code == 0 and "pool" in help_text.out
+
+
+def test_ipam_show_in_address_order(ctl: Ctl) -> None:
+    """Pools and blocks by address (text order puts 10.10 before 10.9, .128 before .64)."""
+    ctl.ok("pool", "add", "10.10.0.0/16")
+    ctl.ok("pool", "add", "10.9.0.0/16")
+    ctl.ok("pool", "add", "fd00:9::/64")
+    for address in ("10.9.0.130", "10.9.0.70", "10.10.0.5"):
+        ctl.ok("ipam", "assign", "--hostname", "h1", "--handle", f"x{address}",
+               "--ip", address)
+    shown = ctl.json("ipam", "show")
+    assert [u["pool"] for u in shown] == ["10.9.0.0/16", "10.10.0.0/16", "fd00:9::/64"]
+    assert [b["cidr"] for b in shown[0]["blocks"]] == ["10.9.0.64/26", "10.9.0.128/26"]
+    # gc takes --host as assign does (and assign --hostname as gc does): not a usage error
+    gone = ctl.run("ipam", "gc", "--docker", "--host", "h1", "--docker-socket", "/nonexistent")
+    assert gone.code == 1 and "docker" in gone.err.lower(), gone
+
+
+def test_rule_add_help_describes_every_flag(ctl: Ctl) -> None:
+    text = ctl.ok("profile", "rule", "add", "--help").out
+    flat = " ".join(text.split())
+    for flag in ("--src-net CIDR from this CIDR", "--not-dst-ports PORTS not to these ports",
+                 "--protocol PROTO the protocol", "--icmp-code CODE this ICMP code"):
+        assert flag in flat, flag
