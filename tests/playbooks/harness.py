@@ -138,6 +138,7 @@ def netns_host_vars(name: str, ns: str, workdir: Path, url: str) -> dict[str, ob
         "node_datastore": url,
         "node_manage_packages": False,
         "node_install_calico_lib": False,
+        "node_calicoctl_link": "",  # the namespace hosts share this machine's /usr/local
         "node_manage_services": False,
         "node_config_file": str(root / "calico.conf"),
         "node_sysctl_file": str(root / "sysctl.conf"),
