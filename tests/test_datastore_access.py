@@ -82,6 +82,20 @@ def test_a_host_writes_only_its_own_records(etcd: EtcdServer) -> None:
         assert [kv.key for kv in h1.store.list(keys.ROOT)] == before
 
 
+def test_every_user_reads_the_revision_and_the_operator_removes_a_pool(
+        etcd: EtcdServer) -> None:
+    """A transaction that writes nothing asks for the store's revision: with authentication
+    on that read must stay inside what every user may read (remove_pool's last pass ends
+    so, and failed with "permission denied" once)."""
+    for user in (OPERATOR_USER, host_user("h1")):
+        with connect(etcd, user) as client:
+            assert client.store.revision() > 0
+    with connect(etcd, OPERATOR_USER) as operator:
+        operator.add_pool(IPPool("10.92.0.0/16"))
+        operator.remove_pool("10.92.0.0/16")
+        assert "10.92.0.0/16" not in [p.cidr for p in operator.list_pools()]
+
+
 def test_without_credentials_nothing_is_read(etcd: EtcdServer) -> None:
     with connect(etcd, None) as anonymous:
         with pytest.raises(DatastoreError, match="authentication is on"):

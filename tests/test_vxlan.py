@@ -253,6 +253,8 @@ def test_modes_on_a_cloud_fabric(cloud: Cloud) -> None:
     ping = subprocess.Popen(["ip", "netns", "exec", ctr_a.ns, "ping", "-n", "-i", "0.01",
                              "-w", "30", ADDRESS["host-b"]], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    monitor = subprocess.Popen(["ip", "netns", "exec", a.ns, "ip", "-o", "monitor", "route"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1)
         sent = cloud.tx("host-a")
@@ -263,6 +265,12 @@ def test_modes_on_a_cloud_fabric(cloud: Cloud) -> None:
     finally:
         ping.send_signal(2)
         out, _ = ping.communicate(timeout=10)
+        monitor.terminate()
+        events, _ = monitor.communicate(timeout=10)
+    # the block's route was replaced in place, never deleted first (no moment without one)
+    assert not [e for e in events.splitlines()
+                if e.startswith("Deleted") and BLOCK["host-b"] in e], events
+    assert any(BLOCK["host-b"] in e and DEVICE in e for e in events.splitlines()), events
     assert cloud.tx("host-a") > sent + 50, "host-b's traffic now goes through the tunnel"
     stats = next(line for line in out.splitlines() if "packets transmitted" in line)
     sent_n, got_n = (int(stats.split()[i]) for i in (0, 3))

@@ -190,7 +190,10 @@ def _sync_routes(ipr: IPRoute, want: set[TunnelRoute], index: int | None,
         gateway = msg.get("RTA_GATEWAY") or ""
         have[TunnelRoute(dst, gateway, encap)] = {
             "dst": dst, "priority": msg.get("RTA_PRIORITY") or 0, "proto": RTPROT_TUNNEL}
+    rewritten = {r.dst for r in want - set(have)}
     for route in sorted(set(have) - want):
+        if route.dst in rewritten and have[route]["priority"] == 0:
+            continue  # replaced in place below: the block is never without a route
         report.removed.append(route.dst)
         if not check_mode:
             _ignore_gone(ipr.route, "del", table=MAIN_TABLE, **have[route])

@@ -20,6 +20,7 @@ import etcd3gw
 import requests
 from etcd3gw import exceptions as etcd_exc
 
+from .. import keys
 from ..errors import CompactedError, DatastoreError, DatastoreUnavailable
 from .base import Compare, Datastore, Delete, Event, KeyValue, Op, Put, Watch
 
@@ -203,7 +204,9 @@ class EtcdDatastore(Datastore):
         return out, int(reply["header"]["revision"])
 
     def revision(self) -> int:
-        reply = self._post("/kv/range", {"key": _b64("\0"), "count_only": True})
+        # a key every Calico user may read (with authentication on, a key outside /calico/
+        # is refused to all of them)
+        reply = self._post("/kv/range", {"key": _b64(keys.ROOT), "count_only": True})
         return int(reply["header"]["revision"])
 
     def txn(self, compares: Iterable[Compare], ops: Sequence[Op]) -> int | None:
