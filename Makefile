@@ -33,10 +33,14 @@ lint: deps
 bench: deps
 	.venv/bin/python bench/ipam.py
 
-# The main job: a 3-node lab in containers (calicoctl lab up), with a top-of-rack router and an
-# outside host beyond it (--fabric), deployed with playbooks/site.yml, then scripts/demo.py
-# shows and checks it. `calicoctl lab down` removes it.
+# The main job: first a 3-node lab in two racks (a ToR and a subnet each, --racks 2) where
+# scripts/demo_vxlan.py shows and checks a VXLAN pool (never, cross-subnet, always); then the
+# lab again with one top-of-rack router and an outside host beyond it (--fabric), deployed
+# with playbooks/site.yml, and scripts/demo.py shows and checks it. `calicoctl lab down`
+# removes it.
 demo: deps
+	.venv/bin/calicoctl lab up --nodes 3 --ipv6 --racks 2
+	.venv/bin/python scripts/demo_vxlan.py
 	.venv/bin/calicoctl lab up --nodes 3 --ipv6 --fabric
 	.venv/bin/python scripts/demo.py
 
