@@ -144,10 +144,35 @@ def routable_address(field_name: str, value: Any, version: int | None = None
     """An address a host, a peer or a container can have: not unspecified (0.0.0.0, ::),
     loopback, link-local or multicast (BIRD refuses such neighbours, ipset such members)."""
     addr = parse_address(field_name, value, version)
-    if addr.value == 0 or addr.is_loopback() or addr.is_link_local() or addr.is_multicast():
+    if addr.value == 0 or addr.is_loopback() or addr.is_link_local() or addr.is_multicast() \
+            or addr == LIMITED_BROADCAST:
         raise _fail(field_name, f"{addr} is not allowed; use a unicast address (not "
-                                "unspecified, loopback, link-local or multicast)")
+                                "unspecified, loopback, link-local, multicast or broadcast)")
+    prefix = value.strip().partition("/")[2]  # ADDR/PREFIX: not the subnet's own address
+    if prefix.isdecimal() and int(prefix) <= HOST_PREFIX[addr.version]:
+        not_host_address(field_name, addr, netaddr.IPNetwork(f"{addr}/{int(prefix)}").cidr)
     return addr
+
+
+#: subnets this long or longer hold hosts only (RFC 3021, RFC 6164)
+POINT_TO_POINT = {4: 31, 6: 127}
+LIMITED_BROADCAST = netaddr.IPAddress("255.255.255.255")
+
+
+def not_host_address(field_name: str, addr: netaddr.IPAddress, subnet: netaddr.IPNetwork
+                     ) -> None:
+    """Refuse ``addr`` when it is ``subnet``'s network address (IPv6: its subnet-router
+    anycast address) or IPv4 broadcast address: no host, and no BGP peer, has it."""
+    if subnet.prefixlen >= POINT_TO_POINT[subnet.version] or addr not in subnet:
+        return
+    if addr == subnet.network:
+        what = "network" if subnet.version == 4 else "subnet-router anycast"
+    elif subnet.version == 4 and addr == subnet.broadcast:
+        what = "broadcast"
+    else:
+        return
+    raise _fail(field_name, f"{addr} is the {what} address of {subnet}; use the host's own "
+                            "address in it")
 
 
 def validate_hostname(field_name: str, value: Any) -> str:
@@ -662,6 +687,7 @@ class Node(Model):
                 raise _fail(name, f"{subnet} does not hold ipv{version} {address}; use the "
                                   "network of the host's interface that holds it, e.g. "
                                   f"{around}")
+            not_host_address(f"ipv{version}", netaddr.IPAddress(address), subnet)
             setattr(self, name, str(subnet))
 
     def address(self, version: int) -> str | None:

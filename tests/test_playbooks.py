@@ -340,6 +340,29 @@ def previewed_rules(block: list[str], host: str) -> tuple[Counter[RuleKey], Coun
     return added, removed
 
 
+def test_policy_role_check_of_a_new_site_with_per_node_peers(tmp_path: Path) -> None:
+    """bgp_peer's check mode fails as its real run would on a node not registered yet; in a
+    check run of a new site the node role has registered nothing, so the policy role
+    reports those peers and goes on (the real run then adds them after the node role)."""
+    url = sqlite_url(tmp_path)
+    inventory = write_inventory(tmp_path / "inventory.yml", {"localhost": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "policy_python": sys.executable,
+        "policy_datastore": url,
+    }})
+    peers = tmp_path / "peers.yml"
+    peers.write_text(json.dumps({"policy_bgp_peers": [
+        {"address": "198.18.0.254", "as_number": 65000},
+        {"address": "198.18.0.250", "as_number": 65002, "node": "host-x"}]}))
+    play = HERE / "policy_play.yml"
+    check = playbook(play, inventory, *POLICY, "-e", f"@{peers}", "--check", "--diff",
+                     workdir=tmp_path).check()
+    assert "198.18.0.250 of node host-x: node host-x: not found" in check.output, check.output
+    real = playbook(play, inventory, *POLICY, "-e", f"@{peers}", workdir=tmp_path)
+    assert real.returncode != 0 and "add the node first" in real.output, real.output
+
+
 @pytest.mark.netns
 def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)

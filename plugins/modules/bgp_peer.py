@@ -17,15 +17,19 @@ description:
     replaced as given, in one transaction.
 options:
   address:
-    description: The peer's IPv4 or IPv6 address.
+    description:
+      - The peer's IPv4 or IPv6 address, without a prefix length (a CIDR such as
+        C(10.0.0.254/24) fails).
     type: str
     required: true
   as_number:
     description: The peer's AS number. Required with O(state=present).
     type: int
   node:
-    description: The node (host name) this peer belongs to; leave out for a global peer.
-      The node must be registered (M(calico.docker.node)).
+    description:
+      - The node (host name) this peer belongs to; leave out for a global peer.
+      - The node must be registered (M(calico.docker.node)); a node that is not fails the
+        task, in check mode as in a real run.
     type: str
   password:
     description:
@@ -132,10 +136,10 @@ dataplane:
 
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
     MASK,
+    ValidationError,
     calico_lib,
     calico_module,
     ensure_absent,
-    lookup,
     result,
     run,
 )
@@ -158,8 +162,19 @@ def find(client, address, node):
     return None
 
 
+def peer_address(value):
+    """The ``address`` option: an address, never a CIDR (the library takes ``ADDR/PREFIX``
+    and drops the prefix, which would make ``10.0.0.0/24`` a peer 10.0.0.0)."""
+    if isinstance(value, str) and "/" in value:
+        raise ValidationError("address", f"{value.strip()} is not allowed; use the peer's "
+                                         "address without a prefix length, such as "
+                                         "10.0.0.254 or fd00::fe")
+    return value
+
+
 def ensure(module, client):
     p = module.params
+    peer_address(p["address"])
     if p["state"] == "absent":
         address = str(calico_lib.model.parse_address("address", p["address"]))
         if p["node"] is not None:
@@ -173,14 +188,8 @@ def ensure(module, client):
                                 accept_nets=p["accept_nets"])
     current = find(client, wanted.address, wanted.node)
     changed = current is None or current.to_dict() != wanted.to_dict()
-    if changed and module.check_mode and wanted.node is not None and lookup(
-            client.get_node, wanted.node) is None:
-        # the node role registers hosts before the policy role runs, but not in check mode:
-        # a check run of a new site must not fail here
-        module.warn(f"node {wanted.node} is not in the datastore yet: a real run refuses the "
-                    "peer unless an earlier task registers the node; its sessions are not "
-                    "previewed")
-    elif changed:  # one transaction: BIRD never sees it missing
+    if changed:  # one transaction: BIRD never sees it missing
+        # in check mode on the draft: a node that is not registered fails as in a real run
         changed = client.put_bgp_peer(wanted)
     password_changed = current is not None and current.password != wanted.password
     after = shown(wanted, password_changed and bool(current.password))

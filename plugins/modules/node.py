@@ -14,7 +14,7 @@ description:
     C(calicoctl node add). BIRD peers with the nodes (the node-to-node mesh or route
     reflectors) at the addresses recorded here.
   - The record is exactly what the task gives; an option left out is cleared.
-  - Removing a node also removes its own BGP peers.
+  - Removing a node also removes its own BGP peers; the diff shows them.
 options:
   name:
     description: The node's host name, as the agent knows it (C(--hostname), else
@@ -27,6 +27,9 @@ options:
         A node without one takes no part in BGP.
       - C(ADDR/PREFIX) is accepted; the prefix is dropped (the host's subnet is
         O(ipv4_subnet)).
+      - It must be a unicast address. Unspecified, loopback, link-local, multicast and
+        broadcast addresses fail, as does the network or broadcast address of the prefix
+        given with it or of O(ipv4_subnet) (except in a /31 or /32).
     type: str
   ipv4_subnet:
     description:
@@ -40,7 +43,12 @@ options:
         option existed); the C(calico.docker.node) role fills it in from the facts.
     type: str
   ipv6:
-    description: The node's IPv6 address, for IPv6 BGP sessions.
+    description:
+      - The node's IPv6 address, for IPv6 BGP sessions; C(ADDR/PREFIX) is accepted as for
+        O(ipv4).
+      - It must be a unicast address. Unspecified, loopback, link-local and multicast
+        addresses fail, as does the subnet-router anycast address (the network address) of
+        the prefix given with it or of O(ipv6_subnet) (except in a /127 or /128).
     type: str
   ipv6_subnet:
     description: The host's IPv6 subnet (such as C(2001:db8::/64)), which must hold
@@ -111,7 +119,10 @@ diff:
   type: dict
   contains:
     before:
-      description: The stored record before the task.
+      description:
+        - The stored record before the task.
+        - With O(state=absent), the record plus C(peers), the node's own BGP peers that are
+          removed with it (passwords shown as C(********)).
       type: dict
       returned: always
     after:
@@ -147,7 +158,10 @@ dataplane:
       returned: always
 """
 
+import ipaddress
+
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
+    MASK,
     calico_lib,
     calico_module,
     ensure_absent,
@@ -157,13 +171,26 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
 )
 
 FIELDS = ("ipv4", "ipv6", "as_number", "rr_cluster_id", "ipv4_subnet", "ipv6_subnet")
+def shown_peer(peer):
+    """A BGP peer for the diff: the password masked."""
+    data = peer.to_dict()
+    if data.get("password"):
+        data["password"] = MASK
+    return data
 
 
 def ensure(module, client):
     p = module.params
     if p["state"] == "absent":
         current = lookup(client.get_node, p["name"])
-        return ensure_absent(current, lambda: client.remove_node(p["name"]), "node")
+        # its own peers go with it (client.remove_node): the diff shows them
+        peers = [] if current is None else sorted(
+            (peer for peer in client.list_bgp_peers(p["name"]) if peer.node == p["name"]),
+            key=lambda peer: (ipaddress.ip_address(peer.address).version,
+                              ipaddress.ip_address(peer.address)))
+        return ensure_absent(current, lambda: client.remove_node(p["name"]), "node",
+                             show=lambda node: dict(node.to_dict(),
+                                                    peers=[shown_peer(x) for x in peers]))
     current = lookup(client.get_node, p["name"])
     # the tunnel address is the host's agent's to set: kept as it is
     wanted = calico_lib.Node(p["name"], **{key: p[key] for key in FIELDS},

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils.common import warnings
 
 from ansible_collections.calico.docker.plugins.modules import bgp_peer, node
 from tests.unit_modules.helpers import client, failed, ok
@@ -78,15 +77,36 @@ def test_check_mode_reports_and_writes_nothing(url) -> None:
         assert [p.as_number for p in c.list_bgp_peers()] == [65000]
 
 
-def test_check_mode_of_a_new_site_does_not_fail_on_a_node_not_registered_yet(url) -> None:
-    """The node role registers hosts before the policy role, except in check mode: a node's
-    own peer is then reported with a warning, and a real run still refuses it."""
+def test_check_mode_fails_like_the_real_run_on_a_node_not_registered(url) -> None:
+    """Issue 20: check mode predicts the real run, so a node's own peer whose node is not in
+    the datastore fails in both with one message (no longer a warning and "changed")."""
     args = {"address": TOR, "as_number": 65000, "node": "host-9", "datastore": url}
-    out = ok(bgp_peer, args, check=True)
-    assert out["changed"] is True and out["dataplane"]["hosts"] == {}
-    assert any("node host-9 is not in the datastore yet" in w
-               for w in warnings.get_warning_messages())
-    assert failed(bgp_peer, args) == "node host-9: not found; add the node first"
+    msg = "node host-9: not found; add the node first"
+    assert failed(bgp_peer, args, check=True) == msg
+    assert failed(bgp_peer, args) == msg
+    with client(url) as c:
+        assert c.list_bgp_peers() == []
+    # registered, the same task passes in both
+    ok(node, {"name": "host-9", "ipv4": "10.0.0.9", "datastore": url})
+    assert ok(bgp_peer, args, check=True)["changed"] is True
+    assert ok(bgp_peer, args)["changed"] is True
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1/24", "10.0.0.0/24", "10.0.0.1/32",
+                                     "fd00::1/64", "fd00::/64", "fd00::1/128"])
+@pytest.mark.parametrize("check", [True, False])
+def test_a_cidr_is_not_a_peer_address(url, address, check) -> None:
+    """A CIDR was silently cut to its address (``10.0.0.0/24`` became a peer 10.0.0.0): it
+    is refused naming ``address``, whatever the state, in check mode and for real."""
+    existing = address.split("/")[0]
+    ok(bgp_peer, {"address": existing, "as_number": 65000, "datastore": url})
+    for state in ("present", "absent"):
+        msg = failed(bgp_peer, {"address": address, "as_number": 65001, "state": state,
+                                "datastore": url}, check=check)
+        assert msg == (f"address: {address} is not allowed; use the peer's address without "
+                       "a prefix length, such as 10.0.0.254 or fd00::fe"), msg
+    with client(url) as c:
+        assert [(p.address, p.as_number) for p in c.list_bgp_peers()] == [(existing, 65000)]
 
 
 def test_absent(url) -> None:

@@ -106,6 +106,20 @@ def test_absent_refused_while_addresses_are_assigned(url) -> None:
         assert c.get_pool(CIDR).disabled is False
 
 
+def test_check_mode_of_absent_fails_like_the_real_run_while_addresses_are_assigned(url) -> None:
+    """Issue 20: check mode predicts the refusal (same message), and writes nothing."""
+    ok(ip_pool, {"cidr": CIDR, "datastore": url})
+    with client(url) as c:
+        c.ipam.auto_assign("host-1", "handle-1", num_ipv4=1)
+        blocks = c.ipam.usage()
+    args = {"cidr": CIDR, "state": "absent", "datastore": url}
+    preview = failed(ip_pool, args, check=True)
+    assert preview.startswith(f"cidr: pool {CIDR} still has addresses assigned")
+    with client(url) as c:
+        assert c.get_pool(CIDR).disabled is False and c.ipam.usage() == blocks
+    assert failed(ip_pool, args) == preview
+
+
 def test_vxlan_mode_is_set_changed_and_idempotent(url) -> None:
     args = {"cidr": CIDR, "vxlan_mode": "cross-subnet", "datastore": url}
     first = ok(ip_pool, args)

@@ -106,3 +106,99 @@ def test_the_agents_tunnel_address_is_kept(url) -> None:
     assert ok(node, dict(args, as_number=64513))["changed"] is True
     with client(url) as c:
         assert c.get_node("host-1").ipv4_vxlan_tunnel == "10.66.1.1"
+
+
+NOT_UNICAST = "is not allowed; use a unicast address"
+
+
+@pytest.mark.parametrize("args, message", [
+    # refused by the model (calico_lib.model.routable_address)
+    ({"ipv4": "0.0.0.0"}, f"ipv4: 0.0.0.0 {NOT_UNICAST}"),
+    ({"ipv4": "0.0.0.0/0"}, f"ipv4: 0.0.0.0 {NOT_UNICAST}"),
+    ({"ipv4": "224.0.0.5"}, f"ipv4: 224.0.0.5 {NOT_UNICAST}"),
+    ({"ipv4": "239.1.2.3/24"}, f"ipv4: 239.1.2.3 {NOT_UNICAST}"),
+    ({"ipv4": "127.0.0.1"}, f"ipv4: 127.0.0.1 {NOT_UNICAST}"),
+    ({"ipv4": "169.254.0.1"}, f"ipv4: 169.254.0.1 {NOT_UNICAST}"),
+    ({"ipv6": "::"}, f"ipv6: :: {NOT_UNICAST}"),
+    ({"ipv6": "ff02::2"}, f"ipv6: ff02::2 {NOT_UNICAST}"),
+    ({"ipv6": "ff05::1:3/64"}, f"ipv6: ff05::1:3 {NOT_UNICAST}"),
+    ({"ipv6": "::1"}, f"ipv6: ::1 {NOT_UNICAST}"),
+    ({"ipv6": "fe80::1"}, f"ipv6: fe80::1 {NOT_UNICAST}"),
+    # refused by the module: broadcast, and a subnet's own network or broadcast address
+    ({"ipv4": "255.255.255.255"}, f"ipv4: 255.255.255.255 {NOT_UNICAST}"),
+    ({"ipv4": "10.0.0.0/24"},
+     "ipv4: 10.0.0.0 is the network address of 10.0.0.0/24; use the host's own address"),
+    ({"ipv4": "10.0.0.255/24"},
+     "ipv4: 10.0.0.255 is the broadcast address of 10.0.0.0/24; use the host's own address"),
+    ({"ipv4": "10.0.1.255", "ipv4_subnet": "10.0.0.0/23"},
+     "ipv4: 10.0.1.255 is the broadcast address of 10.0.0.0/23; use the host's own address"),
+    ({"ipv4": "10.0.0.0", "ipv4_subnet": "10.0.0.1/24"},
+     "ipv4: 10.0.0.0 is the network address of 10.0.0.0/24; use the host's own address"),
+    ({"ipv6": "fd00::/64"}, "ipv6: fd00:: is the subnet-router anycast address of fd00::/64; "
+                            "use the host's own address"),
+    ({"ipv6": "fd00::", "ipv6_subnet": "fd00::/64"},
+     "ipv6: fd00:: is the subnet-router anycast address of fd00::/64; use the host's own "
+     "address"),
+])
+@pytest.mark.parametrize("check", [True, False])
+def test_non_unicast_addresses_are_refused(url, args, message, check) -> None:
+    """Issue 20: an address BIRD cannot peer with is refused naming the option, in check
+    mode as in a real run, and nothing is written."""
+    msg = failed(node, {"name": "host-1", **args, "datastore": url}, check=check)
+    assert msg.startswith(message), msg
+    with client(url) as c:
+        assert c.list_nodes() == []
+
+
+@pytest.mark.parametrize("args, ipv4, ipv6", [
+    ({"ipv4": "10.0.0.1/24"}, "10.0.0.1", None),  # ADDR/PREFIX, as before
+    ({"ipv4": "10.0.0.254/24", "ipv4_subnet": "10.0.0.0/24"}, "10.0.0.254", None),
+    ({"ipv4": "10.0.0.255/23"}, "10.0.0.255", None),  # not the /23's broadcast
+    ({"ipv4": "10.0.0.0/31"}, "10.0.0.0", None),  # point-to-point links: both are hosts
+    ({"ipv4": "10.0.0.1", "ipv4_subnet": "10.0.0.0/31"}, "10.0.0.1", None),
+    ({"ipv4": "10.0.0.7/32"}, "10.0.0.7", None),
+    ({"ipv6": "fd00::/127"}, None, "fd00::"),
+    ({"ipv6": "fd00::1", "ipv6_subnet": "fd00::/64"}, None, "fd00::1"),
+    ({"ipv6": "fd00::ffff:ffff:ffff:ffff/64"}, None, "fd00::ffff:ffff:ffff:ffff"),
+])
+def test_unicast_host_addresses_at_the_edges_are_taken(url, args, ipv4, ipv6) -> None:
+    out = ok(node, {"name": "host-1", **args, "datastore": url})
+    assert (out["node"]["ipv4"], out["node"]["ipv6"]) == (ipv4, ipv6)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_absent_diff_shows_the_peers_removed_with_the_node(url, check) -> None:
+    """Issue 20: removing a node removes its own BGP peers; the diff shows them (passwords
+    masked), and not the global peers, which stay."""
+    ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url})
+    ok(node, {"name": "host-2", "ipv4": "10.0.0.2", "datastore": url})
+    for address, name in (("10.0.1.254", "host-1"), ("fd00::fe", "host-1"),
+                          ("10.0.2.254", "host-2"), ("10.0.0.254", None)):
+        ok(bgp_peer, {"address": address, "as_number": 65001, "node": name,
+                      "password": "s3cret", "datastore": url})
+    out = ok(node, {"name": "host-1", "state": "absent", "datastore": url}, check=check)
+    assert out["changed"] is True and out["node"] is None
+    assert out["diff"]["before"] == {
+        "name": "host-1", "ipv4": "10.0.0.1", "ipv6": None, "as_number": None,
+        "rr_cluster_id": None,
+        "peers": [{"address": "10.0.1.254", "as_number": 65001, "node": "host-1",
+                   "password": "********"},
+                  {"address": "fd00::fe", "as_number": 65001, "node": "host-1",
+                   "password": "********"}]}
+    assert out["diff"]["after"] == {}
+    assert "s3cret" not in str(out)
+    with client(url) as c:
+        left = {(p.address, p.node) for p in c.list_bgp_peers()}
+    assert left == ({("10.0.2.254", "host-2"), ("10.0.0.254", None)} if not check else
+                    {("10.0.1.254", "host-1"), ("fd00::fe", "host-1"),
+                     ("10.0.2.254", "host-2"), ("10.0.0.254", None)})
+
+
+def test_absent_diff_of_a_node_without_peers(url) -> None:
+    ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url})
+    out = ok(node, {"name": "host-1", "state": "absent", "datastore": url})
+    assert out["diff"] == {"before": {"name": "host-1", "ipv4": "10.0.0.1", "ipv6": None,
+                                      "as_number": None, "rr_cluster_id": None, "peers": []},
+                           "after": {}}
+    assert ok(node, {"name": "host-1", "state": "absent",
+                     "datastore": url})["diff"] == {"before": {}, "after": {}}
