@@ -28,7 +28,7 @@ trap 'rm -rf "$work"' EXIT INT TERM
 dest="$work/ansible_collections/calico/docker"
 mkdir -p "$dest/tests"
 cd "$root"
-cp -a galaxy.yml meta plugins roles playbooks changelogs README.md LICENSE "$dest/"
+cp -a galaxy.yml meta plugins roles playbooks changelogs README.md COLLECTION.md LICENSE "$dest/"
 cp -a tests/sanity "$dest/tests/"
 find "$dest" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
 

@@ -23,7 +23,8 @@ from pathlib import Path
 #: and the node role's wheel source (pyproject.toml, LICENSE, README.md: build_wheelhouse.py's
 #: SOURCES but calico_lib, which is installed anyway)
 BUNDLED = ("galaxy.yml", "meta", "plugins", "roles", "playbooks", "inventory/example",
-           "calico_lib/data", "ansible.cfg", "pyproject.toml", "LICENSE", "README.md")
+           "calico_lib/data", "ansible.cfg", "pyproject.toml", "LICENSE", "README.md",
+           "COLLECTION.md")
 #: the copy's place in this package; the folder above ansible_collections goes on
 #: ANSIBLE_COLLECTIONS_PATH
 BUNDLE_DIR = "collection/ansible_collections/calico/docker"
