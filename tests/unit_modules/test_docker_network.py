@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socketserver
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -73,10 +74,7 @@ class FakeDocker:
         return [r for r in self.requests if r[0] != "GET"]
 
 
-@contextmanager
-def serve_engine(fake: FakeDocker, path: str) -> Iterator[str]:
-    """``fake`` as the Docker Engine API on a unix socket at ``path``; its docker_host URL."""
-
+def _handler(fake: FakeDocker) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -89,21 +87,68 @@ def serve_engine(fake: FakeDocker, path: str) -> Iterator[str]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if data:  # nothing after a 204's headers: the client may have closed already
+                self.wfile.write(data)
 
         do_GET = do_POST = do_DELETE = _serve  # noqa: N815
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = socketserver.ThreadingUnixStreamServer(path, Handler)
+    return Handler
+
+
+@contextmanager
+def _serving(server: socketserver.BaseServer) -> Iterator[None]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield f"unix://{path}"
+        yield
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve_engine(fake: FakeDocker, path: str) -> Iterator[str]:
+    """``fake`` as the Docker Engine API on a unix socket at ``path``; its docker_host URL."""
+    with _serving(socketserver.ThreadingUnixStreamServer(path, _handler(fake))):
+        yield f"unix://{path}"
+
+
+class _TLSServer(socketserver.ThreadingTCPServer):
+    """The TLS handshake in the request's thread, so a refused client blocks nothing."""
+
+    daemon_threads = True
+    context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.context is not None:
+            try:
+                request = self.context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
+        super().finish_request(request, client_address)
+
+
+@contextmanager
+def serve_engine_tcp(fake: FakeDocker, context: ssl.SSLContext | None = None
+                     ) -> Iterator[str]:
+    """``fake`` on 127.0.0.1 over TCP (TLS with ``context``); its docker_host URL."""
+    server = _TLSServer(("127.0.0.1", 0), _handler(fake))
+    server.context = context
+    with _serving(server):
+        yield f"tcp://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(autouse=True)
+def no_docker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests name their Docker; never this machine's (DOCKER_* as community.docker reads
+    them, and the default socket: a test that falls back to it reaches nothing)."""
+    for name in ("DOCKER_HOST", "DOCKER_TLS", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(docker_network, "DEFAULT_DOCKER_HOST",
+                        "unix:///nonexistent/default-docker.sock")
 
 
 @pytest.fixture
@@ -114,7 +159,8 @@ def docker(tmp_path) -> Iterator[tuple[FakeDocker, str]]:
 
 
 @pytest.mark.parametrize("args, field", [
-    ({"docker_host": "tcp://10.0.0.1:2375"}, "docker_host"),
+    ({"docker_host": "ssh://root@10.0.0.1"}, "docker_host"),
+    ({"docker_host": "tcp://10.0.0.1"}, "docker_host"),  # no port
     ({"subnet": ["10.65.0.0/33"]}, "subnet"),
     ({"subnet": ["fd00:65::/48"]}, "subnet"),  # IPv6 pool without ipv6: true
     ({"ipv6": "sometimes"}, "ipv6"),
@@ -179,15 +225,18 @@ def test_other_settings_fail_unless_recreate(docker) -> None:
     assert "1 container(s)" in msg
     msg = failed(docker_network, {"name": "frontend", "subnet": ["10.66.0.0/16"],
                                   "recreate": True, "docker_host": host})
-    assert "active endpoints" in msg  # Docker's own refusal, while containers are attached
+    # refused before Docker is asked (Docker's own refusal, the same in check mode)
+    assert msg.startswith("name: ") and "1 container(s) attached" in msg, msg
+    assert "active endpoints" in msg and "not recreated" in msg, msg
+    assert fake.writes() == []
     old["Containers"] = {}
     out = ok(docker_network, {"name": "frontend", "subnet": ["10.66.0.0/16"],
                               "recreate": True, "docker_host": host})
     assert out["changed"] is True
     assert out["diff"]["before"]["subnets"] == ["10.65.0.0/16"]
     assert out["diff"]["after"]["subnets"] == ["10.66.0.0/16"]
-    # the refused DELETE, then the replacement
-    assert [w[0] for w in fake.writes()] == ["DELETE", "DELETE", "POST"]
+    # the DELETE, then the replacement
+    assert [w[0] for w in fake.writes()] == ["DELETE", "POST"]
 
 
 def test_another_driver_is_a_difference(docker) -> None:
@@ -256,3 +305,328 @@ def test_refusals_are_one_printable_line(docker, args, field) -> None:
     msg = failed(docker_network, dict({"name": "web", "docker_host": host}, **args))
     assert msg.isprintable() and field in msg, msg
     assert fake.writes() == []
+
+
+# ------------------------------------------------------------ another driver's network
+
+def _foreign(fake: FakeDocker, kind: str, containers: int = 0) -> dict[str, Any]:
+    """A network named frontend that is not this module's: another driver, or the calico
+    driver on another IPAM driver."""
+    if kind == "bridge":
+        return fake.add("frontend", driver="bridge", containers=containers)
+    net = fake.add("frontend", containers=containers)
+    net["IPAM"]["Driver"] = "default"
+    return net
+
+
+@pytest.mark.parametrize("kind", ["bridge", "calico-on-default-ipam"])
+@pytest.mark.parametrize("args", [
+    {"state": "absent"},
+    {"recreate": True},
+    {"recreate": True, "subnet": ["10.66.0.0/16"], "ipv6": True},
+], ids=["absent", "recreate", "recreate-other-settings"])
+def test_another_drivers_network_is_neither_deleted_nor_recreated(docker, kind, args
+                                                                  ) -> None:
+    """Only calico networks (calico driver, calico-ipam) are removed or replaced: a
+    same-named network of another driver makes the module fail, naming the field, in check
+    mode exactly as in the real run, and Docker is sent nothing."""
+    fake, host = docker
+    net = _foreign(fake, kind)
+    full = dict({"name": "frontend", "docker_host": host}, **args)
+    checked = failed(docker_network, full, check=True)
+    real = failed(docker_network, full)
+    assert checked == real
+    assert real.startswith("name: network 'frontend' is not a calico network ("), real
+    assert "nothing deleted" in real
+    assert fake.writes() == []
+    assert fake.networks == {net["Id"]: net}
+
+
+def test_another_drivers_network_is_refused_before_its_containers(docker) -> None:
+    fake, host = docker
+    _foreign(fake, "bridge", containers=2)
+    msg = failed(docker_network, {"name": "frontend", "state": "absent", "docker_host": host})
+    assert "is not a calico network (driver is 'bridge', wanted 'calico'; ipam_driver is " \
+           "'default', wanted 'calico-ipam')" in msg, msg
+    assert fake.writes() == []
+
+
+def test_two_networks_of_one_name_are_left_alone(docker) -> None:
+    """Docker can hold two networks of one name: which one the task means is unknown."""
+    fake, host = docker
+    fake.add("frontend")
+    fake.add("frontend", driver="bridge")
+    for args, check in [({"state": "absent"}, True), ({"state": "absent"}, False),
+                        ({"recreate": True, "ipv6": True}, False)]:
+        msg = failed(docker_network, dict({"name": "frontend", "docker_host": host}, **args),
+                     check=check)
+        assert msg.startswith("name: 2 Docker networks are named 'frontend'"), msg
+    assert fake.writes() == [] and len(fake.networks) == 2
+
+
+# ------------------------------------------------------------ containers attached
+
+@pytest.mark.parametrize("args, doing", [
+    ({"state": "absent"}, "nothing deleted"),
+    ({"recreate": True, "ipv6": True}, "not recreated (ipv6 is False, wanted True)"),
+], ids=["absent", "recreate"])
+def test_containers_attached_check_mode_fails_like_the_real_run(docker, args, doing) -> None:
+    fake, host = docker
+    net = fake.add("frontend", containers=2)
+    full = dict({"name": "frontend", "docker_host": host}, **args)
+    checked = failed(docker_network, full, check=True)
+    real = failed(docker_network, full)
+    assert checked == real == (
+        f"name: network 'frontend' has 2 container(s) attached and Docker removes no "
+        f"network with active endpoints; {doing}: disconnect them first")
+    assert fake.writes() == [] and fake.networks == {net["Id"]: net}
+    net["Containers"] = {}  # disconnected: both go ahead
+    assert ok(docker_network, full, check=True)["changed"] is True
+    assert ok(docker_network, full)["changed"] is True
+
+
+def test_dockers_own_refusal_still_stops_a_race(docker, monkeypatch) -> None:
+    """A container attached between the module's read and its DELETE: Docker refuses."""
+    fake, host = docker
+    net = fake.add("frontend")
+    handle = fake.handle
+
+    def attach_first(method: str, target: str, body: Any) -> tuple[int, Any]:
+        if method == "DELETE":
+            net["Containers"] = {"c": {"Name": "late"}}
+        return handle(method, target, body)
+
+    monkeypatch.setattr(fake, "handle", attach_first)
+    msg = failed(docker_network, {"name": "frontend", "state": "absent", "docker_host": host})
+    assert "active endpoints" in msg and "(HTTP 403)" in msg
+    assert fake.by_name("frontend") is net
+
+
+# ------------------------------------------------------------ docker_host forms
+
+def test_docker_host_forms_of_a_unix_socket(tmp_path) -> None:
+    """unix:///path, a plain path, and unix://path (unix:///path, as the Docker SDK for
+    Python reads it, never a path relative to the module's directory)."""
+    fake = FakeDocker()
+    path = str(tmp_path / "docker.sock")
+    assert path.startswith("/")
+    with serve_engine(fake, path):
+        for host in (f"unix://{path}", path, f"unix://{path[1:]}"):
+            out = ok(docker_network, {"name": "frontend", "docker_host": host})
+            assert out["network"]["driver"] == "calico", host
+            ok(docker_network, {"name": "frontend", "state": "absent", "docker_host": host})
+    assert [w[0] for w in fake.writes()] == ["POST", "DELETE"] * 3
+
+
+def test_docker_host_alias_docker_url(docker) -> None:
+    fake, host = docker
+    assert ok(docker_network, {"name": "frontend", "docker_url": host})["changed"] is True
+
+
+def test_docker_host_tcp_without_tls() -> None:
+    fake = FakeDocker()
+    with serve_engine_tcp(fake) as host:
+        out = ok(docker_network, {"name": "frontend", "docker_host": host})
+        assert out["changed"] is True and fake.by_name("frontend") is not None
+        assert ok(docker_network, {"name": "frontend", "docker_host": host})["changed"] is False
+
+
+def test_docker_host_from_the_environment(docker, monkeypatch, tmp_path) -> None:
+    """DOCKER_HOST when the task gives no docker_host; the task's wins over it."""
+    fake, host = docker
+    monkeypatch.setenv("DOCKER_HOST", host)
+    assert ok(docker_network, {"name": "frontend"})["changed"] is True
+    assert fake.by_name("frontend") is not None
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    assert ok(docker_network, {"name": "frontend", "docker_host": host})["changed"] is False
+    msg = failed(docker_network, {"name": "frontend"})
+    assert msg.startswith("docker_host: cannot reach Docker at '") and "No such file" in msg
+    monkeypatch.setenv("DOCKER_HOST", host)
+    for empty in (None, ""):  # null or "" in the task: as if not given
+        out = ok(docker_network, {"name": "frontend", "docker_host": empty})
+        assert out["changed"] is False
+    for unset in ("", None):  # empty counts as unset, as in Docker's CLI: the default
+        if unset is None:
+            monkeypatch.delenv("DOCKER_HOST")
+        else:
+            monkeypatch.setenv("DOCKER_HOST", unset)
+        msg = failed(docker_network, {"name": "frontend"})
+        assert msg.startswith("docker_host: cannot reach Docker at '") and \
+            "default-docker.sock" in msg, msg
+    monkeypatch.setenv("DOCKER_HOST", "ssh://root@docker1")
+    msg = failed(docker_network, {"name": "frontend"})
+    assert msg.startswith("docker_host: 'ssh://root@docker1' has the scheme 'ssh'"), msg
+
+
+def test_an_empty_environment_variable_is_unset(monkeypatch) -> None:
+    from ansible.module_utils.basic import AnsibleFallbackNotFound
+
+    from ansible_collections.calico.docker.plugins.module_utils.docker_api import (
+        env_fallback_set,
+    )
+    monkeypatch.setenv("DOCKER_HOST", "")
+    with pytest.raises(AnsibleFallbackNotFound):
+        env_fallback_set("DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.1:2376")
+    assert env_fallback_set("DOCKER_HOST") == "tcp://10.0.0.1:2376"
+
+
+@pytest.mark.parametrize("value, why", [
+    ("ssh://root@10.0.0.1", "has the scheme 'ssh', which is not supported"),
+    ("http://10.0.0.1:2375", "has the scheme 'http', which is not supported"),
+    ("tcp://10.0.0.1", "names no port"),
+    ("tcp://10.0.0.1:0", "names no port"),
+    ("tcp://10.0.0.1:99999", "has no valid port"),
+    ("tcp://10.0.0.1:port", "has no valid port"),
+    ("tcp://:2375", "names no valid host"),
+    ("tcp://a b:2375", "names no valid host"),
+    ("tcp://10.0.0.1:2375/v1.41", "has more than a host and a port"),
+    ("tcp://user:pw@10.0.0.1:2375", "has more than a host and a port"),
+    ("tcp://10.0.0.1:2375?x=1", "has more than a host and a port"),
+    ("var/run/docker.sock", "is neither an absolute socket path nor a URL"),
+    ("unix://", "names no socket"),
+    (" /var/run/docker.sock", "has spaces or control characters"),
+    ("unix:///var/run/docker.sock\n", "has spaces or control characters"),
+])
+def test_bad_docker_host_is_refused_naming_it(docker, value, why) -> None:
+    fake, host = docker
+    msg = failed(docker_network, {"name": "frontend", "docker_host": value})
+    assert msg.startswith("docker_host: ") and why in msg, msg
+    assert "tcp://host:port" in msg and msg.isprintable()
+    assert fake.requests == []
+
+
+# ------------------------------------------------------------ TLS
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Any:
+    """A throwaway CA (the cryptography library), a server certificate for 127.0.0.1, a
+    client one, and a DOCKER_CERT_PATH directory (ca.pem, cert.pem, key.pem)."""
+    import shutil
+    from types import SimpleNamespace
+
+    from tests.pki import Pki
+
+    root = tmp_path_factory.mktemp("docker-pki")
+    ca = Pki(root / "ca", name="docker test CA")
+    certs = SimpleNamespace(ca=ca.ca, server=ca.issue("server", sans=["127.0.0.1"],
+                                                      server=True),
+                            client=ca.issue("client"),
+                            misnamed=ca.issue("misnamed", sans=["docker.invalid"],
+                                              server=True),
+                            rogue=Pki(root / "rogue", name="rogue CA").ca,
+                            cert_path=root / "cert-path")
+    certs.cert_path.mkdir()
+    for src, name in ((ca.ca, "ca.pem"), (certs.client.cert, "cert.pem"),
+                      (certs.client.key, "key.pem")):
+        shutil.copy(src, certs.cert_path / name)
+    return certs
+
+
+def _server_context(pki: Any, pair: Any = None) -> ssl.SSLContext:
+    """Docker's side with --tlsverify: its certificate, and client certificates required."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    pair = pair or pki.server
+    context.load_cert_chain(pair.cert, pair.key)
+    context.load_verify_locations(pki.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def test_tls_verified_with_a_client_certificate(pki) -> None:
+    fake = FakeDocker()
+    with serve_engine_tcp(fake, _server_context(pki)) as host:
+        args = {"name": "frontend", "docker_host": host, "validate_certs": True,
+                "ca_cert": pki.ca, "client_cert": pki.client.cert,
+                "client_key": pki.client.key}
+        assert ok(docker_network, args, check=True)["changed"] is True
+        assert ok(docker_network, args)["changed"] is True
+        assert ok(docker_network, args)["changed"] is False
+        # community.docker's aliases
+        aliased = {"name": "frontend", "docker_host": host, "tls_verify": True,
+                   "ca_path": pki.ca, "cert_path": pki.client.cert,
+                   "key_path": pki.client.key}
+        assert ok(docker_network, aliased)["changed"] is False
+    assert [w[0] for w in fake.writes()] == ["POST"]
+
+
+def test_tls_without_verification(pki) -> None:
+    """tls: true encrypts and does not check the server (here one of another name)."""
+    fake = FakeDocker()
+    with serve_engine_tcp(fake, _server_context(pki, pki.misnamed)) as host:
+        out = ok(docker_network, {"name": "frontend", "docker_host": host, "tls": True,
+                                  "client_cert": pki.client.cert,
+                                  "client_key": pki.client.key})
+    assert out["changed"] is True
+
+
+@pytest.mark.parametrize("case", ["rogue-ca", "misnamed", "no-client-cert", "plain-http"])
+def test_tls_refusals_send_nothing(pki, case) -> None:
+    fake = FakeDocker()
+    server = pki.misnamed if case == "misnamed" else pki.server
+    args: dict[str, Any] = {"name": "frontend", "validate_certs": True,
+                            "ca_cert": pki.rogue if case == "rogue-ca" else pki.ca,
+                            "client_cert": pki.client.cert, "client_key": pki.client.key}
+    if case == "no-client-cert":
+        del args["client_cert"], args["client_key"]
+    if case == "plain-http":
+        args = {"name": "frontend"}
+    with serve_engine_tcp(fake, _server_context(pki, server)) as host:
+        msg = failed(docker_network, dict(args, docker_host=host))
+    assert msg.startswith(f"docker_host: cannot reach Docker at '{host}': "), msg
+    if case in ("rogue-ca", "misnamed"):
+        assert "CERTIFICATE_VERIFY_FAILED" in msg, msg
+    assert fake.requests == []
+
+
+def test_tls_from_the_environment(pki, monkeypatch) -> None:
+    """DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem) as
+    community.docker reads them."""
+    fake = FakeDocker()
+    with serve_engine_tcp(fake, _server_context(pki)) as host:
+        monkeypatch.setenv("DOCKER_HOST", host)
+        monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+        monkeypatch.setenv("DOCKER_CERT_PATH", str(pki.cert_path))
+        assert ok(docker_network, {"name": "frontend"})["changed"] is True
+        # the task's options win over the environment
+        msg = failed(docker_network, {"name": "frontend", "ca_cert": pki.rogue})
+        assert "CERTIFICATE_VERIFY_FAILED" in msg, msg
+        monkeypatch.setenv("DOCKER_TLS_VERIFY", "maybe")
+        msg = failed(docker_network, {"name": "frontend"})
+        assert "validate_certs" in msg, msg
+    assert [w[0] for w in fake.writes()] == ["POST"]
+
+
+@pytest.mark.parametrize("args, start", [
+    ({"ca_cert": "CA"}, "ca_cert: is given, but neither tls nor validate_certs is true"),
+    ({"client_cert": "CERT", "client_key": "KEY"},
+     "client_cert: is given, but neither tls nor validate_certs is true"),
+    ({"tls": True, "ca_cert": "CA"}, "ca_cert: checks Docker's certificate"),
+    ({"tls": True, "client_cert": "CERT"}, "client_key: is needed with client_cert"),
+    ({"validate_certs": True, "client_key": "KEY"}, "client_cert: is needed with client_key"),
+    ({"validate_certs": True, "ca_cert": "/nonexistent/ca.pem"},
+     "ca_cert: cannot load the CA certificate '/nonexistent/ca.pem'"),
+    ({"validate_certs": True, "ca_cert": "CA", "client_cert": "CA", "client_key": "CA"},
+     "client_cert: cannot load the client certificate"),
+    ({"validate_certs": "sometimes"}, "validate_certs"),
+])
+def test_tls_options_that_would_not_be_used_are_refused(pki, args, start) -> None:
+    """A file given that the connection would not use (plain HTTP, an unchecked
+    certificate), a certificate without its key, a file that does not load: refused in
+    one line naming the option, before Docker is asked."""
+    files = {"CA": pki.ca, "CERT": pki.client.cert, "KEY": pki.client.key}
+    args = {k: files.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
+    fake = FakeDocker()
+    with serve_engine_tcp(fake, _server_context(pki)) as host:
+        msg = failed(docker_network, dict(args, name="frontend", docker_host=host))
+    assert msg.startswith(start) or (start == "validate_certs" and start in msg), msg
+    assert msg.isprintable()
+    assert fake.requests == []
+
+
+def test_tls_options_are_ignored_for_a_unix_socket(docker, pki) -> None:
+    """As Docker does: a unix socket is spoken to in plain HTTP."""
+    fake, host = docker
+    out = ok(docker_network, {"name": "frontend", "docker_host": host,
+                              "validate_certs": True, "ca_cert": pki.rogue})
+    assert out["changed"] is True
