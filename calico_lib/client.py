@@ -12,12 +12,14 @@ anything is written.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import keys
 from .datastore import Datastore, open_datastore
 from .errors import (
     AlreadyExistsError,
+    CalicoError,
     DatastoreError,
     InUseError,
     NotFoundError,
@@ -39,6 +41,7 @@ from .model import (
     validate_hostname,
     validate_name,
 )
+from .plugin.networks import NAMING, network_names
 from .records import Reporter, Unreadable, check_records, decode, decode_all
 from .snapshot import DOCKER_LABEL
 from .txn import Tx, transact
@@ -46,6 +49,8 @@ from .txn import Tx, transact
 DIRECTIONS = ("inbound", "outbound")
 #: empty blocks deleted per transaction (etcd caps operations per transaction)
 BLOCK_BATCH = 40
+#: seconds between reads while a new Docker network's name is awaited
+NAMING_POLL = 0.02
 
 
 def connect(url: str | None = None, create: bool = True, etcd_ca: str | None = None,
@@ -192,9 +197,12 @@ class Client:
                     return len(empty)
                 if not transact(self.store, clean):
                     break
-        except InUseError:
+        except CalicoError:  # in use, or the datastore failed: the pool as it was
             if not pool.disabled:
-                self.update_pool(pool.cidr, disabled=False)
+                try:
+                    self.update_pool(pool.cidr, disabled=False)
+                except CalicoError:
+                    pass  # the first error is the one to report
             raise
 
         def drop(tx: Tx) -> None:
@@ -227,25 +235,41 @@ class Client:
 
     def get_profile(self, name: str, stored_only: bool = False) -> Profile:
         """A profile; a Docker network's profile that has no record yet is its default
-        (unless ``stored_only``)."""
+        (unless ``stored_only``), from the network's creation on."""
         validate_name("name", name)
         try:
             return self._get(keys.profile(name), Profile, f"profile {name}")
         except NotFoundError:
-            if not stored_only and name in self._network_profile_names():
+            if not stored_only and name in self._network_profile_names(wanted=name):
                 return Profile.with_default_rules(name, docker_network=True)
             raise
 
     def list_profiles(self) -> list[Profile]:
         """Every profile, with the Docker networks' profiles that have no record yet."""
         stored = {p.name: p for p in self._list(keys.PROFILES, Profile)}
-        for name in self._network_profile_names() - set(stored):
+        for name in self._network_profile_names(wanted=True) - set(stored):
             stored[name] = Profile.with_default_rules(name, docker_network=True)
         return [stored[n] for n in sorted(stored)]
 
-    def _network_profile_names(self) -> set[str]:
-        return {p for e in self._list(keys.ENDPOINTS, Endpoint)
-                if DOCKER_LABEL in e.labels for p in e.profiles}
+    def _network_profile_names(self, wanted: str | bool = False) -> set[str]:
+        """The profiles of Docker networks: the ones their endpoints name, and the names of
+        the networks the hosts' plugins recorded (a network's profile exists from its
+        creation on; hosts write no profile).
+
+        Docker tells the plugin a network's name only after CreateNetwork answered, and the
+        plugin records it milliseconds later. So while a network created in the last
+        ``NAMING`` seconds is unnamed, this waits for it (at most that long): for
+        ``wanted``'s name when it is not found yet, or (True) for every such network."""
+        endpoints = {p for e in self._list(keys.ENDPOINTS, Endpoint)
+                     if DOCKER_LABEL in e.labels for p in e.profiles}
+        deadline = time.monotonic() + NAMING
+        while True:
+            names, naming = network_names(self.store.list(keys.DOCKER_NETWORKS), time.time())
+            names |= endpoints
+            found = wanted is False or (isinstance(wanted, str) and wanted in names)
+            if found or not naming or time.monotonic() >= deadline:
+                return names
+            time.sleep(NAMING_POLL)
 
     def remove_profile(self, name: str, force: bool = False) -> None:
         """Remove a profile; refused while endpoints use it (their traffic would all be
@@ -271,8 +295,10 @@ class Client:
             raise ValidationError("position", f"{show(position)} is not allowed; use a "
                                               "number")
 
+        network = self._network_profile(profile)
+
         def write(tx: Tx) -> Profile:
-            current = self._tx_profile(tx, profile)
+            current = self._tx_profile(tx, profile, network)
             rules = getattr(current, attr)
             if position is not None and not 0 <= position <= len(rules):
                 raise ValidationError("position", f"{position} is out of range; use 0-"
@@ -285,9 +311,10 @@ class Client:
     def remove_rule(self, profile: str, direction: str, index: int) -> Profile:
         """Remove the rule at 0-based ``index`` of a rule list."""
         attr = _direction(direction)
+        network = self._network_profile(profile)
 
         def write(tx: Tx) -> Profile:
-            current = self._tx_profile(tx, profile)
+            current = self._tx_profile(tx, profile, network)
             rules = getattr(current, attr)
             if not 0 <= index < len(rules):
                 raise ValidationError("index", f"{index} is out of range; the profile has "
@@ -297,13 +324,25 @@ class Client:
             return current
         return transact(self.store, write)
 
-    def _tx_profile(self, tx: Tx, name: str) -> Profile:
-        """The profile to edit; a Docker network's profile without a record starts from
-        its default rules (editing it is the operator's explicit act)."""
+    def _network_profile(self, name: str) -> bool:
+        """Before editing profile ``name``: whether, having no record, it is a Docker
+        network's (see ``_network_profile_names``: a network created a moment ago is given
+        the time to be named)."""
+        validate_name("profile", name)
+        if self.store.get(keys.profile(name)) is not None:
+            return False
+        return name in self._network_profile_names(wanted=name)
+
+    def _tx_profile(self, tx: Tx, name: str, network: bool) -> Profile:
+        """The profile to edit; a Docker network's profile without a record (``network``,
+        or endpoints name it) starts from its default rules (editing it is the operator's
+        explicit act: the record is the operator's write, never a host's)."""
         validate_name("profile", name)
         data = tx.get(keys.profile(name))
         if data is not None:
             return Profile.from_dict(data)
+        if network:
+            return Profile.with_default_rules(name, docker_network=True)
         for _, record in tx.list(keys.ENDPOINTS):
             if (isinstance(record, dict) and DOCKER_LABEL in (record.get("labels") or {})
                     and name in (record.get("profiles") or [])):

@@ -180,6 +180,80 @@ def test_profile_rule_opens_exactly_tcp_80(lab: DockerLab, client: calico_lib.Cl
         lab.docker("network", "rm", web, cli, check=False)
 
 
+def test_a_networks_profile_exists_when_network_create_returns(
+        lab: DockerLab, client: calico_lib.Client) -> None:
+    """Issue 20: `calicoctl profile rule add web ...` right after `docker network create
+    ... web` said "not found" until a container joined. Docker names the network to the
+    plugin only after CreateNetwork answered; the plugin records the name in its network
+    record (hosts write no profile), and the operator's first edit stores the profile."""
+    web, shell = "calnet-new", "calnet-new-cli"
+    try:
+        lab.network(web)
+        # at once, in this process: no calicoctl start-up time hides a race
+        client.add_rule(web, "inbound", Rule(action="allow", protocol="tcp", dst_ports=[80],
+                                             src_tag=shell))
+        stored = client.get_profile(web, stored_only=True)
+        assert stored.docker_network and stored.tags == [web]
+        assert len(stored.inbound_rules) == 2 and len(stored.outbound_rules) == 1
+        # the newcomer's sequence, with calicoctl
+        lab.network(shell)
+        shown = json.loads(lab.calicoctl("profile", "show", shell, "-o", "json").stdout)
+        assert shown["name"] == shell and shown["docker_network"], shown
+        lab.calicoctl("profile", "rule", "add", shell, "inbound", "allow", "--protocol",
+                      "tcp", "--dst-ports", "22")
+        assert len(client.get_profile(shell, stored_only=True).inbound_rules) == 2
+        # the network's containers are in the stored profile
+        lab.run("w1", web)
+        assert client.get_endpoint(lab.hostname, lab.endpoint_id("w1", web)).profiles == [web]
+    finally:
+        lab.rm_all()
+        lab.docker("network", "rm", web, shell, check=False)
+        for name in (web, shell):
+            try:
+                client.remove_profile(name, force=True)
+            except calico_lib.NotFoundError:
+                pass
+
+
+def test_docker_options_refused_or_applied(lab: DockerLab, client: calico_lib.Client
+                                           ) -> None:
+    """Issue 20: options calico networks took and ignored are refused in one line naming
+    the option, leaving nothing behind; -o com.docker.network.driver.mtu=N sets the MTU of
+    the network's veths."""
+    net = "calnet-opt"
+
+    def networks() -> dict[str, Any]:
+        return {k: v for k, v in datastore(client).items()
+                if k.startswith(keys.DOCKER_NETWORKS)}
+
+    records = networks()
+    for extra, said in (
+            (["--internal"], "--internal is not supported"),
+            (["--subnet", SUBNET, "--gateway", "10.66.0.1"],
+             "--gateway '10.66.0.1': not supported"),
+            (["--ipam-opt", "x=y"], "--ipam-opt 'x': calico-ipam takes no options"),
+            (["--subnet", SUBNET, "--aux-address", "a=10.66.0.9"],
+             "--aux-address is not supported"),
+            (["-o", "com.docker.network.driver.mtu=100"], "out of range; use 576 to 9000"),
+            (["-o", "mtu=1400"], "the MTU is -o com.docker.network.driver.mtu=N")):
+        result = lab.network(net, *extra, check=False)
+        assert result.returncode != 0 and said in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert net not in lab.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+        assert networks() == records, extra  # no network record
+        assert allocated(client) == 0 and client.ipam.pending(lab.hostname) == {}, extra
+    lab.network(net, "-o", "com.docker.network.driver.mtu=1400")
+    try:
+        lab.run("m1", net)
+        assert "mtu 1400" in lab.exec("m1", "ip", "link", "show", "eth0").stdout
+        veth = host_veth(lab.endpoint_id("m1", net))
+        assert json.loads(dockerlab.run(["ip", "-n", lab.ns, "-j", "link", "show", veth]
+                                        ).stdout)[0]["mtu"] == 1400
+    finally:
+        lab.rm_all()
+        lab.docker("network", "rm", net, check=False)
+
+
 def test_fixed_ip_and_subnet_errors(lab: DockerLab, client: calico_lib.Client) -> None:
     net = "calnet-sub"
     lab.network(net, "--subnet", SUBNET)

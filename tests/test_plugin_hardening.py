@@ -10,6 +10,7 @@ limit of 1,024 file descriptors.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 
 import calico_lib
-from calico_lib import IPPool
+from calico_lib import IPPool, keys
 from calico_lib.errors import CalicoError
 from calico_lib.logsafe import SafeFormatter
 from calico_lib.plugin import server
@@ -41,6 +42,7 @@ from tests.test_plugin_protocol import (
     FakeDocker,
     Plugin,
     Recorder,
+    create_network,
     error_message,
     join,
 )
@@ -436,3 +438,77 @@ def test_configure_writes_one_line_records() -> None:
                             check=True)
     [line] = result.stderr.splitlines()
     assert line.endswith(" prog WARNING a\\nb c\\u2028d") and line[:2] == "20", line
+
+
+# ------------------------------------------------------------------------------ network names
+# The plugin learns each new network's name from Docker after CreateNetwork answered (issue
+# 20): one thread for all of them, ending when none is left; what other hosts wrote in their
+# network records never breaks an operator's `profile list` or `profile show`.
+
+
+def naming_threads(served: Served) -> list[threading.Thread]:
+    """The served driver's threads learning network names (others' may still run)."""
+    driver = served.servers["calico.sock"].handlers["/NetworkDriver.CreateNetwork"].__self__
+    thread = driver._naming_thread
+    return [thread] if thread is not None and thread.is_alive() else []
+
+
+def wait_for(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_one_thread_learns_every_new_networks_name(served: Served, caplog) -> None:
+    plugin, docker = served.plugin, served.plugin.docker
+    ids = [f"{n:02x}" + "e" * 62 for n in range(1, 41)]
+    docker.stored = set()  # Docker answers 404 for them all, for now
+    docker.names.update({i: f"net-{n}" for n, i in enumerate(ids)})
+    broken = ids[0]
+    answer = docker.network_name
+
+    def network_name(network_id: str) -> str | None:
+        if network_id == broken:
+            raise RuntimeError("a Docker answer nobody expected")
+        return answer(network_id)
+
+    docker.network_name = network_name  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for network_id in ids:
+            assert post(served.net(), "/NetworkDriver.CreateNetwork",
+                        create_network(network_id)) == (200, {})
+        assert len(naming_threads(served)) == 1  # one for them all
+        docker.stored.update(ids)
+
+        def names() -> list[str | None]:
+            return [plugin.client.store.get(keys.docker_network(HOST, i)) and
+                    json.loads(plugin.client.store.get(keys.docker_network(HOST, i)).value
+                               ).get("name") for i in ids]
+
+        wait_for(lambda: names()[1:] == [f"net-{n}" for n in range(1, 40)], 10,
+                 "the networks were not named")
+        wait_for(lambda: not naming_threads(served), 5, "the naming thread did not end")
+    assert names()[0] is None  # its first CreateEndpoint asks again
+    assert "learning the name of network 01eeeeeeeeee crashed" in caplog.text
+    assert [p.name for p in plugin.client.list_profiles()] == sorted(
+        f"net-{n}" for n in range(1, 40))
+
+
+def test_other_hosts_network_records_cannot_break_profile_commands(served: Served) -> None:
+    """A host may write its own network records only; whatever it writes there, an
+    operator's profile commands still answer (a name no profile can have is left out)."""
+    client = served.plugin.client
+    bad = {"a": {"id": "a", "name": "web\nforged"}, "b": {"id": "b", "name": 5},
+           "c": [1, 2], "d": {"id": "d", "name": "-x"}, "e": {"id": "e", "created": "soon"},
+           "f": {"id": "f", "name": "ok-net"}}
+    for network_id, record in bad.items():
+        client.store.put(keys.docker_network("other-host", network_id), json.dumps(record))
+    client.store.put(keys.docker_network("other-host", "g"), "{not json")
+    started = time.monotonic()
+    assert [p.name for p in client.list_profiles()] == ["ok-net"]
+    with pytest.raises(calico_lib.NotFoundError):
+        client.get_profile("web")
+    assert time.monotonic() - started < 1  # nothing was waited for
+    client.add_rule("ok-net", "outbound", calico_lib.Rule(action="deny", protocol="udp"))
+    assert client.get_profile("ok-net", stored_only=True).docker_network

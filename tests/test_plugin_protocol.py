@@ -28,6 +28,7 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint, IPPool, keys
 from calico_lib.ipam import GRACE
+from calico_lib.plugin.docker_api import DockerError
 from calico_lib.plugin.driver import (
     GATEWAY_V6,
     Driver,
@@ -35,6 +36,7 @@ from calico_lib.plugin.driver import (
     endpoint_gateway6,
     next_hop_v4,
 )
+from calico_lib.plugin.networks import NAMING, DockerNetworks
 from calico_lib.plugin.server import MAX_BODY
 from tests.dockerlab import DOCKER_ACCEPT, post, serving
 
@@ -56,16 +58,22 @@ NO_PORTS = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.
 
 
 class FakeDocker:
-    """The part of DockerAPI the driver uses: network id -> name."""
+    """The part of DockerAPI the driver uses: network id -> name. With ``stored`` a set, it
+    answers as dockerd does for the networks in it only, 404 for the others: Docker stores a
+    network, and answers for it, only after CreateNetwork answered."""
 
     socket_path = "/nonexistent/docker.sock"
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
         self.lookups: list[str] = []
+        self.stored: set[str] | None = None
 
     def network_name(self, network_id: str) -> str | None:
         self.lookups.append(network_id)
+        if self.stored is not None and network_id not in self.stored:
+            raise DockerError(f"docker: GET /networks/{network_id}: HTTP 404: network "
+                              f"{network_id} not found")
         return self.names.get(network_id)
 
     def endpoint_ids(self) -> set[str] | None:
@@ -226,6 +234,21 @@ def ids(network_id: str, endpoint_id: str) -> dict[str, str]:
     return {"NetworkID": network_id, "EndpointID": endpoint_id}
 
 
+def network_record(plugin: Plugin, network_id: str) -> dict[str, Any] | None:
+    kv = plugin.client.store.get(keys.docker_network(HOST, network_id))
+    return None if kv is None else json.loads(kv.value)
+
+
+def named(plugin: Plugin, network_id: str, timeout: float = 5.0) -> str:
+    """The name the plugin recorded for the network (it learns it from Docker in the
+    background after CreateNetwork), waited for."""
+    deadline = time.monotonic() + timeout
+    while not (network_record(plugin, network_id) or {}).get("name"):
+        assert time.monotonic() < deadline, network_record(plugin, network_id)
+        time.sleep(0.005)
+    return (network_record(plugin, network_id) or {})["name"]
+
+
 # ------------------------------------------------------------------------------ handshake
 
 
@@ -287,6 +310,8 @@ def test_ipv4_lifecycle_with_replays(plugin: Plugin) -> None:
         "Data": {"com.docker.network.gateway": "0.0.0.0/0"}}
     assert plugin.ok("net", "CreateNetwork", create_network(NET)) == {}
     assert plugin.allocated() == 0  # a network holds no address (the gateway is link-local)
+    assert named(plugin, NET) == "net1"  # learnt from Docker once it answers for it
+    plugin.docker.lookups.clear()
 
     # RequestAddress is the one call not replayed here: Docker does not pass the endpoint
     # to IPAM, so a second identical request is a second container asking.
@@ -309,7 +334,7 @@ def test_ipv4_lifecycle_with_replays(plugin: Plugin) -> None:
     assert endpoint.mac == container_mac(EP)
     profile = plugin.client.get_profile("net1")
     assert profile.tags == ["net1"] and len(profile.inbound_rules) == 1
-    assert plugin.docker.lookups == [NET]  # looked up once, then remembered
+    assert plugin.docker.lookups == []  # learnt at CreateNetwork, then remembered
 
     plugin.hooks.calls.clear()
     answer = plugin.ok("net", "Join", join(NET, EP))
@@ -910,6 +935,214 @@ def test_the_plugin_writes_no_profile(plugin: Plugin) -> None:
     plugin.client.add_rule("fresh", "inbound", calico_lib.Rule(protocol="tcp", dst_ports=[80]))
     stored = plugin.client.get_profile("fresh")
     assert stored.docker_network and len(stored.inbound_rules) == 2
+
+
+# ------------------------------------------------------------------------------ issue 20
+# A newcomer's first hour: `calicoctl profile rule add web ...` right after `docker network
+# create ... web` said "profile web: not found" (a network's profile appeared with its first
+# container: Docker passes no name to CreateNetwork, and the clients knew network profiles
+# from endpoints only). Hosts may not write profiles: the plugin records the name in its own
+# network record once Docker answers for the network, and the clients take a network record
+# that names a network as its profile's, at its default rules until an operator edits it.
+
+WEB_RULE = calico_lib.Rule(protocol="tcp", dst_ports=[80])
+
+
+def test_a_networks_profile_exists_once_docker_network_create_returned(plugin: Plugin
+                                                                       ) -> None:
+    plugin.docker.stored = set()  # Docker stores the network once CreateNetwork answered,
+    plugin.docker.names[NET] = "web"
+    assert plugin.ok("net", "CreateNetwork", create_network(NET), replay=False) == {}
+    plugin.docker.stored.add(NET)  # ... then answers `docker network create`
+    default = calico_lib.Profile.with_default_rules("web", docker_network=True)
+    assert plugin.client.get_profile("web") == default  # calicoctl profile show web
+    assert "web" in [p.name for p in plugin.client.list_profiles()]
+    assert plugin.client.store.get(keys.profile("web")) is None  # no host wrote a profile
+    # calicoctl profile rule add web inbound allow tcp 80: the operator's write stores it,
+    # from the default rules
+    plugin.client.add_rule("web", "inbound", WEB_RULE)
+    stored = plugin.client.get_profile("web", stored_only=True)
+    assert stored.docker_network and stored.tags == ["web"]
+    assert stored.inbound_rules == [*default.inbound_rules, WEB_RULE]
+    assert stored.outbound_rules == default.outbound_rules
+    # the network's first container is in that profile
+    address = plugin.ok("ipam", "RequestAddress", request_address("calico-v4"),
+                        replay=False)["Address"]
+    plugin.ok("net", "CreateEndpoint", create_endpoint(NET, EP, address), replay=False)
+    assert plugin.client.get_endpoint(HOST, EP).profiles == ["web"]
+    assert plugin.client.get_profile("web") == stored
+
+
+def test_a_profile_asked_for_while_its_network_is_named_is_waited_for(plugin: Plugin
+                                                                      ) -> None:
+    """The plugin learns the name milliseconds after `docker network create` returned; an
+    operator's command in that window waits for it (at most NAMING s), not "not found"."""
+    plugin.docker.stored = set()
+    plugin.docker.names[NET] = "web"
+    plugin.ok("net", "CreateNetwork", create_network(NET), replay=False)
+    threading.Timer(0.3, plugin.docker.stored.add, [NET]).start()  # a slow Docker
+    started = time.monotonic()
+    plugin.client.add_rule("web", "inbound", WEB_RULE)
+    assert 0.25 < time.monotonic() - started < NAMING
+    assert plugin.client.get_profile("web", stored_only=True).inbound_rules[-1] == WEB_RULE
+    # a profile no network has: not found at once when every network is named ...
+    started = time.monotonic()
+    with pytest.raises(calico_lib.NotFoundError, match="profile nosuch: not found"):
+        plugin.client.get_profile("nosuch")
+    assert time.monotonic() - started < 0.5
+    # ... and after NAMING s at most while one created a moment ago is not
+    plugin.ok("net", "CreateNetwork", create_network(NET6), replay=False)
+    started = time.monotonic()
+    with pytest.raises(calico_lib.NotFoundError, match="profile nosuch: not found"):
+        plugin.client.add_rule("nosuch", "inbound", WEB_RULE)
+    assert NAMING - 0.5 < time.monotonic() - started < NAMING + 1
+    plugin.ok("net", "DeleteNetwork", {"NetworkID": NET6})
+
+
+def test_a_networks_name_survives_replays_and_goes_with_it(plugin: Plugin) -> None:
+    plugin.ok("net", "CreateNetwork", create_network(NET))  # sent twice
+    assert named(plugin, NET) == "net1"
+    record = network_record(plugin, NET)
+    plugin.docker.lookups.clear()
+    plugin.ok("net", "CreateNetwork", create_network(NET))  # Docker replays after restarts
+    assert network_record(plugin, NET) == record and plugin.docker.lookups == []
+    assert plugin.client.get_profile("net1").docker_network
+    # docker network rm: its profile, which had no record, is gone with it
+    plugin.ok("net", "DeleteNetwork", {"NetworkID": NET})
+    with pytest.raises(calico_lib.NotFoundError):
+        plugin.client.get_profile("net1")
+    # a network Docker never stored (its creation failed after CreateNetwork answered):
+    # Docker deletes it; a name learnt late never brings its record back
+    plugin.docker.stored = set()
+    plugin.ok("net", "CreateNetwork", create_network(NET6), replay=False)
+    created = network_record(plugin, NET6)["created"]  # type: ignore[index]
+    plugin.ok("net", "DeleteNetwork", {"NetworkID": NET6})
+    assert DockerNetworks(plugin.client.store, HOST).learnt(NET6, created, "net6") is False
+    assert network_record(plugin, NET6) is None
+
+
+# ------------------------------------------------------------------------------ options
+# Docker options calico networks took and ignored (issue 20): --internal (a container on
+# it reached another node's address), --gateway, --ipam-opt, --aux-address. Each is now
+# refused in one line naming it, before anything is recorded or assigned; the MTU is an
+# option (-o com.docker.network.driver.mtu=N). The bodies are what dockerd 20.10 sent.
+
+GATEWAY_REQUEST = {"RequestAddressType": "com.docker.network.gateway"}
+
+
+def nothing_recorded(plugin: Plugin) -> bool:
+    return (plugin.client.store.list(keys.DOCKER_NETWORKS) == [] and plugin.allocated() == 0
+            and plugin.pending() == [] and plugin.client.ipam.check() == [])
+
+
+def test_internal_is_refused(plugin: Plugin) -> None:
+    body = create_network(NET)
+    body["Options"]["com.docker.network.internal"] = True  # docker network create --internal
+    message = plugin.error("net", "CreateNetwork", body)
+    assert message.startswith("--internal is not supported") and "\n" not in message
+    assert "drop --internal" in message
+    assert nothing_recorded(plugin)
+    body["Options"]["com.docker.network.internal"] = False  # as Docker sends it without
+    assert plugin.ok("net", "CreateNetwork", body) == {}
+
+
+def test_gateway_is_refused(plugin: Plugin) -> None:
+    """--gateway: Docker asks calico-ipam for that address as the gateway."""
+    pool_id = plugin.ok("ipam", "RequestPool", request_pool(SUBNET))["PoolID"]
+    body = {"PoolID": pool_id, "Address": "10.66.0.1", "Options": GATEWAY_REQUEST}
+    message = plugin.error("ipam", "RequestAddress", body)
+    assert message.startswith("--gateway '10.66.0.1': not supported") and "\n" not in message
+    assert "169.254.1.1" in message and "drop --gateway" in message
+    assert nothing_recorded(plugin)
+    # the gateway of a pool that named none is still the link-local one
+    for address in ("", "0.0.0.0", "169.254.1.1"):
+        assert plugin.ok("ipam", "RequestAddress", {**body, "Address": address}) == {
+            "Address": "169.254.1.1/32", "Data": {}}
+    assert plugin.ok("ipam", "RequestAddress", {
+        "PoolID": "calico-v6", "Address": "", "Options": GATEWAY_REQUEST}) == {
+        "Address": f"{GATEWAY_V6}/128", "Data": {}}
+    assert "--gateway 'fd00:65::1'" in plugin.error("ipam", "RequestAddress", {
+        "PoolID": "calico-v6", "Address": "fd00:65::1", "Options": GATEWAY_REQUEST})
+    assert nothing_recorded(plugin)
+
+
+def test_ipam_options_are_refused(plugin: Plugin) -> None:
+    message = plugin.error("ipam", "RequestPool", {**request_pool(), "Options": {"x": "y"}})
+    assert message.startswith("--ipam-opt 'x': calico-ipam takes no options")
+    assert "drop --ipam-opt" in message and "\n" not in message
+    assert "'a', 'b'" in plugin.error("ipam", "RequestPool", {
+        **request_pool(SUBNET), "Options": {"b": "1", "a": "2"}})
+    assert "Options" in plugin.error("ipam", "RequestPool", {**request_pool(),
+                                                             "Options": ["x"]})
+    assert nothing_recorded(plugin)
+    assert plugin.ok("ipam", "RequestPool", {**request_pool(), "Options": None})["PoolID"] \
+        == "calico-v4"
+
+
+def test_aux_addresses_are_refused(plugin: Plugin) -> None:
+    """--aux-address: Docker reserves it (RequestAddress), then CreateNetwork carries it;
+    refused there, Docker hands it back (ReleaseAddress), and nothing is left."""
+    pool_id = plugin.ok("ipam", "RequestPool", request_pool(SUBNET))["PoolID"]
+    assert plugin.ok("ipam", "RequestAddress", request_address(pool_id, "10.66.0.9"),
+                     replay=False)["Address"] == "10.66.0.9/32"
+    body = subnet_network(NET, SUBNET)
+    body["IPv4Data"][0]["AuxAddresses"] = {"a": "10.66.0.9/32"}
+    message = plugin.error("net", "CreateNetwork", body)
+    assert message.startswith("--aux-address is not supported") and "\n" not in message
+    assert plugin.ok("ipam", "ReleaseAddress", {"PoolID": pool_id, "Address": "10.66.0.9"}) == {}
+    assert nothing_recorded(plugin)
+
+
+def mtu(value: str) -> dict[str, str]:
+    return {"com.docker.network.driver.mtu": value}
+
+
+def veth_mtus(plugin: Plugin) -> dict[str, int | None]:
+    """host veth -> the MTU its create_veth call asked for (None: the kernel's)."""
+    return {c[1]: (c[4] if len(c) > 4 else None) for c in plugin.hooks.calls
+            if c[0] == "create_veth"}
+
+
+def test_mtu_option_sets_the_veth_mtu(plugin: Plugin) -> None:
+    """-o com.docker.network.driver.mtu=N: the veths of the network's containers; while a
+    pool encapsulates, the lower of it and the VXLAN-lowered MTU (1450 here)."""
+    networks = {NET: mtu("1400"), NET_S: mtu("9000"), NET_T: {}}
+    for network_id, generic in networks.items():
+        plugin.ok("net", "CreateNetwork", create_network(network_id, generic=generic))
+    assert [(network_record(plugin, n) or {}).get("mtu") for n in networks] == [
+        1400, 9000, None]
+    for step, vxlan in enumerate(("never", "always")):
+        plugin.client.update_pool(POOL4, vxlan_mode=vxlan)
+        plugin.hooks.calls.clear()
+        for network_id, endpoint_id in zip(networks, (EP_A, EP_B, EP_C), strict=True):
+            endpoint = f"{step}{endpoint_id[1:]}"
+            endpoint_on(plugin, network_id, endpoint, "calico-v4")
+            plugin.ok("net", "Join", join(network_id, endpoint, f"/run/netns/{endpoint}"),
+                      replay=False)
+        assert list(veth_mtus(plugin).values()) == (
+            [1400, 9000, None] if vxlan == "never" else [1400, 1450, 1450])
+    # a network with IPv6 may have 1280
+    plugin.ok("net", "CreateNetwork", create_network(NET6, ipv6=True, generic=mtu("1280")))
+
+
+@pytest.mark.parametrize(("generic", "ipv6", "said"), [
+    (mtu("abc"), False, "-o com.docker.network.driver.mtu='abc': not a number; use 576 to "
+                        "9000"),
+    (mtu("-1"), False, "not a number"),
+    (mtu("1e3"), False, "not a number"),
+    (mtu("575"), False, "-o com.docker.network.driver.mtu=575: out of range; use 576 to 9000"),
+    (mtu("9001"), False, "out of range; use 576 to 9000"),
+    (mtu("1279"), True, "out of range; use 1280 to 9000 (IPv6 needs 1280 at least)"),
+    (mtu("99999999999999999999"), False, "not a number"),
+    ({"mtu": "1400"}, False, "unknown option(s) 'mtu': calico networks take only -o "
+                             "com.docker.network.driver.mtu=N (the MTU is -o "
+                             "com.docker.network.driver.mtu=N)"),
+], ids=["word", "negative", "float", "low", "high", "low-v6", "huge", "short-name"])
+def test_bad_mtus_are_refused(plugin: Plugin, generic: dict[str, str], ipv6: bool,
+                              said: str) -> None:
+    message = plugin.error("net", "CreateNetwork", create_network(NET, ipv6, generic))
+    assert said in message and "\n" not in message
+    assert nothing_recorded(plugin)
 
 
 # ------------------------------------------------------------------------------ hostile bodies

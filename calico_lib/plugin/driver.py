@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,14 +32,26 @@ from ..ipam import interface_owner
 from ..model import Endpoint, Profile, parse_address, parse_network, show, validate_name
 from ..records import decode
 from .docker_api import DockerAPI, DockerError
-from .networks import DockerNetworks
+from .networks import MTU_MAX, MTU_MIN, MTU_MIN_V6, NAMING, DockerNetworks, profile_name
 
 ADDRESS_SPACE_LOCAL = "CalicoLocalAddressSpace"
 ADDRESS_SPACE_GLOBAL = "CalicoGlobalAddressSpace"
-#: options Docker itself puts in CreateNetwork; anything else in the -o map is refused
+#: options Docker itself puts in CreateNetwork (--internal: refused when true); anything
+#: else there is refused
 DOCKER_OPTIONS = {"com.docker.network.enable_ipv4", "com.docker.network.enable_ipv6",
                   "com.docker.network.internal", "com.docker.network.generic"}
-GENERIC_OPTIONS: set[str] = set()  # calico networks take no -o options yet
+#: -o com.docker.network.driver.mtu=N: the veth MTU of the network's containers (Docker's
+#: own name for it, as its bridge driver takes it)
+MTU_OPTION = "com.docker.network.driver.mtu"
+#: the -o options calico networks take; any other is refused
+GENERIC_OPTIONS = {MTU_OPTION}
+#: what the gateway RequestAddress may carry: the gateways RequestPool names and the
+#: link-local ones its answer gives (anything else is the user's --gateway)
+OWN_GATEWAYS = {"0.0.0.0", "::", GATEWAY_V4, GATEWAY_V6}
+#: a new network's name is asked of Docker every NAME_POLL s for NAMING s (Docker answers
+#: for it milliseconds after CreateNetwork answered), then every NAME_POLL_SLOW s until
+#: NAME_GIVE_UP s; its first CreateEndpoint asks at the latest
+NAME_POLL, NAME_POLL_SLOW, NAME_GIVE_UP = 0.005, 0.5, 30.0
 #: the PoolIDs RequestPool hands out: the family, and with --subnet the pool
 POOL_ID_RE = re.compile(r"calico-v([46])(?::(.+))?")
 #: what NetworkIDs and EndpointIDs may be (the model's endpoint id rule): they become keys,
@@ -163,6 +176,30 @@ def _strip(address: str | None) -> str | None:
     return address.split("/", 1)[0] if address else None
 
 
+def _names(names: list[str]) -> str:
+    """Option names for a refusal: quoted, at most SHOWN_OPTIONS of them."""
+    named = ", ".join(show(k) for k in names[:SHOWN_OPTIONS])
+    more = f" and {len(names) - SHOWN_OPTIONS} more" if len(names) > SHOWN_OPTIONS else ""
+    return named + more
+
+
+def _network_mtu(generic: dict[str, Any], ipv6: bool) -> int | None:
+    """-o com.docker.network.driver.mtu=N, checked: MTU_MIN (MTU_MIN_V6 on a network with
+    IPv6) to MTU_MAX."""
+    value = generic.get(MTU_OPTION)
+    if value is None:
+        return None
+    low = MTU_MIN_V6 if ipv6 else MTU_MIN
+    allowed = f"use {low} to {MTU_MAX}" + (" (IPv6 needs 1280 at least)" if ipv6 else "")
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 5:
+        raise DriverError(f"-o {MTU_OPTION}={show(value)}: not a number; {allowed}")
+    mtu = int(text)
+    if not low <= mtu <= MTU_MAX:
+        raise DriverError(f"-o {MTU_OPTION}={mtu}: out of range; {allowed}")
+    return mtu
+
+
 class Driver:
     def __init__(self, client: Client, hostname: str, docker: DockerAPI,
                  reconcile: Callable[[], Any] | None = None,
@@ -196,6 +233,12 @@ class Driver:
         # (`docker create`, `network connect`, `start`; compose does that)
         self._given: dict[str, dict[str, int]] = {}
         self._given_lock = threading.Lock()
+        # network id -> (its record's creation time, when asking began): the networks whose
+        # names are being learnt from Docker, by one thread while there are any
+        self._naming: dict[str, tuple[float, float]] = {}
+        self._naming_lock = threading.Lock()
+        self._naming_wake = threading.Event()
+        self._naming_thread: threading.Thread | None = None
 
     @property
     def networks(self) -> DockerNetworks:
@@ -216,6 +259,11 @@ class Driver:
         if _text(body, "SubPool"):
             raise DriverError("SubPool: --ip-range is not supported: Calico assigns from "
                               "whole pools")
+        ipam_options = _mapping(body, "Options")
+        if ipam_options:
+            raise DriverError(f"--ipam-opt {_names(sorted(ipam_options))}: calico-ipam takes "
+                              "no options (it assigns from Calico's pools, chosen with "
+                              "--subnet); drop --ipam-opt")
         wanted = _text(body, "Pool")
         pools = [p for p in self.client.list_pools() if p.version == version]
         gateway = "0.0.0.0/0" if version == 4 else "::/0"
@@ -248,7 +296,12 @@ class Driver:
         wanted = _text(body, "Address")
         only = [subnet] if subnet else None
         if options.get("RequestAddressType") == "com.docker.network.gateway":
-            # Docker asks for a gateway only when the pool named none; ours is link-local.
+            # Docker asks for a gateway when the pool named none (ours always names one),
+            # and for the address of --gateway: a calico network's gateway is link-local
+            if wanted and _strip(wanted) not in OWN_GATEWAYS:
+                raise DriverError(f"--gateway {show(wanted)}: not supported: a calico "
+                                  f"network's gateway is {GATEWAY_V4} (IPv6 {GATEWAY_V6}) on "
+                                  "every host, never an address of the pool; drop --gateway")
             return {"Address": f"{GATEWAY_V4}/32" if version == 4 else f"{GATEWAY_V6}/128",
                     "Data": {}}
         handle = self.client.ipam.new_pending_handle()
@@ -312,12 +365,16 @@ class Driver:
         unknown = sorted(k for k in options if k not in DOCKER_OPTIONS)
         unknown += sorted(k for k in generic if k not in GENERIC_OPTIONS)
         if unknown:
-            named = ", ".join(show(k) for k in unknown[:SHOWN_OPTIONS])
-            more = f" and {len(unknown) - SHOWN_OPTIONS} more" \
-                if len(unknown) > SHOWN_OPTIONS else ""
-            raise DriverError(f"Options: unknown option(s) {named}{more}: calico networks "
-                              "take no -o options")
-        pools = []
+            hint = f" (the MTU is -o {MTU_OPTION}=N)" if "mtu" in unknown else ""
+            raise DriverError(f"Options: unknown option(s) {_names(unknown)}: calico networks "
+                              f"take only -o {MTU_OPTION}=N{hint}")
+        if _typed(options, "com.docker.network.internal", bool, False,
+                  label="Options.com.docker.network.internal"):
+            raise DriverError("--internal is not supported: calico networks cannot keep "
+                              "their containers from other hosts and the outside yet; drop "
+                              "--internal, and limit what the containers reach with their "
+                              "profile's outbound rules")
+        pools, ipv6 = [], False
         for name in ("IPv4Data", "IPv6Data"):
             for i, data in enumerate(_list(body, name)):
                 label = f"{name}[{i}]"
@@ -328,16 +385,89 @@ class Driver:
                     raise DriverError(f"{label}.AddressSpace: {show(space)} is not Calico's: "
                                       "calico networks need Calico's IPAM; create the "
                                       "network with --ipam-driver calico-ipam")
+                if _mapping(data, "AuxAddresses", label=f"{label}.AuxAddresses"):
+                    raise DriverError("--aux-address is not supported: calico-ipam gives "
+                                      "a pool's addresses to containers only; drop "
+                                      "--aux-address")
                 pool = _text(data, "Pool", None, label=f"{label}.Pool")
                 pools.append(None if pool is None else str(parse_network(f"{label}.Pool",
                                                                          pool)))
-        self.networks.create(network_id, bool(options.get("com.docker.network.enable_ipv6")),
-                             pools)
+                ipv6 = ipv6 or name == "IPv6Data"
+        ipv6 = ipv6 or bool(options.get("com.docker.network.enable_ipv6"))
+        mtu = _network_mtu(generic, ipv6)
+        created = self.networks.create(
+            network_id, bool(options.get("com.docker.network.enable_ipv6")), pools, mtu)
+        if created is not None:  # its name is not known yet
+            self._learn_name(network_id, created)
         return {}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.networks.delete(_id(body, "NetworkID"))
+        network_id = _id(body, "NetworkID")
+        with self._naming_lock:
+            self._naming.pop(network_id, None)
+        self.networks.delete(network_id)
         return {}
+
+    # ------------------------------------------------------------------ network names
+
+    def _learn_name(self, network_id: str, created: float) -> None:
+        """Learn the network's name from Docker as soon as Docker has it, and record it: its
+        profile then exists for operators (``Client.get_profile``) before any container
+        joined. Docker passes no name to CreateNetwork and answers for the network only once
+        it stored it, after CreateNetwork answered: one thread asks for every network still
+        unnamed."""
+        with self._naming_lock:
+            if self._naming.get(network_id, (None,))[0] != created:  # not a replay's
+                self._naming[network_id] = (created, time.monotonic())
+            self._naming_wake.set()
+            if self._naming_thread is None:
+                self._naming_thread = threading.Thread(target=self._name_networks,
+                                                       name="network-names", daemon=True)
+                self._naming_thread.start()
+
+    def _name_networks(self) -> None:
+        while True:
+            with self._naming_lock:
+                if not self._naming:
+                    self._naming_thread = None
+                    return
+                self._naming_wake.clear()
+                pending = list(self._naming.items())
+            now = time.monotonic()
+            for network_id, (created, since) in pending:
+                try:
+                    done = self._try_name(network_id, created)
+                except Exception:  # noqa: BLE001 - the thread must go on for the others
+                    log.exception("learning the name of network %s crashed", network_id[:12])
+                    done = True
+                if done or now - since > NAME_GIVE_UP:
+                    with self._naming_lock:
+                        if self._naming.get(network_id) == (created, since):
+                            del self._naming[network_id]
+            young = any(now - since < NAMING for _, (_, since) in pending)
+            self._naming_wake.wait(NAME_POLL if young else NAME_POLL_SLOW)
+
+    def _try_name(self, network_id: str, created: float) -> bool:
+        """One attempt: True when done (recorded, or never to be: its record went, or the
+        name cannot name a profile), False to ask again."""
+        try:
+            name = self.docker.network_name(network_id)
+        except DockerError:
+            return False  # not stored by Docker yet (404), or Docker away
+        if not name:
+            return False
+        if not profile_name(name):
+            log.warning("network %s: its name %s cannot name a profile; its containers will "
+                        "be refused", network_id[:12], show(name))
+            return True
+        try:
+            if self.networks.learnt(network_id, created, name):
+                log.info("network %s is %s (its profile: %s)", network_id[:12], name, name)
+        except CalicoError as exc:
+            log.warning("network %s: cannot record its name %s: %s (retrying)",
+                        network_id[:12], name, exc)
+            return False
+        return True
 
     def _profile_for(self, network_id: str) -> str:
         """The profile of a network: named after the network's name in Docker.
@@ -455,7 +585,7 @@ class Driver:
                 routes.append({"Destination": subnet, "RouteType": 0, "NextHop": hop6})
 
         created = self.create_veth(endpoint.interface, peer_veth(endpoint_id), endpoint.mac,
-                                   mtu=self._mtu())
+                                   mtu=self._mtu(network_id))
         try:
             if hop6:
                 self.add_address(endpoint.interface, hop6)
@@ -478,16 +608,19 @@ class Driver:
             answer["GatewayIPv6"] = GATEWAY_V6
         return answer
 
-    def _mtu(self) -> int | None:
-        """The veth MTU: lowered by the VXLAN overhead while a pool encapsulates, so that a
-        container's packets fit the tunnel whole (the kernel's default otherwise)."""
-        if not any(p.encapsulates for p in self.client.list_pools()):
-            return None
-        try:
-            address = self.client.get_node(self.hostname).ipv4
-        except NotFoundError:
-            address = None
-        return self.veth_mtu(address)
+    def _mtu(self, network_id: str) -> int | None:
+        """The veth MTU: the lower of the network's (-o com.docker.network.driver.mtu) and,
+        while a pool encapsulates, the uplink's minus the VXLAN overhead, so that a
+        container's packets fit the tunnel whole (the kernel's default when neither
+        applies)."""
+        mtus = [m for m in (self.networks.mtu(network_id),) if m is not None]
+        if any(p.encapsulates for p in self.client.list_pools()):
+            try:
+                address = self.client.get_node(self.hostname).ipv4
+            except NotFoundError:
+                address = None
+            mtus.append(self.veth_mtu(address))
+        return min(mtus) if mtus else None
 
     def _gateway_route_for(self, sandbox: str, endpoint_id: str) -> str:
         """The connected gateway route of this endpoint's interface: what its Join got
