@@ -171,6 +171,8 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
 )
 
 FIELDS = ("ipv4", "ipv6", "as_number", "rr_cluster_id", "ipv4_subnet", "ipv6_subnet")
+
+
 def shown_peer(peer):
     """A BGP peer for the diff: the password masked."""
     data = peer.to_dict()
