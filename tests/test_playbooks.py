@@ -199,14 +199,19 @@ def test_exec_start_quotes_every_argument_for_systemd(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ localhost: the policy role
 
 
-def test_policy_role_on_localhost(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path)
-    inventory = write_inventory(tmp_path / "inventory.yml", {"localhost": {
+def localhost_policy_inventory(tmp_path: Path, url: str) -> Path:
+    """An inventory of localhost running the policy role on the datastore ``url``."""
+    return write_inventory(tmp_path / "inventory.yml", {"localhost": {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "policy_python": sys.executable,
         "policy_datastore": url,
     }})
+
+
+def test_policy_role_on_localhost(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    inventory = localhost_policy_inventory(tmp_path, url)
     play = HERE / "policy_play.yml"
 
     first = playbook(play, inventory, *POLICY, workdir=tmp_path).check()
@@ -345,12 +350,7 @@ def test_policy_role_check_of_a_new_site_with_per_node_peers(tmp_path: Path) -> 
     check run of a new site the node role has registered nothing, so the policy role
     reports those peers and goes on (the real run then adds them after the node role)."""
     url = sqlite_url(tmp_path)
-    inventory = write_inventory(tmp_path / "inventory.yml", {"localhost": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-        "policy_python": sys.executable,
-        "policy_datastore": url,
-    }})
+    inventory = localhost_policy_inventory(tmp_path, url)
     peers = tmp_path / "peers.yml"
     peers.write_text(json.dumps({"policy_bgp_peers": [
         {"address": "198.18.0.254", "as_number": 65000},

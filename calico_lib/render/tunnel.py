@@ -139,10 +139,12 @@ def render_tunnel(snapshot: Snapshot) -> TunnelSpec:
             if pool is not None:
                 route(block, host, pool)
     # an address a host borrowed from a block not its own: a /32 to that host
+    owned = {host: [netaddr.IPNetwork(b) for b in blocks]
+             for host, blocks in snapshot.host_blocks.items()}
     for ep in snapshot.endpoints:
         if ep.host == snapshot.hostname or ep.state != "active":
             continue
-        own = [netaddr.IPNetwork(b) for b in snapshot.host_blocks.get(ep.host, ())]
+        own = owned.get(ep.host, [])
         for net in ep.ipv4_nets:
             pool = pool_of(net)
             if pool is not None and not any(netaddr.IPNetwork(net) in b for b in own):
