@@ -41,7 +41,7 @@ from .model import (
     validate_hostname,
     validate_name,
 )
-from .plugin.networks import NAMING, network_names
+from .network_records import NAMING, network_names
 from .records import Reporter, Unreadable, check_records, decode, decode_all
 from .snapshot import DOCKER_LABEL
 from .txn import Tx, transact

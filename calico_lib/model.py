@@ -385,7 +385,8 @@ class IPPool(Model):
 
     @property
     def encapsulates(self) -> bool:
-        """Whether the pool's traffic between some hosts goes through VXLAN."""
+        """Whether the pool's traffic between some hosts goes through VXLAN (an IPv4 pool:
+        validation refuses another mode for IPv6, so no caller checks the version)."""
         return self.vxlan_mode != "never"  # a disabled pool's containers still talk
 
     @property

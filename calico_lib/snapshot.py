@@ -113,7 +113,7 @@ def _encapsulated_blocks(affinities: list[KeyValue], pools: tuple[IPPool, ...],
     """Every host's blocks inside pools that encapsulate; a block that more than one host
     claims (each host writes its own affinities: a host may lie) is left out for the
     others, never for this host."""
-    nets = [p.network for p in pools if p.encapsulates and p.version == 4]
+    nets = [p.network for p in pools if p.encapsulates]
     if not nets:
         return {}
     claims: dict[str, list[str]] = {}

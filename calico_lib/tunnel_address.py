@@ -35,7 +35,7 @@ def ensure_tunnel_address(client: Client, hostname: str, thorough: bool = True
         node = client.get_node(hostname)
     except NotFoundError:
         return None
-    pools = [p for p in client.list_pools() if p.encapsulates and p.version == 4]
+    pools = [p for p in client.list_pools() if p.encapsulates]
     if not thorough:
         tunnel = node.ipv4_vxlan_tunnel
         wanted = bool(pools) and node.ipv4 is not None

@@ -28,6 +28,7 @@ import pytest
 import calico_lib
 from calico_lib import Endpoint, IPPool, keys
 from calico_lib.ipam import GRACE
+from calico_lib.network_records import NAMING, DockerNetworks
 from calico_lib.plugin.docker_api import DockerError
 from calico_lib.plugin.driver import (
     GATEWAY_V6,
@@ -36,7 +37,6 @@ from calico_lib.plugin.driver import (
     endpoint_gateway6,
     next_hop_v4,
 )
-from calico_lib.plugin.networks import NAMING, DockerNetworks
 from calico_lib.plugin.server import MAX_BODY
 from tests.dockerlab import DOCKER_ACCEPT, post, serving
 

@@ -30,9 +30,9 @@ from ..dataplane.veth import GATEWAY_V4, GATEWAY_V6, container_mac, host_veth, p
 from ..errors import CalicoError, NotFoundError, ValidationError
 from ..ipam import interface_owner
 from ..model import Endpoint, Profile, parse_address, parse_network, show, validate_name
+from ..network_records import MTU_MAX, MTU_MIN, MTU_MIN_V6, NAMING, DockerNetworks, profile_name
 from ..records import decode
 from .docker_api import DockerAPI, DockerError
-from .networks import MTU_MAX, MTU_MIN, MTU_MIN_V6, NAMING, DockerNetworks, profile_name
 
 ADDRESS_SPACE_LOCAL = "CalicoLocalAddressSpace"
 ADDRESS_SPACE_GLOBAL = "CalicoGlobalAddressSpace"

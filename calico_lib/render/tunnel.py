@@ -78,7 +78,7 @@ def vtep_mac(node: str) -> str:
 
 
 def encapsulating_pools(snapshot: Snapshot) -> list[IPPool]:
-    return [p for p in snapshot.pools if p.encapsulates and p.version == 4]
+    return [p for p in snapshot.pools if p.encapsulates]
 
 
 def valid_tunnel_address(node: Node, blocks: tuple[str, ...] | list[str]) -> str | None:

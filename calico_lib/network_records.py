@@ -27,12 +27,12 @@ from typing import Any
 
 import netaddr
 
-from .. import keys
-from ..datastore import Datastore, KeyValue
-from ..errors import CalicoError, DatastoreError
-from ..model import Profile
-from ..records import json_object
-from ..txn import Tx, dumps, transact
+from . import keys
+from .datastore import Datastore, KeyValue
+from .errors import CalicoError, DatastoreError
+from .model import Profile
+from .records import json_object
+from .txn import Tx, dumps, transact
 
 #: seconds within which the plugin learns a new network's name (Docker answers for it
 #: milliseconds after CreateNetwork): a reader that does not find a profile waits this
