@@ -199,10 +199,12 @@ class _Timed:
 def timed_kernel(totals: dict[str, float]) -> Kernel:
     """This host's kernel with each handler call timed into ``totals``."""
     kernel = real_kernel()
-    return Kernel({v: _Timed("iptables", h, totals) for v, h in kernel.iptables.items()},
-                  _Timed("ipsets", kernel.ipsets, totals),
-                  _Timed("conntrack", kernel.conntrack, totals),
-                  _Timed("routes", kernel.routes, totals))
+    # replace() keeps every other handler (the tunnel, any added later) as it is
+    return dataclasses.replace(
+        kernel, iptables={v: _Timed("iptables", h, totals) for v, h in kernel.iptables.items()},
+        ipsets=_Timed("ipsets", kernel.ipsets, totals),
+        conntrack=_Timed("conntrack", kernel.conntrack, totals),
+        routes=_Timed("routes", kernel.routes, totals))
 
 
 @contextmanager

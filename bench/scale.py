@@ -32,7 +32,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ sys.path.insert(0, str(BENCH))
 import policy as policy_bench  # noqa: E402
 
 from calico_lib import keys  # noqa: E402
-from calico_lib.dataplane import ipsets, iptables  # noqa: E402
+from calico_lib.dataplane import runner  # noqa: E402
+from calico_lib.dataplane.kernel import real_kernel  # noqa: E402
 from calico_lib.datastore.base import Put  # noqa: E402
 from calico_lib.datastore.sqlite import SqliteDatastore  # noqa: E402
 from calico_lib.reconcile import Dataplane  # noqa: E402
@@ -87,18 +88,17 @@ def add_interfaces(snapshot: Snapshot) -> None:
         for ep in snapshot.local_endpoints))
 
 
-def counting_reads() -> Callable[[], int]:
-    """Count the kernel reads the appliers make from now on."""
-    seen = [0]
-    for module in (iptables, ipsets):
-        real = module.run
+class ReadCounter:
+    """A ``runner.run`` for the dataplane's kernel that counts the reads it makes
+    (``iptables-save``, ``ip6tables-save``, ``ipset save``)."""
 
-        def counted(argv: list[str], *args: Any, _real: Any = real, **kwargs: Any) -> str:
-            if argv[0].endswith("-save") or argv[:2] == ["ipset", "save"]:
-                seen[0] += 1
-            return _real(argv, *args, **kwargs)
-        module.run = counted  # type: ignore[attr-defined]
-    return lambda: seen[0]
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __call__(self, argv: Sequence[str], *args: Any, **kwargs: Any) -> str:
+        if argv[0].endswith("-save") or list(argv[:2]) == ["ipset", "save"]:
+            self.reads += 1
+        return runner.run(argv, *args, **kwargs)
 
 
 def store_of(snapshot: Snapshot) -> SqliteDatastore:
@@ -118,21 +118,21 @@ def timed(func: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def measure(endpoints: int, profiles: int, repeats: int, reads: Callable[[], int]) -> Row:
+def measure(endpoints: int, profiles: int, repeats: int, reads: ReadCounter) -> Row:
     row = Row(endpoints, profiles)
     reset_host()
     snapshot = policy_bench.build_snapshot(endpoints, profiles, RULES, True, SEED)
     bigger = policy_bench.with_one_more_endpoint(snapshot, SEED)
     add_interfaces(bigger)
     row.rules = policy_bench.rule_count(Dataplane().renderer.render(snapshot))
-    dataplane = Dataplane()
+    dataplane = Dataplane(kernel=real_kernel(reads))
     row.full = timed(lambda: dataplane.apply(snapshot))
-    before = reads()
+    before = reads.reads
     adds, removes = [], []
     for _ in range(repeats):
         adds.append(timed(lambda: dataplane.apply(bigger, verify=False)))
         removes.append(timed(lambda: dataplane.apply(snapshot, verify=False)))
-    row.kernel_reads = reads() - before
+    row.kernel_reads = reads.reads - before
     row.add, row.remove = statistics.median(adds), statistics.median(removes)
     report = dataplane.apply(snapshot)
     row.verified_noop = report.seconds
@@ -178,7 +178,7 @@ def print_results(rows: list[Row]) -> None:
 
 
 def run_inside(args: argparse.Namespace) -> int:
-    reads = counting_reads()
+    reads = ReadCounter()
     rows = []
     try:
         for endpoints, profiles in (QUICK_SIZES if args.quick else FULL_SIZES):
