@@ -19,6 +19,7 @@ from . import __version__, metrics
 from .dataplane import ipsets, iptables
 from .dataplane.bird import DEFAULT_SOCKET, BirdReport, apply_bird
 from .dataplane.kernel import Kernel, real_kernel
+from .dataplane.route_plan import plan_routes
 from .dataplane.routes import RouteReport, host_route_addresses
 from .dataplane.runner import CommandError
 from .dataplane.tunnel import TunnelError, TunnelReport
@@ -229,6 +230,8 @@ class Dataplane:
                          partial(ipsets.apply_after, self.kernel.ipsets, set_plan))
             report.routes = (self.kernel.routes.apply_changes(known_routes, routes) if trust
                              else self.kernel.routes.apply(routes))
+        else:  # what the apply would write: the same read and plan, not executed
+            report.routes = plan_routes(routes, self.kernel.routes.read(routes)).report()
         tunnel = render_tunnel(snapshot)
         if not (trust and tunnel == known_tunnel):
             try:

@@ -10,7 +10,9 @@ appliers rely on, so their decisions are tested without root in milliseconds.
   ``create`` of an existing set only with the same definition; ``add`` past maxelem fails;
   ``swap`` needs the same type and family; a set a rule uses cannot be destroyed.
 - routes: protocol-80 routes as ``RouteSpec``s; ``links`` names the interfaces that exist
-  (None: every one).
+  (None: every one), ``down`` those of them that are down, ``sysctls`` the sysctls that
+  exist (by /proc/sys path); ``read`` gives the state the real handler reads, and ``apply``
+  executes the same ``route_plan.plan_routes`` on it.
 
 Every call is recorded in ``calls`` as the command line the real handler would run
 ("iptables-save -t filter", "ipset restore -exist", ...), restore input in ``inputs``.
@@ -26,7 +28,20 @@ from dataclasses import dataclass, field
 import netaddr
 
 from calico_lib.dataplane.kernel import RESTORE, SAVE, Kernel
-from calico_lib.dataplane.routes import RouteReport
+from calico_lib.dataplane.route_plan import (
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RTN_BLACKHOLE,
+    RTN_UNICAST,
+    KernelRoute,
+    LinkState,
+    RouteReport,
+    RouteState,
+    family_of,
+    plan_routes,
+    sysctls_to_read,
+    wanted_routes,
+)
 from calico_lib.dataplane.runner import CommandError
 from calico_lib.dataplane.tunnel import TunnelReport
 from calico_lib.render.routes import RouteSpec
@@ -267,31 +282,57 @@ class FakeConntrack:
 
 
 class FakeRoutes:
+    """The protocol-80 routes, read and planned like the real handler's (the same
+    ``route_plan.plan_routes``), the plan executed on a dict."""
+
     def __init__(self, kernel: FakeKernel) -> None:
         self.kernel = kernel
         #: the protocol-80 routes, by destination
         self.routes: dict[str, RouteSpec] = {}
         #: the interfaces that exist (None: any interface a route names)
         self.links: set[str] | None = None
+        #: interfaces that exist but are down
+        self.down: set[str] = set()
+        #: sysctl values by /proc/sys path (``net/ipv4/ip_forward``); one not here does
+        #: not exist, and is not written
+        self.sysctls: dict[str, str] = {}
 
     def _exists(self, interface: str | None) -> bool:
         return interface is None or self.links is None or interface in self.links
 
+    def _state(self, desired: Sequence[RouteSpec]) -> RouteState:
+        wanted = wanted_routes(desired)
+        named = {s.interface for s in (*wanted.values(), *self.routes.values())
+                 if s.interface is not None}
+        names = named if self.links is None else set(self.links)
+        index = {name: 1000 + number for number, name in enumerate(sorted(names))}
+        routes = {dst: [KernelRoute(
+            family_of(dst), dst, type=RTN_BLACKHOLE if spec.blackhole else RTN_UNICAST,
+            scope=RT_SCOPE_UNIVERSE if spec.blackhole or ":" in dst else RT_SCOPE_LINK,
+            oif=index.get(spec.interface) if spec.interface else None)]
+            for dst, spec in self.routes.items()}
+        links = {s.interface: LinkState(index[s.interface], s.interface not in self.down)
+                 for s in wanted.values() if s.interface is not None and s.interface in index}
+        sysctls = {name: self.sysctls.get(name) for name, _ in sysctls_to_read(wanted, links)}
+        return RouteState(routes, links, sysctls, {i: name for name, i in index.items()})
+
+    def read(self, desired: Sequence[RouteSpec]) -> RouteState:
+        self.kernel.calls.append("routes: dump")
+        return self._state(desired)
+
     def apply(self, desired: Sequence[RouteSpec]) -> RouteReport:
         self.kernel.calls.append("routes: dump and write")
-        report = RouteReport()
-        wanted = {spec.dst: spec for spec in desired}
-        for dst, spec in sorted(wanted.items()):
-            if not self._exists(spec.interface):
-                report.missing_interfaces.append(spec.interface or "")
-            elif self.routes.get(dst) != spec:
-                self.routes[dst] = spec
-                report.added.append(dst)
-        for dst in sorted(set(self.routes) - set(wanted)):
-            del self.routes[dst]
-            report.removed.append(dst)
-        report.missing_interfaces = sorted(set(report.missing_interfaces))
-        return report
+        plan = plan_routes(desired, self._state(desired))
+        for name, value, _ in plan.sysctls:
+            self.sysctls[name] = value
+        for name, _ in plan.links_up:
+            self.down.discard(name)
+        for dst, interface, _ in plan.replace:
+            self.routes[dst] = RouteSpec(dst, interface)
+        for route in (*plan.delete_others, *plan.delete_stale):
+            if route.dst not in {dst for dst, _, _ in plan.replace}:
+                self.routes.pop(route.dst, None)
+        return plan.report()
 
     def apply_changes(self, applied: Sequence[RouteSpec],
                       desired: Sequence[RouteSpec]) -> RouteReport:
@@ -363,6 +404,8 @@ class FakeKernel(Kernel):
             other.iptables[version] = self.iptables[version].shared(other)
         other.ipsets.sets = self.ipsets.sets
         other.routes.routes = self.routes.routes
+        other.routes.sysctls = self.routes.sysctls
+        other.routes.down = self.routes.down
         other.tunnel.state = self.tunnel.state
         return other
 
@@ -371,7 +414,8 @@ class FakeKernel(Kernel):
 
     def writes(self) -> list[str]:
         """The calls that change something: restores, flushes, route writes."""
-        return [c for c in self.calls if "save" not in c and c != "vxlan: dump"]
+        return [c for c in self.calls if "save" not in c
+                and c not in ("vxlan: dump", "routes: dump")]
 
     def chains(self, version: int, table: str = "filter") -> dict[str, list[str]]:
         return self.iptables[version].tables.get(table, {})

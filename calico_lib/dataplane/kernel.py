@@ -17,7 +17,8 @@ from typing import Protocol
 from ..render.routes import RouteSpec
 from ..render.tunnel import TunnelSpec
 from . import conntrack, runner
-from .routes import RouteReport, apply_route_changes, apply_routes
+from .route_plan import RouteState
+from .routes import RouteReport, apply_route_changes, apply_routes, read_routes
 from .tunnel import TunnelReport, apply_tunnel
 
 #: ``runner.run``'s signature: (argv, stdin=None, timeout=..., ok_codes=(0,), ...) -> stdout
@@ -61,6 +62,12 @@ class Conntrack(Protocol):
 
 class Routes(Protocol):
     """This host's protocol-80 routes (and the per-veth settings that go with them)."""
+
+    def read(self, desired: Sequence[RouteSpec]) -> RouteState:
+        """What ``apply`` reads before it plans (``route_plan.plan_routes``): the main
+        table, the links and the sysctls that ``desired`` needs. Writes nothing (check
+        mode plans from it)."""
+        ...
 
     def apply(self, desired: Sequence[RouteSpec]) -> RouteReport:
         """Read the kernel and make its routes ``desired`` (flows are the caller's)."""
@@ -130,6 +137,9 @@ class ConntrackCommands:
 
 class Netlink:
     """Routes through pyroute2 (``dataplane.routes``)."""
+
+    def read(self, desired: Sequence[RouteSpec]) -> RouteState:
+        return read_routes(desired)
 
     def apply(self, desired: Sequence[RouteSpec]) -> RouteReport:
         return apply_routes(desired, flush_conntrack=False)

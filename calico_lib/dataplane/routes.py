@@ -1,9 +1,10 @@
 """Make the kernel's routes, veth settings and sysctls match the desired host routes.
 
 This is the only code that touches links and routes. It works as a diff: it reads the links
-and the main routing table once, then writes only what differs, so a reconcile that changes
-nothing makes no writes at all (no netlink set calls, no sysctl writes) and reports
-``changed == False``.
+and the main routing table once (``read_state``), plans with the pure
+``route_plan.plan_routes`` and writes only what differs, so a reconcile that changes nothing
+makes no writes at all (no netlink set calls, no sysctl writes) and reports
+``changed == False``. Check mode reads the same state and reports the same plan, unexecuted.
 
 Every route we install carries protocol ``RTPROT_CALICO`` (80): that is how routes left
 behind by endpoints that went away (while the agent was down, say) are found and removed,
@@ -16,81 +17,58 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..errors import CalicoError
 from ..render.routes import RTPROT_CALICO, RouteSpec
 from . import conntrack
+from .route_plan import (
+    DEFAULT_PRIORITY,
+    GLOBAL_SYSCTLS,
+    MAIN_TABLE,
+    RT_SCOPE_LINK,
+    RTN_BLACKHOLE,
+    KernelRoute,
+    LinkState,
+    RouteError,
+    RoutePlan,
+    RouteReport,
+    RouteState,
+    family_of,
+    links_to_read,
+    normalise,
+    plan_routes,
+    replace_line,
+    sysctl_entry,
+    sysctl_line,
+    sysctls_to_read,
+    wanted_routes,
+)
 from .veth import INTERFACE_SYSCTLS
 
+__all__ = ["GLOBAL_SYSCTLS", "DEFAULT_PRIORITY", "RTN_BLACKHOLE", "RouteError",
+           "RouteReport", "apply_route_changes", "apply_routes", "host_route_addresses",
+           "read_routes"]
+
 PROC_SYS = Path("/proc/sys")
-MAIN_TABLE = 254
-RT_SCOPE_LINK = 253
-RTN_UNICAST = 1
-RTN_BLACKHOLE = 6
 IFF_UP = 0x1
-#: the metric the kernel gives a route added without one (IPv6 turns 0 into 1024)
-DEFAULT_PRIORITY = {socket.AF_INET: 0, socket.AF_INET6: 1024}
-
-#: host-wide settings a router of container traffic needs
-GLOBAL_SYSCTLS: tuple[tuple[str, str], ...] = (
-    ("net/ipv4/ip_forward", "1"),
-    ("net/ipv6/conf/all/forwarding", "1"),
-)
-
-
-class RouteError(CalicoError):
-    """A netlink request failed for another reason than a vanished interface."""
-
-
-@dataclass
-class RouteReport:
-    """What one ``apply_routes`` call did; ``missing_interfaces`` is not a failure."""
-
-    #: destinations whose route was created or corrected
-    added: list[str] = field(default_factory=list)
-    #: destinations of stale protocol-80 routes that were deleted
-    removed: list[str] = field(default_factory=list)
-    #: interfaces named by desired routes that do not exist (yet): their routes wait
-    missing_interfaces: list[str] = field(default_factory=list)
-    sysctl_writes: int = 0
-    #: addresses whose conntrack entries were deleted (after their route was removed)
-    conntrack_flushed: list[str] = field(default_factory=list)
-    #: interfaces that were down and were set up
-    links_up: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.removed or self.sysctl_writes or self.conntrack_flushed
-                    or self.links_up)
-
-    def summary(self) -> str:
-        """One line for logs and Ansible's ``msg``."""
-        parts = [f"routes +{len(self.added)} -{len(self.removed)}"]
-        if self.links_up:
-            parts.append(f"{len(self.links_up)} link(s) set up")
-        if self.sysctl_writes:
-            parts.append(f"{self.sysctl_writes} sysctl write(s)")
-        if self.conntrack_flushed:
-            parts.append(f"conntrack flushed for {len(self.conntrack_flushed)} address(es)")
-        if self.missing_interfaces:
-            parts.append("missing interface(s): " + ", ".join(self.missing_interfaces))
-        return ("changed: " if self.changed else "no change: ") + "; ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"added": list(self.added), "removed": list(self.removed),
-                "missing_interfaces": list(self.missing_interfaces),
-                "sysctl_writes": self.sysctl_writes,
-                "conntrack_flushed": list(self.conntrack_flushed),
-                "links_up": list(self.links_up), "changed": self.changed}
 
 
 # --------------------------------------------------------------------------- sysctls
+
+def _read_sysctl(name: str) -> str | None:
+    """/proc/sys/``name``, or None when it does not exist (IPv6 disabled, an interface
+    that vanished mid-run)."""
+    try:
+        return (PROC_SYS / name).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RouteError(f"reading sysctl {name} failed: {exc.strerror or exc}") from None
+
 
 def _set_sysctl(name: str, value: str) -> bool:
     """Write ``value`` to /proc/sys/``name`` only if it differs; a missing file is skipped.
@@ -111,19 +89,15 @@ def _set_sysctl(name: str, value: str) -> bool:
     return True
 
 
+def _wrote_sysctl(report: RouteReport, name: str, value: str, was: str | None = None
+                  ) -> None:
+    if _set_sysctl(name, value):
+        report.sysctl_writes += 1
+        report.sysctls.append(sysctl_entry(name, value))
+        report.details.append(sysctl_line(name, value, was))
+
+
 # --------------------------------------------------------------------------- routes
-
-def _family(dst: str) -> int:
-    return socket.AF_INET6 if ":" in dst else socket.AF_INET
-
-
-def _normalise(dst: str) -> str:
-    """The kernel's spelling of a CIDR, so desired and dumped routes compare equal."""
-    try:
-        return str(ipaddress.ip_network(dst.strip(), strict=False))
-    except ValueError:
-        raise RouteError(f"route dst {dst!r} is not a CIDR; use e.g. 10.65.0.1/32") from None
-
 
 def _route_dst(msg: Any) -> str:
     family = msg["family"]
@@ -136,9 +110,17 @@ def _route_table(msg: Any) -> int:
     return msg.get_attr("RTA_TABLE") or msg["table"]
 
 
-def _main_routes(ipr: IPRoute) -> dict[str, list[Any]]:
+def _kernel_route(msg: Any) -> KernelRoute:
+    return KernelRoute(
+        family=msg["family"], dst=_route_dst(msg), table=_route_table(msg),
+        proto=msg["proto"], type=msg["type"], tos=msg["tos"], scope=msg["scope"],
+        oif=msg.get("oif"), gateway=msg.get("gateway"), priority=msg.get("priority"),
+        multipath=bool(msg.get("multipath")))
+
+
+def _main_routes(ipr: IPRoute) -> dict[str, list[KernelRoute]]:
     """Every route of the main table (IPv4 and IPv6), grouped by destination."""
-    by_dst: dict[str, list[Any]] = {}
+    by_dst: dict[str, list[KernelRoute]] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             dump: Iterable[Any] = ipr.route("dump", family=family)
@@ -149,39 +131,22 @@ def _main_routes(ipr: IPRoute) -> dict[str, list[Any]]:
             raise RouteError(f"listing routes failed: {exc}") from None
         for msg in dump:
             if _route_table(msg) == MAIN_TABLE:
-                by_dst.setdefault(_route_dst(msg), []).append(msg)
+                by_dst.setdefault(_route_dst(msg), []).append(_kernel_route(msg))
     return by_dst
 
 
-def _is_ours(msg: Any, oif: int | None) -> bool:
-    """The route we would install: ``dst dev IF scope link proto 80`` (or, with ``oif``
-    None, ``blackhole dst proto 80``), default metric."""
-    family = msg["family"]
-    if oif is None:
-        return (msg["proto"] == RTPROT_CALICO and msg["type"] == RTN_BLACKHOLE
-                and (msg.get("priority") or 0) == DEFAULT_PRIORITY[family])
-    return (msg["proto"] == RTPROT_CALICO
-            and msg["type"] == RTN_UNICAST
-            and msg.get("oif") == oif
-            and not msg.get("gateway")
-            and not msg.get("multipath")
-            and (msg.get("priority") or 0) == DEFAULT_PRIORITY[family]
-            # IPv6 routes have no scope (always reported as universe)
-            and (family == socket.AF_INET6 or msg["scope"] == RT_SCOPE_LINK))
-
-
-def _delete_route(ipr: IPRoute, msg: Any) -> bool:
-    """Delete exactly the dumped route ``msg``; False if it was gone already."""
+def _delete_route(ipr: IPRoute, route: KernelRoute) -> bool:
+    """Delete exactly the dumped ``route``; False if it was gone already."""
     spec: dict[str, Any] = {
-        "family": msg["family"], "dst": _route_dst(msg), "table": _route_table(msg),
-        "proto": msg["proto"], "type": msg["type"], "tos": msg["tos"],
+        "family": route.family, "dst": route.dst, "table": route.table,
+        "proto": route.proto, "type": route.type, "tos": route.tos,
         # IPv4 matches the scope too, and pyroute2 would send "universe" (0) otherwise,
         # which a scope-link route does not match (ESRCH)
-        "scope": msg["scope"],
+        "scope": route.scope,
     }
     for attr in ("oif", "gateway", "priority"):
-        if msg.get(attr) is not None:
-            spec[attr] = msg.get(attr)
+        if getattr(route, attr) is not None:
+            spec[attr] = getattr(route, attr)
     try:
         ipr.route("del", **spec)
     except NetlinkError as exc:
@@ -191,91 +156,107 @@ def _delete_route(ipr: IPRoute, msg: Any) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- read
+
+def read_state(ipr: IPRoute, desired: Sequence[RouteSpec]) -> RouteState:
+    """What the route applier reads before it plans: the main table, the desired routes'
+    interfaces (the state of those whose routes are not all in place) and the sysctls it
+    keeps. Reads only."""
+    wanted = wanted_routes(desired)  # bad input fails before anything is read
+    # names and indexes only: decoding every link's attributes costs seconds on a host
+    # of a thousand containers
+    present = {name: number for number, name in socket.if_nameindex()}
+    routes = _main_routes(ipr)
+    named = {spec.interface for spec in wanted.values() if spec.interface is not None}
+    links = {name: LinkState(present[name]) for name in named if name in present}
+    for name in links_to_read(wanted, present, routes):
+        try:
+            link = ipr.link("get", ifname=name)[0]
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise RouteError(f"reading link {name} failed: {exc}") from None
+            del links[name]  # gone since it was listed
+            continue
+        links[name] = LinkState(int(link["index"]), bool(link["flags"] & IFF_UP))
+    sysctls = {name: _read_sysctl(name) for name, _ in sysctls_to_read(wanted, links)}
+    return RouteState(routes, links, sysctls, {i: name for name, i in present.items()})
+
+
+def read_routes(desired: Sequence[RouteSpec]) -> RouteState:
+    """``read_state`` through a netlink socket of its own."""
+    with IPRoute() as ipr:
+        return read_state(ipr, desired)
+
+
 # --------------------------------------------------------------------------- apply
 
 def apply_routes(desired: Sequence[RouteSpec], flush_conntrack: bool = True) -> RouteReport:
     """Make the main table's protocol-80 routes exactly ``desired``; write only differences.
 
-    Interfaces that do not exist are reported, not raised: the container may still be
-    starting, and the next reconcile adds its routes.
+    Reads the kernel (``read_state``), plans (``route_plan.plan_routes``, which check mode
+    reports without executing) and executes the plan. Interfaces that do not exist are
+    reported, not raised: the container may still be starting, and the next reconcile
+    adds its routes.
     """
-    # bad input fails before anything is written
-    wanted: dict[str, RouteSpec] = {_normalise(spec.dst): spec for spec in desired}
-    report = RouteReport()
-    for name, value in GLOBAL_SYSCTLS:
-        report.sysctl_writes += _set_sysctl(name, value)
-
     with IPRoute() as ipr:
-        # names and indexes only: decoding every link's attributes costs seconds on a host
-        # of a thousand containers
-        present = {name: number for number, name in socket.if_nameindex()}
-        existing = _main_routes(ipr)
-        by_interface: dict[str, list[str]] = {}
-        for dst, spec in wanted.items():
-            if spec.interface is not None:
-                by_interface.setdefault(spec.interface, []).append(dst)
-        missing: set[str] = set()
-        index: dict[str, int] = {}
-        for ifname in sorted(by_interface):
-            number = present.get(ifname)
-            if number is None:
-                missing.add(ifname)
-                continue
-            # a link with all its routes in place is up (a link set down loses its
-            # routes); any other is looked at, and set up if it is down
-            if all(any(_is_ours(msg, number) for msg in existing.get(dst, []))
-                   for dst in by_interface[ifname]):
-                for template, value in INTERFACE_SYSCTLS:
-                    report.sysctl_writes += _set_sysctl(template.format(ifname), value)
-            elif _link_ready(ipr, ifname, report) is None:
-                missing.add(ifname)
-                continue
-            index[ifname] = number
-
-        for dst in sorted(wanted):
-            ifname = wanted[dst].interface
-            if ifname is not None and ifname not in index:
-                continue
-            oif = index[ifname] if ifname is not None else None
-            current = existing.get(dst, [])
-            if any(_is_ours(msg, oif) for msg in current):
-                others = [msg for msg in current if not _is_ours(msg, oif)]
-            else:
-                where: dict[str, Any] = ({"type": "blackhole"} if oif is None
-                                         else {"oif": oif, "scope": RT_SCOPE_LINK})
-                try:
-                    # replaces the route to dst with the same metric, whatever it points at
-                    ipr.route("replace", dst=dst, proto=RTPROT_CALICO, table=MAIN_TABLE,
-                              **where)
-                except NetlinkError as exc:
-                    if exc.code != errno.ENODEV:  # the container went away just now
-                        raise RouteError(f"adding route {dst} dev {ifname} failed: "
-                                         f"{exc}") from None
-                    missing.add(ifname)
-                    continue
-                report.added.append(dst)
-                family = _family(dst)
-                # what replace left behind: routes to dst with another metric
-                others = [msg for msg in current
-                          if (msg.get("priority") or 0) != DEFAULT_PRIORITY[family]]
-            if oif is None:  # a block: only our own other routes to it go
-                others = [msg for msg in others if msg["proto"] == RTPROT_CALICO]
-            for msg in others:  # a second path to our container's address: not allowed
-                if _delete_route(ipr, msg) and dst not in report.added:
-                    report.added.append(dst)
-
-        stale = [msg for dst, msgs in sorted(existing.items()) if dst not in wanted
-                 for msg in msgs if msg["proto"] == RTPROT_CALICO]
-        for msg in stale:
-            dst = _route_dst(msg)
-            if _delete_route(ipr, msg) and dst not in report.removed:
-                report.removed.append(dst)
-
-    report.missing_interfaces = sorted(missing)
+        plan = plan_routes(desired, read_state(ipr, desired))
+        report = execute_plan(ipr, plan)
     if flush_conntrack and report.removed:
         # a new container given the address must not inherit the old one's flows (and the
         # firewall's "established" accept); conntrack matches addresses only, not blocks
         report.conntrack_flushed += conntrack.flush(host_route_addresses(report.removed))
+    return report
+
+
+def execute_plan(ipr: IPRoute, plan: RoutePlan) -> RouteReport:
+    """Make the writes of ``plan``; the report says what was written (a link or route that
+    vanished meanwhile is reported missing, or not counted)."""
+    report = RouteReport()
+    missing = set(plan.missing)
+    for name, value, was in plan.sysctls:
+        _wrote_sysctl(report, name, value, was)
+    for ifname, index in plan.links_up:
+        try:
+            ipr.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise RouteError(f"setting {ifname} up failed: {exc}") from None
+            missing.add(ifname)
+            continue
+        report.links_up.append(ifname)
+        report.details.append(f"ip link set {ifname} up")
+    failed: set[str] = set()
+    for dst, ifname, oif in plan.replace:
+        if ifname is not None and ifname in missing:
+            failed.add(dst)
+            continue
+        where: dict[str, Any] = ({"type": "blackhole"} if oif is None
+                                 else {"oif": oif, "scope": RT_SCOPE_LINK})
+        try:
+            # replaces the route to dst with the same metric, whatever it points at
+            ipr.route("replace", dst=dst, proto=RTPROT_CALICO, table=MAIN_TABLE, **where)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:  # the container went away just now
+                raise RouteError(f"adding route {dst} dev {ifname} failed: {exc}") from None
+            missing.add(ifname or "")
+            failed.add(dst)
+            continue
+        report.added.append(dst)
+        report.details.append(replace_line(dst, ifname))
+    for route in plan.delete_others:  # a second path to our container's address
+        if route.dst in failed:
+            continue
+        if _delete_route(ipr, route):
+            if route.dst not in report.added:
+                report.added.append(route.dst)
+            report.details.append(f"ip route del {route.describe(plan.names)}")
+    for route in plan.delete_stale:
+        if _delete_route(ipr, route):
+            if route.dst not in report.removed:
+                report.removed.append(route.dst)
+            report.details.append(f"ip route del {route.describe(plan.names)}")
+    report.added.sort()
+    report.missing_interfaces = sorted(missing)
     return report
 
 
@@ -298,7 +279,7 @@ def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpe
     with IPRoute() as ipr:
         interfaces: dict[str, int | None] = {}
         for spec in sorted(after - before):
-            dst = _normalise(spec.dst)
+            dst = normalise(spec.dst)
             if spec.interface is None:
                 where: dict[str, Any] = {"type": "blackhole"}
             else:
@@ -317,9 +298,10 @@ def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpe
                 report.missing_interfaces.append(spec.interface or "")
                 continue
             report.added.append(dst)
+            report.details.append(replace_line(dst, spec.interface))
         for spec in sorted(before - after):
-            dst = _normalise(spec.dst)
-            family = _family(dst)
+            dst = normalise(spec.dst)
+            family = family_of(dst)
             try:
                 ipr.route("del", family=family, dst=dst, proto=RTPROT_CALICO,
                           table=MAIN_TABLE,
@@ -330,6 +312,7 @@ def apply_route_changes(applied: Sequence[RouteSpec], desired: Sequence[RouteSpe
                 if exc.code not in (errno.ESRCH, errno.ENODEV):  # gone with its veth
                     raise RouteError(f"deleting route {dst} failed: {exc}") from None
             report.removed.append(dst)
+            report.details.append(f"ip route del {dst} proto {RTPROT_CALICO}")
     report.missing_interfaces = sorted(set(report.missing_interfaces))
     return report
 
@@ -345,7 +328,7 @@ def _link_ready(ipr: IPRoute, ifname: str, report: RouteReport) -> int | None:
         report.missing_interfaces.append(ifname)
         return None
     for template, value in INTERFACE_SYSCTLS:
-        report.sysctl_writes += _set_sysctl(template.format(ifname), value)
+        _wrote_sysctl(report, template.format(ifname), value)
     if not link["flags"] & IFF_UP:
         try:
             ipr.link("set", index=link["index"], state="up")
@@ -355,4 +338,5 @@ def _link_ready(ipr: IPRoute, ifname: str, report: RouteReport) -> int | None:
             report.missing_interfaces.append(ifname)
             return None
         report.links_up.append(ifname)
+        report.details.append(f"ip link set {ifname} up")
     return int(link["index"])

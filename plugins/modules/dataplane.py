@@ -17,6 +17,13 @@ description:
   - In check mode nothing is applied, and the diff shows the C(iptables-restore) input and
     the C(ipset) changes that would be applied, so a policy change can be previewed on every
     host before it is made.
+  - Check mode also reads this host's routes, links and sysctls and plans them with the
+    same code the real run executes, so it predicts every route that would be added,
+    corrected or removed (container routes, the blackholes of local blocks), every link
+    that would be set up and every sysctl that would be written (C(net.ipv4.ip_forward),
+    C(net.ipv6.conf.all.forwarding) and each container interface's proxy ARP settings),
+    and the VXLAN device, entries and tunnel routes that would change; RV(routes),
+    RV(tunnel) and the diff name them.
   - Holds the host-wide dataplane lock while it works, so it never races the agent or the
     Docker plugin.
 options:
@@ -33,7 +40,6 @@ extends_documentation_fragment:
   - calico.docker.attributes
 notes:
   - Needs root, C(iptables-restore), C(ip6tables-restore) and C(ipset) on the host.
-  - Routes are applied but not previewed in check mode.
   - BIRD's configuration is the job of M(calico.docker.bird_config).
 seealso:
   - module: calico.docker.profile
@@ -102,15 +108,89 @@ ipsets:
   type: dict
   sample: {"created": ["cali4-tag-web"], "updated": [], "destroyed": []}
 routes:
-  description: What the route applier did (routes added and removed, interfaces still
-    missing, sysctl writes, links set up); null in check mode.
+  description: What the route applier did (or, in check mode, would do) to the routes,
+    links and sysctls.
   returned: always
   type: dict
   sample: {"added": ["10.65.0.7/32"], "removed": [], "missing_interfaces": [],
-           "sysctl_writes": 3, "conntrack_flushed": [], "links_up": [], "changed": true}
+           "sysctl_writes": 1, "sysctls": ["net.ipv4.ip_forward=1"],
+           "conntrack_flushed": [], "links_up": [], "changed": true}
+  contains:
+    added:
+      description: Destinations whose route was (or would be) created or corrected.
+      type: list
+      elements: str
+      returned: always
+    removed:
+      description: Destinations of stale protocol 80 routes deleted (or to delete).
+      type: list
+      elements: str
+      returned: always
+    missing_interfaces:
+      description: Interfaces that desired routes name but that do not exist (yet); their
+        routes wait for the next run.
+      type: list
+      elements: str
+      returned: always
+    sysctl_writes:
+      description: How many sysctls were (or would be) written.
+      type: int
+      returned: always
+    sysctls:
+      description: The sysctls written (or to write), as C(name=value).
+      type: list
+      elements: str
+      returned: always
+    conntrack_flushed:
+      description: Addresses whose tracked flows the route applier deleted (always empty
+        here, see RV(summary)).
+      type: list
+      elements: str
+      returned: always
+    links_up:
+      description: Container interfaces that were (or would be) set up.
+      type: list
+      elements: str
+      returned: always
+    changed:
+      description: Whether anything of the above changed (or would).
+      type: bool
+      returned: always
+tunnel:
+  description: What changed (or would change) in the VXLAN device, its neighbour and FDB
+    entries and its tunnel routes (null if it was not read).
+  returned: always
+  type: dict
+  sample: {"device": "", "added": ["10.66.2.0/26"], "removed": [], "neighbours": 0,
+           "changed": true}
+  contains:
+    device:
+      description: C(created), C(replaced), C(changed) or C(removed); empty when the device
+        is as it should be.
+      type: str
+      returned: always
+    added:
+      description: Tunnel routes added (or to add).
+      type: list
+      elements: str
+      returned: always
+    removed:
+      description: Tunnel routes removed (or to remove).
+      type: list
+      elements: str
+      returned: always
+    neighbours:
+      description: Neighbour, FDB and address entries written or deleted (or to be).
+      type: int
+      returned: always
+    changed:
+      description: Whether anything of the above changed (or would).
+      type: bool
+      returned: always
 diff:
   description: The C(ipset restore) and C(iptables-restore) input applied (or that would
-    be), under headers naming each part; empty when nothing changes.
+    be), then the route, link and sysctl writes and the VXLAN changes, under headers
+    naming each part; empty when nothing changes.
   returned: always
   type: dict
   contains:
@@ -141,8 +221,23 @@ def prepared(report):
     if report.sets.after:
         parts.append(f"# ipset restore, after the rules ({verb})\n{report.sets.after}")
     if report.routes is not None and report.routes.changed:
-        parts.append(f"# routes ({verb})\n{report.routes.summary()}\n")
+        lines = [report.routes.summary().removeprefix("changed: "), *report.routes.details]
+        parts.append(f"# routes, links and sysctls ({verb})\n" + "\n".join(lines) + "\n")
+    tunnel = report.tunnel
+    if tunnel is not None and tunnel.changed:
+        lines = [tunnel.summary()]
+        lines += [f"tunnel route + {dst}" for dst in tunnel.added]
+        lines += [f"tunnel route - {dst}" for dst in tunnel.removed]
+        parts.append(f"# vxlan ({verb})\n" + "\n".join(lines) + "\n")
     return "".join(parts)
+
+
+def tunnel_result(tunnel):
+    if tunnel is None:
+        return None
+    return {"device": tunnel.device, "added": list(tunnel.added),
+            "removed": list(tunnel.removed), "neighbours": tunnel.neighbours,
+            "changed": tunnel.changed}
 
 
 def ensure(module, client):
@@ -164,6 +259,7 @@ def ensure(module, client):
         "ipsets": {"created": sets.created, "updated": sets.updated,
                    "destroyed": sets.destroyed},
         "routes": report.routes.to_dict() if report.routes is not None else None,
+        "tunnel": tunnel_result(report.tunnel),
     }
 
 
