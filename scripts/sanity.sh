@@ -3,8 +3,10 @@
 #
 # ansible-test only works inside a folder laid out as ansible_collections/<ns>/<name>/, so
 # the collection's Ansible content is copied into a temporary one: galaxy.yml, meta/,
-# plugins/, roles/, playbooks/, changelogs/, tests/sanity/ (the ignore file), README.md,
-# LICENSE. The Python library calico_lib is not Ansible content: ruff and pytest check it.
+# plugins/, roles/, playbooks/, changelogs/, the collection's tests as the tarball has them
+# (tests/sanity/, the ignore file; tests/unit/, the modules' unit tests; tests/integration/,
+# the integration targets), README.md, LICENSE. The Python library calico_lib is not Ansible
+# content: ruff and pytest check it.
 #
 # ansible-test runs here (--local), in the project virtualenv; each sanity test that needs
 # packages runs in a virtualenv of its own with ansible-test's pinned requirements, which it
@@ -29,7 +31,7 @@ dest="$work/ansible_collections/calico/docker"
 mkdir -p "$dest/tests"
 cd "$root"
 cp -a galaxy.yml meta plugins roles playbooks changelogs README.md COLLECTION.md LICENSE "$dest/"
-cp -a tests/sanity "$dest/tests/"
+cp -a tests/sanity tests/unit tests/integration "$dest/tests/"
 find "$dest" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
 
 # ansible-test's pip bootstrap, from its cache (the version its virtualenvs pin)

@@ -40,12 +40,16 @@ BUNDLED = Path(sysconfig.get_paths()["purelib"]) / "ansible_collections"
 #: pyproject.toml (the node role builds the managed hosts' wheel from them)
 TOP_LEVEL = {"MANIFEST.json", "FILES.json", "COLLECTION.md", "README.md", "CHANGELOG.md",
              "LICENSE", "pyproject.toml", "calico_lib", "changelogs", "inventory", "meta",
-             "playbooks", "plugins", "roles"}
-#: what is not the collection, never in the tarball
+             "playbooks", "plugins", "roles", "tests"}
+#: the collection's own tests, the only ones in the tarball: the modules' unit tests
+#: (ansible-test units), the integration targets and the sanity ignores
+COLLECTION_TESTS = ("tests/unit/", "tests/integration/", "tests/sanity/")
+#: what is not the collection, never in the tarball (and every other file of tests/)
 LEFT_OUT = ("Makefile", ".ansible-lint", "ansible.cfg", "MANIFEST.in", ".gitignore",
-            "scripts/", "bench/", ".ci/", "docs/", "tests/", "molecule/", ".git/",
+            "scripts/", "bench/", ".ci/", "docs/", "molecule/", ".git/",
             "ansible_collections/", "playbooks/demo-", "changelogs/fragments/",
-            "changelogs/.plugin-cache.yaml")
+            "changelogs/.plugin-cache.yaml", "tests/conftest.py", "tests/test_", "tests/golden/",
+            "tests/playbooks/", "tests/__init__.py", "tests/netns.py")
 SKIP = ("__pycache__", ".venv", ".git", "ansible_collections", ".pytest_cache", ".ruff_cache",
         ".hypothesis", "build", "dist")
 
@@ -130,7 +134,10 @@ def test_collection_builds_installs_and_documents(tarball: Path, tmp_path: Path)
     names = files_of(tarball)
     assert "plugins/modules/ip_pool.py" in names and "roles/node/tasks/main.yml" in names
     assert "calico_lib/reconcile.py" in names  # the managed hosts' copy of the library
-    assert not [n for n in names if n.startswith(("tests/", ".git/", "ansible_collections"))]
+    assert not [n for n in names if n.startswith((".git/", "ansible_collections"))]
+    assert "tests/unit/plugins/modules/helpers.py" in names  # ansible-test units' tests ...
+    assert not [n for n in names if n.startswith("tests/")
+                and not n.startswith(COLLECTION_TESTS)]  # ... and no project test
 
     env = clean_env(tmp_path / "home")
     installed = tmp_path / "collections"
@@ -176,6 +183,11 @@ def test_the_tarball_holds_the_collection_and_nothing_else(tarball: Path) -> Non
     assert {"meta/runtime.yml", "playbooks/site.yml", "COLLECTION.md", "LICENSE",
             "changelogs/changelog.yaml", "inventory/example/hosts.yml"} <= names
     assert {n for n in names if n.startswith("playbooks/")} == {"playbooks/site.yml"}
+    # the collection's tests, all of them, and nothing else of tests/
+    ours = set().union(*(repo_files(folder.rstrip("/")) for folder in COLLECTION_TESTS))
+    assert {"tests/unit/plugins/modules/conftest.py", "tests/sanity/ignore-2.19.txt",
+            "tests/integration/targets/ip_pool/tasks/main.yml"} <= ours
+    assert {n for n in names if n.startswith("tests/")} == ours
     # calico_lib, which the node role builds into the hosts' wheel: all of it but the lab;
     # the lab's _build.py stays (pyproject.toml's build_py: the wheel does not build without)
     library = {n for n in repo_files("calico_lib")
@@ -258,7 +270,7 @@ def calico_lib_imports(folder: Path) -> dict[str, set[str]]:
 def test_the_hosts_wheel_from_the_installed_collection_has_what_runs_there(
         installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The node role builds the hosts' calico_lib from the installed collection
-    (node_wheelhouse_source, the collection root): build_wheelhouse.py's build of it, without
+    (calico_node_wheelhouse_source, the collection root): build_wheelhouse.py's build of it, without
     the download of the dependencies. Without the lab, the wheel still has every calico_lib
     module the modules import on the hosts, and the daemons and calicoctl."""
     root = installed / "ansible_collections/calico/docker"

@@ -60,12 +60,14 @@ from ansible_collections.calico.docker.plugins.modules import (
     bird_config as bird_config_module,
 )
 from ansible_collections.calico.docker.plugins.modules import (
+    calico_info as calico_info_module,
+)
+from ansible_collections.calico.docker.plugins.modules import (
     dataplane as dataplane_module,
 )
 from ansible_collections.calico.docker.plugins.modules import (
     docker_network as docker_network_module,
 )
-from ansible_collections.calico.docker.plugins.modules import info as info_module
 from ansible_collections.calico.docker.plugins.modules import (
     ip_pool as ip_pool_module,
 )
@@ -73,6 +75,7 @@ from ansible_collections.calico.docker.plugins.modules import node as node_modul
 from ansible_collections.calico.docker.plugins.modules import (
     profile as profile_module,
 )
+from ansible_collections.calico.docker.tests.unit.plugins.modules import helpers
 from calico_lib import cli, keys
 from calico_lib.client import Client
 from calico_lib.datastore.sqlite import SqliteDatastore
@@ -124,7 +127,6 @@ from tests.test_plugin_protocol import (
 )
 from tests.test_plugin_protocol import HOST as DOCKHOST
 from tests.test_render_policy import restore_texts
-from tests.unit_modules import helpers
 
 #: what each known defect is (the regression tests at the end show each one)
 DEFECTS = {
@@ -1383,7 +1385,7 @@ def test_plugin_networks_named_like_other_objects_kernel_names_get_their_own(
 
 @pytest.fixture
 def modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    """exit_json / fail_json raise (as in tests/unit_modules) instead of exiting."""
+    """exit_json / fail_json raise (as in tests/unit/plugins/modules) instead of exiting."""
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", helpers.exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", helpers.fail_json)
 
@@ -1413,7 +1415,8 @@ def _module_options() -> dict[str, tuple[Any, st.SearchStrategy[dict]]]:
                 "node": f(st.just("h")), "password": f(PASSWORD), "state": f(STATE)})),
         "bgp_config": (bgp_config_module, st.fixed_dictionaries({}, optional={
             "as_number": f(ASN), "node_to_node_mesh": f(st.booleans())})),
-        "info": (info_module, st.fixed_dictionaries({}, optional={"hostname": f(HOST)})),
+        "calico_info": (calico_info_module, st.fixed_dictionaries(
+            {}, optional={"hostname": f(HOST)})),
         "bird_config": (bird_config_module, st.fixed_dictionaries(
             {"hostname": f(st.sampled_from(("h", "h2")))})),
     }
@@ -1441,7 +1444,7 @@ def test_modules_fail_in_one_line_or_store_what_renders(modules: None, stores: S
     if name == "bird_config":
         args.update(path=str(stores.root / "bird" / "bird.conf"),
                     socket=str(stores.root / "no-such-bird.ctl"))
-    if name == "info":
+    if name == "calico_info":
         args["bird_socket"] = str(stores.root / "no-such-bird.ctl")
     out = helpers.call(module, args, check=data.draw(st.booleans(), label="check mode"))
     event("failed" if out.get("failed") else "changed" if out.get("changed") else "ok")
@@ -1453,9 +1456,14 @@ def test_modules_fail_in_one_line_or_store_what_renders(modules: None, stores: S
 
 @pytest.fixture
 def fake_docker(tmp_path: Path) -> Iterator[tuple[Any, str]]:
-    """The Docker Engine API of tests/unit_modules/test_docker_network on a unix socket."""
-    from tests.unit_modules.test_docker_network import FakeDocker as FakeEngine
-    from tests.unit_modules.test_docker_network import serve_engine
+    """The Docker Engine API of tests/unit/plugins/modules/test_docker_network on a unix
+    socket."""
+    from ansible_collections.calico.docker.tests.unit.plugins.modules.test_docker_network import (  # noqa: E501
+        FakeDocker as FakeEngine,
+    )
+    from ansible_collections.calico.docker.tests.unit.plugins.modules.test_docker_network import (  # noqa: E501
+        serve_engine,
+    )
 
     fake = FakeEngine()
     with serve_engine(fake, str(tmp_path / "docker.sock")) as url:
@@ -1657,7 +1665,7 @@ NEWLINE_MODULE_ARGS = [
     ("bgp_peer", {"address": "10.0.0.9\n", "as_number": 1}),
     ("bgp_peer", {"address": "10.0.0.9", "as_number": 1, "node": "h\n"}),
     ("bgp_peer", {"address": "10.0.0.9", "as_number": 1, "password": "pw\n"}),
-    ("info", {"hostname": "h\n"}), ("bird_config", {"hostname": "h\n"}),
+    ("calico_info", {"hostname": "h\n"}), ("bird_config", {"hostname": "h\n"}),
 ]
 
 

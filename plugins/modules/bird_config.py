@@ -39,7 +39,7 @@ notes:
 seealso:
   - module: calico.docker.node
   - module: calico.docker.bgp_peer
-  - module: calico.docker.info
+  - module: calico.docker.calico_info
 author:
   - Calico for Docker contributors (!UNKNOWN)
 """

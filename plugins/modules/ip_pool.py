@@ -62,7 +62,7 @@ extends_documentation_fragment:
 notes:
 seealso:
   - module: calico.docker.docker_network
-  - module: calico.docker.info
+  - module: calico.docker.calico_info
 author:
   - Calico for Docker contributors (!UNKNOWN)
 """

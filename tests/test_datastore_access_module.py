@@ -1,5 +1,7 @@
 """The datastore_access module over a real etcd with TLS: check mode plans only, a run
-turns authentication on, a second run changes nothing."""
+turns authentication on, a second run changes nothing; what it returns is documented.
+(Needs etcd and tests.etcd_server: the collection's unit tests, tests/unit/plugins/modules/,
+hold what runs without them.)"""
 
 from __future__ import annotations
 
@@ -9,10 +11,18 @@ import pytest
 
 import calico_lib
 from ansible_collections.calico.docker.plugins.modules import datastore_access
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import (  # noqa: F401
+    module_exits,
+    no_ambient_settings,
+    ok,
+)
+from ansible_collections.calico.docker.tests.unit.plugins.modules.test_return_docs import (
+    check,
+    module,
+)
 from calico_lib.datastore.access import OPERATOR_USER, host_user
 from calico_lib.errors import DatastoreError
 from tests.etcd_server import EtcdServer
-from tests.unit_modules.helpers import ok
 
 pytestmark = pytest.mark.etcd
 
@@ -35,3 +45,13 @@ def test_the_ansible_module_plans_in_check_mode_and_is_idempotent(tmp_path: Path
             with calico_lib.connect(server.url, etcd_ca=server.pki.ca,
                                     etcd_cert=anonymous.cert, etcd_key=anonymous.key) as c:
                 c.list_pools()
+
+
+def test_datastore_access_return_is_documented(tmp_path: Path) -> None:
+    mod = module("datastore_access")
+    with EtcdServer(tls=True) as server:
+        anonymous = server.pki.issue("")
+        args = {"hosts": ["h1"], "passwords": {OPERATOR_USER: "o", host_user("h1"): "h"},
+                "root_password": "r", "datastore": server.url, "etcd_ca": server.pki.ca,
+                "etcd_cert": anonymous.cert, "etcd_key": anonymous.key}
+        check("datastore_access", [ok(mod, args, check=True), ok(mod, args), ok(mod, args)])

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from ansible_collections.calico.docker.plugins.modules import info
+from ansible_collections.calico.docker.plugins.modules import calico_info
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 from calico_lib import BGPPeer, Endpoint, IPPool, Node, Profile, keys
 from calico_lib.snapshot import load_snapshot
-from tests.unit_modules.helpers import client, failed, ok
 
 
 def revision(url: str) -> int:
@@ -21,8 +21,8 @@ def test_facts(url, tmp_path) -> None:
                                 profiles=["web"]), assign_addresses=True)
         c.add_endpoint(Endpoint("e2", "host-2", "cali0000000e2", profiles=["web"]))
     before = revision(url)
-    out = ok(info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
-                    "datastore": url})
+    out = ok(calico_info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
+                           "datastore": url})
     assert out["changed"] is False
     assert out["hostname"] == "host-1"
     assert [p["cidr"] for p in out["pools"]] == ["10.65.0.0/16"]
@@ -44,21 +44,22 @@ def test_ipam_problems_are_reported(url, tmp_path) -> None:
         c.add_pool(IPPool("10.65.0.0/16"))
         c.ipam.auto_assign("host-1", "h1", num_ipv4=1)
         c.store.delete(keys.pool("10.65.0.0/16"))  # a block is left outside every pool
-    out = ok(info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
-                    "datastore": url}, check=True)
+    out = ok(calico_info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
+                           "datastore": url}, check=True)
     assert out["ipam_ok"] is False
     assert "outside-pool" in {p["kind"] for p in out["ipam_problems"]}
 
 
 def test_bad_arguments(url) -> None:
-    assert failed(info, {"hostname": "no such host!", "datastore": url}).startswith("hostname:")
-    assert "datastore" in failed(info, {"datastore": "sqlite:///"})
+    assert failed(calico_info, {"hostname": "no such host!", "datastore": url}
+                  ).startswith("hostname:")
+    assert "datastore" in failed(calico_info, {"datastore": "sqlite:///"})
 
 
 def test_profile_rules_are_returned_as_stored(url) -> None:
     with client(url) as c:
         c.add_profile(Profile("bare"))
-    out = ok(info, {"hostname": "host-1", "datastore": url})
+    out = ok(calico_info, {"hostname": "host-1", "datastore": url})
     assert out["profiles"][0]["inbound_rules"] == []
 
 
@@ -72,16 +73,16 @@ def test_explain_flows(url, tmp_path) -> None:
                                 profiles=["web"]))
         c.add_endpoint(Endpoint("e2", "host-2", "cali0000000e2", ipv4_nets=["10.65.0.2"],
                                 profiles=["db"]))
-    out = ok(info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
-                    "datastore": url, "explain": [
-                        {"from": "e1", "to": "e2", "port": 5432},
-                        {"from": "10.65.0.1", "to": "10.65.0.2", "protocol": "udp",
-                         "port": 5432}]})
+    out = ok(calico_info, {"hostname": "host-1", "bird_socket": str(tmp_path / "bird.ctl"),
+                           "datastore": url, "explain": [
+                               {"from": "e1", "to": "e2", "port": 5432},
+                               {"from": "10.65.0.1", "to": "10.65.0.2", "protocol": "udp",
+                                "port": 5432}]})
     allowed, dropped = out["explanations"]
     assert allowed["verdict"] == "allowed" and allowed["allowed"] is True
     decided = [s for s in allowed["steps"] if s["profile"] == "db"]
     assert decided[0]["rule_number"] == 1 and decided[0]["rule"]["dst_ports"] == [5432]
     assert dropped["verdict"] == "dropped"
     assert dropped["steps"][-1]["stage"] == "endpoint"
-    assert failed(info, {"datastore": url, "explain": [{"from": "e1", "to": "e9"}]}
+    assert failed(calico_info, {"datastore": url, "explain": [{"from": "e1", "to": "e9"}]}
                   ).startswith("to:")

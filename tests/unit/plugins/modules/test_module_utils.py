@@ -11,9 +11,11 @@ import pytest
 
 from ansible_collections.calico.docker.plugins.module_utils import calico, messages
 from ansible_collections.calico.docker.plugins.modules import ip_pool
-from tests.unit_modules.helpers import client, ok
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import (
+    client,
+    collections_path,
+    ok,
+)
 
 # Runs a module with calico_lib unimportable and the real exit_json/fail_json.
 NO_LIB = """
@@ -35,10 +37,11 @@ else:
 
 
 def run_without_lib(module: str, args: dict) -> dict:
+    where = str(collections_path())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+        p for p in (where, os.environ.get("PYTHONPATH")) if p))
     proc = subprocess.run([sys.executable, "-c", NO_LIB, module, json.dumps(args)],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+                          capture_output=True, text=True, cwd=where, env=env, timeout=60,
                           check=False)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     return json.loads(proc.stdout)
@@ -50,7 +53,7 @@ def test_missing_calico_lib_fails_with_one_clear_message() -> None:
                          ("node", {"name": "x"}), ("bgp_peer", {"address": "10.0.0.1",
                                                                 "as_number": 1}),
                          ("bgp_config", {}), ("dataplane", {}), ("bird_config", {}),
-                         ("info", {})):
+                         ("calico_info", {})):
         out = run_without_lib(module, args)
         assert out["failed"] is True
         assert out["msg"] == calico.MISSING_CALICO_LIB
@@ -94,15 +97,15 @@ def test_hostname_resolution_is_the_agents(monkeypatch) -> None:
 
 
 def test_check_mode_and_info_never_create_a_store(tmp_path) -> None:
-    """Before: check mode, and the info module that "changes nothing, ever", created the
-    SQLite file and its folders at whatever path they were given."""
-    from ansible_collections.calico.docker.plugins.modules import info
-    from tests.unit_modules.helpers import failed
+    """Before: check mode, and the calico_info module that "changes nothing, ever", created
+    the SQLite file and its folders at whatever path they were given."""
+    from ansible_collections.calico.docker.plugins.modules import calico_info
+    from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import failed
 
     url = f"sqlite:///{tmp_path}/new/calico.db"
     out = ok(ip_pool, {"cidr": "10.65.0.0/16", "datastore": url}, check=True)
     assert out["changed"] is True  # compared against an empty store ...
-    assert "no such file" in failed(info, {"datastore": url, "hostname": "h1"})
+    assert "no such file" in failed(calico_info, {"datastore": url, "hostname": "h1"})
     assert not (tmp_path / "new").exists()  # ... and nothing was made
     ok(ip_pool, {"cidr": "10.65.0.0/16", "datastore": url})  # a real run creates it
     assert (tmp_path / "new" / "calico.db").exists()

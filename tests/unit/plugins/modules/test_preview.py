@@ -13,8 +13,12 @@ from ansible_collections.calico.docker.plugins.modules import (
     node,
     profile,
 )
-from tests.test_preview import three_hosts
-from tests.unit_modules.helpers import client, failed, ok
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import (
+    client,
+    failed,
+    ok,
+    three_hosts,
+)
 
 FRONTEND_ON_80 = {"action": "allow", "protocol": "tcp", "src_tag": "frontend",
                   "dst_ports": [80]}
@@ -49,7 +53,7 @@ def test_a_rule_previewed_per_host_and_nothing_written(cluster) -> None:
     # the diff shows the object's before/after and, below, the hosts' lines
     prepared = out["diff"]["prepared"]
     assert prepared.startswith("dataplane: 1 host: +4 rules, -0; ipset members +2, -0; 2 hosts "
-                                "unaffected\nh2:\n")
+                               "unaffected\nh2:\n")
     assert "    + -A cali-pi-backend -p tcp" in prepared
     assert out["diff"]["after"]["inbound_rules"][1]["dst_ports"] == [80]
     assert stored(cluster) == before
@@ -92,7 +96,7 @@ def test_pools_show_sets_and_bird(cluster) -> None:
              check=True)
     h1 = out["dataplane"]["hosts"]["h1"]
     assert h1["ipsets"]["cali4-masq-pools"] == {"added": ["10.66.0.0/16"], "removed": [],
-                                             "set": "members"}
+                                                "set": "members"}
     assert "10.66.0.0/16" in h1["bird"]
     assert "ipset cali4-masq-pools: +10.66.0.0/16" in out["diff"]["prepared"]
 
@@ -102,7 +106,7 @@ def test_bgp_modules_show_bird_lines_without_passwords(cluster) -> None:
     out = ok(bgp_peer, {"address": "198.18.0.254", "as_number": 65001,
                         "password": "s3cret-pass", "datastore": cluster}, check=True)
     assert out["dataplane"]["summary"] == ("3 hosts: +0 rules, -0; ipset members +3, -0; "
-                                          "BIRD configuration on 3 hosts")
+                                           "BIRD configuration on 3 hosts")
     assert "protocol bgp Global_198_18_0_254" in out["diff"]["prepared"]
     assert "s3cret" not in str(out)
     out = ok(bgp_config, {"as_number": 64600, "datastore": cluster}, check=True)

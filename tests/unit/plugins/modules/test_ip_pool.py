@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.calico.docker.plugins.modules import ip_pool
-from tests.unit_modules.helpers import client, failed, ok
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 
 CIDR = "10.65.0.0/16"
 

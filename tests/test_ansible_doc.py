@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.ansible
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules"))
                  if f.endswith(".py") and not f.startswith("_"))
 ANSIBLE_DOC = os.path.join(os.path.dirname(sys.executable), "ansible-doc")
@@ -27,9 +27,8 @@ def ansible_doc(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_module_is_there() -> None:
-    assert MODULES == ["bgp_config", "bgp_peer", "bird_config", "dataplane", "datastore_access",
-                       "docker_network",
-                       "info", "ip_pool", "node", "profile"]
+    assert MODULES == ["bgp_config", "bgp_peer", "bird_config", "calico_info", "dataplane",
+                       "datastore_access", "docker_network", "ip_pool", "node", "profile"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -5,30 +5,34 @@ dict (or the dicts of a list) ``contains``.
 
 Ansible's own keys (changed, failed, msg, diff, invocation, warnings, deprecations) are left
 out: a module may document ``diff`` but need not. dataplane needs root and a network
-namespace, datastore_access a real etcd: their cases carry those markers.
+namespace, datastore_access a real etcd: their cases are project tests that use ``check``
+from here (tests/test_dataplane_module.py, tests/test_datastore_access_module.py).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import (
+    COLLECTION,
+    client,
+    ok,
+)
+from ansible_collections.calico.docker.tests.unit.plugins.modules.test_docker_network import (
+    FakeDocker,
+    serve_engine,
+)
 from calico_lib import Endpoint, IPPool, Node, Profile
-from tests import netns
-from tests.unit_modules.helpers import client, ok
-from tests.unit_modules.test_docker_network import FakeDocker, serve_engine
 
 ANSIBLE_KEYS = frozenset({"changed", "failed", "msg", "diff", "invocation", "warnings",
                           "deprecations"})
-REPO = Path(__file__).resolve().parents[2]
-MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py")
+MODULES = sorted(p.stem for p in (COLLECTION / "plugins" / "modules").glob("*.py")
                  if not p.name.startswith("_"))
 
 
@@ -119,8 +123,8 @@ def run_bird_config(url: str, tmp_path: Path) -> list[dict[str, Any]]:
     return [first, ok(mod, args, check=True), ok(mod, args), ok(mod, args)]
 
 
-def run_info(url: str, tmp_path: Path) -> list[dict[str, Any]]:
-    mod = module("info")
+def run_calico_info(url: str, tmp_path: Path) -> list[dict[str, Any]]:
+    mod = module("calico_info")
     args = {"hostname": "host-1", "bird_socket": str(tmp_path / "no-bird.ctl"),
             "datastore": url}
     with client(url) as c:
@@ -148,10 +152,10 @@ def run_docker_network(url: str, tmp_path: Path) -> list[dict[str, Any]]:
 
 SCENARIOS: dict[str, Callable[[str, Path], list[dict[str, Any]]]] = {
     "bgp_config": run_bgp_config, "bgp_peer": run_bgp_peer, "bird_config": run_bird_config,
-    "docker_network": run_docker_network, "info": run_info, "ip_pool": run_ip_pool,
+    "docker_network": run_docker_network, "calico_info": run_calico_info, "ip_pool": run_ip_pool,
     "node": run_node, "profile": run_profile,
 }
-#: the modules whose scenarios need more than a file: the tests below
+#: the modules whose scenarios need more than a file: project tests (root, etcd)
 NEEDS_MORE = {"dataplane", "datastore_access"}
 
 
@@ -173,41 +177,3 @@ def test_the_checker_finds_what_is_missing() -> None:
     assert problems("m", [{"a": {"c": 1}, "e": 2}], doc) == [
         "m.a.b: documented as always returned, missing", "m.e: returned, not documented"]
     assert problems("m", [{}], doc) == ["m.a: documented as always returned, missing"]
-
-
-# ------------------------------------------------------------------ root, etcd
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    """A fresh network namespace this test process runs in."""
-    with netns.namespace("calt-rd") as name, netns.inside(name):
-        yield name
-
-
-@pytest.mark.netns
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "iptables-save", "ipset")),
-    reason="needs root, ip, iptables and ipset (network namespaces)")
-def test_dataplane_return_is_documented(ns: str, url: str, tmp_path: Path) -> None:
-    with client(url) as c:
-        c.add_pool(IPPool("10.66.0.0/16"))
-        c.add_profile(Profile.with_default_rules("web"))
-        c.add_endpoint(Endpoint("e1", "host-1", "cali0000000e1", ipv4_nets=["10.66.0.1"],
-                                profiles=["web"]))
-    mod = module("dataplane")
-    args = {"hostname": "host-1", "lock_file": str(tmp_path / "dp.lock"), "datastore": url}
-    check("dataplane", [ok(mod, args, check=True), ok(mod, args), ok(mod, args)])
-
-
-@pytest.mark.etcd
-def test_datastore_access_return_is_documented(tmp_path: Path) -> None:
-    from calico_lib.datastore.access import OPERATOR_USER, host_user
-    from tests.etcd_server import EtcdServer
-
-    mod = module("datastore_access")
-    with EtcdServer(tls=True) as server:
-        anonymous = server.pki.issue("")
-        args = {"hosts": ["h1"], "passwords": {OPERATOR_USER: "o", host_user("h1"): "h"},
-                "root_password": "r", "datastore": server.url, "etcd_ca": server.pki.ca,
-                "etcd_cert": anonymous.cert, "etcd_key": anonymous.key}
-        check("datastore_access", [ok(mod, args, check=True), ok(mod, args), ok(mod, args)])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.calico.docker.plugins.modules import bgp_peer, node
-from tests.unit_modules.helpers import client, failed, ok
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 
 TOR = "10.0.0.254"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 #: path, test[:code], then "# reason"
 ENTRY_RE = re.compile(r"(?P<path>\S+) (?P<test>[a-z0-9-]+(?::[a-z0-9-]+)?) # (?P<reason>\S.*)")
 

@@ -18,8 +18,8 @@ import pytest
 
 import calico_lib
 from ansible_collections.calico.docker.plugins.modules import bgp_peer, ip_pool, node
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import call, client
 from calico_lib import keys
-from tests.unit_modules.helpers import call, client
 
 CIDR = "10.65.0.0/16"
 TOR = "10.0.0.254"

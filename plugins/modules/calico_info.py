@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: info
+module: calico_info
 short_description: Read Calico's state (pools, profiles, nodes, peers, BGP sessions, IPAM check)
 version_added: 0.1.0
 description:
@@ -77,11 +77,11 @@ author:
 
 EXAMPLES = r"""
 - name: Read Calico's state
-  calico.docker.info:
+  calico.docker.calico_info:
   register: calico
 
 - name: Why can frontend not reach the backend on 8080?
-  calico.docker.info:
+  calico.docker.calico_info:
     explain:
       - from: 10.65.0.5
         to: 10.65.1.7

@@ -4,7 +4,7 @@ import pytest
 
 import calico_lib
 from ansible_collections.calico.docker.plugins.modules import profile
-from tests.unit_modules.helpers import client, failed, ok
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 
 WEB_IN = [{"action": "allow", "protocol": "tcp", "dst_ports": [80, "8000:8080"]},
           {"action": "allow", "src_tag": "web"}]

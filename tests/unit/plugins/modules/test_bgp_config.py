@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.calico.docker.plugins.modules import bgp_config
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 from calico_lib import keys
-from tests.unit_modules.helpers import client, failed, ok
 
 
 @pytest.mark.parametrize("args, field", [

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from ansible_collections.calico.docker.plugins.modules import bird_config
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 from calico_lib import BGPPeer, IPPool, Node
-from tests.unit_modules.helpers import client, failed, ok
 
 
 @pytest.fixture
