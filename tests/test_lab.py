@@ -171,23 +171,24 @@ def test_inventory_names_the_nodes_and_their_fabric_addresses() -> None:
     hosts = inventory["children"]["calico_nodes"]["hosts"]
     assert list(hosts) == ["calico-lab-1", "calico-lab-2", "calico-lab-3"]
     assert hosts["calico-lab-3"] == {"ansible_host": "calico-lab-3",
-                                     "node_bgp_ipv4": "172.31.250.13",
-                                     "etcd_address": "172.31.250.13",
-                                     "node_bgp_ipv6": "fd7a:ca1:1ab::13"}
-    assert [n["name"] for n in inventory["vars"]["docker_calico_networks"]] == \
+                                     "calico_node_bgp_ipv4": "172.31.250.13",
+                                     "calico_etcd_address": "172.31.250.13",
+                                     "calico_node_bgp_ipv6": "fd7a:ca1:1ab::13"}
+    assert [n["name"] for n in inventory["vars"]["calico_docker_networks"]] == \
         ["frontend", "backend"]
     # etcd's TLS, the default: the CA and certificates with the lab's state
-    assert inventory["vars"]["pki_dir"] == "/var/lib/calico-lab/pki"
+    assert inventory["vars"]["calico_pki_dir"] == "/var/lib/calico-lab/pki"
     assert Lab(prefix="calico-labtest", state_dir="/tmp/x").inventory(specs)["all"]["vars"][
-        "pki_dir"] == "/tmp/x/pki"
-    assert not any(k.startswith(("node_datastore", "etcd_pki", "policy_etcd", "etcd_auth"))
+        "calico_pki_dir"] == "/tmp/x/pki"
+    assert not any(k.startswith((
+        "calico_node_datastore", "calico_etcd_pki", "calico_policy_etcd", "calico_etcd_auth"))
                    for k in inventory["vars"]), \
-        "TLS and etcd's users (passwords in pki_dir) are not options the lab turns on"
+        "TLS and etcd's users (passwords in calico_pki_dir) are not options the lab turns on"
     # the networks' profiles are marked as theirs (the plugin refuses an operator's profile)
-    assert all(p["docker_network"] for p in inventory["vars"]["policy_profiles"])
+    assert all(p["docker_network"] for p in inventory["vars"]["calico_policy_profiles"])
     # metrics on in the lab, inside each node (off by default elsewhere)
-    assert inventory["vars"]["node_agent_metrics_address"] == "127.0.0.1:9091"
-    assert inventory["vars"]["docker_plugin_metrics_address"] == "127.0.0.1:9092"
+    assert inventory["vars"]["calico_node_agent_metrics_address"] == "127.0.0.1:9091"
+    assert inventory["vars"]["calico_docker_plugin_metrics_address"] == "127.0.0.1:9092"
     assert Lab(nodes=2).node_specs()[1].ip6 is None
 
 
@@ -196,10 +197,10 @@ def test_the_default_lab_has_no_outside_world() -> None:
     assert the_lab.fabric_layout is None
     inventory = the_lab.inventory(the_lab.node_specs())["all"]
     assert "tor" not in inventory["children"]
-    assert "policy_bgp_peers" not in inventory["vars"]
-    assert [p["cidr"] for p in inventory["vars"]["policy_pools"]] == \
+    assert "calico_policy_bgp_peers" not in inventory["vars"]
+    assert [p["cidr"] for p in inventory["vars"]["calico_policy_pools"]] == \
         ["10.200.0.0/16", "fd00:200::/64"]
-    assert [n["name"] for n in inventory["vars"]["docker_calico_networks"]] == \
+    assert [n["name"] for n in inventory["vars"]["calico_docker_networks"]] == \
         ["frontend", "backend"]
 
 
@@ -223,35 +224,35 @@ def test_fabric_adds_the_tor_as_a_global_peer_and_a_pool_without_nat() -> None:
     inventory = the_lab.inventory(the_lab.node_specs())["all"]
     tor = inventory["children"]["tor"]
     assert tor == {"hosts": {"calico-lab-tor": {"ansible_host": "calico-lab-tor",
-                                                "tor_bgp_ipv4": "172.31.250.2",
-                                                "tor_bgp_ipv6": "fd7a:ca1:1ab::2"}},
-                   "vars": {"tor_as_number": 65000,
-                            "tor_advertise": ["198.19.250.0/24", "2001:db8:1ab::/64"]}}
+                                                "calico_tor_bgp_ipv4": "172.31.250.2",
+                                                "calico_tor_bgp_ipv6": "fd7a:ca1:1ab::2"}},
+                   "vars": {"calico_tor_as_number": 65000,
+                            "calico_tor_advertise": ["198.19.250.0/24", "2001:db8:1ab::/64"]}}
     # the ToR is no Calico node and no etcd member
     assert "calico-lab-tor" not in inventory["children"]["calico_nodes"]["hosts"]
     assert list(inventory["children"]["etcd"]["hosts"]) == ["calico-lab-1"]
     variables = inventory["vars"]
-    assert variables["policy_bgp_peers"] == [
+    assert variables["calico_policy_bgp_peers"] == [
         {"address": "172.31.250.2", "as_number": 65000, "accept_nets": ["198.19.250.0/24"]},
         {"address": "fd7a:ca1:1ab::2", "as_number": 65000,
          "accept_nets": ["2001:db8:1ab::/64"]}]
-    assert variables["policy_pools"] == [{"cidr": "10.200.0.0/16", "nat_outgoing": True},
+    assert variables["calico_policy_pools"] == [{"cidr": "10.200.0.0/16", "nat_outgoing": True},
                                          {"cidr": "10.201.0.0/16", "nat_outgoing": False},
                                          {"cidr": "fd00:200::/64"}]
-    assert variables["docker_calico_networks"][-1] == \
+    assert variables["calico_docker_networks"][-1] == \
         {"name": "edge", "subnet": ["10.201.0.0/16"], "ipv6": True}
     assert {"name": "edge", "default_rules": True, "docker_network": True} in \
-        variables["policy_profiles"]
+        variables["calico_policy_profiles"]
     # the mesh stays on: the nodes keep their routes to each other without the ToR
-    assert variables["policy_bgp"]["node_to_node_mesh"] is True
+    assert variables["calico_policy_bgp"]["node_to_node_mesh"] is True
 
     # IPv4 only: one session, no IPv6 addresses anywhere
     v4 = Lab(nodes=2, fabric=True)
     inventory = v4.inventory(v4.node_specs())["all"]
     assert inventory["children"]["tor"]["hosts"]["calico-lab-tor"] == {
-        "ansible_host": "calico-lab-tor", "tor_bgp_ipv4": "172.31.250.2"}
-    assert inventory["children"]["tor"]["vars"]["tor_advertise"] == ["198.19.250.0/24"]
-    assert [p["address"] for p in inventory["vars"]["policy_bgp_peers"]] == ["172.31.250.2"]
+        "ansible_host": "calico-lab-tor", "calico_tor_bgp_ipv4": "172.31.250.2"}
+    assert inventory["children"]["tor"]["vars"]["calico_tor_advertise"] == ["198.19.250.0/24"]
+    assert [p["address"] for p in inventory["vars"]["calico_policy_bgp_peers"]] == ["172.31.250.2"]
     assert v4.fabric_layout is not None and v4.fabric_layout.outside6 is None
 
 
@@ -347,26 +348,28 @@ def test_racks_split_the_fabric_with_a_tor_and_an_as_per_rack() -> None:
 
     inventory = the_lab.inventory(specs)["all"]
     variables = inventory["vars"]
-    assert variables["policy_bgp"]["node_to_node_mesh"] is False
+    assert variables["calico_policy_bgp"]["node_to_node_mesh"] is False
     hosts = inventory["children"]["calico_nodes"]["hosts"]
-    assert [hosts[s.name]["node_as_number"] for s in specs] == [65001, 65001, 65002]
-    assert {(p["node"], p["address"], p["as_number"]) for p in variables["policy_bgp_peers"]} \
+    assert [hosts[s.name]["calico_node_as_number"] for s in specs] == [65001, 65001, 65002]
+    assert {(p["node"], p["address"], p["as_number"])
+            for p in variables["calico_policy_bgp_peers"]} \
         == {("calico-lab-1", "172.31.250.2", 65001), ("calico-lab-1", "fd7a:ca1:1ab::2", 65001),
             ("calico-lab-2", "172.31.250.2", 65001), ("calico-lab-2", "fd7a:ca1:1ab::2", 65001),
             ("calico-lab-3", "172.31.250.130", 65002),
             ("calico-lab-3", "fd7a:ca1:1ab:0:8000::2", 65002)}
     assert all(p["accept_nets"] == [layout.subnet4 if "." in p["address"] else layout.subnet6]
-               for p in variables["policy_bgp_peers"])
+               for p in variables["calico_policy_bgp_peers"])
     tors = inventory["children"]["tor"]
-    assert tors["vars"] == {"tor_advertise": ["198.19.250.0/24", "2001:db8:1ab::/64"]}
+    assert tors["vars"] == {"calico_tor_advertise": ["198.19.250.0/24", "2001:db8:1ab::/64"]}
     assert tors["hosts"]["calico-lab-tor-2"] == {
-        "ansible_host": "calico-lab-tor-2", "tor_bgp_ipv4": "172.31.250.130",
-        "tor_bgp_ipv6": "fd7a:ca1:1ab:0:8000::2", "tor_as_number": 65002,
-        "tor_nodes": ["calico-lab-3"],
-        "tor_peers": [{"address": "198.19.250.2", "as_number": 65001, "local": "198.19.250.3"},
+        "ansible_host": "calico-lab-tor-2", "calico_tor_bgp_ipv4": "172.31.250.130",
+        "calico_tor_bgp_ipv6": "fd7a:ca1:1ab:0:8000::2", "calico_tor_as_number": 65002,
+        "calico_tor_nodes": ["calico-lab-3"],
+        "calico_tor_peers": [{"address": "198.19.250.2", "as_number": 65001,
+                              "local": "198.19.250.3"},
                       {"address": "2001:db8:1ab::2", "as_number": 65001,
                        "local": "2001:db8:1ab::3"}]}
-    assert tors["hosts"]["calico-lab-tor-1"]["tor_nodes"] == ["calico-lab-1", "calico-lab-2"]
+    assert tors["hosts"]["calico-lab-tor-1"]["calico_tor_nodes"] == ["calico-lab-1", "calico-lab-2"]
 
     # the underlay: nodes through their ToR, ToRs through each other, the outside host to
     # each rack through its ToR (the pools through the first)
@@ -500,7 +503,7 @@ def test_two_nodes_boot_run_docker_inside_and_go_away(tmp_path, dockerd: None) -
         assert os.path.dirname(inventory) == state_dir
         text = open(inventory).read()
         assert all(name in text for name in names)
-        assert f"pki_dir: {state_dir}/pki" in text  # etcd's CA, kept with the lab's state
+        assert f"calico_pki_dir: {state_dir}/pki" in text  # etcd's CA, kept with the lab's state
         assert json.load(open(os.path.join(state_dir, "lab.json")))["nodes"][1]["ip6"] == \
             "fd7a:ca1:1ac::12"
 
@@ -584,7 +587,7 @@ def test_fabric_tor_and_outside_host_come_and_go(tmp_path, dockerd: None) -> Non
         assert state["fabric"]["tor"]["ip4"] == "172.31.248.2"
         assert state["fabric"]["outside"]["ip6"] == "2001:db8:1a8::100"
         inventory = open(the_lab.inventory_path).read()
-        assert "tor_bgp_ipv4: 172.31.248.2" in inventory
+        assert "calico_tor_bgp_ipv4: 172.31.248.2" in inventory
 
         clear(out)
         the_lab.up(deploy=False)
@@ -614,11 +617,11 @@ def test_route_reflectors_turn_the_mesh_off_and_mark_the_first_nodes() -> None:
     the_lab = Lab(nodes=10, route_reflectors=2)
     inventory = the_lab.inventory(the_lab.node_specs())["all"]
     hosts = inventory["children"]["calico_nodes"]["hosts"]
-    assert [n for n, h in hosts.items() if "node_rr_cluster_id" in h] == \
+    assert [n for n, h in hosts.items() if "calico_node_rr_cluster_id" in h] == \
         ["calico-lab-1", "calico-lab-2"]
-    assert inventory["vars"]["policy_bgp"]["node_to_node_mesh"] is False
+    assert inventory["vars"]["calico_policy_bgp"]["node_to_node_mesh"] is False
     assert Lab(nodes=3).inventory(Lab(nodes=3).node_specs())["all"]["vars"][
-        "policy_bgp"]["node_to_node_mesh"] is True
+        "calico_policy_bgp"]["node_to_node_mesh"] is True
     with pytest.raises(lab.LabError, match="--route-reflectors"):
         Lab(nodes=3, route_reflectors=4)
 
@@ -664,7 +667,7 @@ def test_deploy_from_an_installed_copy_builds_the_hosts_wheel_from_installed_fil
     assert run["env"]["ANSIBLE_COLLECTIONS_PATH"] == str(tmp_path / "site")
     flag, value = run["extra"]
     source = state / deploy.WHEEL_SOURCE
-    assert flag == "-e" and json.loads(value) == {"node_wheelhouse_source": str(source)}
+    assert flag == "-e" and json.loads(value) == {"calico_node_wheelhouse_source": str(source)}
     # build_wheelhouse.py's sources: the copy's pyproject.toml, LICENSE and README.md, and
     # the installed calico_lib
     assert (source / "pyproject.toml").read_text() == "pyproject.toml"

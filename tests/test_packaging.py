@@ -119,7 +119,7 @@ def test_the_installed_lab_finds_its_collection_outside_a_checkout(
 def test_the_hosts_wheel_builds_from_the_installed_files(
         installed: wheel_install.Installed, tmp_path: Path, monkeypatch) -> None:
     """From a wheel install the node role's wheelhouse is built from the installed package's
-    files (the lab stages them as node_wheelhouse_source): build_wheelhouse.py's build of
+    files (the lab stages them as calico_node_wheelhouse_source): build_wheelhouse.py's build of
     them, without the download of the dependencies."""
     staged = installed_python(installed, (
         "import json, sys\n"

@@ -16,8 +16,8 @@
 * site.yml over TLS with a real etcd in a namespace and etcd authentication (the default):
   each host's etcd user writes its own records and is refused another host's and any
   policy, the operator's writes them; a second run and ``--check --diff`` change nothing and
-  no run prints a password; ``pki_reissue`` makes a host's password anew, a host added while
-  authentication is on gets its user first, a host removed loses it; ``etcd_auth: false``
+  no run prints a password; ``calico_pki_reissue`` makes a host's password anew, a host added while
+  authentication is on gets its user first, a host removed loses it; ``calico_etcd_auth: false``
   leaves etcd's users alone;
 * the node role's calico_lib install from a controller-built wheelhouse into a virtualenv
   (needs the package index on the controller, as in production), idempotent, and
@@ -155,6 +155,51 @@ def test_example_inventory_documents_every_role_variable(tmp_path: Path) -> None
     assert not missing, f"not documented in inventory/example: {missing}"
 
 
+#: other roles' variables a role's defaults may read: those of other inventory hosts, in
+#: hostvars (the etcd members' addresses in the node role's datastore URL, the Calico hosts'
+#: BGP addresses and AS in the tor role's neighbours), and the shared switch calico_etcd_auth
+#: (in the node and policy roles' own argument_specs)
+OTHER_HOSTS_VARIABLES = {
+    "node": ("calico_etcd_address", "calico_etcd_client_port"),
+    "policy": ("calico_etcd_auth",),
+    "tor": ("calico_node_as_number", "calico_node_bgp_ipv4", "calico_node_bgp_ipv6"),
+}
+
+
+def test_role_variables_carry_the_calico_role_prefix() -> None:
+    """Every role variable is calico_<role>_*: a role's defaults and vars its own role's
+    (ansible-lint's var-naming[no-role-prefix] would want the bare role name, see
+    .ansible-lint), its argument_specs options any calico.docker role's (the node and policy
+    roles read calico_etcd_auth). No role's defaults read another role's variables:
+    playbooks/site.yml passes those."""
+    import yaml
+
+    roles = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
+    wrong, borrowed = [], []
+    for role in roles:
+        own = f"calico_{role}_"
+        for path in [REPO / "roles" / role / "defaults" / "main.yml",
+                     *sorted((REPO / "roles" / role / "vars").glob("*.yml"))]:
+            if not path.exists():
+                continue
+            values = yaml.safe_load(path.read_text()) or {}
+            wrong += [f"{role}: {name}" for name in values if not name.startswith(own)]
+            if path.parent.name == "defaults":
+                # what the defaults read (comments may name other roles' variables)
+                code = re.sub(r"(?m)^\s*#.*$", "", path.read_text())
+                borrowed += [f"{role}: {name}" for name in
+                             re.findall(r"\bcalico_(?:" + "|".join(roles) + r")_\w+", code)
+                             if not name.startswith(own)
+                             and name not in OTHER_HOSTS_VARIABLES.get(role, ())]
+        spec = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml")
+                              .read_text())
+        for entry in spec["argument_specs"].values():
+            wrong += [f"{role}: {name}" for name in entry.get("options", {})
+                      if not name.startswith(tuple(f"calico_{r}_" for r in roles))]
+    assert not wrong, f"role variables without their calico_<role>_ prefix: {wrong}"
+    assert not borrowed, f"role defaults that read other roles' variables: {borrowed}"
+
+
 def test_ansible_lint_production_profile(tmp_path: Path) -> None:
     try:
         lint = ansible_command("ansible-lint")
@@ -204,8 +249,8 @@ def localhost_policy_inventory(tmp_path: Path, url: str) -> Path:
     return write_inventory(tmp_path / "inventory.yml", {"localhost": {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
-        "policy_python": sys.executable,
-        "policy_datastore": url,
+        "calico_policy_python": sys.executable,
+        "calico_policy_datastore": url,
     }})
 
 
@@ -352,7 +397,7 @@ def test_policy_role_check_of_a_new_site_with_per_node_peers(tmp_path: Path) -> 
     url = sqlite_url(tmp_path)
     inventory = localhost_policy_inventory(tmp_path, url)
     peers = tmp_path / "peers.yml"
-    peers.write_text(json.dumps({"policy_bgp_peers": [
+    peers.write_text(json.dumps({"calico_policy_bgp_peers": [
         {"address": "198.18.0.254", "as_number": 65000},
         {"address": "198.18.0.250", "as_number": 65002, "node": "host-x"}]}))
     play = HERE / "policy_play.yml"
@@ -378,10 +423,10 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     for host in hosts:
         # each extra argument reaches the daemon as one argument, whatever it holds; the
         # metrics addresses come before them
-        host_vars[host.name] |= {"node_agent_extra_args": ["--probe", *HOSTILE],
-                                 "docker_plugin_extra_args": ["--probe", *HOSTILE],
-                                 "node_agent_metrics_address": "127.0.0.1:9091",
-                                 "docker_plugin_metrics_address": "[::1]:9092"}
+        host_vars[host.name] |= {"calico_node_agent_extra_args": ["--probe", *HOSTILE],
+                                 "calico_docker_plugin_extra_args": ["--probe", *HOSTILE],
+                                 "calico_node_agent_metrics_address": "127.0.0.1:9091",
+                                 "calico_docker_plugin_metrics_address": "[::1]:9092"}
         # the options line an older version wrote goes; the administrator's line stays
         (tmp_path / host.name / "calico-agent.env").write_text(
             '# Ansible managed\n# Options of calico-agent.service (split at spaces by '
@@ -435,7 +480,7 @@ def test_site_on_namespace_hosts(lab: Lab, tmp_path: Path) -> None:
     assert again.changed() == 0, again.output
 
     # a profile change (tcp/8080 too), previewed before anything is written: the profile
-    # task's diff (on policy_host, h1) ends with every changed host's rule lines, from the
+    # task's diff (on calico_policy_host, h1) ends with every changed host's rule lines, from the
     # datastore; nothing is written, in any kernel or the datastore
     before = {h.name: ns_state(lab, h.ns) for h in hosts}
     rules = {h.name: cali_rules(lab, h.ns) for h in hosts}
@@ -496,13 +541,13 @@ def test_docker_role_networks(tmp_path: Path) -> None:
         inventory = write_inventory(tmp_path / "inventory.yml", {"dockhost": {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
-            "docker_manage_packages": False,
-            "docker_manage_services": False,
-            "docker_systemd_dir": str(tmp_path),
-            "docker_plugin_env_file": str(tmp_path / "calico-docker-plugin.env"),
-            "docker_host": f"unix://{lab.docker_socket}",
-            "docker_plugin_socket_dir": lab.socket_dir,
-            "docker_calico_networks": networks,
+            "calico_docker_manage_packages": False,
+            "calico_docker_manage_services": False,
+            "calico_docker_systemd_dir": str(tmp_path),
+            "calico_docker_plugin_env_file": str(tmp_path / "calico-docker-plugin.env"),
+            "calico_docker_host": f"unix://{lab.docker_socket}",
+            "calico_docker_plugin_socket_dir": lab.socket_dir,
+            "calico_docker_networks": networks,
         }})
         play = HERE / "docker_play.yml"
         first = playbook(play, inventory, workdir=tmp_path).check()
@@ -630,13 +675,13 @@ def etcd_inventory(lab: Lab, tmp_path: Path, names: list[str]) -> tuple[list, Pa
         root = tmp_path / host.name
         host_vars[host.name] = {
             k: v for k, v in values.items() if k.startswith("ansible_")} | {
-            "etcd_manage_packages": False,
-            "etcd_manage_services": False,
-            "etcd_address": host.ipv4,
-            "etcd_config_file": str(root / "etcd.env"),
-            "etcd_data_dir": str(root / "data"),
-            "etcd_pki_dir": str(root / "etcd-pki"),
-            "etcd_health_delay": 1,
+            "calico_etcd_manage_packages": False,
+            "calico_etcd_manage_services": False,
+            "calico_etcd_address": host.ipv4,
+            "calico_etcd_config_file": str(root / "etcd.env"),
+            "calico_etcd_data_dir": str(root / "data"),
+            "calico_etcd_pki_dir": str(root / "etcd-pki"),
+            "calico_etcd_health_delay": 1,
         }
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"children": {"etcd": {"hosts": host_vars}}}}))
@@ -761,13 +806,13 @@ def test_etcd_role_three_members_over_tls(lab: Lab, tmp_path: Path) -> None:
                        str(e1 / "root.crt"), str(e1 / "root.key"), timeout=60).stdout
         assert out.strip() == "['10.77.0.0/16']"
 
-        # renewal: every certificate within pki_renew_days of its end is reissued (here:
+        # renewal: every certificate within calico_pki_renew_days of its end is reissued (here:
         # all of them); the CA is not; etcd serves the new certificate to the next
         # connection without a restart
         ca_before = (pki / "ca.crt").read_bytes()
         serials = {h.name: cert_info(tmp_path / h.name / "etcd-pki" / "server.crt")["serial"]
                    for h in hosts}
-        renewed = playbook(play, inventory, "-e", "pki_renew_days=400",
+        renewed = playbook(play, inventory, "-e", "calico_pki_renew_days=400",
                            workdir=tmp_path).check()
         assert "RUNNING HANDLER [calico.docker.etcd : Restart etcd]" not in renewed.output
         assert (pki / "ca.crt").read_bytes() == ca_before
@@ -862,7 +907,7 @@ def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
     (calicoctl's credentials on e1) writes them; without credentials nothing is read. No
     password is ever printed, --check --diff included. A second run changes nothing.
 
-    ``pki_reissue=h2`` makes h2's client certificate and etcd password anew: etcd takes
+    ``calico_pki_reissue=h2`` makes h2's client certificate and etcd password anew: etcd takes
     the password before h2 registers with it, only h2's daemons restart. A host added to
     the inventory while authentication is on gets its user before it registers; a host
     removed from the inventory loses its user on the next run.
@@ -876,17 +921,17 @@ def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
         values = netns_host_vars(host.name, host.ns, tmp_path, "unused")
         root = tmp_path / host.name
         # the node role's default datastore (etcds:// on the etcd group) and certificates
-        values.pop("node_datastore")
-        values |= {"node_pki_dir": str(root / "pki"), "policy_datastore": url}
+        values.pop("calico_node_datastore")
+        values |= {"calico_node_pki_dir": str(root / "pki"), "calico_policy_datastore": url}
         host_vars[host.name] = values
     host_vars["e1"] |= {
-        "etcd_address": e1.ipv4,
-        "etcd_manage_packages": False,
-        "etcd_manage_services": False,
-        "etcd_config_file": str(tmp_path / "e1" / "etcd.env"),
-        "etcd_data_dir": str(tmp_path / "e1" / "data"),
-        "etcd_pki_dir": str(tmp_path / "e1" / "etcd-pki"),
-        "etcd_health_delay": 1,
+        "calico_etcd_address": e1.ipv4,
+        "calico_etcd_manage_packages": False,
+        "calico_etcd_manage_services": False,
+        "calico_etcd_config_file": str(tmp_path / "e1" / "etcd.env"),
+        "calico_etcd_data_dir": str(tmp_path / "e1" / "data"),
+        "calico_etcd_pki_dir": str(tmp_path / "e1" / "etcd-pki"),
+        "calico_etcd_health_delay": 1,
     }
     inventory = tmp_path / "inventory.yml"
 
@@ -1047,7 +1092,7 @@ def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
         ca = (pki / "ca.crt").read_bytes()
         secrets = {h: [(files(h) / n).read_bytes() for n in
                        ("client.crt", "client.key", "etcd-password")] for h in ("e1", "h2")}
-        rotated = site("-e", "pki_reissue=h2")
+        rotated = site("-e", "calico_pki_reissue=h2")
         assert rotated.recap["e1"]["changed"] > 0, rotated.output  # etcd took the password
         assert rotated.recap["h2"]["changed"] > 0, rotated.output
         after = {h: [(files(h) / n).read_bytes() for n in
@@ -1102,7 +1147,7 @@ def test_site_over_tls_with_a_user_per_host(lab: Lab, tmp_path: Path) -> None:
 @pytest.mark.netns
 @pytest.mark.etcd
 def test_site_over_tls_with_etcd_auth_off(lab: Lab, tmp_path: Path) -> None:
-    """``etcd_auth: false`` (etcd's users managed otherwise): no password is made or
+    """``calico_etcd_auth: false`` (etcd's users managed otherwise): no password is made or
     installed, calico.conf names no etcd user, etcd's authentication stays off (a client
     certificate of the CA alone reads), and a second run changes nothing."""
     if shutil.which("etcd") is None:
@@ -1111,14 +1156,16 @@ def test_site_over_tls_with_etcd_auth_off(lab: Lab, tmp_path: Path) -> None:
     url = "etcds://198.18.0.2:2379"
     root = tmp_path / "e1"
     values = netns_host_vars("e1", e1.ns, tmp_path, "unused")
-    values.pop("node_datastore")
-    values |= {"node_pki_dir": str(root / "pki"), "policy_datastore": url,
-               "etcd_address": e1.ipv4, "etcd_manage_packages": False,
-               "etcd_manage_services": False, "etcd_config_file": str(root / "etcd.env"),
-               "etcd_data_dir": str(root / "data"), "etcd_pki_dir": str(root / "etcd-pki"),
-               "etcd_health_delay": 1}
+    values.pop("calico_node_datastore")
+    values |= {"calico_node_pki_dir": str(root / "pki"), "calico_policy_datastore": url,
+               "calico_etcd_address": e1.ipv4, "calico_etcd_manage_packages": False,
+               "calico_etcd_manage_services": False,
+               "calico_etcd_config_file": str(root / "etcd.env"),
+               "calico_etcd_data_dir": str(root / "data"),
+               "calico_etcd_pki_dir": str(root / "etcd-pki"),
+               "calico_etcd_health_delay": 1}
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"vars": {"etcd_auth": False}, "children": {
+    inventory.write_text(json.dumps({"all": {"vars": {"calico_etcd_auth": False}, "children": {
         "etcd": {"hosts": {"e1": values}}, "calico_nodes": {"hosts": {"e1": values}}}}}))
 
     def site(*args: str) -> object:
@@ -1192,12 +1239,12 @@ def test_calico_lib_virtualenv_from_wheelhouse(tmp_path: Path) -> None:
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "ansible_become": False,
-        "node_manage_services": False,
-        "node_venv": str(venv),
-        "node_venv_python3": python3,
-        "node_wheelhouse_dir": str(tmp_path / "wheelhouse"),
-        "node_wheelhouse_cache": str(tmp_path / "cache"),
-        "node_wheelhouse_source": str(source),
+        "calico_node_manage_services": False,
+        "calico_node_venv": str(venv),
+        "calico_node_venv_python3": python3,
+        "calico_node_wheelhouse_dir": str(tmp_path / "wheelhouse"),
+        "calico_node_wheelhouse_cache": str(tmp_path / "cache"),
+        "calico_node_wheelhouse_source": str(source),
     }})
     play = HERE / "calico_lib_play.yml"
 

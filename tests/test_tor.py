@@ -11,8 +11,8 @@ the outside translates addresses but a nat_outgoing pool's masquerade on its hos
 
 The ToR's BIRD configuration comes from the role, run by ``ansible-playbook site.yml --tags
 tor`` with an inventory shaped like a real site's (calico_nodes with their BGP addresses,
-policy_pools, policy_bgp, the tor group with its variables): the module runs inside the
-ToR's namespace (the wrapper interpreter of tests/playbooks/harness.py), BIRD's files are in
+calico_policy_pools, calico_policy_bgp, the tor group with its variables): the module runs inside
+the ToR's namespace (the wrapper interpreter of tests/playbooks/harness.py), BIRD's files are in
 tmp_path, and the test starts BIRD on the rendered file itself. The Calico hosts have the
 ToR as a global peer with accept_nets, as inventory/example documents.
 
@@ -26,8 +26,8 @@ inventory value fails the role with one message naming the variable, before anyt
 site.yml runs the Calico plays on calico_nodes only, the ToR's on tor only.
 
 Racks (Calico's "AS per rack", node-to-node mesh off): two ToRs rendered by the role in one
-run, each serving its rack's hosts (tor_nodes) as iBGP route reflector clients in the
-rack's AS and peering with the other ToR over a link of their own (tor_peers with local).
+run, each serving its rack's hosts (calico_tor_nodes) as iBGP route reflector clients in the
+rack's AS and peering with the other ToR over a link of their own (calico_tor_peers with local).
 A rack's hosts learn each other's blocks with the holder as next hop (reflected), the other
 rack's via their ToR, which has them via the other ToR; containers reach each other across
 racks, and a packet to the other rack crosses both ToRs.
@@ -80,12 +80,12 @@ def tor_vars(python: Path, work: Path, **extra: object) -> dict[str, object]:
         "ansible_connection": "local",
         "ansible_python_interpreter": str(python),
         "ansible_become": False,
-        "tor_bgp_ipv4": OUTSIDE4,
-        "tor_install_packages": False,
-        "tor_manage_service": False,
-        "tor_sysctl_file": str(work / "sysctl.conf"),
-        "tor_bird_config": str(work / "bird.conf"),
-        "tor_bird_socket": str(work / "bird.ctl"),
+        "calico_tor_bgp_ipv4": OUTSIDE4,
+        "calico_tor_install_packages": False,
+        "calico_tor_manage_service": False,
+        "calico_tor_sysctl_file": str(work / "sysctl.conf"),
+        "calico_tor_bird_config": str(work / "bird.conf"),
+        "calico_tor_bird_socket": str(work / "bird.ctl"),
         **extra,
     }
 
@@ -137,15 +137,15 @@ def test_tor_learns_blocks_and_routes_the_outside(lab: Lab, tmp_path: Path) -> N
         work = tmp_path / "tor"
         work.mkdir()
         nodes = {h.name: netns_host_vars(h.name, h.ns, tmp_path, url)
-                 | {"node_bgp_ipv4": h.ipv4, "node_bgp_ipv6": h.ipv6} for h in (a, b)}
+                 | {"calico_node_bgp_ipv4": h.ipv4, "calico_node_bgp_ipv6": h.ipv6} for h in (a, b)}
         inventory = write_inventory(
             tmp_path / "inventory.yml", nodes,
-            group_vars={"policy_pools": [{"cidr": POOL4}, {"cidr": POOL6},
+            group_vars={"calico_policy_pools": [{"cidr": POOL4}, {"cidr": POOL6},
                                          {"cidr": NAT_POOL4, "nat_outgoing": True}],
-                        "policy_bgp": {"as_number": NODE_AS}},
+                        "calico_policy_bgp": {"as_number": NODE_AS}},
             groups={"tor": {"tor-1": tor_vars(
-                netns_python(tor, tmp_path / "python-tor"), work, tor_bgp_ipv6=OUTSIDE6,
-                tor_advertise=[OUT4, OUT6], tor_password=PASSWORD)}})
+                netns_python(tor, tmp_path / "python-tor"), work, calico_tor_bgp_ipv6=OUTSIDE6,
+                calico_tor_advertise=[OUT4, OUT6], calico_tor_password=PASSWORD)}})
         first = playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path).check()
         assert first.recap["tor-1"]["changed"] == 2, first.output  # the sysctls, the config
         assert PASSWORD not in first.output
@@ -329,8 +329,8 @@ def test_racks_each_in_its_own_as_with_the_tors_peering(lab: Lab, tmp_path: Path
 
         # Both ToRs' BIRD from the role, in one run, as a site with two racks has it
         nodes = {h.name: netns_host_vars(h.name, h.ns, tmp_path, url)
-                 | {"node_bgp_ipv4": h.ipv4, "node_bgp_ipv6": h.ipv6,
-                    "node_as_number": RACKS[rack_of[h.name]][0]} for h in (a, b, c)}
+                 | {"calico_node_bgp_ipv4": h.ipv4, "calico_node_bgp_ipv6": h.ipv6,
+                    "calico_node_as_number": RACKS[rack_of[h.name]][0]} for h in (a, b, c)}
         work = {rack: tmp_path / f"tor-{rack}" for rack in RACKS}
         tor_hosts = {}
         for rack, (as_number, names) in RACKS.items():
@@ -339,16 +339,16 @@ def test_racks_each_in_its_own_as_with_the_tors_peering(lab: Lab, tmp_path: Path
             tor4, tor6 = rack_tor(rack)
             tor_hosts[f"tor-{rack}"] = tor_vars(
                 netns_python(tors[rack], tmp_path / f"python-tor-{rack}"), work[rack],
-                tor_bgp_ipv4=tor4, tor_bgp_ipv6=tor6, tor_as_number=as_number,
-                tor_nodes=list(names),
-                tor_peers=[{"address": SPINE4.format(other), "as_number": RACKS[other][0],
+                calico_tor_bgp_ipv4=tor4, calico_tor_bgp_ipv6=tor6, calico_tor_as_number=as_number,
+                calico_tor_nodes=list(names),
+                calico_tor_peers=[{"address": SPINE4.format(other), "as_number": RACKS[other][0],
                             "local": SPINE4.format(rack)},
                            {"address": SPINE6.format(other), "as_number": RACKS[other][0],
                             "local": SPINE6.format(rack)}])
         inventory = write_inventory(
             tmp_path / "inventory.yml", nodes,
-            group_vars={"policy_pools": [{"cidr": POOL4}, {"cidr": POOL6}],
-                        "policy_bgp": {"as_number": NODE_AS, "node_to_node_mesh": False}},
+            group_vars={"calico_policy_pools": [{"cidr": POOL4}, {"cidr": POOL6}],
+                        "calico_policy_bgp": {"as_number": NODE_AS, "node_to_node_mesh": False}},
             groups={"tor": tor_hosts})
         playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path).check()
         conf = {rack: (work[rack] / "bird.conf") for rack in RACKS}
@@ -459,50 +459,51 @@ def hops(lab: Lab, ns: str, addr: str, ttl: int) -> bool:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"tor_advertise": ["not-a-cidr"]},
-     'tor_advertise: "not-a-cidr" is not a network in CIDR notation'),
-    ({"tor_bgp_ipv4": "198.18.0.254\nprotocol kernel { }"},
-     'tor_bgp_ipv4: "198.18.0.254\\nprotocol kernel { }" is not an IPv4 address'),
-    ({"tor_accept": ["10.65.0.1/16"]},
-     'tor_accept: "10.65.0.1/16" is not a network in CIDR notation'),
-    ({"tor_neighbors": [{"address": "198.18.0.2", "as_number": 64512},
+    ({"calico_tor_advertise": ["not-a-cidr"]},
+     'calico_tor_advertise: "not-a-cidr" is not a network in CIDR notation'),
+    ({"calico_tor_bgp_ipv4": "198.18.0.254\nprotocol kernel { }"},
+     'calico_tor_bgp_ipv4: "198.18.0.254\\nprotocol kernel { }" is not an IPv4 address'),
+    ({"calico_tor_accept": ["10.65.0.1/16"]},
+     'calico_tor_accept: "10.65.0.1/16" is not a network in CIDR notation'),
+    ({"calico_tor_neighbors": [{"address": "198.18.0.2", "as_number": 64512},
                         {"address": "198.18.0.2", "as_number": 64513}]},
-     "tor_neighbors: 198.18.0.2 listed more than once"),
-    ({"tor_password": 'x"; protocol'},
-     "tor_password: use 1-80 printable characters without spaces, quotes or backslashes"),
-    ({"tor_nodes": ["host-x"]},
-     'tor_nodes: ["host-x"] is not a list of inventory hostnames in calico_nodes'),
+     "calico_tor_neighbors: 198.18.0.2 listed more than once"),
+    ({"calico_tor_password": 'x"; protocol'},
+     "calico_tor_password: use 1-80 printable characters without spaces, quotes or backslashes"),
+    ({"calico_tor_nodes": ["host-x"]},
+     'calico_tor_nodes: ["host-x"] is not a list of inventory hostnames in calico_nodes'),
     # (the role's argument spec catches a wrong type or key first: Ansible's message)
-    ({"tor_peers": {"address": "198.18.255.2", "as_number": 65002}},
-     "argument 'tor_peers' is of type dict and we were unable to convert to list"),
-    ({"tor_peers": [{"address": "spine-1", "as_number": 65002}]},
+    ({"calico_tor_peers": {"address": "198.18.255.2", "as_number": 65002}},
+     "argument 'calico_tor_peers' is of type dict and we were unable to convert to list"),
+    ({"calico_tor_peers": [{"address": "spine-1", "as_number": 65002}]},
      "needs an address, an IPv4 or IPv6 address"),
-    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 0}]},
-     'tor_peers: {"address": "198.18.255.2", "as_number": 0} needs an as_number'
+    ({"calico_tor_peers": [{"address": "198.18.255.2", "as_number": 0}]},
+     'calico_tor_peers: {"address": "198.18.255.2", "as_number": 0} needs an as_number'
      " (1-4294967295)"),
-    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 65002,
+    ({"calico_tor_peers": [{"address": "198.18.255.2", "as_number": 65002,
                      "local": "2001:db8:ffff::1"}]},
      "has a local that is not an IPv4 address"),
-    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 65002,
+    ({"calico_tor_peers": [{"address": "198.18.255.2", "as_number": 65002,
                      "password": 'x" }; protocol'}]},
-     'tor_peers: {"address": "198.18.255.2", "as_number": 65002} has a password that is'
+     'calico_tor_peers: {"address": "198.18.255.2", "as_number": 65002} has a password that is'
      " not 1-80 printable characters"),
-    ({"tor_peers": [{"address": "198.18.255.2", "as_number": 65002, "pasword": "s3cret"}]},
-     "tor_peers.pasword. Supported parameters include: address, as_number, local, password"),
-    ({"tor_peers": [{"address": "2001:db8:ffff::2", "as_number": 65002}]},
-     "is an IPv6 peer, which needs tor_bgp_ipv6"),
-    ({"tor_neighbors": [{"address": "198.18.0.2", "as_number": 64512}],
-      "tor_peers": [{"address": "198.18.0.2", "as_number": 65002}]},
-     "tor_peers: 198.18.0.2 listed more than once (in tor_neighbors and tor_peers together)"),
-    ({"tor_peer_accept": ["10.65.0.1/16"]},
-     'tor_peer_accept: "10.65.0.1/16" is not a network in CIDR notation'),
+    ({"calico_tor_peers": [{"address": "198.18.255.2", "as_number": 65002, "pasword": "s3cret"}]},
+     "calico_tor_peers.pasword. Supported parameters include: address, as_number, local, password"),
+    ({"calico_tor_peers": [{"address": "2001:db8:ffff::2", "as_number": 65002}]},
+     "is an IPv6 peer, which needs calico_tor_bgp_ipv6"),
+    ({"calico_tor_neighbors": [{"address": "198.18.0.2", "as_number": 64512}],
+      "calico_tor_peers": [{"address": "198.18.0.2", "as_number": 65002}]},
+     "calico_tor_peers: 198.18.0.2 listed more than once (in calico_tor_neighbors and "
+     "calico_tor_peers together)"),
+    ({"calico_tor_peer_accept": ["10.65.0.1/16"]},
+     'calico_tor_peer_accept: "10.65.0.1/16" is not a network in CIDR notation'),
 ])
 def test_bad_inventory_value_fails_before_anything_is_written(
         tmp_path: Path, values: dict[str, object], message: str) -> None:
     conf = tmp_path / "bird.conf"
     conf.write_text("# the configuration BIRD runs\n")
     inventory = write_inventory(tmp_path / "inventory.yml", {}, groups={"tor": {
-        "tor-1": tor_vars(Path(sys.executable), tmp_path, tor_sysctls={}, **values)}})
+        "tor-1": tor_vars(Path(sys.executable), tmp_path, calico_tor_sysctls={}, **values)}})
     run = playbook(SITE, inventory, "--tags", "tor", workdir=tmp_path)
     assert run.returncode != 0 and run.recap["tor-1"]["failed"] == 1, run.output
     # each error: its [ERROR] line and what follows it up to its Origin
@@ -511,8 +512,8 @@ def test_bad_inventory_value_fails_before_anything_is_written(
     assert len(errors) == 1 and message in errors[0], run.output
     assert conf.read_text() == "# the configuration BIRD runs\n"
     # no password shown, nor a value under a misspelt key (it may be one)
-    secrets = [values.get("tor_password")] + [
-        value for peer in values.get("tor_peers", []) if isinstance(peer, dict)
+    secrets = [values.get("calico_tor_password")] + [
+        value for peer in values.get("calico_tor_peers", []) if isinstance(peer, dict)
         for key, value in peer.items() if key not in ("address", "as_number", "local")]
     for secret in filter(None, secrets):
         assert str(secret) not in run.output

@@ -61,7 +61,7 @@ def deploy(shell: Shell, *, inventory_path: str, state_dir: str, base_env: dict[
         # no source tree (a wheel install): the node role builds the hosts' wheel from the
         # installed package's files
         source = stage_library_source(collection, os.path.join(state_dir, WHEEL_SOURCE))
-        extra += ["-e", json.dumps({"node_wheelhouse_source": source})]
+        extra += ["-e", json.dumps({"calico_node_wheelhouse_source": source})]
     log_path = os.path.join(state_dir, log_name)
     env = ansible_env(collection, base_env)
     shown = os.path.relpath(ansible)

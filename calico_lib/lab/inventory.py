@@ -69,17 +69,18 @@ def lab_variables(specs: Sequence[NodeSpec], ipv6: bool, reflected: bool = False
                                   **({"node": node} if node else {}),
                                   "accept_nets": [subnet]})
     return {
-        "policy_pools": pools,
-        "policy_bgp": {"as_number": 64512,
+        "calico_policy_pools": pools,
+        "calico_policy_bgp": {"as_number": 64512,
                        "node_to_node_mesh": not (reflected or racked)},
-        **({"policy_bgp_peers": peers} if peers else {}),
+        **({"calico_policy_bgp_peers": peers} if peers else {}),
         # the networks' profiles (docker_network: the plugin puts their containers there)
-        "policy_profiles": [{"name": n["name"], "default_rules": True, "docker_network": True}
-                            for n in networks],
-        "docker_calico_networks": networks,
+        "calico_policy_profiles": [
+            {"name": n["name"], "default_rules": True, "docker_network": True}
+            for n in networks],
+        "calico_docker_networks": networks,
         # metrics on, inside each node (docs/observability.md); off by default elsewhere
-        "node_agent_metrics_address": "127.0.0.1:9091",
-        "docker_plugin_metrics_address": "127.0.0.1:9092",
+        "calico_node_agent_metrics_address": "127.0.0.1:9091",
+        "calico_docker_plugin_metrics_address": "127.0.0.1:9092",
     }
 
 
@@ -94,14 +95,14 @@ def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6
     for spec in specs:
         # ansible_host is the container (the docker connection's target); BGP and etcd
         # use the fabric addresses
-        host: dict[str, Any] = {"ansible_host": spec.name, "node_bgp_ipv4": spec.ip4,
-                                "etcd_address": spec.ip4}
+        host: dict[str, Any] = {"ansible_host": spec.name, "calico_node_bgp_ipv4": spec.ip4,
+                                "calico_etcd_address": spec.ip4}
         if spec.ip6:
-            host["node_bgp_ipv6"] = spec.ip6
+            host["calico_node_bgp_ipv6"] = spec.ip6
         if spec.index <= route_reflectors:  # one cluster: the reflectors peer
-            host["node_rr_cluster_id"] = RR_CLUSTER_ID
+            host["calico_node_rr_cluster_id"] = RR_CLUSTER_ID
         if fabric is not None and fabric.racked:  # AS per rack
-            host["node_as_number"] = fabric.tors[spec.rack - 1].as_number
+            host["calico_node_as_number"] = fabric.tors[spec.rack - 1].as_number
         hosts[spec.name] = host
     return {
         "all": {
@@ -113,8 +114,8 @@ def inventory(specs: Sequence[NodeSpec], *, docker_host: str, pki_dir: str, ipv6
                 # the controller side of etcd's TLS and users (calico.docker.pki): the
                 # CA, every certificate and every etcd user's password (.passwords/),
                 # kept with the lab's state (`down` removes them); etcd's
-                # authentication is on, the roles' default (etcd_auth)
-                "pki_dir": pki_dir,
+                # authentication is on, the roles' default (calico_etcd_auth)
+                "calico_pki_dir": pki_dir,
                 **lab_variables(specs, ipv6, route_reflectors > 0, fabric),
             },
             "children": {
@@ -131,24 +132,25 @@ def tor_group(fabric: FabricLayout, specs: Sequence[NodeSpec]) -> dict[str, Any]
     the IPv4 one), and the outside network it advertises to the nodes. One ToR: in AS 65000,
     its neighbours every node of ``calico_nodes`` and it accepts their pools' blocks (the
     role's defaults). Racks: each ToR in its rack's AS, its neighbours its rack's nodes
-    (``tor_nodes``), and the other ToRs its peers over the outside network (``tor_peers``)."""
+    (``calico_tor_nodes``), and the other ToRs its peers over the outside network
+    (``calico_tor_peers``)."""
     hosts: dict[str, Any] = {}
     for tor in fabric.tors:
-        host: dict[str, Any] = {"ansible_host": tor.name, "tor_bgp_ipv4": tor.fabric4}
+        host: dict[str, Any] = {"ansible_host": tor.name, "calico_tor_bgp_ipv4": tor.fabric4}
         if tor.fabric6:
-            host["tor_bgp_ipv6"] = tor.fabric6
+            host["calico_tor_bgp_ipv6"] = tor.fabric6
         if fabric.racked:
-            host["tor_as_number"] = tor.as_number
-            host["tor_nodes"] = [s.name for s in specs if s.rack == tor.rack]
-            host["tor_peers"] = [
+            host["calico_tor_as_number"] = tor.as_number
+            host["calico_tor_nodes"] = [s.name for s in specs if s.rack == tor.rack]
+            host["calico_tor_peers"] = [
                 {"address": theirs, "as_number": other.as_number, "local": mine}
                 for other in fabric.tors if other != tor
                 for mine, theirs in ((tor.outside4, other.outside4),
                                      (tor.outside6, other.outside6)) if mine and theirs]
         hosts[tor.name] = host
-    group_vars: dict[str, Any] = {"tor_advertise": fabric.subnets}
+    group_vars: dict[str, Any] = {"calico_tor_advertise": fabric.subnets}
     if not fabric.racked:
-        group_vars = {"tor_as_number": fabric.as_number, **group_vars}
+        group_vars = {"calico_tor_as_number": fabric.as_number, **group_vars}
     return {"hosts": hosts, "vars": group_vars}
 
 
