@@ -53,13 +53,18 @@ Runs against the lab that `calicoctl lab up` made (its state in /var/lib/calico-
      edge's containers and no other, then goes again. Last, BIRD stops on the ToR: outside
      traffic stops, the nodes keep their mesh routes; it starts again and the seconds until
      the routes and the traffic are back are printed;
-  7. `calicoctl ipam check`.
+  7. `calicoctl ipam check`;
+  8. every rule the demo added goes again: the backend (and edge) profile is put back to
+     Calico's default rules with the playbook that changed it (-e demo_allow_frontend_http=
+     false, -e demo_outside_allow=false), at the end and after a failed step too, and a
+     check says it is (--keep-policy leaves the rules in place, to explore them).
 
 Every expectation is a check; the exit status is 1 when any of them failed (2 when the lab is
 not there). Re-running is fine: the demo's containers are replaced and the backend (and
-edge) profile is put back to its default rules first.
+edge) profile is put back to its default rules first, should an earlier run have left it.
+The containers stay, for README.md's "Using it" and the lines printed at the end.
 
-    .venv/bin/python scripts/demo.py [--reset-policy]
+    .venv/bin/python scripts/demo.py [--keep-policy]
 """
 
 from __future__ import annotations
@@ -148,6 +153,10 @@ jobs = json.loads(sys.argv[1])
 with concurrent.futures.ThreadPoolExecutor(max(len(jobs), 1)) as pool:
     print(json.dumps(dict(pool.map(get, jobs))))
 '''
+#: the profiles whose rules the demo changes, and how it puts each back to Calico's default
+#: rules: the playbook that changes it, and that playbook's variable turning the change off
+RESTORE = {"backend": ("playbooks/demo-policy.yml", "demo_allow_frontend_http=false"),
+           "edge": ("playbooks/demo-outside.yml", "demo_outside_allow=false")}
 ROUTE_TIMEOUT = 60.0
 #: how long the nodes' kernels may take to show an applied change (agents apply on their own
 #: within a second or two; the playbook's second play applies too)
@@ -415,14 +424,38 @@ class Demo:
                 Workload("be-1", "backend", node(backend_nodes[0])),
                 Workload("be-2", "backend", node(backend_nodes[1]))]
 
+    def at_default(self, profile: str) -> bool:
+        """Whether ``profile`` has Calico's default rules: its members may come in, all
+        outbound is allowed."""
+        code, found = self.calicoctl(self.nodes[0], "profile", "show", profile)
+        return code == 0 and isinstance(found, dict) \
+            and found.get("inbound_rules") == [{"action": "allow", "src_tag": profile}] \
+            and found.get("outbound_rules") == [{"action": "allow"}]
+
     def reset_policy(self) -> None:
-        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "backend")
-        default = [{"action": "allow", "src_tag": "backend"}]
-        if code == 0 and isinstance(profile, dict) and profile.get("inbound_rules") == default:
+        if self.at_default("backend"):
             return
         print("  the backend profile is not at its default rules (an earlier demo?): "
               "resetting it with Ansible")
-        self.playbook("-e", "demo_allow_frontend_http=false")
+        self.playbook("-e", RESTORE["backend"][1])
+
+    def restore_policy(self) -> None:
+        """Put back every profile whose rules the demo changes (backend's, and edge's with
+        --fabric) to Calico's default rules, with the playbooks that changed them; a check
+        per profile."""
+        heading("Putting back the rules the demo changed")
+        for profile in ("backend", "edge") if self.world else ("backend",):
+            try:
+                if not self.at_default(profile):
+                    playbook, off = RESTORE[profile]
+                    print(f"  ansible-playbook {playbook} -e {off}")
+                    self.playbook("-e", off, name=playbook,
+                                  log_name=f"demo-restore-{profile}.log", quiet=True)
+                ok, why = self.at_default(profile), ""
+            except LabError as exc:
+                ok, why = False, f": {exc}"
+            self.report.check(ok, f"the {profile} profile is back to its default rules (its "
+                              "members in, all outbound allowed)" + why)
 
     def start_workloads(self) -> None:
         heading("Workloads on the Calico networks frontend and backend")
@@ -1039,19 +1072,12 @@ learns the pools'
                           "edge's outbound rules are back to: allow")
         self.tor_failure()
 
-    def reset_edge(self) -> bool:
-        """Whether the edge profile has Calico's default rules (else an earlier demo's)."""
-        code, profile = self.calicoctl(self.nodes[0], "profile", "show", "edge")
-        return code == 0 and isinstance(profile, dict) \
-            and profile.get("inbound_rules") == [{"action": "allow", "src_tag": "edge"}] \
-            and profile.get("outbound_rules") == [{"action": "allow"}]
-
     def start_edge(self) -> None:
         heading("Containers on the network edge: its pool (10.201.0.0/16) has no nat_outgoing")
-        if not self.reset_edge():
+        if not self.at_default("edge"):
             print("  the edge profile is not at its default rules (an earlier demo?): "
                   "resetting it with Ansible")
-            self.playbook("-e", "demo_outside_allow=false", name="playbooks/demo-outside.yml",
+            self.playbook("-e", RESTORE["edge"][1], name=RESTORE["edge"][0],
                           log_name="demo-outside.log", quiet=True)
         n = len(self.nodes)
         self.edge = [Workload("edge-1", "edge", self.nodes[0]),
@@ -1517,23 +1543,24 @@ learns the pools'
 
     # ---------------------------------------------------------------- run
 
-    def run(self, keep_policy: bool = True) -> int:
+    def run(self, keep_policy: bool = False) -> int:
         start = time.monotonic()
-        self.check_lab()
-        self.start_workloads()
-        self.check_bgp()
-        self.check_datastore()
-        heading("Connectivity with Calico's default profiles")
-        self.matrix(after=False)
-        self.change_policy()
-        heading("Connectivity after the change")
-        self.matrix(after=True)
-        self.troubleshoot()
-        self.outside_world()
-        self.check_ipam()
-        if not keep_policy:
-            heading("Putting the backend profile back to its default rules")
-            self.playbook("-e", "demo_allow_frontend_http=false")
+        try:
+            self.check_lab()
+            self.start_workloads()
+            self.check_bgp()
+            self.check_datastore()
+            heading("Connectivity with Calico's default profiles")
+            self.matrix(after=False)
+            self.change_policy()
+            heading("Connectivity after the change")
+            self.matrix(after=True)
+            self.troubleshoot()
+            self.outside_world()
+            self.check_ipam()
+        finally:  # a failed step too: no rule of the demo's is left behind
+            if not keep_policy:
+                self.restore_policy()
         heading(f"Result ({time.monotonic() - start:.0f}s)")
         if self.report.failures:
             print(f"  {len(self.report.failures)} of "
@@ -1544,7 +1571,8 @@ learns the pools'
         print(f"  all {self.report.passed} checks passed. Try it yourself:")
         w = self.workloads[0]
         print(f"    docker exec -it {w.node} docker exec -it {w.name} sh")
-        print(f"    docker exec {self.nodes[0]} {CALICOCTL} profile show backend")
+        print(f"    docker exec {self.nodes[0]} calicoctl profile show backend")
+        print(f"    docker exec -it {self.nodes[0]} bash      # then README.md's \"Using it\"")
         if self.world:
             print(f"    docker exec {self.world['tor']['name']} birdc show route      "
                   "# the top-of-rack router")
@@ -1556,8 +1584,9 @@ learns the pools'
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reset-policy", action="store_true",
-                        help="put the backend profile back to its default rules at the end")
+    parser.add_argument("--keep-policy", action="store_true",
+                        help="leave the rules the demo added (backend's, and edge's with "
+                             "--fabric) in place at the end, to explore them")
     args = parser.parse_args(argv)
     try:
         state = read_state()
@@ -1565,7 +1594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
     try:
-        return Demo(state).run(keep_policy=not args.reset_policy)
+        return Demo(state).run(keep_policy=args.keep_policy)
     except LabError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
