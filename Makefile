@@ -24,15 +24,15 @@ molecule: deps
 	bash scripts/molecule-test.sh
 
 # ruff; the changelog (fragments lint, CHANGELOG.md generated, a fragment for every change:
-# scripts/changelog-check.sh); ansible-test sanity of the collection (scripts/sanity.sh), its
-# units (the modules' unit tests, tests/unit/: scripts/units.sh) and its integration targets
-# (tests/integration/targets/, on SQLite: scripts/integration.sh), offline
+# scripts/changelog-check.sh); ansible-test sanity, units (the modules' unit tests,
+# tests/unit/) and integration (tests/integration/targets/, on SQLite) of the collection,
+# offline (scripts/ansible-test.sh)
 lint: deps
 	.venv/bin/ruff check .
 	sh scripts/changelog-check.sh
-	sh scripts/sanity.sh
-	sh scripts/units.sh
-	sh scripts/integration.sh
+	sh scripts/ansible-test.sh sanity
+	sh scripts/ansible-test.sh units
+	sh scripts/ansible-test.sh integration
 
 bench: deps
 	.venv/bin/python bench/ipam.py

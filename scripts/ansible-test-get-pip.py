@@ -1,6 +1,6 @@
 """Stand-in for the get-pip.py script ansible-test bootstraps pip with in the empty
-virtualenvs it makes for the sanity tests (scripts/sanity.sh puts it where ansible-test looks
-for its cached copy).
+virtualenvs it makes for the sanity tests (``scripts/ansible-test.sh sanity`` puts it where
+ansible-test looks for its cached copy).
 
 ansible-test downloads its get-pip.py from a host of its own, outside the package index;
 this one gets to the same state with the standard library's ensurepip and then pip itself

@@ -1,5 +1,6 @@
-"""The ansible-test sanity ignore files (tests/sanity/ignore-X.Y.txt, scripts/sanity.sh runs
-the tests): one entry a line, each naming an existing file and a test, with its reason."""
+"""The ansible-test sanity ignore files (tests/sanity/ignore-X.Y.txt; ``scripts/ansible-test.sh
+sanity`` runs the tests): one entry a line, each naming an existing file and a test, with its
+reason."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The collection's module unit tests: their fixtures (in ``helpers.py``) and markers.
 
 They run under the project's pytest (from the checkout: pyproject.toml registers the markers
-and tests/conftest.py enforces them) and under ``ansible-test units`` (scripts/units.sh, in a
-collection tree where neither is there: the markers these tests use are registered here,
-since ansible-test runs pytest with --strict-markers).
+and tests/conftest.py enforces them) and under ``ansible-test units``
+(``scripts/ansible-test.sh units``, in a collection tree where neither is there: the markers
+these tests use are registered here, since ansible-test runs pytest with --strict-markers).
 """
 
 from __future__ import annotations

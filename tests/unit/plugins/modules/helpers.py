@@ -12,8 +12,8 @@ for the collection's unit tests, and a project test that runs modules imports th
 
 These tests run from a checkout (the project's pytest; ``ansible_collections/calico/docker``
 is a link to the checkout) and in a collection tree (``ansible-test units``,
-scripts/units.sh): they import the collection and this file by the collection's name, and
-need nothing else of the project but calico_lib.
+``scripts/ansible-test.sh units``): they import the collection and this file by the
+collection's name, and need nothing else of the project but calico_lib.
 """
 
 from __future__ import annotations
