@@ -39,8 +39,13 @@ def test_the_ansible_module_plans_in_check_mode_and_is_idempotent(tmp_path: Path
         with calico_lib.connect(server.url, etcd_ca=server.pki.ca, etcd_cert=anonymous.cert,
                                 etcd_key=anonymous.key) as client:
             client.list_pools()  # check mode turned nothing on
-        assert ok(datastore_access, args)["changed"] is True
-        assert ok(datastore_access, args)["changed"] is False
+        real = ok(datastore_access, args)
+        assert real["changed"] is True
+        # check mode predicted exactly this run (issue 20)
+        assert (preview["access"], preview.get("diff")) == (real["access"], real.get("diff"))
+        again = ok(datastore_access, args, check=True)
+        assert again["changed"] is False
+        assert ok(datastore_access, args) == again
         with pytest.raises(DatastoreError, match="authentication is on"):
             with calico_lib.connect(server.url, etcd_ca=server.pki.ca,
                                     etcd_cert=anonymous.cert, etcd_key=anonymous.key) as c:

@@ -5,7 +5,12 @@ import shutil
 import pytest
 
 from ansible_collections.calico.docker.plugins.modules import bird_config
-from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import (
+    call,
+    client,
+    failed,
+    ok,
+)
 from calico_lib import BGPPeer, IPPool, Node
 
 
@@ -67,3 +72,33 @@ def test_unregistered_host_changes_nothing(intent, tmp_path) -> None:
     assert out["changed"] is False
     assert out["note"].startswith("hostname: stranger is not a registered node")
     assert not (tmp_path / "bird").exists()
+
+
+@pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird (BIRD 2) to validate")
+@pytest.mark.parametrize("state", ["none", "current", "stale"])
+def test_check_mode_predicts_the_real_run(intent, tmp_path, state) -> None:
+    """Issue 20: on two identical hosts (config files), check mode on one and the real run
+    on the other report the same ``changed`` and diff; check mode writes nothing."""
+    hosts = {"check": tmp_path / "check", "real": tmp_path / "real"}
+    for root in hosts.values():
+        root.mkdir()
+        if state != "none":
+            ok(bird_config, args(intent, root))  # installed: current
+    if state == "stale":
+        with client(intent) as c:
+            c.remove_node("host-2")
+    conf = hosts["check"] / "bird" / "bird.conf"
+    before = conf.read_text() if conf.exists() else None
+    preview = call(bird_config, args(intent, hosts["check"]), check=True)
+    real = call(bird_config, args(intent, hosts["real"]))
+    assert not preview.get("failed") and not real.get("failed"), (preview, real)
+    assert real["changed"] is (state != "current")
+    # the same but for where each host's file is (the diff's headers name it)
+    seen = {name: {k: str(v).replace(str(root), "ROOT")
+                   for k, v in (preview if name == "check" else real)["diff"].items()}
+            for name, root in hosts.items()}
+    assert preview["changed"] is real["changed"]
+    assert seen["check"] == seen["real"]
+    assert (conf.read_text() if conf.exists() else None) == before
+    assert (hosts["real"] / "bird" / "bird.conf").read_text() == real["diff"]["after"].replace(
+        'password "********";', 'password "tor-secret";')

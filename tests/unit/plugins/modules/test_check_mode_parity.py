@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 import calico_lib
-from ansible_collections.calico.docker.plugins.modules import bgp_peer, ip_pool, node
+from ansible_collections.calico.docker.plugins.modules import (
+    bgp_config,
+    bgp_peer,
+    calico_info,
+    ip_pool,
+    node,
+    profile,
+)
 from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import call, client
 from calico_lib import keys
 
@@ -125,6 +132,71 @@ NODE = [
 ]
 
 
+def web(c: calico_lib.Client) -> None:
+    c.put_profile(calico_lib.Profile("web", inbound_rules=[
+        calico_lib.Rule(protocol="tcp", dst_ports=[80])]))
+
+
+def web_with_members(c: calico_lib.Client) -> None:
+    web(c)
+    nodes(c)
+    c.add_endpoint(calico_lib.Endpoint("e1", "host-1", "cali0000000e1",
+                                       ipv4_nets=["10.65.0.1"], profiles=["web"]))
+
+
+def mesh_off(c: calico_lib.Client) -> None:
+    c.set_bgp_config(as_number=64513, node_to_node_mesh=False)
+
+
+WEB_RULE = {"protocol": "tcp", "dst_ports": [80]}
+
+PROFILE = [
+    Scenario("create", profile, {"name": "web", "inbound_rules": [WEB_RULE]}, changed=True),
+    Scenario("create with tags and labels", profile,
+             {"name": "db", "tags": ["backend"], "labels": {"tier": "db"}}, changed=True),
+    Scenario("change the rules", profile,
+             {"name": "web", "inbound_rules": [{"protocol": "tcp", "dst_ports": [443]}]},
+             web, changed=True),
+    Scenario("change a profile with members", profile,
+             {"name": "web", "inbound_rules": [WEB_RULE, {"protocol": "icmp"}]},
+             web_with_members, changed=True),
+    Scenario("no-op", profile, {"name": "web", "inbound_rules": [WEB_RULE]}, web),
+    Scenario("mark it a Docker network's", profile,
+             {"name": "web", "inbound_rules": [WEB_RULE], "docker_network": True}, web,
+             changed=True),
+    Scenario("absent", profile, {"name": "web", "state": "absent"}, web, changed=True),
+    Scenario("absent of missing", profile, {"name": "web", "state": "absent"}),
+    Scenario("a bad name", profile, {"name": "web;drop"}, fails=True),
+    Scenario("a bad port", profile,
+             {"name": "web", "inbound_rules": [{"protocol": "tcp", "dst_ports": [70000]}]},
+             web, fails=True),
+    Scenario("ports without a protocol", profile,
+             {"name": "web", "inbound_rules": [{"dst_ports": [80]}]}, fails=True),
+]
+
+BGP_CONFIG = [
+    Scenario("first settings", bgp_config, {"as_number": 64513}, changed=True),
+    Scenario("mesh off", bgp_config, {"node_to_node_mesh": False}, nodes, changed=True),
+    Scenario("mesh back on", bgp_config, {"node_to_node_mesh": True}, mesh_off,
+             changed=True),
+    Scenario("no-op", bgp_config, {"as_number": 64513, "node_to_node_mesh": False}, mesh_off),
+    Scenario("a bad AS number", bgp_config, {"as_number": 0}, fails=True),
+]
+
+CALICO_INFO = [
+    Scenario("read everything", calico_info, {}, web_with_members),
+    Scenario("one host", calico_info, {"hostname": "host-1"}, web_with_members),
+    Scenario("explain a flow", calico_info,
+             {"hostname": "host-1", "explain": [{"from": "10.65.0.9", "to": "10.65.0.1",
+                                                 "protocol": "tcp", "port": 80}]},
+             web_with_members),
+    Scenario("a bad host name", calico_info, {"hostname": "host 1"}, fails=True),
+]
+
+KEYS = {ip_pool: "pool", bgp_peer: "peer", node: "node", profile: "profile",
+        bgp_config: "bgp_config", calico_info: None}
+
+
 def records(url: str) -> list[tuple[str, str]]:
     with client(url) as c:
         return [(kv.key, kv.value) for kv in c.store.list(keys.ROOT)]
@@ -139,18 +211,20 @@ def copy(source: Path, target: Path) -> str:
     return f"sqlite:///{target}"
 
 
-def outcome(out: dict[str, Any], key: str) -> dict[str, Any]:
+def outcome(out: dict[str, Any], key: str | None) -> dict[str, Any]:
     """What check mode must predict: failed, msg, changed, diff (but ``prepared``), the
-    object."""
+    object; of a module that only reads (``key`` None), everything it returns."""
     if out.get("failed"):
         return {"failed": True, "msg": out["msg"]}
+    if key is None:
+        return out
     diff = {k: v for k, v in out["diff"].items() if k != "prepared"}
     return {"failed": False, "changed": out["changed"], "diff": diff, key: out[key]}
 
 
 @pytest.mark.parametrize("scenario", [
     pytest.param(s, id=f"{s.module.__name__.rsplit('.', 1)[1]}: {s.name}")
-    for s in IP_POOL + BGP_PEER + NODE])
+    for s in IP_POOL + BGP_PEER + NODE + PROFILE + BGP_CONFIG + CALICO_INFO])
 def test_check_mode_predicts_the_real_run(tmp_path: Path, scenario: Scenario) -> None:
     base = tmp_path / "base.db"
     with client(f"sqlite:///{base}") as c:
@@ -160,7 +234,7 @@ def test_check_mode_predicts_the_real_run(tmp_path: Path, scenario: Scenario) ->
     stored = records(check_url)
     assert records(real_url) == stored
 
-    key = {ip_pool: "pool", bgp_peer: "peer", node: "node"}[scenario.module]
+    key = KEYS[scenario.module]
     preview = call(scenario.module, dict(scenario.args, datastore=check_url), check=True)
     real = call(scenario.module, dict(scenario.args, datastore=real_url))
 

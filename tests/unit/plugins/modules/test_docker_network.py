@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ansible_collections.calico.docker.plugins.modules import docker_network
-from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import failed, ok
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import call, failed, ok
 
 
 class FakeDocker:
@@ -497,3 +497,62 @@ def test_bad_docker_host_is_refused_naming_it(docker, value, why) -> None:
     assert msg.startswith("docker_host: ") and why in msg, msg
     assert "tcp://host:port" in msg and msg.isprintable()
     assert fake.requests == []
+
+
+def _strip_ids(value: Any) -> Any:
+    """A result without Docker's network ids (a network made for real gets a new one)."""
+    if isinstance(value, dict):
+        return {k: _strip_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_strip_ids(v) for v in value]
+    return value
+
+
+def _seed(fake: FakeDocker, setup: str) -> None:
+    if setup == "frontend":
+        fake.add("frontend")
+    elif setup == "frontend-v6":
+        fake.add("frontend", ipv6=True, subnets=["10.65.0.0/16", "fd00:65::/64"])
+    elif setup == "busy":
+        fake.add("frontend", containers=2)
+    elif setup in ("bridge", "calico-on-default-ipam"):
+        _foreign(fake, setup)
+
+
+@pytest.mark.parametrize("setup, args, fails, changed", [
+    ("", {}, False, True),
+    ("", {"subnet": ["10.65.0.0/16", "fd00:65::/64"], "ipv6": True}, False, True),
+    ("frontend", {}, False, False),
+    ("frontend", {"ipv6": True}, True, False),
+    ("frontend", {"ipv6": True, "recreate": True}, False, True),
+    ("frontend-v6", {"subnet": ["10.65.0.0/16", "fd00:65::/64"], "ipv6": True}, False, False),
+    ("frontend", {"state": "absent"}, False, True),
+    ("", {"state": "absent"}, False, False),
+    ("busy", {"state": "absent"}, True, False),
+    ("busy", {"recreate": True, "ipv6": True}, True, False),
+    ("bridge", {"state": "absent"}, True, False),
+    ("calico-on-default-ipam", {"recreate": True}, True, False),
+    ("", {"subnet": ["10.65.0.0/33"]}, True, False),
+])
+def test_check_mode_predicts_the_real_run(tmp_path, setup, args, fails, changed) -> None:
+    """Issue 20: the same task on two identical Dockers, in check mode on one and for real
+    on the other: the same failure or the same ``changed`` and diff; check mode sends
+    Docker nothing, the real run writes exactly when it said it changed."""
+    check_fake, real_fake = FakeDocker(), FakeDocker()
+    for fake in (check_fake, real_fake):
+        _seed(fake, setup)
+    with serve_engine(check_fake, str(tmp_path / "check.sock")) as check_host, \
+            serve_engine(real_fake, str(tmp_path / "real.sock")) as real_host:
+        base = dict({"name": "frontend"}, **args)
+        preview = call(docker_network, dict(base, docker_host=check_host), check=True)
+        real = call(docker_network, dict(base, docker_host=real_host))
+    assert bool(real.get("failed")) is fails, real
+    assert check_fake.writes() == []
+    if fails:
+        assert preview.get("failed") and preview["msg"] == real["msg"]
+        assert real_fake.writes() == []
+        return
+    assert real["changed"] is changed
+    assert (preview["changed"], _strip_ids(preview["diff"])) == (
+        real["changed"], _strip_ids(real["diff"]))
+    assert bool(real_fake.writes()) is changed
