@@ -17,16 +17,19 @@ import json
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.module_utils import basic
 
 import calico_lib
 from ansible_collections.calico.docker.plugins.modules import dataplane
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import (  # noqa: F401
+    module_exits,
+    no_ambient_settings,
+    ok,
+)
 from calico_lib import Endpoint, IPPool, Node, Profile
 from calico_lib.dataplane.route_plan import (
     RTN_BLACKHOLE,
@@ -151,48 +154,9 @@ def test_check_mode_predicts_routes_and_sysctls_on_the_fake_kernel() -> None:
 # ------------------------------------------------------------------------ the module
 
 
-class _Exit(Exception):
-    """exit_json or fail_json was called: the result is ``args[0]``."""
-
-
-try:  # ansible-core >= 2.19
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # older ansible-core: the classic set_module_args
-    from ansible.module_utils.common.text.converters import to_bytes
-
-    @contextmanager
-    def patch_module_args(args: dict[str, Any] | None = None) -> Iterator[None]:
-        saved = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch: pytest.MonkeyPatch) -> None:
-    def exit_json(self: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("changed", False)
-        raise _Exit(kwargs)
-
-    def fail_json(self: Any, msg: str = "", **kwargs: Any) -> None:
-        raise _Exit({**kwargs, "failed": True, "msg": msg})
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-    monkeypatch.delenv("CALICO_DATASTORE", raising=False)
-    monkeypatch.delenv("CALICO_HOSTNAME", raising=False)
-
-
 def module(args: dict[str, Any], check: bool) -> dict[str, Any]:
     """The dataplane module's result (it must succeed), with diff mode on."""
-    with patch_module_args({**args, "_ansible_check_mode": check, "_ansible_diff": True}):
-        with pytest.raises(_Exit) as info:
-            dataplane.main()
-    out = info.value.args[0]
-    assert not out.get("failed"), out
-    return out
+    return ok(dataplane, args, check=check)
 
 
 # ------------------------------------------------------------------------ the kernel

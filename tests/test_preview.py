@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 import calico_lib
-from calico_lib import BGPPeer, Endpoint, IPPool, Node, Profile, Rule
+from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import three_hosts
+from calico_lib import BGPPeer, Endpoint, IPPool, Profile, Rule
 from calico_lib.dataplane.iptables import rule_hash
 from calico_lib.datastore import Compare, Delete
 from calico_lib.datastore.draft import DraftDatastore
@@ -35,21 +36,6 @@ def members(kernel: FakeKernel) -> dict[str, set[str]]:
     return {name: {m.removesuffix("/128").removesuffix("/32")
                    for m in kernel.set_members(name)}
             for name in kernel.ipsets.sets if name.startswith("cali") and "-x-" not in name}
-
-
-def three_hosts(c: calico_lib.Client) -> None:
-    """Pools, nodes h1-h3, profiles frontend and backend, a frontend container on h1 and a
-    backend container on h2 (IPv4 and IPv6)."""
-    c.add_pool(IPPool("10.65.0.0/16"))
-    c.add_pool(IPPool("fd00:65::/64"))
-    for n, host in enumerate(("h1", "h2", "h3"), 1):
-        c.add_node(Node(host, ipv4=f"198.18.0.{n}"))
-    c.add_profile("frontend")
-    c.add_profile("backend")
-    c.add_endpoint(Endpoint("fe1", "h1", "calife1", ipv4_nets=["10.65.0.1"],
-                            ipv6_nets=["fd00:65::1"], profiles=["frontend"]))
-    c.add_endpoint(Endpoint("be1", "h2", "calibe1", ipv4_nets=["10.65.1.1"],
-                            ipv6_nets=["fd00:65::1:1"], profiles=["backend"]))
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def url(tmp_path: Path) -> str:
 
 def three_hosts(c: calico_lib.Client) -> None:
     """Pools, nodes h1-h3, profiles frontend and backend, a frontend container on h1 and a
-    backend container on h2 (IPv4 and IPv6): the cluster of tests/test_preview.py."""
+    backend container on h2 (IPv4 and IPv6); tests/test_preview.py uses it too."""
     c.add_pool(IPPool("10.65.0.0/16"))
     c.add_pool(IPPool("fd00:65::/64"))
     for n, host in enumerate(("h1", "h2", "h3"), 1):
