@@ -49,7 +49,6 @@ class RouteReport:
     removed: list[str] = field(default_factory=list)
     #: interfaces named by desired routes that do not exist (yet): their routes wait
     missing_interfaces: list[str] = field(default_factory=list)
-    sysctl_writes: int = 0
     #: addresses whose conntrack entries were deleted (after their route was removed)
     conntrack_flushed: list[str] = field(default_factory=list)
     #: interfaces that were down and were set up
@@ -58,6 +57,10 @@ class RouteReport:
     sysctls: list[str] = field(default_factory=list)
     #: one line per write, like the ip(8) or sysctl(8) command that would make it
     details: list[str] = field(default_factory=list)
+
+    @property
+    def sysctl_writes(self) -> int:
+        return len(self.sysctls)
 
     @property
     def changed(self) -> bool:
@@ -160,7 +163,7 @@ class RoutePlan:
         added = {dst for dst, _, _ in self.replace} | {r.dst for r in self.delete_others}
         return RouteReport(
             added=sorted(added), removed=sorted({r.dst for r in self.delete_stale}),
-            missing_interfaces=sorted(self.missing), sysctl_writes=len(self.sysctls),
+            missing_interfaces=sorted(self.missing),
             links_up=[name for name, _ in self.links_up],
             sysctls=[sysctl_entry(name, value) for name, value, _ in self.sysctls],
             details=self.details())

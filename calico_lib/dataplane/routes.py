@@ -92,7 +92,6 @@ def _set_sysctl(name: str, value: str) -> bool:
 def _wrote_sysctl(report: RouteReport, name: str, value: str, was: str | None = None
                   ) -> None:
     if _set_sysctl(name, value):
-        report.sysctl_writes += 1
         report.sysctls.append(sysctl_entry(name, value))
         report.details.append(sysctl_line(name, value, was))
 
