@@ -27,7 +27,6 @@ the lab's (built once). About 4 minutes: most of it is the deploy.
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
 import time
@@ -35,11 +34,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from calico_lib.lab import Lab, LabError
+from calico_lib.lab import Lab
 from calico_lib.lab.inventory import POOL4_ROUTED
 from calico_lib.render import names
 from tests import faultcheck
 from tests.faultcheck import Probe
+from tests.labs import deployed_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.ansible]  # `lab up` deploys with site.yml
 
@@ -69,20 +69,9 @@ WORKLOADS = [
 
 @pytest.fixture
 def lab(tmp_path) -> Iterator[Lab]:
-    out = io.StringIO()
-    the_lab = Lab(nodes=2, prefix=PREFIX, subnet4=SUBNET4, subnet6=SUBNET6,
-                  state_dir=str(tmp_path / "state"), out=out, racks=2)
-    try:
-        try:
-            the_lab.up()
-        except LabError as exc:
-            pytest.fail(f"{exc}\nprogress:\n{out.getvalue()[-3000:]}", pytrace=False)
+    with deployed_lab(tmp_path, nodes=2, prefix=PREFIX, subnet4=SUBNET4, subnet6=SUBNET6,
+                      racks=2) as the_lab:
         yield the_lab
-    finally:
-        try:
-            the_lab.down()
-        except LabError as exc:
-            print(f"taking the lab down: {exc}")
 
 
 def sh(lab: Lab, node: str, script: str, timeout: float = 120) -> tuple[int, str]:

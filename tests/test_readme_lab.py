@@ -20,7 +20,6 @@ and docker.io (the lab starts dockerd when it is not running); the node image is
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from calico_lib.lab import Lab, LabError
+from tests.labs import deployed_lab
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 PREFIX = "calico-readme"
@@ -97,20 +97,8 @@ def test_using_it_has_the_commands_the_lab_test_runs() -> None:
 
 @pytest.fixture
 def lab(tmp_path) -> Iterator[Lab]:
-    out = io.StringIO()
-    the_lab = Lab(nodes=1, prefix=PREFIX, subnet4=SUBNET4, state_dir=str(tmp_path / "state"),
-                  out=out)
-    try:
-        try:
-            the_lab.up()
-        except LabError as exc:
-            pytest.fail(f"{exc}\nprogress:\n{out.getvalue()[-3000:]}", pytrace=False)
+    with deployed_lab(tmp_path, nodes=1, prefix=PREFIX, subnet4=SUBNET4) as the_lab:
         yield the_lab
-    finally:
-        try:
-            the_lab.down()
-        except LabError as exc:
-            print(f"taking the lab down: {exc}")
 
 
 def run(lab: Lab, settings: list[str], line: str) -> tuple[int, str, float]:
