@@ -44,6 +44,15 @@ def _temp_parent() -> str | None:
     return None  # the default temp dir
 
 
+def _stopped(task: Path) -> bool:
+    """Whether a /proc task is in the stopped state (or gone)."""
+    try:
+        stat = (task / "stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "tT"
+
+
 class EtcdServer:
     """An etcd process on free loopback ports, with its data in a temp dir.
 
@@ -163,8 +172,18 @@ class EtcdServer:
             self._tmpdir = None
 
     def pause(self) -> None:
-        """Freeze etcd (SIGSTOP): connections hang as if it were unreachable."""
+        """Freeze etcd (SIGSTOP): connections hang as if it were unreachable.
+
+        Returns only once every etcd thread is stopped: the signal is asynchronous and, on a
+        loaded machine, a request sent right after kill() could still be served."""
         self._signal(signal.SIGSTOP)
+        assert self._proc is not None
+        tasks = Path(f"/proc/{self._proc.pid}/task")
+        deadline = time.monotonic() + 10.0
+        while not all(_stopped(task) for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("etcd did not stop within 10 s of SIGSTOP")
+            time.sleep(0.01)
 
     def resume(self) -> None:
         """Unfreeze etcd after :meth:`pause` (SIGCONT)."""
