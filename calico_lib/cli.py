@@ -297,6 +297,16 @@ def node_show(c: Client, a: argparse.Namespace) -> None:
     emit(a, c.get_node(a.name).to_dict(), NODE_COLUMNS)
 
 
+def node_remove(c: Client, a: argparse.Namespace) -> None:
+    gone = c.remove_node(a.name)
+    if a.output == "json":
+        emit(a, gone.to_dict())
+        return
+    print(f"removed node {a.name}: {len(gone.endpoints)} endpoint(s), "
+          f"{len(gone.addresses)} address(es) freed, {len(gone.blocks)} block claim(s), "
+          f"{len(gone.peers)} BGP peer(s), {len(gone.records)} other record(s)")
+
+
 def node_status(c: Client | None, a: argparse.Namespace) -> int:
     """This host's BGP sessions from BIRD; exit 1 when one is not Established."""
     from .dataplane.bird import bgp_sessions
@@ -749,8 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="AS number (default: global)")
         p.add_argument("--rr-cluster-id", metavar="ID",
                        help="make the node a route reflector of this cluster")
-    p = command(node, "remove", lambda c, a: c.remove_node(a.name), "remove a node",
-                preview=True)
+    p = command(node, "remove", node_remove, "remove a host from the cluster: its "
+                "endpoints and their addresses, its pending and tunnel addresses, block "
+                "claims and Docker network records, then its node record and own BGP peers "
+                "(stop the host's calico-agent and Docker plugin first)", preview=True)
     p.add_argument("name")
     command(node, "list", node_list, "list nodes")
     p = command(node, "show", node_show, "show a node")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import keys
+from . import keys, node_removal
 from .datastore import Datastore, open_datastore
 from .errors import (
     AlreadyExistsError,
@@ -42,6 +42,7 @@ from .model import (
     validate_name,
 )
 from .network_records import NAMING, network_names
+from .node_removal import NodeHoldings
 from .records import Reporter, Unreadable, check_records, decode, decode_all
 from .snapshot import DOCKER_LABEL
 from .txn import Tx, transact
@@ -412,17 +413,17 @@ class Client:
     def list_nodes(self) -> list[Node]:
         return self._list(keys.NODES, Node)
 
-    def remove_node(self, name: str) -> None:
-        """Remove a node and its own BGP peers."""
-        validate_hostname("name", name)
+    def node_holdings(self, name: str) -> NodeHoldings:
+        """What ``remove_node`` would remove (``calico_lib.node_removal``)."""
+        return node_removal.holdings(self.store, name)
 
-        def write(tx: Tx) -> None:
-            if tx.get(keys.node(name)) is None:
-                raise NotFoundError(f"node {name}: not found")
-            tx.delete(keys.node(name))
-            for key, _ in tx.list(f"{keys.NODE_PEERS}{name}/"):
-                tx.delete(key)
-        transact(self.store, write)
+    def remove_node(self, name: str) -> NodeHoldings:
+        """Remove a host from the cluster, as Calico's ``calicoctl delete node``: its
+        endpoints, the addresses they and its pending and tunnel handles hold, its block
+        claims, Docker network records and interface index, then its node record and own
+        BGP peers (last: an interrupted removal is finished by running it again). Stop the
+        host's daemons first. Returns what was removed."""
+        return node_removal.remove(self.store, name)
 
     def get_bgp_config(self) -> BGPConfig:
         return self._setting(keys.BGP_CONFIG, BGPConfig)

@@ -14,7 +14,14 @@ description:
     C(calicoctl node add). BIRD peers with the nodes (the node-to-node mesh or route
     reflectors) at the addresses recorded here.
   - The record is exactly what the task gives; an option left out is cleared.
-  - Removing a node also removes its own BGP peers; the diff shows them.
+  - Removing a node removes the host from the cluster, as C(calicoctl node remove) and
+    Calico's C(calicoctl delete node) do, in this order, each step its own transaction - its
+    endpoints (members of their profiles' groups on every other host) and the addresses
+    they hold; the addresses of its pending and tunnel handles; its Docker network records
+    and interface index; its block claims (empty blocks are freed); last its node record and
+    its own BGP peers. A removal cut short is finished by running the task again. The diff
+    shows all of it. Stop the host's C(calico-agent) and Docker plugin first, or they write
+    their records back.
 options:
   name:
     description: The node's host name, as the agent knows it (C(--hostname), else
@@ -121,8 +128,13 @@ diff:
     before:
       description:
         - The stored record before the task.
-        - With O(state=absent), the record plus C(peers), the node's own BGP peers that are
-          removed with it (passwords shown as C(********)).
+        - With O(state=absent), the record plus what is removed with it - C(peers), the
+          node's own BGP peers (passwords shown as C(********)); C(endpoints), the ids of
+          its endpoints; C(handles), its IPAM handles no endpoint names (pending, its
+          tunnel address's, ended endpoints'); C(addresses), the addresses all of them
+          hold; C(blocks), its block claims; C(records), the keys of its Docker network
+          records and interface index. A host with no node record but such records left
+          shows C(name) and them.
       type: dict
       returned: always
     after:
@@ -158,10 +170,7 @@ dataplane:
       returned: always
 """
 
-import ipaddress
-
 from ansible_collections.calico.docker.plugins.module_utils.calico import (
-    MASK,
     calico_lib,
     calico_module,
     ensure_absent,
@@ -173,26 +182,13 @@ from ansible_collections.calico.docker.plugins.module_utils.calico import (
 FIELDS = ("ipv4", "ipv6", "as_number", "rr_cluster_id", "ipv4_subnet", "ipv6_subnet")
 
 
-def shown_peer(peer):
-    """A BGP peer for the diff: the password masked."""
-    data = peer.to_dict()
-    if data.get("password"):
-        data["password"] = MASK
-    return data
-
-
 def ensure(module, client):
     p = module.params
     if p["state"] == "absent":
-        current = lookup(client.get_node, p["name"])
-        # its own peers go with it (client.remove_node): the diff shows them
-        peers = [] if current is None else sorted(
-            (peer for peer in client.list_bgp_peers(p["name"]) if peer.node == p["name"]),
-            key=lambda peer: (ipaddress.ip_address(peer.address).version,
-                              ipaddress.ip_address(peer.address)))
-        return ensure_absent(current, lambda: client.remove_node(p["name"]), "node",
-                             show=lambda node: dict(node.to_dict(),
-                                                    peers=[shown_peer(x) for x in peers]))
+        # everything the host holds goes with it (client.remove_node): the diff shows it
+        held = client.node_holdings(p["name"])
+        return ensure_absent(None if held.empty else held,
+                             lambda: client.remove_node(p["name"]), "node")
     current = lookup(client.get_node, p["name"])
     # the tunnel address is the host's agent's to set: kept as it is
     wanted = calico_lib.Node(p["name"], **{key: p[key] for key in FIELDS},

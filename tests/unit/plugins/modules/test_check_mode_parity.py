@@ -66,6 +66,20 @@ def peers(c: calico_lib.Client) -> None:
     c.put_bgp_peer(calico_lib.BGPPeer("10.0.2.254", 65002, "host-2"))
 
 
+def workloads(c: calico_lib.Client) -> None:
+    """host-1 with a container, a pending address and a block claim."""
+    peers(c)
+    pool(c)
+    address = c.ipam.auto_assign("host-1", "ep-1", num_ipv4=1).ipv4[0]
+    c.add_endpoint(calico_lib.Endpoint("ep-1", "host-1", "caliep1", ipv4_nets=[address]))
+    c.ipam.auto_assign("host-1", c.ipam.new_pending_handle(), num_ipv4=1)
+
+
+def workloads_of_a_removed_record(c: calico_lib.Client) -> None:
+    workloads(c)
+    c.store.delete(calico_lib.keys.node("host-1"))
+
+
 IP_POOL = [
     Scenario("create", ip_pool, {"cidr": CIDR, "nat_outgoing": True}, changed=True),
     Scenario("create ipv6", ip_pool, {"cidr": "fd00:65::/48", "block_size": 120},
@@ -121,6 +135,11 @@ NODE = [
     Scenario("absent with its peers", node, {"name": "host-1", "state": "absent"}, peers,
              changed=True),
     Scenario("absent without peers", node, {"name": "host-2", "state": "absent"}, nodes,
+             changed=True),
+    Scenario("absent of a host with containers", node, {"name": "host-1", "state": "absent"},
+             workloads, changed=True),
+    Scenario("absent of what a removed record left", node,
+             {"name": "host-1", "state": "absent"}, workloads_of_a_removed_record,
              changed=True),
     Scenario("absent of missing", node, {"name": "host-9", "state": "absent"}, peers),
     Scenario("another node's address", node, {"name": "host-3", "ipv4": "10.0.0.1"}, nodes,

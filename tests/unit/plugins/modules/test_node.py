@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+import calico_lib
 from ansible_collections.calico.docker.plugins.modules import bgp_peer, node
 from ansible_collections.calico.docker.tests.unit.plugins.modules.helpers import client, failed, ok
 
@@ -72,6 +73,26 @@ def test_absent_removes_the_node_and_its_peers(url) -> None:
     assert ok(node, {"name": "host-1", "state": "absent", "datastore": url})["changed"] is False
     with client(url) as c:
         assert c.list_nodes() == [] and c.list_bgp_peers() == []
+
+
+def test_absent_removes_the_host_and_the_diff_shows_all_it_held(url) -> None:
+    with client(url) as c:
+        c.add_pool(calico_lib.IPPool("10.65.0.0/16"))
+        c.add_node(calico_lib.Node("host-1", ipv4="10.0.0.1"))
+        c.add_bgp_peer(calico_lib.BGPPeer("10.0.1.254", 65001, "host-1", password="s3cret"))
+        address = c.ipam.auto_assign("host-1", "ep-1", num_ipv4=1).ipv4[0]
+        c.add_endpoint(calico_lib.Endpoint("ep-1", "host-1", "caliep1", ipv4_nets=[address]))
+    out = ok(node, {"name": "host-1", "state": "absent", "datastore": url}, diff=True)
+    before = out["diff"]["before"]
+    assert (before["ipv4"], before["endpoints"], before["addresses"]) == (
+        "10.0.0.1", ["ep-1"], [address])
+    assert before["blocks"] == ["10.65.0.0/26"]
+    assert before["peers"][0]["password"] == "********"
+    assert "s3cret" not in str(out)
+    with client(url) as c:
+        assert c.list_endpoints() == [] and c.ipam.check() == []
+        assert c.ipam.usage()[0]["blocks"] == []  # the emptied block went back to the pool
+    assert ok(node, {"name": "host-1", "state": "absent", "datastore": url})["changed"] is False
 
 
 def test_subnets_add_to_a_record_made_without_them(url) -> None:
@@ -166,6 +187,10 @@ def test_unicast_host_addresses_at_the_edges_are_taken(url, args, ipv4, ipv6) ->
     assert (out["node"]["ipv4"], out["node"]["ipv6"]) == (ipv4, ipv6)
 
 
+#: what a node without containers holds beside its record and peers
+NOTHING_HELD = {"endpoints": [], "handles": [], "addresses": [], "blocks": [], "records": []}
+
+
 @pytest.mark.parametrize("check", [True, False])
 def test_absent_diff_shows_the_peers_removed_with_the_node(url, check) -> None:
     """Issue 20: removing a node removes its own BGP peers; the diff shows them (passwords
@@ -184,7 +209,7 @@ def test_absent_diff_shows_the_peers_removed_with_the_node(url, check) -> None:
         "peers": [{"address": "10.0.1.254", "as_number": 65001, "node": "host-1",
                    "password": "********"},
                   {"address": "fd00::fe", "as_number": 65001, "node": "host-1",
-                   "password": "********"}]}
+                   "password": "********"}], **NOTHING_HELD}
     assert out["diff"]["after"] == {}
     assert "s3cret" not in str(out)
     with client(url) as c:
@@ -198,7 +223,8 @@ def test_absent_diff_of_a_node_without_peers(url) -> None:
     ok(node, {"name": "host-1", "ipv4": "10.0.0.1", "datastore": url})
     out = ok(node, {"name": "host-1", "state": "absent", "datastore": url})
     assert out["diff"] == {"before": {"name": "host-1", "ipv4": "10.0.0.1", "ipv6": None,
-                                      "as_number": None, "rr_cluster_id": None, "peers": []},
+                                      "as_number": None, "rr_cluster_id": None, "peers": [],
+                                      **NOTHING_HELD},
                            "after": {}}
     assert ok(node, {"name": "host-1", "state": "absent",
                      "datastore": url})["diff"] == {"before": {}, "after": {}}
