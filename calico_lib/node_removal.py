@@ -88,22 +88,17 @@ def holdings(store: Datastore, name: str) -> NodeHoldings:
     out.peers.sort(key=lambda peer: _address_order(peer.address))
     prefix = keys.endpoints(name)
     out.endpoints = sorted(keys.last(k) for k in state.endpoint_keys if k.startswith(prefix))
-    named = state.endpoint_ids()
+    named = state.endpoint_ids()  # this host's endpoints' handles go with them
     held = state.holdings()
-    mine = set(out.endpoints)
     for handle in sorted(set(held) | set(state.handles)):
         record = state.handles.get(handle)
-        if handle in mine:
-            continue
-        if handle in named:  # another host's endpoint
-            continue
-        if (handle == tunnel_handle(name) or pending_of(name, handle, record)
+        if handle not in named and (
+                handle == tunnel_handle(name) or pending_of(name, handle, record)
                 or (record is not None and record.get("host") == name)):
             out.handles.append(handle)
-    ours = mine | set(out.handles)
-    out.addresses = [address for address, _ in sorted(
-        ((a, block) for h in ours for block, addrs in held.get(h, {}).items() for a in addrs),
-        key=lambda pair: _address_order(pair[0]))]
+    out.addresses = sorted((address for handle in [*out.endpoints, *out.handles]
+                            for addresses in held.get(handle, {}).values()
+                            for address in addresses), key=_address_order)
     out.blocks = sorted((cidr for host, cidr in state.affinities.values() if host == name),
                         key=_address_order)
     out.records = sorted(kv.key for kv in store.list(keys.docker_networks(name)))
